@@ -1,0 +1,175 @@
+/* vae_backend.h — the seam between the model and the hardware.
+ *
+ * The model, trainer, evaluator and sampler call only these function
+ * pointers. The CPU backend (src/host/backend_cpu.c) is the reference; the
+ * CUDA backend (src/host/backend_cuda.c + src/kernels) implements the same
+ * table with the same argument order, plus its stream inside `ctx`.
+ *
+ * Conventions (as llm.c):
+ *   - every pointer argument that names a tensor points to backend memory
+ *     (host memory for the CPU backend, device memory for CUDA);
+ *   - shapes are in the comments, row-major, batch first: [B, I] for dense
+ *     activations, [B, C, H, W] (NCHW) for images;
+ *   - forward outputs and parameter gradients are written with `=`
+ *     (every parameter is used once per step, so no zeroing pass is needed);
+ *   - a NULL input-gradient pointer means "not needed" (first layer).
+ *   - calls are asynchronous on backends that can be; `sync` waits.
+ */
+#ifndef VAE_BACKEND_H
+#define VAE_BACKEND_H
+
+#include "vae_core.h"
+#include "vae_math.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 2-D convolution: in [B, cin, hin, win] -> out [B, cout, hout, wout],
+ * weight [cout, cin, k, k] (PyTorch Conv2d layout), square kernel,
+ * hout = (hin + 2 pad - k) / stride + 1. */
+typedef struct {
+    int cin, hin, win;
+    int cout, hout, wout;
+    int k, stride, pad;
+} vae_conv_geom;
+
+/* Transposed convolution in [B, cin, hin, win] -> out [B, cout, hout, wout],
+ * weight [cin, cout, k, k] (PyTorch ConvTranspose2d layout),
+ * hout = (hin - 1) stride - 2 pad + k + out_pad. */
+typedef struct {
+    int cin, hin, win;
+    int cout, hout, wout;
+    int k, stride, pad, out_pad;
+} vae_convt_geom;
+
+typedef enum { VAE_ACT_RELU = 0, VAE_ACT_LEAKY_RELU = 1 } vae_act;
+typedef enum { VAE_LIK_BERNOULLI = 0, VAE_LIK_GAUSSIAN = 1 } vae_likelihood;
+
+typedef struct vae_backend vae_backend;
+struct vae_backend {
+    const char *name; /* "cpu" or "cuda" */
+    void *ctx;        /* backend private state */
+
+    /* ---- memory ---- */
+    /* Backend memory; CPU: 64-byte aligned host memory; CUDA: carved from the
+     * arena. NULL + vae_error_set on failure. */
+    void *(*alloc)(vae_backend *be, size_t bytes);
+    void (*release)(vae_backend *be, void *p);
+    void (*upload)(vae_backend *be, void *dst, const void *src, size_t bytes);
+    void (*download)(vae_backend *be, void *dst, const void *src, size_t bytes);
+    void (*zero)(vae_backend *be, void *dst, size_t bytes);
+    void (*sync)(vae_backend *be);
+    void (*destroy)(vae_backend *be);
+
+    /* ---- layers ---- */
+    /* out[B,O] = in[B,I] w[O,I]^T + b[O] */
+    void (*dense_forward)(vae_backend *be, real *out, const real *in, const real *w,
+                          const real *b, int B, int I, int O);
+    /* din[B,I] = dout[B,O] w[O,I];  dw[O,I] = dout^T in;  db[O] = sum_B dout */
+    void (*dense_backward)(vae_backend *be, real *din, real *dw, real *db, const real *dout,
+                           const real *in, const real *w, int B, int I, int O);
+    /* out[B,cout,hout,wout] = conv(in[B,cin,hin,win], w[cout,cin,k,k]) + b[cout] */
+    void (*conv2d_forward)(vae_backend *be, real *out, const real *in, const real *w,
+                           const real *b, const vae_conv_geom *g, int B);
+    void (*conv2d_backward)(vae_backend *be, real *din, real *dw, real *db, const real *dout,
+                            const real *in, const real *w, const vae_conv_geom *g, int B);
+    /* out[B,cout,hout,wout] = convT(in[B,cin,hin,win], w[cin,cout,k,k]) + b[cout] */
+    void (*convt2d_forward)(vae_backend *be, real *out, const real *in, const real *w,
+                            const real *b, const vae_convt_geom *g, int B);
+    void (*convt2d_backward)(vae_backend *be, real *din, real *dw, real *db, const real *dout,
+                             const real *in, const real *w, const vae_convt_geom *g, int B);
+    /* out[n] = act(in[n]); in-place (out == in) allowed */
+    void (*act_forward)(vae_backend *be, real *out, const real *in, size_t n, vae_act act,
+                        real slope);
+    /* din[n] = dout[n] * act'(.) computed from the forward *output*; in-place allowed */
+    void (*act_backward)(vae_backend *be, real *din, const real *dout, const real *out,
+                         size_t n, vae_act act, real slope);
+
+    /* ---- fused VAE ops ---- */
+    /* head[B,2L] holds mu = head[:, :L], lv = head[:, L:].
+     * z[B,L] = mu + exp(lv/2) eps, eps[b*L+l] = vae_normal_at(seed, stream, sub, b*L+l). */
+    void (*reparam_forward)(vae_backend *be, real *z, const real *head, int B, int L,
+                            uint64_t seed, uint32_t stream, uint64_t sub);
+    /* KL + reparameterisation backward in one pass:
+     *   kl[B]       = sum_l kl_term(mu, lv)                       (per sample)
+     *   dhead[B,2L] = (dz through reparam) + beta_scale * dKL      (dz may be NULL: AE/no decoder grad)
+     * eps is regenerated from the same (seed, stream, sub). */
+    void (*kl_backward)(vae_backend *be, real *dhead, real *kl, const real *dz, const real *head,
+                        int B, int L, real beta_scale, uint64_t seed, uint32_t stream,
+                        uint64_t sub);
+    /* Per-sample sum over l of log q(z|x) - log p(z), for importance weighting. */
+    void (*log_q_minus_log_p)(vae_backend *be, real *out, const real *z, const real *head, int B,
+                              int L, uint64_t seed, uint32_t stream, uint64_t sub);
+    /* Reconstruction loss and its gradient in one pass:
+     *   recon[B]  = sum_d l(out[b,d], x[b,d]) (+ D/2 log(2 pi sigma^2) for Gaussian)
+     *   dout[B,D] = grad_scale * dl/dout      (dout may be NULL: loss only) */
+    void (*recon_loss)(vae_backend *be, real *dout, real *recon, const real *out, const real *x,
+                       int B, int D, vae_likelihood lik, real sigma, real grad_scale);
+
+    /* ---- reductions (deterministic order) ---- */
+    /* *acc += sum_i v[i] (acc is one double in backend memory) */
+    void (*sum_into)(vae_backend *be, double *acc, const real *v, size_t n);
+    /* *acc = sum_i v[i]^2 */
+    void (*sumsq)(vae_backend *be, double *acc, const real *v, size_t n);
+
+    /* ---- optimizer ---- */
+    /* Adam over the flat parameter buffer. gnorm2 (backend memory) holds
+     * ||g||^2 from sumsq; with clip > 0 the gradient is scaled by
+     * min(1, clip / (sqrt(gnorm2) + 1e-6)) (torch.nn.utils.clip_grad_norm_).
+     * If gnorm2 is not finite the step is skipped and *bad (backend memory,
+     * an int) is set to 1; parameters and moments stay unchanged. */
+    void (*adam_step)(vae_backend *be, real *p, const real *g, real *m, real *v, size_t n,
+                      const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad);
+
+    /* ---- data ---- */
+    /* x[B,D] = data[idx[b], :] / 255 — data [N,D] uint8 and idx [B] int32 in backend memory */
+    void (*gather_batch)(vae_backend *be, real *x, const uint8_t *data, const int32_t *idx,
+                         int B, int D);
+    /* px[n] = vae_to_u8(out[n], lik == BERNOULLI) */
+    void (*to_u8)(vae_backend *be, uint8_t *px, const real *out, size_t n, vae_likelihood lik);
+    /* z[n] = vae_normal_at(seed, stream, sub, first + i) */
+    void (*normal_fill)(vae_backend *be, real *z, size_t n, uint64_t seed, uint32_t stream,
+                        uint64_t sub, uint64_t first);
+
+    /* ---- optional hooks: NULL means unsupported; callers check first ---- */
+    /* Size the backend memory up front so that allocations totalling `bytes`
+     * more can be made (count each buffer rounded up to 256 bytes). CUDA: the
+     * arena is one cudaMalloc; without reserve() the first alloc() takes 3/4
+     * of the free device memory (or $VAE_CUDA_ARENA_MB MiB). When no buffer
+     * is live, reserve() re-creates the arena at the new size. Returns VAE_OK,
+     * or VAE_ENOMEM with the bytes needed and available. */
+    int (*reserve)(vae_backend *be, size_t bytes);
+    /* Page-locked host memory, for download_async to be truly asynchronous.
+     * NULL + vae_error_set on failure. */
+    void *(*host_alloc)(vae_backend *be, size_t bytes);
+    void (*host_free)(vae_backend *be, void *p);
+    /* Copy src (backend memory) to dst (host) after all work issued so far,
+     * on a separate copy stream, without waiting. dst must stay valid and
+     * src unmodified — by the host or by work issued afterwards — until
+     * copy_wait() returns (use two buffers to overlap compute and copy). */
+    void (*download_async)(vae_backend *be, void *dst, const void *src, size_t bytes);
+    /* Wait for every download_async issued so far. */
+    void (*copy_wait)(vae_backend *be);
+};
+
+typedef enum { VAE_DEVICE_AUTO = 0, VAE_DEVICE_CPU = 1, VAE_DEVICE_CUDA = 2 } vae_device;
+
+/* CPU backend with `threads` BLAS/worker threads (0 = all cores). */
+vae_backend *vae_backend_cpu_create(int threads);
+/* CUDA backend on GPU `device` (only in builds with VAE_HAVE_CUDA). NULL and
+ * vae_error_get() on failure. */
+vae_backend *vae_backend_cuda_create(int device);
+
+/* Picks and creates a backend. With AUTO and no usable GPU, prints once to
+ * stderr that it runs on the CPU and why. CUDA without a usable GPU is an
+ * error (NULL, vae_error_get() says why). */
+vae_backend *vae_backend_create(vae_device dev, int threads);
+/* 1 if this build has the CUDA backend and a GPU is usable; else 0 and a
+ * reason in `why` (may be NULL). */
+int vae_cuda_available(char *why, size_t why_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VAE_BACKEND_H */

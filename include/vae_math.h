@@ -1,0 +1,219 @@
+/* vae_math.h — per-element math shared by the CPU reference (C) and the CUDA
+ * kernels (nvcc). Every function here is compiled by both, so the CPU tests
+ * exercise exactly the lines the GPU kernels run.
+ *
+ * Contents
+ *   Philox4x32-10 counter-based generator (Salmon et al., SC'11; the
+ *   generator behind cuRAND's CURAND_RNG_PSEUDO_PHILOX4_32_10 and
+ *   curand_init()/curandStatePhilox4_32_10_t), addressed by
+ *   (seed, stream, step, element) — no state to carry between calls.
+ *   Standard normals by Box-Muller, evaluated in double precision and rounded
+ *   once, so C and CUDA (whose float logf/sinf differ in the last ulp) give the
+ *   same float.
+ *   Stable BCE-with-logits, Gaussian NLL, KL(N(mu, e^lv) || N(0,1)),
+ *   the reparameterisation z = mu + e^(lv/2) eps, and one Adam element update.
+ */
+#ifndef VAE_MATH_H
+#define VAE_MATH_H
+
+#include "vae_core.h"
+
+#if defined(__CUDACC__)
+#define VAE_HD __host__ __device__ __forceinline__
+#else
+#include <math.h>
+#define VAE_HD static inline
+#endif
+
+#ifdef VAE_REAL_DOUBLE
+#define R_EXP exp
+#define R_LOG log
+#define R_LOG1P log1p
+#define R_SQRT sqrt
+#define R_FABS fabs
+#else
+#define R_EXP expf
+#define R_LOG logf
+#define R_LOG1P log1pf
+#define R_SQRT sqrtf
+#define R_FABS fabsf
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- Philox */
+
+/* Random streams: each use of randomness has its own tag so that, e.g., the
+ * evaluation noise never overlaps the training noise. The tag goes into the
+ * top 8 bits of the 64-bit subsequence. */
+enum {
+    VAE_RNG_TRAIN = 0,  /* reparameterisation noise, subsequence = train step   */
+    VAE_RNG_EVAL = 1,   /* eval / importance sampling, subsequence = k-th sample */
+    VAE_RNG_PRIOR = 2,  /* prior samples for `vae sample`, subsequence = 0      */
+    VAE_RNG_INIT = 3,   /* parameter initialisation, subsequence = tensor index */
+    VAE_RNG_SHUFFLE = 4 /* data shuffling, subsequence = epoch                  */
+};
+
+typedef struct { uint32_t v[4]; } vae_u32x4;
+
+#define VAE_PHILOX_M0 0xD2511F53u
+#define VAE_PHILOX_M1 0xCD9E8D57u
+#define VAE_PHILOX_W0 0x9E3779B9u /* golden ratio */
+#define VAE_PHILOX_W1 0xBB67AE85u /* sqrt(3) - 1  */
+
+/* One Philox round: two 32x32->64 multiplies, xor with the other words and
+ * the key. */
+VAE_HD vae_u32x4 vae_philox_round(vae_u32x4 c, uint32_t k0, uint32_t k1) {
+    uint64_t p0 = (uint64_t)VAE_PHILOX_M0 * c.v[0];
+    uint64_t p1 = (uint64_t)VAE_PHILOX_M1 * c.v[2];
+    vae_u32x4 r;
+    r.v[0] = (uint32_t)(p1 >> 32) ^ c.v[1] ^ k0;
+    r.v[1] = (uint32_t)p1;
+    r.v[2] = (uint32_t)(p0 >> 32) ^ c.v[3] ^ k1;
+    r.v[3] = (uint32_t)p0;
+    return r;
+}
+
+/* Philox4x32-10: ten rounds, the key bumped by the Weyl constants between
+ * rounds. Matches the Random123 known-answer vectors (tests/test_math.c). */
+VAE_HD vae_u32x4 vae_philox4x32_10(vae_u32x4 ctr, uint32_t k0, uint32_t k1) {
+    for (int i = 0; i < 9; i++) {
+        ctr = vae_philox_round(ctr, k0, k1);
+        k0 += VAE_PHILOX_W0;
+        k1 += VAE_PHILOX_W1;
+    }
+    return vae_philox_round(ctr, k0, k1);
+}
+
+/* Counter layout as cuRAND's curand_init(seed, subsequence, 4*group):
+ * key = seed, counter = {group lo, group hi, subsequence lo, subsequence hi}.
+ * subsequence = (stream << 56) | index_in_stream. */
+VAE_HD vae_u32x4 vae_philox_block(uint64_t seed, uint32_t stream, uint64_t sub, uint64_t group) {
+    uint64_t s = ((uint64_t)stream << 56) | (sub & 0x00FFFFFFFFFFFFFFull);
+    vae_u32x4 c;
+    c.v[0] = (uint32_t)group;
+    c.v[1] = (uint32_t)(group >> 32);
+    c.v[2] = (uint32_t)s;
+    c.v[3] = (uint32_t)(s >> 32);
+    return vae_philox4x32_10(c, (uint32_t)seed, (uint32_t)(seed >> 32));
+}
+
+/* Uniform in the open interval (0, 1) from 32 random bits: (x + 1/2) / 2^32. */
+VAE_HD double vae_u01(uint32_t x) { return ((double)x + 0.5) * (1.0 / 4294967296.0); }
+
+/* Standard normal number `index` of stream (seed, stream, sub). Each Philox
+ * block gives four normals: Box-Muller on words (0,1) -> lanes 0,1 and on
+ * words (2,3) -> lanes 2,3, as cuRAND's curand_normal4 pairs them:
+ * r = sqrt(-2 ln u_a), lane a = r sin(2 pi u_b), lane b = r cos(2 pi u_b). */
+VAE_HD real vae_normal_at(uint64_t seed, uint32_t stream, uint64_t sub, uint64_t index) {
+    vae_u32x4 b = vae_philox_block(seed, stream, sub, index >> 2);
+    int lane = (int)(index & 3);
+    uint32_t a = (lane < 2) ? b.v[0] : b.v[2];
+    uint32_t t = (lane < 2) ? b.v[1] : b.v[3];
+    double r = sqrt(-2.0 * log(vae_u01(a)));
+    double ang = 6.283185307179586 * vae_u01(t);
+    return (real)(((lane & 1) == 0) ? r * sin(ang) : r * cos(ang));
+}
+
+/* Uniform (0,1) number `index` of stream (seed, stream, sub): one word each. */
+VAE_HD double vae_uniform_at(uint64_t seed, uint32_t stream, uint64_t sub, uint64_t index) {
+    vae_u32x4 b = vae_philox_block(seed, stream, sub, index >> 2);
+    return vae_u01(b.v[index & 3]);
+}
+
+/* ---------------------------------------------------------- likelihoods */
+
+/* Logistic sigmoid without overflow for either sign of x. */
+VAE_HD real vae_sigmoid(real x) {
+    if (x >= 0) return (real)1 / ((real)1 + R_EXP(-x));
+    real e = R_EXP(x);
+    return e / ((real)1 + e);
+}
+
+/* Binary cross-entropy on a logit x against a target t in [0,1]:
+ *   l(x,t) = -[t log s(x) + (1-t) log(1 - s(x))] = max(x,0) - x t + log(1 + e^-|x|)
+ * which never overflows and keeps precision for large |x|.
+ *   dl/dx = s(x) - t. */
+VAE_HD real vae_bce_logits(real x, real t) {
+    return (x > 0 ? x : (real)0) - x * t + R_LOG1P(R_EXP(-R_FABS(x)));
+}
+VAE_HD real vae_bce_logits_grad(real x, real t) { return vae_sigmoid(x) - t; }
+
+/* Gaussian negative log-likelihood of t under N(x, sigma^2) without the
+ * constant (D/2) log(2 pi sigma^2), which the caller adds per image:
+ *   l = (x - t)^2 / (2 sigma^2),   dl/dx = (x - t) / sigma^2. */
+VAE_HD real vae_gauss_nll(real x, real t, real inv_var) {
+    real d = x - t;
+    return (real)0.5 * d * d * inv_var;
+}
+VAE_HD real vae_gauss_nll_grad(real x, real t, real inv_var) { return (x - t) * inv_var; }
+
+/* ------------------------------------------------------------- latents */
+
+/* KL(N(mu, e^lv) || N(0, 1)) for one latent dimension:
+ *   kl = 1/2 (mu^2 + e^lv - 1 - lv),  dkl/dmu = mu,  dkl/dlv = 1/2 (e^lv - 1). */
+VAE_HD real vae_kl_term(real mu, real lv) {
+    return (real)0.5 * (mu * mu + R_EXP(lv) - (real)1 - lv);
+}
+VAE_HD real vae_kl_grad_mu(real mu) { return mu; }
+VAE_HD real vae_kl_grad_lv(real lv) { return (real)0.5 * (R_EXP(lv) - (real)1); }
+
+/* Reparameterisation z = mu + sigma eps with sigma = e^(lv/2). Backward:
+ *   dmu += dz,  dlv += dz * eps * sigma / 2. */
+VAE_HD real vae_reparam(real mu, real lv, real eps) { return mu + R_EXP((real)0.5 * lv) * eps; }
+VAE_HD real vae_reparam_grad_lv(real dz, real lv, real eps) {
+    return dz * eps * (real)0.5 * R_EXP((real)0.5 * lv);
+}
+
+/* log q(z|x) - log p(z) for one dimension, where z = mu + sigma eps:
+ *   log N(z; mu, sigma^2) - log N(z; 0, 1) = -eps^2/2 - lv/2 + z^2/2
+ * (the 1/2 log 2 pi terms cancel). Used by the importance-weighted bound. */
+VAE_HD real vae_log_q_minus_log_p(real z, real lv, real eps) {
+    return (real)0.5 * (z * z - eps * eps - lv);
+}
+
+/* ---------------------------------------------------------------- Adam */
+
+typedef struct {
+    real lr, beta1, beta2, eps, weight_decay;
+    int decoupled; /* 0: L2 (PyTorch Adam, wd*p added to g); 1: AdamW */
+    real bc1, bc2; /* bias corrections 1 - beta^t, computed once per step */
+} vae_adam_hp;
+
+/* One Adam step for one parameter, following torch.optim.Adam/AdamW:
+ *   g' = gscale*g (+ wd*p for L2);  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
+ *   p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)   (AdamW first p *= 1 - lr*wd)
+ * gscale carries global-norm clipping (1 when off). */
+VAE_HD void vae_adam_elem(real *p, real g, real *m, real *v, const vae_adam_hp *hp, real gscale) {
+    real w = *p;
+    g *= gscale;
+    if (hp->weight_decay != 0) {
+        if (hp->decoupled) w -= hp->lr * hp->weight_decay * w;
+        else g += hp->weight_decay * w;
+    }
+    real mm = hp->beta1 * *m + ((real)1 - hp->beta1) * g;
+    real vv = hp->beta2 * *v + ((real)1 - hp->beta2) * g * g;
+    *m = mm;
+    *v = vv;
+    real denom = R_SQRT(vv) / R_SQRT(hp->bc2) + hp->eps;
+    *p = w - (hp->lr / hp->bc1) * mm / denom;
+}
+
+/* ---------------------------------------------------------- conversion */
+
+/* Model output to an 8-bit pixel: probabilities (sigmoid of logits) for the
+ * Bernoulli likelihood, the mean clamped to [0,1] for the Gaussian one;
+ * rounded to nearest. */
+VAE_HD uint8_t vae_to_u8(real out, int is_logit) {
+    real p = is_logit ? vae_sigmoid(out) : out;
+    if (!(p > 0)) p = 0; /* also maps NaN to 0 */
+    if (p > 1) p = 1;
+    return (uint8_t)(p * (real)255 + (real)0.5);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VAE_MATH_H */

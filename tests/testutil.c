@@ -1,0 +1,80 @@
+#include "testutil.h"
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int g_test_pass = 0, g_test_fail = 0;
+static char g_tmp[512];
+
+const char *test_tmpdir(void) {
+    if (!g_tmp[0]) {
+        const char *base = getenv("TMPDIR");
+        snprintf(g_tmp, sizeof g_tmp, "%s/vae_test_XXXXXX", base && *base ? base : "/tmp");
+        if (!mkdtemp(g_tmp)) {
+            perror("mkdtemp");
+            exit(1);
+        }
+    }
+    return g_tmp;
+}
+
+const char *test_write_file(const char *name, const void *data, size_t len) {
+    static char paths[16][640];
+    static int slot = 0;
+    char *p = paths[slot++ % 16];
+    snprintf(p, 640, "%s/%s", test_tmpdir(), name);
+    FILE *f = fopen(p, "wb");
+    if (!f || (len && fwrite(data, 1, len, f) != len) || fclose(f) != 0) {
+        perror(p);
+        exit(1);
+    }
+    return p;
+}
+
+const char *test_data_dir(void) {
+    const char *d = getenv("VAE_DATA_DIR");
+    return d && *d ? d : NULL;
+}
+
+void test_rand_fill(double *dst, size_t n, double lo, double hi, unsigned seed) {
+    uint64_t s = 0x9E3779B97F4A7C15ull * (seed + 1);
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        dst[i] = lo + (hi - lo) * ((double)(s >> 11) / 9007199254740992.0);
+    }
+}
+
+void test_rand_fill_real(real *dst, size_t n, double lo, double hi, unsigned seed) {
+    uint64_t s = 0x9E3779B97F4A7C15ull * (seed + 1);
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        dst[i] = (real)(lo + (hi - lo) * ((double)(s >> 11) / 9007199254740992.0));
+    }
+}
+
+double test_max_rel(const real *a, const real *b, size_t n, double floor) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        double s = fabs((double)b[i]);
+        double r = d / (s > floor ? s : floor);
+        if (r != r) return INFINITY;
+        if (r > worst) worst = r;
+    }
+    return worst;
+}
+
+int test_finish(void) {
+    printf("%d passed, %d failed\n", g_test_pass, g_test_fail);
+    if (g_test_fail == 0 && g_tmp[0]) {
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
+    }
+    return g_test_fail ? 1 : 0;
+}

@@ -1,0 +1,86 @@
+/* testutil.h — a tiny assertion library for the C tests.
+ * CHECK* macros count failures and print file:line and the values; a test's
+ * main returns test_finish(), which prints "N passed, M failed" and exits
+ * 1 if anything failed. TEST_SKIP(reason) exits 77 (ctest: skipped). */
+#ifndef VAE_TESTUTIL_H
+#define VAE_TESTUTIL_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vae_core.h"
+
+extern int g_test_pass, g_test_fail;
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (cond) g_test_pass++;                                                      \
+        else {                                                                        \
+            g_test_fail++;                                                            \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);  \
+        }                                                                             \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                          \
+    do {                                                                              \
+        if (cond) g_test_pass++;                                                      \
+        else {                                                                        \
+            g_test_fail++;                                                            \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);  \
+            fprintf(stderr, __VA_ARGS__);                                             \
+            fputc('\n', stderr);                                                      \
+        }                                                                             \
+    } while (0)
+
+/* |a - b| <= atol + rtol * |b|, NaN fails. */
+#define CHECK_CLOSE(a, b, rtol, atol)                                                 \
+    do {                                                                              \
+        double a_ = (double)(a), b_ = (double)(b);                                    \
+        if (fabs(a_ - b_) <= (atol) + (rtol)*fabs(b_)) g_test_pass++;                 \
+        else {                                                                        \
+            g_test_fail++;                                                            \
+            fprintf(stderr, "%s:%d: CHECK_CLOSE failed: %s = %.10g vs %s = %.10g\n",  \
+                    __FILE__, __LINE__, #a, a_, #b, b_);                              \
+        }                                                                             \
+    } while (0)
+
+/* The call returned an error and its message contains `needle`. */
+#define CHECK_ERR(call, needle)                                                       \
+    do {                                                                              \
+        int rc_ = (call);                                                             \
+        const char *m_ = vae_error_get();                                             \
+        if (rc_ != 0 && strstr(m_, (needle))) g_test_pass++;                          \
+        else {                                                                        \
+            g_test_fail++;                                                            \
+            fprintf(stderr, "%s:%d: CHECK_ERR failed: %s returned %d, message \"%s\", " \
+                    "expected to contain \"%s\"\n", __FILE__, __LINE__, #call, rc_,   \
+                    rc_ ? m_ : "", (needle));                                         \
+        }                                                                             \
+    } while (0)
+
+#define TEST_SKIP(...)                                                                \
+    do {                                                                              \
+        printf("SKIP: ");                                                             \
+        printf(__VA_ARGS__);                                                          \
+        printf("\n");                                                                 \
+        exit(77);                                                                     \
+    } while (0)
+
+int test_finish(void);
+
+/* A fresh empty directory under $TMPDIR (or /tmp) for this test; removed by
+ * test_finish() when all checks passed. */
+const char *test_tmpdir(void);
+/* Writes `len` bytes to dir/name, returns the full path (static buffer per call slot). */
+const char *test_write_file(const char *name, const void *data, size_t len);
+/* $VAE_DATA_DIR or NULL */
+const char *test_data_dir(void);
+/* Deterministic pseudo-random doubles in [lo, hi) (xorshift, seeded). */
+void test_rand_fill(double *dst, size_t n, double lo, double hi, unsigned seed);
+void test_rand_fill_real(real *dst, size_t n, double lo, double hi, unsigned seed);
+/* Max relative error max_i |a-b| / max(|b|, floor). */
+double test_max_rel(const real *a, const real *b, size_t n, double floor);
+
+#endif
