@@ -1,0 +1,682 @@
+/* backend_cpu.c — the CPU reference backend: every entry of vae_backend on
+ * host memory, dense and convolution layers on CBLAS GEMM (OpenBLAS).
+ *
+ * Dimension letters as in vae_core.h: B batch, C channels, H/W height/width,
+ * L latent size, I/O dense in/out features, K = C*k*k rows of an im2col
+ * matrix, N = nb*Ho*Wo its columns for a chunk of nb images.
+ *
+ * Conventions (vae_backend.h): forward outputs and parameter gradients are
+ * written with `=`; a NULL input gradient means "skip"; all matrices are
+ * row-major. Per-element math (likelihoods, KL, reparameterisation, Adam,
+ * Philox normals, pixel conversion) comes from vae_math.h only, so the CUDA
+ * kernels run the same lines. Per-sample sums and bias gradients accumulate
+ * in double in a fixed order; batch chunking depends only on the layer shape,
+ * so results are reproducible run to run.
+ *
+ * File layout, by op family:
+ *   1. context, workspace, memory
+ *   2. dense
+ *   3. im2col / col2im and layout helpers
+ *   4. conv2d
+ *   5. transposed conv2d
+ *   6. activations
+ *   7. fused VAE ops (reparam, KL, log q - log p, reconstruction loss)
+ *   8. reductions, optimizer, data conversion
+ *   9. construction
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vae_backend.h"
+#include "vae_math.h"
+
+/* OpenBLAS's cblas.h pulls in <complex.h>, whose macro `I` would rewrite the
+ * dense layers' `I` (input features) parameter: include it after our headers
+ * and drop the macro (nothing here uses complex numbers). */
+#include <cblas.h>
+#undef I
+
+/* OpenBLAS extension; some cblas.h variants do not declare it. */
+void openblas_set_num_threads(int num_threads);
+
+#ifdef VAE_REAL_DOUBLE
+#define GEMM cblas_dgemm
+#else
+#define GEMM cblas_sgemm
+#endif
+
+#define NT CblasNoTrans
+#define TR CblasTrans
+
+/* The convolution workspace (im2col matrix + one [C, N] staging matrix) is
+ * bounded by this many bytes: the batch is processed in chunks of as many
+ * images as fit. 32 MiB holds a whole batch of 128 for every MNIST layer
+ * (at most (288 + 64) * 49 floats = 69 KiB per image). Overridable at compile
+ * time to exercise chunking. */
+#ifndef CPU_WS_BYTES
+#define CPU_WS_BYTES ((size_t)32 << 20)
+#endif
+
+/* ================================================== 1. context and memory */
+
+typedef struct {
+    real *ws;      /* [ws_cap] conv workspace, grown on demand, never shrunk */
+    size_t ws_cap; /* elements */
+} cpu_ctx;
+
+/* Workspace for a chunked conv op needing `per_image` elements per image:
+ * returns the buffer and the chunk size nb (1 <= nb <= B). Allocates only
+ * when a larger chunk than ever before is needed (first call of each layer
+ * shape), so the training loop runs allocation-free. Under memory pressure it
+ * halves the chunk rather than fail; a single image that does not fit is an
+ * unrecoverable error for a void op. */
+static real *cpu_ws_chunk(vae_backend *be, size_t per_image, int B, int *nb_out) {
+    cpu_ctx *c = (cpu_ctx *)be->ctx;
+    size_t nb = CPU_WS_BYTES / sizeof(real) / per_image;
+    if (nb < 1) nb = 1;
+    if (nb > (size_t)B) nb = (size_t)B;
+    while (nb * per_image > c->ws_cap) {
+        real *p = (real *)vae_malloc_aligned(nb * per_image * sizeof(real));
+        if (p) {
+            vae_free_aligned(c->ws);
+            c->ws = p;
+            c->ws_cap = nb * per_image;
+            break;
+        }
+        if (nb == 1) vae_panic(__FILE__, __LINE__, "cpu conv workspace: %s", vae_error_get());
+        nb /= 2;
+    }
+    *nb_out = (int)nb;
+    return c->ws;
+}
+
+static void *cpu_alloc(vae_backend *be, size_t bytes) {
+    (void)be;
+    return vae_malloc_aligned(bytes); /* sets VAE_ENOMEM on failure */
+}
+static void cpu_release(vae_backend *be, void *p) { (void)be; vae_free_aligned(p); }
+static void cpu_upload(vae_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) memcpy(dst, src, bytes);
+}
+static void cpu_download(vae_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) memcpy(dst, src, bytes);
+}
+static void cpu_zero(vae_backend *be, void *dst, size_t bytes) {
+    (void)be;
+    if (bytes) memset(dst, 0, bytes);
+}
+static void cpu_sync(vae_backend *be) { (void)be; }
+static void cpu_destroy(vae_backend *be) {
+    if (!be) return;
+    cpu_ctx *c = (cpu_ctx *)be->ctx;
+    if (c) vae_free_aligned(c->ws);
+    free(c);
+    free(be);
+}
+
+/* ============================================================ 2. dense */
+
+/* out[B,O] = in[B,I] w[O,I]^T + b[O]: the bias is broadcast into out first
+ * and the GEMM accumulates onto it (beta = 1), one pass over out. */
+static void cpu_dense_forward(vae_backend *be, real *out, const real *in, const real *w,
+                              const real *b, int B, int I, int O) {
+    (void)be;
+    if (B <= 0 || O <= 0) return;
+    if (b)
+        for (int r = 0; r < B; r++) memcpy(out + (size_t)r * O, b, (size_t)O * sizeof(real));
+    if (I <= 0) {
+        if (!b) memset(out, 0, (size_t)B * O * sizeof(real));
+        return;
+    }
+    GEMM(CblasRowMajor, NT, TR, B, O, I, 1, in, I, w, I, b ? 1 : 0, out, O);
+}
+
+/* db[C] = sum_b x[b, C] in double, column tiles so that the accumulators stay
+ * on the stack and rows are read contiguously. */
+static void col_sums(real *db, const real *x, int B, int C) {
+    enum { T = 256 };
+    double acc[T];
+    for (int c0 = 0; c0 < C; c0 += T) {
+        int n = C - c0 < T ? C - c0 : T;
+        for (int j = 0; j < n; j++) acc[j] = 0;
+        for (int r = 0; r < B; r++) {
+            const real *row = x + (size_t)r * C + c0;
+            for (int j = 0; j < n; j++) acc[j] += row[j];
+        }
+        for (int j = 0; j < n; j++) db[c0 + j] = (real)acc[j];
+    }
+}
+
+/* din[B,I] = dout[B,O] w[O,I];  dw[O,I] = dout^T in;  db[O] = sum_b dout[b,:] */
+static void cpu_dense_backward(vae_backend *be, real *din, real *dw, real *db, const real *dout,
+                               const real *in, const real *w, int B, int I, int O) {
+    (void)be;
+    if (din && B > 0 && I > 0) {
+        if (O > 0) GEMM(CblasRowMajor, NT, NT, B, I, O, 1, dout, O, w, I, 0, din, I);
+        else memset(din, 0, (size_t)B * I * sizeof(real));
+    }
+    if (dw && O > 0 && I > 0) {
+        if (B > 0) GEMM(CblasRowMajor, TR, NT, O, I, B, 1, dout, O, in, I, 0, dw, I);
+        else memset(dw, 0, (size_t)O * I * sizeof(real));
+    }
+    if (db && O > 0) col_sums(db, dout, B, O);
+}
+
+/* ============================================= 3. im2col / col2im, layouts */
+
+/* One convolution seen from its *input image*: image [nb, C, H, W], kernel
+ * k x k, stride s, zero padding p, output grid Ho x Wo. A transposed conv uses
+ * the same struct with its output as the "image" and its input as the grid. */
+typedef struct {
+    int C, H, W, k, s, p, Ho, Wo;
+} cpu_patch;
+
+/* ceil(a / s) for s > 0, clamped below at 0 */
+static inline int div_ceil0(int a, int s) { return a <= 0 ? 0 : (a + s - 1) / s; }
+
+/* Output positions o in [lo, hi) whose input coordinate i = o*s - p + kk lies
+ * in [0, n_in); outside that range the tap reads zero padding. Precomputing
+ * it keeps the inner loops free of bounds tests. */
+static inline void tap_range(int n_in, int n_out, int s, int p, int kk, int *lo, int *hi) {
+    int l = div_ceil0(p - kk, s);
+    int h = div_ceil0(n_in + p - kk, s);
+    if (h > n_out) h = n_out;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* col[K = C*k*k, N = nb*Ho*Wo], row (c, kh, kw), column (b, oh, ow):
+ *   col[(c k + kh) k + kw, (b Ho + oh) Wo + ow] = img[b, c, oh s - p + kh, ow s - p + kw]
+ * (zero outside the image). Loops run image plane by image plane so the
+ * plane stays in L1 while its k*k rows are written; the innermost loop walks
+ * the output width, contiguous in col (and in img for stride 1: memcpy). */
+static void im2col(real *col, const real *img, int nb, const cpu_patch *g) {
+    const int s = g->s, p = g->p, k = g->k, W = g->W, Ho = g->Ho, Wo = g->Wo;
+    const size_t HW = (size_t)g->H * W, HWo = (size_t)Ho * Wo, N = (size_t)nb * HWo;
+    for (int b = 0; b < nb; b++) {
+        for (int c = 0; c < g->C; c++) {
+            const real *plane = img + ((size_t)b * g->C + c) * HW;
+            for (int kh = 0; kh < k; kh++) {
+                int oh0, oh1;
+                tap_range(g->H, Ho, s, p, kh, &oh0, &oh1);
+                for (int kw = 0; kw < k; kw++) {
+                    int ow0, ow1;
+                    tap_range(W, Wo, s, p, kw, &ow0, &ow1);
+                    real *dst = col + ((size_t)(c * k + kh) * k + kw) * N + (size_t)b * HWo;
+                    memset(dst, 0, (size_t)oh0 * Wo * sizeof(real));
+                    for (int oh = oh0; oh < oh1; oh++) {
+                        real *d = dst + (size_t)oh * Wo;
+                        const real *srow = plane + (size_t)(oh * s - p + kh) * W;
+                        const int off = kw - p; /* iw = ow*s + off */
+                        for (int ow = 0; ow < ow0; ow++) d[ow] = 0;
+                        if (s == 1) {
+                            if (ow1 > ow0)
+                                memcpy(d + ow0, srow + ow0 + off, (size_t)(ow1 - ow0) * sizeof(real));
+                        } else {
+                            for (int ow = ow0; ow < ow1; ow++) d[ow] = srow[ow * s + off];
+                        }
+                        for (int ow = ow1; ow < Wo; ow++) d[ow] = 0;
+                    }
+                    memset(dst + (size_t)oh1 * Wo, 0, (size_t)(Ho - oh1) * Wo * sizeof(real));
+                }
+            }
+        }
+    }
+}
+
+/* The adjoint of im2col: img[b, c, oh s - p + kh, ow s - p + kw] += col[...]
+ * for every in-image tap. Accumulates: the caller initialises img. */
+static void col2im(real *img, const real *col, int nb, const cpu_patch *g) {
+    const int s = g->s, p = g->p, k = g->k, W = g->W, Ho = g->Ho, Wo = g->Wo;
+    const size_t HW = (size_t)g->H * W, HWo = (size_t)Ho * Wo, N = (size_t)nb * HWo;
+    for (int b = 0; b < nb; b++) {
+        for (int c = 0; c < g->C; c++) {
+            real *plane = img + ((size_t)b * g->C + c) * HW;
+            for (int kh = 0; kh < k; kh++) {
+                int oh0, oh1;
+                tap_range(g->H, Ho, s, p, kh, &oh0, &oh1);
+                for (int kw = 0; kw < k; kw++) {
+                    int ow0, ow1;
+                    tap_range(W, Wo, s, p, kw, &ow0, &ow1);
+                    const real *src = col + ((size_t)(c * k + kh) * k + kw) * N + (size_t)b * HWo;
+                    const int off = kw - p;
+                    for (int oh = oh0; oh < oh1; oh++) {
+                        const real *d = src + (size_t)oh * Wo;
+                        real *irow = plane + (size_t)(oh * s - p + kh) * W;
+                        if (s == 1) {
+                            for (int ow = ow0; ow < ow1; ow++) irow[ow + off] += d[ow];
+                        } else {
+                            for (int ow = ow0; ow < ow1; ow++) irow[ow * s + off] += d[ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* dst[c, b*HW + j] = src[b, c, j]: NCHW chunk -> channel-major [C, nb*HW] */
+static void nchw_to_cn(real *dst, const real *src, int nb, int C, size_t HW) {
+    const size_t N = (size_t)nb * HW;
+    for (int b = 0; b < nb; b++)
+        for (int c = 0; c < C; c++)
+            memcpy(dst + (size_t)c * N + (size_t)b * HW, src + ((size_t)b * C + c) * HW,
+                   HW * sizeof(real));
+}
+
+/* dst[b, c, j] = src[c, b*HW + j] + bias[c] (bias may be NULL) */
+static void cn_to_nchw(real *dst, const real *src, const real *bias, int nb, int C, size_t HW) {
+    const size_t N = (size_t)nb * HW;
+    for (int b = 0; b < nb; b++)
+        for (int c = 0; c < C; c++) {
+            real *d = dst + ((size_t)b * C + c) * HW;
+            const real *sp = src + (size_t)c * N + (size_t)b * HW;
+            if (bias) {
+                const real bc = bias[c];
+                for (size_t j = 0; j < HW; j++) d[j] = sp[j] + bc;
+            } else {
+                memcpy(d, sp, HW * sizeof(real));
+            }
+        }
+}
+
+/* db[c] = sum_{b, j} x[b, c, j] in double (bias gradient of an NCHW output) */
+static void chan_sums(real *db, const real *x, int B, int C, size_t HW) {
+    for (int c = 0; c < C; c++) {
+        double acc = 0;
+        for (int b = 0; b < B; b++) {
+            const real *r = x + ((size_t)b * C + c) * HW;
+            for (size_t j = 0; j < HW; j++) acc += r[j];
+        }
+        db[c] = (real)acc;
+    }
+}
+
+/* =========================================================== 4. conv2d */
+
+/* Conv2d as GEMM, per chunk of nb images (N = nb*Ho*Wo, K = cin*k*k):
+ *   forward   col[K,N] = im2col(in);  tmp[cout,N] = w[cout,K] col;  out = tmp + b
+ *   backward  tmp[cout,N] = dout (as [cout, N]);
+ *             dw[cout,K]  = sum over chunks of tmp col^T   (col recomputed)
+ *             col[K,N]    = w^T tmp;  din = col2im(col)
+ *             db[cout]    = sum_{b,h,w} dout
+ * Workspace per image: (K + cout) * Ho*Wo elements. */
+
+static void conv_geom_check(const vae_conv_geom *g) {
+    VAE_ASSERT(g->k >= 1 && g->stride >= 1 && g->pad >= 0 && g->cin >= 1 && g->cout >= 1);
+    VAE_ASSERT(g->hout >= 1 && g->hout == (g->hin + 2 * g->pad - g->k) / g->stride + 1);
+    VAE_ASSERT(g->wout >= 1 && g->wout == (g->win + 2 * g->pad - g->k) / g->stride + 1);
+}
+
+static cpu_patch conv_patch(const vae_conv_geom *g) {
+    cpu_patch pg = {g->cin, g->hin, g->win, g->k, g->stride, g->pad, g->hout, g->wout};
+    return pg;
+}
+
+static void cpu_conv2d_forward(vae_backend *be, real *out, const real *in, const real *w,
+                               const real *b, const vae_conv_geom *g, int B) {
+    if (B <= 0) return;
+    conv_geom_check(g);
+    const cpu_patch pg = conv_patch(g);
+    const int K = g->cin * g->k * g->k, Co = g->cout;
+    const size_t HWi = (size_t)g->hin * g->win, HWo = (size_t)g->hout * g->wout;
+    int nb;
+    real *ws = cpu_ws_chunk(be, (size_t)(K + Co) * HWo, B, &nb);
+    for (int b0 = 0; b0 < B; b0 += nb) {
+        const int n = B - b0 < nb ? B - b0 : nb;
+        const int N = (int)((size_t)n * HWo);
+        real *col = ws, *tmp = ws + (size_t)K * N;
+        im2col(col, in + (size_t)b0 * g->cin * HWi, n, &pg);
+        GEMM(CblasRowMajor, NT, NT, Co, N, K, 1, w, K, col, N, 0, tmp, N);
+        cn_to_nchw(out + (size_t)b0 * Co * HWo, tmp, b, n, Co, HWo);
+    }
+}
+
+static void cpu_conv2d_backward(vae_backend *be, real *din, real *dw, real *db, const real *dout,
+                                const real *in, const real *w, const vae_conv_geom *g, int B) {
+    conv_geom_check(g);
+    const cpu_patch pg = conv_patch(g);
+    const int K = g->cin * g->k * g->k, Co = g->cout;
+    const size_t HWi = (size_t)g->hin * g->win, HWo = (size_t)g->hout * g->wout;
+    if (B <= 0) {
+        if (dw) memset(dw, 0, (size_t)Co * K * sizeof(real));
+        if (db) memset(db, 0, (size_t)Co * sizeof(real));
+        return;
+    }
+    if (db) chan_sums(db, dout, B, Co, HWo);
+    if (!dw && !din) return;
+    int nb;
+    real *ws = cpu_ws_chunk(be, (size_t)(K + Co) * HWo, B, &nb);
+    for (int b0 = 0; b0 < B; b0 += nb) {
+        const int n = B - b0 < nb ? B - b0 : nb;
+        const int N = (int)((size_t)n * HWo);
+        real *col = ws, *tmp = ws + (size_t)K * N;
+        nchw_to_cn(tmp, dout + (size_t)b0 * Co * HWo, n, Co, HWo);
+        if (dw) {
+            im2col(col, in + (size_t)b0 * g->cin * HWi, n, &pg);
+            GEMM(CblasRowMajor, NT, TR, Co, K, N, 1, tmp, N, col, N, b0 == 0 ? 0 : 1, dw, K);
+        }
+        if (din) {
+            real *dchunk = din + (size_t)b0 * g->cin * HWi;
+            GEMM(CblasRowMajor, TR, NT, K, N, Co, 1, w, K, tmp, N, 0, col, N);
+            memset(dchunk, 0, (size_t)n * g->cin * HWi * sizeof(real));
+            col2im(dchunk, col, n, &pg);
+        }
+    }
+}
+
+/* ================================================= 5. transposed conv2d */
+
+/* ConvTranspose2d is the adjoint of the conv2d that maps its output
+ * [cout, hout, wout] to its input [cin, hin, win] with the same k, stride,
+ * pad, and the weight [cin, cout, k, k] read as that conv's [cin, cout*k*k]
+ * matrix (K' = cout*k*k). output_padding only adds rows/columns at the
+ * bottom/right that the conv ignores (hout + 2p - k)/s + 1 = hin for op < s.
+ * Per chunk (N = nb*hin*win):
+ *   forward   x[cin,N] = in;  col[K',N] = w^T x;  out = col2im(col) + b
+ *   backward  col[K',N] = im2col(dout);
+ *             dw[cin,K'] = sum over chunks of x col^T;  din = w col
+ *             db[cout]   = sum_{b,h,w} dout
+ * Workspace per image: (K' + cin) * hin*win elements. */
+
+static void convt_geom_check(const vae_convt_geom *g) {
+    VAE_ASSERT(g->k >= 1 && g->stride >= 1 && g->pad >= 0 && g->cin >= 1 && g->cout >= 1);
+    VAE_ASSERT(g->out_pad >= 0 && g->out_pad < g->stride);
+    VAE_ASSERT(g->hin >= 1 && g->win >= 1);
+    VAE_ASSERT(g->hout >= 1 && g->hout == (g->hin - 1) * g->stride - 2 * g->pad + g->k + g->out_pad);
+    VAE_ASSERT(g->wout >= 1 && g->wout == (g->win - 1) * g->stride - 2 * g->pad + g->k + g->out_pad);
+}
+
+static cpu_patch convt_patch(const vae_convt_geom *g) {
+    cpu_patch pg = {g->cout, g->hout, g->wout, g->k, g->stride, g->pad, g->hin, g->win};
+    return pg;
+}
+
+static void cpu_convt2d_forward(vae_backend *be, real *out, const real *in, const real *w,
+                                const real *b, const vae_convt_geom *g, int B) {
+    if (B <= 0) return;
+    convt_geom_check(g);
+    const cpu_patch pg = convt_patch(g);
+    const int K = g->cout * g->k * g->k, Ci = g->cin;
+    const size_t HWi = (size_t)g->hin * g->win, HWo = (size_t)g->hout * g->wout;
+    int nb;
+    real *ws = cpu_ws_chunk(be, (size_t)(K + Ci) * HWi, B, &nb);
+    for (int b0 = 0; b0 < B; b0 += nb) {
+        const int n = B - b0 < nb ? B - b0 : nb;
+        const int N = (int)((size_t)n * HWi);
+        real *col = ws, *x = ws + (size_t)K * N;
+        real *o = out + (size_t)b0 * g->cout * HWo;
+        nchw_to_cn(x, in + (size_t)b0 * Ci * HWi, n, Ci, HWi);
+        GEMM(CblasRowMajor, TR, NT, K, N, Ci, 1, w, K, x, N, 0, col, N);
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < g->cout; c++) {
+                real *pl = o + ((size_t)i * g->cout + c) * HWo;
+                const real bc = b ? b[c] : (real)0;
+                for (size_t j = 0; j < HWo; j++) pl[j] = bc;
+            }
+        col2im(o, col, n, &pg);
+    }
+}
+
+static void cpu_convt2d_backward(vae_backend *be, real *din, real *dw, real *db, const real *dout,
+                                 const real *in, const real *w, const vae_convt_geom *g, int B) {
+    convt_geom_check(g);
+    const cpu_patch pg = convt_patch(g);
+    const int K = g->cout * g->k * g->k, Ci = g->cin;
+    const size_t HWi = (size_t)g->hin * g->win, HWo = (size_t)g->hout * g->wout;
+    if (B <= 0) {
+        if (dw) memset(dw, 0, (size_t)Ci * K * sizeof(real));
+        if (db) memset(db, 0, (size_t)g->cout * sizeof(real));
+        return;
+    }
+    if (db) chan_sums(db, dout, B, g->cout, HWo);
+    if (!dw && !din) return;
+    int nb;
+    real *ws = cpu_ws_chunk(be, (size_t)(K + Ci) * HWi, B, &nb);
+    for (int b0 = 0; b0 < B; b0 += nb) {
+        const int n = B - b0 < nb ? B - b0 : nb;
+        const int N = (int)((size_t)n * HWi);
+        real *col = ws, *t = ws + (size_t)K * N;
+        im2col(col, dout + (size_t)b0 * g->cout * HWo, n, &pg);
+        if (dw) {
+            nchw_to_cn(t, in + (size_t)b0 * Ci * HWi, n, Ci, HWi);
+            GEMM(CblasRowMajor, NT, TR, Ci, K, N, 1, t, N, col, N, b0 == 0 ? 0 : 1, dw, K);
+        }
+        if (din) {
+            GEMM(CblasRowMajor, NT, NT, Ci, N, K, 1, w, K, col, N, 0, t, N);
+            cn_to_nchw(din + (size_t)b0 * Ci * HWi, t, NULL, n, Ci, HWi);
+        }
+    }
+}
+
+/* ======================================================= 6. activations */
+
+/* relu(x) = max(x, 0);  leaky(x) = x > 0 ? x : slope x.
+ * Backward from the forward output y: for relu and for leaky with slope > 0,
+ * y > 0 iff x > 0, so act'(x) = (y > 0 ? 1 : slope) (slope 0 for relu), the
+ * subgradient at 0 being the left one as in PyTorch. */
+static void cpu_act_forward(vae_backend *be, real *out, const real *in, size_t n, vae_act act,
+                            real slope) {
+    (void)be;
+    if (act == VAE_ACT_RELU) {
+        for (size_t i = 0; i < n; i++) out[i] = in[i] > 0 ? in[i] : (real)0;
+    } else {
+        VAE_ASSERT(act == VAE_ACT_LEAKY_RELU);
+        for (size_t i = 0; i < n; i++) {
+            const real x = in[i];
+            out[i] = x > 0 ? x : slope * x;
+        }
+    }
+}
+
+static void cpu_act_backward(vae_backend *be, real *din, const real *dout, const real *out,
+                             size_t n, vae_act act, real slope) {
+    (void)be;
+    if (act == VAE_ACT_RELU) {
+        for (size_t i = 0; i < n; i++) din[i] = out[i] > 0 ? dout[i] : (real)0;
+    } else {
+        VAE_ASSERT(act == VAE_ACT_LEAKY_RELU);
+        for (size_t i = 0; i < n; i++) din[i] = out[i] > 0 ? dout[i] : slope * dout[i];
+    }
+}
+
+/* ================================================= 7. fused VAE ops */
+
+/* head[B, 2L]: mu = head[b, l], lv = head[b, L + l].
+ * eps[b, l] = vae_normal_at(seed, stream, sub, b*L + l), regenerated wherever
+ * needed rather than stored. */
+
+/* z[B,L] = mu + exp(lv/2) eps */
+static void cpu_reparam_forward(vae_backend *be, real *z, const real *head, int B, int L,
+                                uint64_t seed, uint32_t stream, uint64_t sub) {
+    (void)be;
+    for (int b = 0; b < B; b++) {
+        const real *mu = head + (size_t)b * 2 * L, *lv = mu + L;
+        for (int l = 0; l < L; l++) {
+            const real eps = vae_normal_at(seed, stream, sub, (uint64_t)b * L + l);
+            z[(size_t)b * L + l] = vae_reparam(mu[l], lv[l], eps);
+        }
+    }
+}
+
+/* kl[b] = sum_l KL(N(mu, e^lv) || N(0,1));
+ * dhead[b, l]     = dz[b,l]                     + beta_scale * dKL/dmu
+ * dhead[b, L + l] = dz[b,l] eps e^(lv/2) / 2    + beta_scale * dKL/dlv
+ * (the dz terms vanish when dz is NULL). kl or dhead may be NULL. */
+static void cpu_kl_backward(vae_backend *be, real *dhead, real *kl, const real *dz,
+                            const real *head, int B, int L, real beta_scale, uint64_t seed,
+                            uint32_t stream, uint64_t sub) {
+    (void)be;
+    for (int b = 0; b < B; b++) {
+        const real *mu = head + (size_t)b * 2 * L, *lv = mu + L;
+        double acc = 0;
+        for (int l = 0; l < L; l++) acc += vae_kl_term(mu[l], lv[l]);
+        if (kl) kl[b] = (real)acc;
+        if (!dhead) continue;
+        real *dmu = dhead + (size_t)b * 2 * L, *dlv = dmu + L;
+        for (int l = 0; l < L; l++) {
+            real gmu = 0, glv = 0;
+            if (dz) {
+                const real d = dz[(size_t)b * L + l];
+                const real eps = vae_normal_at(seed, stream, sub, (uint64_t)b * L + l);
+                gmu = d;
+                glv = vae_reparam_grad_lv(d, lv[l], eps);
+            }
+            dmu[l] = gmu + beta_scale * vae_kl_grad_mu(mu[l]);
+            dlv[l] = glv + beta_scale * vae_kl_grad_lv(lv[l]);
+        }
+    }
+}
+
+/* out[b] = sum_l log q(z|x) - log p(z) = sum_l (z^2 - eps^2 - lv) / 2 */
+static void cpu_log_q_minus_log_p(vae_backend *be, real *out, const real *z, const real *head,
+                                  int B, int L, uint64_t seed, uint32_t stream, uint64_t sub) {
+    (void)be;
+    for (int b = 0; b < B; b++) {
+        const real *lv = head + (size_t)b * 2 * L + L;
+        double acc = 0;
+        for (int l = 0; l < L; l++) {
+            const real eps = vae_normal_at(seed, stream, sub, (uint64_t)b * L + l);
+            acc += vae_log_q_minus_log_p(z[(size_t)b * L + l], lv[l], eps);
+        }
+        out[b] = (real)acc;
+    }
+}
+
+/* recon[b] = sum_d l(out[b,d], x[b,d])  (+ D/2 log(2 pi sigma^2) Gaussian)
+ * dout[b,d] = grad_scale * dl/dout       (dout may be NULL: loss only)
+ * l = BCE with logits (Bernoulli) or (out - x)^2 / (2 sigma^2) (Gaussian). */
+static void cpu_recon_loss(vae_backend *be, real *dout, real *recon, const real *out,
+                           const real *x, int B, int D, vae_likelihood lik, real sigma,
+                           real grad_scale) {
+    (void)be;
+    const int gauss = lik == VAE_LIK_GAUSSIAN;
+    VAE_ASSERT(gauss || lik == VAE_LIK_BERNOULLI);
+    const real inv_var = gauss ? (real)1 / (sigma * sigma) : (real)0;
+    const double cst =
+        gauss ? 0.5 * D * log(2.0 * 3.14159265358979323846 * (double)sigma * (double)sigma) : 0.0;
+    for (int b = 0; b < B; b++) {
+        const size_t o = (size_t)b * D;
+        const real *y = out + o, *t = x + o;
+        real *g = dout ? dout + o : NULL;
+        double acc = 0;
+        if (gauss) {
+            for (int d = 0; d < D; d++) acc += vae_gauss_nll(y[d], t[d], inv_var);
+            if (g)
+                for (int d = 0; d < D; d++) g[d] = grad_scale * vae_gauss_nll_grad(y[d], t[d], inv_var);
+        } else {
+            for (int d = 0; d < D; d++) acc += vae_bce_logits(y[d], t[d]);
+            if (g)
+                for (int d = 0; d < D; d++) g[d] = grad_scale * vae_bce_logits_grad(y[d], t[d]);
+        }
+        if (recon) recon[b] = (real)(acc + cst);
+    }
+}
+
+/* ================================ 8. reductions, optimizer, data */
+
+/* *acc += sum_i v[i], sequential double sum (deterministic) */
+static void cpu_sum_into(vae_backend *be, double *acc, const real *v, size_t n) {
+    (void)be;
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += v[i];
+    *acc += s;
+}
+
+/* *acc = sum_i v[i]^2 in double */
+static void cpu_sumsq(vae_backend *be, double *acc, const real *v, size_t n) {
+    (void)be;
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)v[i] * v[i];
+    *acc = s;
+}
+
+/* Adam/AdamW over n parameters with global-norm clipping:
+ *   gscale = clip > 0 ? min(1, clip / (sqrt(gnorm2) + 1e-6)) : 1
+ * A non-finite gnorm2 skips the step (*bad = 1, nothing touched). */
+static void cpu_adam_step(vae_backend *be, real *p, const real *g, real *m, real *v, size_t n,
+                          const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad) {
+    (void)be;
+    const double g2 = *gnorm2;
+    if (!isfinite(g2)) {
+        *bad = 1;
+        return;
+    }
+    real gscale = 1;
+    if (clip > 0) {
+        const double c = (double)clip / (sqrt(g2) + 1e-6);
+        if (c < 1) gscale = (real)c;
+    }
+    for (size_t i = 0; i < n; i++) vae_adam_elem(&p[i], g[i], &m[i], &v[i], hp, gscale);
+}
+
+/* x[b, d] = data[idx[b], d] / 255 */
+static void cpu_gather_batch(vae_backend *be, real *x, const uint8_t *data, const int32_t *idx,
+                             int B, int D) {
+    (void)be;
+    for (int b = 0; b < B; b++) {
+        const uint8_t *src = data + (size_t)idx[b] * D;
+        real *dst = x + (size_t)b * D;
+        for (int d = 0; d < D; d++) dst[d] = (real)src[d] / (real)255;
+    }
+}
+
+/* px[i] = vae_to_u8(out[i], lik == BERNOULLI) */
+static void cpu_to_u8(vae_backend *be, uint8_t *px, const real *out, size_t n,
+                      vae_likelihood lik) {
+    (void)be;
+    const int is_logit = lik == VAE_LIK_BERNOULLI;
+    for (size_t i = 0; i < n; i++) px[i] = vae_to_u8(out[i], is_logit);
+}
+
+/* z[i] = vae_normal_at(seed, stream, sub, first + i) */
+static void cpu_normal_fill(vae_backend *be, real *z, size_t n, uint64_t seed, uint32_t stream,
+                            uint64_t sub, uint64_t first) {
+    (void)be;
+    for (size_t i = 0; i < n; i++) z[i] = vae_normal_at(seed, stream, sub, first + i);
+}
+
+/* ==================================================== 9. construction */
+
+vae_backend *vae_backend_cpu_create(int threads) {
+    vae_backend *be = (vae_backend *)vae_calloc(1, sizeof *be);
+    cpu_ctx *c = be ? (cpu_ctx *)vae_calloc(1, sizeof *c) : NULL;
+    if (!be || !c) {
+        free(be);
+        return NULL;
+    }
+    if (threads > 0) openblas_set_num_threads(threads);
+    be->name = "cpu";
+    be->ctx = c;
+    be->alloc = cpu_alloc;
+    be->release = cpu_release;
+    be->upload = cpu_upload;
+    be->download = cpu_download;
+    be->zero = cpu_zero;
+    be->sync = cpu_sync;
+    be->destroy = cpu_destroy;
+    be->dense_forward = cpu_dense_forward;
+    be->dense_backward = cpu_dense_backward;
+    be->conv2d_forward = cpu_conv2d_forward;
+    be->conv2d_backward = cpu_conv2d_backward;
+    be->convt2d_forward = cpu_convt2d_forward;
+    be->convt2d_backward = cpu_convt2d_backward;
+    be->act_forward = cpu_act_forward;
+    be->act_backward = cpu_act_backward;
+    be->reparam_forward = cpu_reparam_forward;
+    be->kl_backward = cpu_kl_backward;
+    be->log_q_minus_log_p = cpu_log_q_minus_log_p;
+    be->recon_loss = cpu_recon_loss;
+    be->sum_into = cpu_sum_into;
+    be->sumsq = cpu_sumsq;
+    be->adam_step = cpu_adam_step;
+    be->gather_batch = cpu_gather_batch;
+    be->to_u8 = cpu_to_u8;
+    be->normal_fill = cpu_normal_fill;
+    return be;
+}
