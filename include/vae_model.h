@@ -1,0 +1,133 @@
+/* vae_model.h — a VAE (or plain autoencoder) built from a config's layer
+ * list, running on any backend.
+ *
+ *   x[B,D] -> encoder layers -> head (dense -> [B,2L] = mu | logvar) ->
+ *   z = mu + exp(lv/2) eps -> decoder layers -> out[B,D] (logits or means)
+ *   loss per image = recon(out, x) + beta * KL(q(z|x) || N(0,I))
+ *
+ * Parameters, gradients and the two Adam moments are each one flat buffer
+ * [n_real] in backend memory, carved into named tensors by a table whose
+ * names and layouts follow PyTorch's state_dict for the equivalent
+ * nn.Sequential model: encoder.<i>.weight/bias, head.weight/bias,
+ * decoder.<i>.weight/bias (i = index in the layer list, activations count).
+ * Linear weight [out,in]; Conv2d weight [out,in,k,k];
+ * ConvTranspose2d weight [in,out,k,k].
+ */
+#ifndef VAE_MODEL_H
+#define VAE_MODEL_H
+
+#include "vae_core.h"
+#include "vae_backend.h"
+#include "vae_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    char name[64];      /* state_dict key */
+    int ndim;
+    int64_t shape[4];
+    size_t offset;      /* in reals, into the flat buffers */
+    size_t count;
+    int fan_in;         /* PyTorch's fan_in for the default init */
+} vae_param;
+
+typedef struct {
+    vae_layer_spec spec;   /* kind, hyper-parameters, in/out shapes */
+    int w, b;              /* indices into model->params, or -1 */
+    vae_conv_geom cg;      /* conv */
+    vae_convt_geom tg;     /* convT */
+    real *out;             /* [B, out_count]; aliases the input for flatten/reshape */
+} vae_layer;
+
+#define VAE_MAX_PARAMS (2 * (2 * VAE_MAX_LAYERS + 1))
+
+typedef struct {
+    const vae_config *cfg;
+    vae_backend *be;
+    int B;                 /* batch capacity the buffers were sized for */
+    int D, L;              /* pixels per image, latent size */
+    int head_out;          /* 2L for a VAE, L for an AE */
+
+    vae_layer enc[VAE_MAX_LAYERS + 1]; /* encoder layers, then the head */
+    int n_enc;                         /* includes the head */
+    vae_layer dec[VAE_MAX_LAYERS];
+    int n_dec;
+
+    vae_param params[VAE_MAX_PARAMS];
+    int n_params;
+    size_t n_real;         /* total parameter count */
+
+    /* backend memory */
+    real *p, *g, *m, *v;   /* [n_real] each: params, grads, Adam m, Adam v */
+    real *x;               /* [B, D] input batch in [0,1] */
+    real *z;               /* [B, L] latents (for an AE: aliases the head output) */
+    real *dz;              /* [B, L] */
+    real *dhead;           /* [B, head_out] */
+    real *recon, *kl;      /* [B] per-sample loss parts */
+    real *gbuf[2];         /* [B, max activation] ping-pong gradient buffers */
+    double *acc;           /* [8] accumulators, see VAE_ACC_* */
+    int *bad;              /* [1] set when a step was skipped for non-finite grads */
+    size_t max_act;        /* largest per-sample activation count */
+    size_t bytes;          /* backend bytes held by this model */
+} vae_model;
+
+/* Accumulator slots: training sums (reset per epoch), ||g||^2, and the
+ * evaluation's own sums, so an evaluation never disturbs a training epoch. */
+enum {
+    VAE_ACC_RECON = 0,
+    VAE_ACC_KL = 1,
+    VAE_ACC_GNORM2 = 2,
+    VAE_ACC_EVAL_RECON = 3,
+    VAE_ACC_EVAL_KL = 4,
+    VAE_ACC_N = 8
+};
+
+/* Build the parameter table and allocate every buffer for batch capacity B. */
+int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B);
+void vae_model_free(vae_model *m);
+
+/* PyTorch's default init (uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights
+ * and biases of Linear, Conv2d and ConvTranspose2d), drawn from Philox
+ * stream VAE_RNG_INIT; Adam moments zeroed. */
+void vae_model_init_params(vae_model *m, uint64_t seed);
+
+/* Forward pass on m->x[:B] without gradients (evaluation): fills every
+ * activation, m->recon[B] and m->kl[B] (zero for an AE). Noise eps from
+ * (seed, stream, sub), element b*L + l. */
+void vae_model_forward(vae_model *m, int B, uint64_t seed, uint32_t stream, uint64_t sub);
+
+/* One training pass on m->x[:B]: forward, the fused loss gradient, backward.
+ * Writes d/dtheta of mean_b(recon_b + beta * kl_b) into m->g, fills
+ * m->recon/m->kl, and adds sum_b recon_b and sum_b kl_b into
+ * m->acc[VAE_ACC_RECON], m->acc[VAE_ACC_KL]. */
+void vae_model_forward_backward(vae_model *m, int B, real beta, uint64_t seed, uint32_t stream,
+                                uint64_t sub);
+
+/* ||g||^2 into m->acc[VAE_ACC_GNORM2], then Adam on the flat buffers.
+ * `t` is the 1-based optimizer step (bias correction). */
+void vae_model_adam(vae_model *m, const vae_config *cfg, int64_t t, real lr);
+
+/* Decoder only: decode z[B,L] (backend memory) into the decoder's output,
+ * returned as a backend pointer [B, D]. */
+real *vae_model_decode(vae_model *m, const real *z, int B);
+
+/* Encoder output (head) [B, head_out] of the last forward pass. */
+real *vae_model_head(vae_model *m);
+/* Decoder output [B, D] of the last forward pass. */
+real *vae_model_output(vae_model *m);
+
+/* Index of a parameter by name, or -1. */
+int vae_model_find_param(const vae_model *m, const char *name);
+
+/* FLOPs per image of the forward pass (multiply-adds count 2) and the
+ * parameter count of layer i (encoder, head, decoder in order); used by
+ * `vae info`. */
+double vae_layer_flops(const vae_layer *l);
+size_t vae_layer_params(const vae_model *m, const vae_layer *l);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VAE_MODEL_H */

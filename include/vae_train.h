@@ -1,0 +1,92 @@
+/* vae_train.h — checkpoints, the training loop, evaluation and sampling:
+ * what the `vae` subcommands run. */
+#ifndef VAE_TRAIN_H
+#define VAE_TRAIN_H
+
+#include "vae_core.h"
+#include "vae_config.h"
+#include "vae_data.h"
+#include "vae_io.h"
+#include "vae_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Everything besides the tensors that an exact resume needs. The random
+ * state is the pair (seed, step): shuffling and noise are counter-based, so
+ * nothing else is carried. */
+typedef struct {
+    int64_t step;            /* optimizer steps done */
+    int64_t steps_per_epoch; /* ceil(N_train / batch) */
+    uint64_t seed;
+    int batch;
+    double acc_recon, acc_kl; /* sums over the images of the current, unfinished epoch */
+    double elapsed_s;         /* training time so far */
+} vae_train_state;
+
+/* safetensors: model tensors under their state_dict names, Adam moments as
+ * "optimizer.exp_avg.<name>" / "optimizer.exp_avg_sq.<name>", and metadata
+ * (format, config text, step, seed, batch, ...). Atomic. */
+int vae_ckpt_save(const char *path, vae_model *m, const vae_train_state *st);
+/* Read a checkpoint file and parse the config embedded in it. `f` holds the
+ * file for vae_ckpt_restore and must be freed with vae_st_free. */
+int vae_ckpt_open(const char *path, vae_st_file *f, vae_config *cfg);
+/* Copy parameters (and, if with_optim, Adam moments) into the model and
+ * fill st. Every tensor's presence, dtype and shape are checked. */
+int vae_ckpt_restore(const vae_st_file *f, const char *path, vae_model *m, vae_train_state *st,
+                     int with_optim);
+/* For a directory: the newest checkpoint (highest step) in it that loads and
+ * passes its checksum; for a file: the file. Writes the chosen path. */
+int vae_ckpt_resolve(const char *path_or_dir, char *out, size_t out_len);
+
+typedef struct {
+    const char *config_path; /* for the record in messages */
+    const char *data_dir;    /* resolved data directory */
+    const char *out_dir;     /* run directory */
+    const char *resume;      /* checkpoint file or directory, or NULL */
+    int progress;            /* 1: progress bar (terminal), 0: one line per epoch */
+    int keep;                /* checkpoints kept (0 = all) */
+    int max_bad_steps;       /* steps with non-finite gradients tolerated (0 = stop at first) */
+} vae_train_opts;
+
+/* Train per cfg (already merged with command-line overrides). Returns 0,
+ * or non-zero after printing why. */
+int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o);
+
+typedef struct {
+    double nelbo, recon, kl; /* mean per image, nats */
+    double iw_nll;           /* importance-weighted NLL estimate (NAN if not computed) */
+    double mse;              /* mean squared error per pixel of the mean reconstruction */
+    int n, iw_k;
+} vae_eval_result;
+
+/* Data resident in backend memory for gather_batch. */
+typedef struct {
+    uint8_t *data;  /* [N, D] backend memory */
+    int32_t *idx;   /* [N] backend memory: a permutation or 0..N-1 */
+    int n, d;
+} vae_dev_data;
+int vae_dev_data_upload(vae_dev_data *dd, vae_backend *be, const vae_dataset *ds);
+void vae_dev_data_free(vae_dev_data *dd, vae_backend *be);
+
+/* Test-set evaluation: the ELBO with fixed evaluation noise (stream
+ * VAE_RNG_EVAL), and with iw_k > 0 the importance-weighted bound
+ * log (1/K) sum_k p(x, z_k) / q(z_k | x). */
+int vae_evaluate(vae_model *m, const vae_dev_data *dd, uint64_t seed, int iw_k,
+                 vae_eval_result *r);
+
+/* Image grids for `vae sample` and the end of training, into dir:
+ * samples.png (prior), reconstructions.png (test images beside their
+ * reconstructions), traversal.png (latent dims 0 and 1 over [-3, 3]),
+ * interpolation.png (test images ia -> ib). With test == NULL only the
+ * grids that need no data are written. */
+int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint64_t seed,
+                    int ia, int ib);
+/* N prior samples as uint8 [N, C, H, W] .npy, decoded in batches of m->B. */
+int vae_sample_prior_npy(vae_model *m, const char *path, int64_t n, uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VAE_TRAIN_H */

@@ -1,0 +1,671 @@
+/* main.c — the `vae` command line: train, eval, sample, info. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "vae_train.h"
+
+#ifndef VAE_VERSION
+#define VAE_VERSION "0"
+#endif
+#ifndef VAE_GIT_DESCRIBE
+#define VAE_GIT_DESCRIBE "unknown"
+#endif
+
+char *openblas_get_config(void);
+
+static const char *USAGE =
+    "usage: vae <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train CONFIG [options]     train a model described by an INI config\n"
+    "  train --resume CKPT|DIR    continue a run exactly where it stopped\n"
+    "  eval CKPT [options]        test-set negative ELBO (and --iw K bound)\n"
+    "  sample CKPT [options]      image grids and prior samples\n"
+    "  info CONFIG|CKPT           layer table, parameters, FLOPs, memory, devices\n"
+    "\n"
+    "Run 'vae <command> --help' for the options of a command.\n";
+
+static const char *USAGE_TRAIN =
+    "usage: vae train CONFIG [options]\n"
+    "       vae train --resume CKPT|DIR [CONFIG] [options]\n"
+    "\n"
+    "Flags override the config's keys:\n"
+    "  --epochs N        total epochs of the run (also when resuming)\n"
+    "  --batch N         batch size\n"
+    "  --lr X            Adam learning rate\n"
+    "  --seed N          seed of initialisation, shuffling and noise\n"
+    "  --threads N       CPU threads (0 = all cores)\n"
+    "  --device D        cpu | cuda | auto (default: the config's, else auto)\n"
+    "  --data DIR        data directory (default: $VAE_DATA_DIR, else ./data)\n"
+    "  --out DIR         run directory (default: runs/<config>-<time>, or the\n"
+    "                    checkpoint's directory when resuming)\n"
+    "  --resume P        checkpoint file, or a directory: its newest valid one\n"
+    "  --keep N          checkpoints kept in the run directory (0 = all)\n"
+    "  --max-bad-steps N skip up to N steps with NaN/Inf gradients (default 0: stop)\n"
+    "  --progress / --no-progress   progress bar (default: on a terminal)\n";
+
+static const char *USAGE_EVAL =
+    "usage: vae eval CKPT [options]\n"
+    "  --iw K        also estimate the test NLL with K importance samples per image\n"
+    "  --json        print one JSON object\n"
+    "  --data DIR    data directory\n"
+    "  --batch N     evaluation batch size (default: the checkpoint's)\n"
+    "  --seed N      evaluation noise seed (default: the checkpoint's)\n"
+    "  --device D    cpu | cuda | auto\n"
+    "  --threads N   CPU threads\n";
+
+static const char *USAGE_SAMPLE =
+    "usage: vae sample CKPT [options]\n"
+    "  --out DIR          where to write (default: the checkpoint's directory)\n"
+    "  --prior N          also write N prior samples to DIR/prior.npy (uint8 [N,C,H,W])\n"
+    "  --seed N           sampling seed (default: the checkpoint's)\n"
+    "  --interpolate I,J  test images to interpolate between (default 0,1)\n"
+    "  --batch N          decode batch size (default: the checkpoint's)\n"
+    "  --data DIR         data directory (for reconstructions and interpolation)\n"
+    "  --device D         cpu | cuda | auto\n"
+    "  --threads N        CPU threads\n"
+    "Writes samples.png, traversal.png, reconstructions.png, interpolation.png.\n";
+
+static const char *USAGE_INFO =
+    "usage: vae info CONFIG|CKPT [--batch N]\n"
+    "Prints the layer table with shapes, parameter counts and FLOPs per image,\n"
+    "the memory the model needs for a batch, and the devices this build can use.\n";
+
+/* ------------------------------------------------------------ arguments */
+
+typedef struct {
+    const char *positional;
+    const char *data, *out, *resume, *device, *interpolate;
+    long long epochs, batch, seed, threads, keep, iw, prior, max_bad;
+    double lr;
+    int json, progress, help;
+} args_t;
+
+static int parse_ll(const char *flag, const char *v, long long lo, long long hi, long long *out) {
+    char *end = NULL;
+    errno = 0;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "vae: %s %s: expected an integer in %lld..%lld\n", flag, v ? v : "(missing)", lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, args_t *a) {
+    memset(a, 0, sizeof *a);
+    a->epochs = a->batch = a->seed = a->threads = a->keep = a->iw = a->prior = a->max_bad = -1;
+    a->lr = -1;
+    a->progress = -1;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEXT() (i++, v)
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) a->help = 1;
+        else if (!strcmp(f, "--json")) a->json = 1;
+        else if (!strcmp(f, "--progress")) a->progress = 1;
+        else if (!strcmp(f, "--no-progress")) a->progress = 0;
+        else if (!strcmp(f, "--data")) { if (!v) goto missing; a->data = NEXT(); }
+        else if (!strcmp(f, "--out")) { if (!v) goto missing; a->out = NEXT(); }
+        else if (!strcmp(f, "--resume")) { if (!v) goto missing; a->resume = NEXT(); }
+        else if (!strcmp(f, "--device")) { if (!v) goto missing; a->device = NEXT(); }
+        else if (!strcmp(f, "--interpolate")) { if (!v) goto missing; a->interpolate = NEXT(); }
+        else if (!strcmp(f, "--epochs")) { if (parse_ll(f, NEXT(), 1, 1000000, &a->epochs)) return -1; }
+        else if (!strcmp(f, "--batch")) { if (parse_ll(f, NEXT(), 1, 65536, &a->batch)) return -1; }
+        else if (!strcmp(f, "--seed")) { if (parse_ll(f, NEXT(), 0, INT64_MAX, &a->seed)) return -1; }
+        else if (!strcmp(f, "--threads")) { if (parse_ll(f, NEXT(), 0, 1024, &a->threads)) return -1; }
+        else if (!strcmp(f, "--keep")) { if (parse_ll(f, NEXT(), 0, 1000000, &a->keep)) return -1; }
+        else if (!strcmp(f, "--iw")) { if (parse_ll(f, NEXT(), 1, 100000, &a->iw)) return -1; }
+        else if (!strcmp(f, "--prior")) { if (parse_ll(f, NEXT(), 1, (long long)1 << 40, &a->prior)) return -1; }
+        else if (!strcmp(f, "--max-bad-steps")) { if (parse_ll(f, NEXT(), 0, 1000000000, &a->max_bad)) return -1; }
+        else if (!strcmp(f, "--lr")) {
+            char *end = NULL;
+            const char *s = NEXT();
+            a->lr = s ? strtod(s, &end) : -1;
+            if (!s || end == s || *end || !(a->lr > 0 && a->lr <= 10)) {
+                fprintf(stderr, "vae: --lr %s: expected a number in (0, 10]\n", s ? s : "(missing)");
+                return -1;
+            }
+        } else if (f[0] == '-' && f[1]) {
+            fprintf(stderr, "vae: unknown option '%s' (see --help)\n", f);
+            return -1;
+        } else if (!a->positional) a->positional = f;
+        else {
+            fprintf(stderr, "vae: unexpected argument '%s' (see --help)\n", f);
+            return -1;
+        }
+        continue;
+    missing:
+        fprintf(stderr, "vae: %s needs a value\n", f);
+        return -1;
+#undef NEXT
+    }
+    return 0;
+}
+
+static int parse_device(const char *s, vae_device *d) {
+    if (!strcmp(s, "cpu")) *d = VAE_DEVICE_CPU;
+    else if (!strcmp(s, "cuda")) *d = VAE_DEVICE_CUDA;
+    else if (!strcmp(s, "auto")) *d = VAE_DEVICE_AUTO;
+    else {
+        fprintf(stderr, "vae: --device %s: expected cpu, cuda or auto\n", s);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ config overrides */
+
+/* Set `key = value` in [section] of an INI text (replacing the key's line, or
+ * adding it after the section header, or adding the section). Returns a new
+ * malloc'd text. Keeps the saved config equal to what the run used. */
+static char *ini_set(const char *text, const char *section, const char *key, const char *value) {
+    size_t len = strlen(text), cap = len + strlen(section) + strlen(key) + strlen(value) + 64;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "[%s]", section);
+    const char *p = text, *sec_end = NULL, *sec_hdr_end = NULL;
+    int in_sec = 0;
+    const char *key_line = NULL, *key_line_end = NULL;
+    while (*p) {
+        const char *e = strchr(p, '\n');
+        const char *next = e ? e + 1 : p + strlen(p);
+        const char *s = p;
+        while (*s == ' ' || *s == '\t') s++;
+        if (*s == '[') {
+            if (in_sec && !sec_end) sec_end = p;
+            in_sec = !strncmp(s, hdr, strlen(hdr));
+            if (in_sec) sec_hdr_end = next;
+        } else if (in_sec && !key_line && !strncmp(s, key, strlen(key))) {
+            const char *t = s + strlen(key);
+            while (*t == ' ' || *t == '\t') t++;
+            if (*t == '=' || *t == ':') key_line = p, key_line_end = next;
+        }
+        p = next;
+    }
+    (void)sec_end;
+    size_t o = 0;
+    if (key_line) {
+        o += (size_t)snprintf(out, cap, "%.*s%s = %s\n%s", (int)(key_line - text), text, key, value, key_line_end);
+    } else if (sec_hdr_end) {
+        int pre = (int)(sec_hdr_end - text);
+        int need_nl = pre > 0 && text[pre - 1] != '\n';
+        o += (size_t)snprintf(out, cap, "%.*s%s%s = %s\n%s", pre, text, need_nl ? "\n" : "", key, value, sec_hdr_end);
+    } else {
+        int need_nl = len > 0 && text[len - 1] != '\n';
+        o += (size_t)snprintf(out, cap, "%s%s\n[%s]\n%s = %s\n", text, need_nl ? "\n" : "", section, key, value);
+    }
+    (void)o;
+    return out;
+}
+
+static int override(vae_config *cfg, const char *section, const char *key, const char *value) {
+    char *t = ini_set(cfg->text, section, key, value);
+    if (!t) {
+        fprintf(stderr, "vae: out of memory\n");
+        return -1;
+    }
+    free(cfg->text);
+    cfg->text = t;
+    return 0;
+}
+
+/* Apply command-line overrides to the struct and to the saved text. */
+static int apply_overrides(vae_config *cfg, const args_t *a) {
+    char v[64];
+    if (a->epochs > 0) {
+        cfg->epochs = (int)a->epochs;
+        snprintf(v, sizeof v, "%lld", a->epochs);
+        if (override(cfg, "train", "epochs", v)) return -1;
+    }
+    if (a->batch > 0) {
+        cfg->batch = (int)a->batch;
+        snprintf(v, sizeof v, "%lld", a->batch);
+        if (override(cfg, "train", "batch", v)) return -1;
+    }
+    if (a->seed >= 0) {
+        cfg->seed = (uint64_t)a->seed;
+        snprintf(v, sizeof v, "%lld", a->seed);
+        if (override(cfg, "train", "seed", v)) return -1;
+    }
+    if (a->threads >= 0) {
+        cfg->threads = (int)a->threads;
+        snprintf(v, sizeof v, "%lld", a->threads);
+        if (override(cfg, "train", "threads", v)) return -1;
+    }
+    if (a->lr > 0) {
+        cfg->lr = (float)a->lr;
+        snprintf(v, sizeof v, "%.9g", a->lr);
+        if (override(cfg, "optim", "lr", v)) return -1;
+    }
+    if (a->keep >= 0) cfg->keep = (int)a->keep;
+    if (a->device && parse_device(a->device, &cfg->device)) return -1;
+    if (vae_config_validate(cfg) != VAE_OK) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        return -1;
+    }
+    return 0;
+}
+
+static vae_backend *make_backend(const vae_config *cfg) {
+    vae_backend *be = vae_backend_create(cfg->device, cfg->threads);
+    if (!be) fprintf(stderr, "vae: %s\n", vae_error_get());
+    return be;
+}
+
+static const char *basename_noext(const char *path, char *buf, size_t len) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(buf, len, "%s", b);
+    char *dot = strrchr(buf, '.');
+    if (dot && dot != buf) *dot = 0;
+    return buf;
+}
+
+static void dirname_of(const char *path, char *buf, size_t len) {
+    snprintf(buf, len, "%s", path);
+    char *s = strrchr(buf, '/');
+    if (s && s != buf) *s = 0;
+    else if (s) s[1] = 0;
+    else snprintf(buf, len, ".");
+}
+
+/* run.json: what is needed to reproduce the run. */
+static void write_run_json(const char *dir, const vae_config *cfg, const vae_backend *be, int argc,
+                           char **argv) {
+    cJSON *j = cJSON_CreateObject();
+    char buf[64];
+    time_t now = time(NULL);
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    cJSON_AddStringToObject(j, "started", buf);
+    cJSON_AddStringToObject(j, "version", VAE_VERSION);
+    cJSON_AddStringToObject(j, "git_describe", VAE_GIT_DESCRIBE);
+    cJSON *cmd = cJSON_AddArrayToObject(j, "argv");
+    for (int i = 0; i < argc; i++) cJSON_AddItemToArray(cmd, cJSON_CreateString(argv[i]));
+    snprintf(buf, sizeof buf, "%" PRIu64, cfg->seed);
+    cJSON_AddStringToObject(j, "seed", buf);
+    cJSON_AddStringToObject(j, "device", be->name);
+    cJSON_AddStringToObject(j, "config_file", cfg->path);
+    cJSON *lib = cJSON_AddObjectToObject(j, "libraries");
+    cJSON_AddStringToObject(lib, "openblas", openblas_get_config());
+    cJSON_AddStringToObject(lib, "zlib", zlibVersion());
+    cJSON_AddStringToObject(lib, "libpng", png_get_libpng_ver(NULL));
+    cJSON_AddStringToObject(lib, "cjson", cJSON_Version());
+    char *s = cJSON_Print(j);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/run.json", dir);
+    vae_atomic_file af;
+    if (s && vae_atomic_open(&af, path) == VAE_OK) {
+        vae_atomic_write(&af, s, strlen(s));
+        vae_atomic_write(&af, "\n", 1);
+        if (vae_atomic_commit(&af)) fprintf(stderr, "vae: %s\n", vae_error_get());
+    }
+    free(s);
+    cJSON_Delete(j);
+}
+
+/* ------------------------------------------------------------ train */
+
+static int cmd_train(int argc, char **argv) {
+    args_t a;
+    if (parse_args(argc, argv, &a)) return 2;
+    if (a.help) {
+        fputs(USAGE_TRAIN, stdout);
+        return 0;
+    }
+    if (!a.positional && !a.resume) {
+        fputs(USAGE_TRAIN, stderr);
+        return 2;
+    }
+    vae_config cfg;
+    vae_config_defaults(&cfg);
+    char ckpath[2048] = "";
+    if (a.resume) {
+        if (vae_ckpt_resolve(a.resume, ckpath, sizeof ckpath)) {
+            fprintf(stderr, "vae: --resume: %s\n", vae_error_get());
+            return 1;
+        }
+    }
+    if (a.positional) {
+        if (vae_config_load(&cfg, a.positional)) {
+            fprintf(stderr, "vae: %s\n", vae_error_get());
+            return 1;
+        }
+    } else {
+        /* the config stored in the checkpoint */
+        vae_st_file f;
+        if (vae_ckpt_open(ckpath, &f, &cfg)) {
+            fprintf(stderr, "vae: --resume: %s\n", vae_error_get());
+            return 1;
+        }
+        vae_st_free(&f);
+    }
+    if (apply_overrides(&cfg, &a)) {
+        vae_config_free(&cfg);
+        return 2;
+    }
+
+    char data_dir[1024], out_dir[1024], base[256];
+    vae_data_dir(data_dir, sizeof data_dir, a.data);
+    if (a.out) snprintf(out_dir, sizeof out_dir, "%s", a.out);
+    else if (a.resume) dirname_of(ckpath, out_dir, sizeof out_dir);
+    else {
+        char ts[32];
+        time_t now = time(NULL);
+        strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", localtime(&now));
+        snprintf(out_dir, sizeof out_dir, "runs/%s-%s",
+                 basename_noext(a.positional ? a.positional : "run", base, sizeof base), ts);
+    }
+    vae_backend *be = make_backend(&cfg);
+    if (!be) {
+        vae_config_free(&cfg);
+        return 1;
+    }
+    vae_train_opts o = {0};
+    o.config_path = a.positional ? a.positional : ckpath;
+    o.data_dir = data_dir;
+    o.out_dir = out_dir;
+    o.resume = a.resume ? ckpath : NULL;
+    o.progress = a.progress >= 0 ? a.progress : isatty(2);
+    o.keep = cfg.keep;
+    o.max_bad_steps = a.max_bad > 0 ? (int)a.max_bad : 0;
+    int rc = vae_train(&cfg, be, &o);
+    if (rc == 0 || rc == 130) write_run_json(out_dir, &cfg, be, argc, argv);
+    be->destroy(be);
+    vae_config_free(&cfg);
+    return rc == 0 ? 0 : (rc == 130 ? 130 : 1);
+}
+
+/* ------------------------------------------------------------ eval / sample */
+
+typedef struct {
+    vae_config cfg;
+    vae_backend *be;
+    vae_model model;
+    vae_train_state st;
+    char path[2048];
+} loaded_t;
+
+static int load_for_inference(const char *ckpt, const args_t *a, loaded_t *L) {
+    memset(L, 0, sizeof *L);
+    vae_config_defaults(&L->cfg);
+    vae_st_file f;
+    if (vae_ckpt_resolve(ckpt, L->path, sizeof L->path) || vae_ckpt_open(L->path, &f, &L->cfg)) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        return -1;
+    }
+    if (a->batch > 0) L->cfg.batch = (int)a->batch;
+    if (a->threads >= 0) L->cfg.threads = (int)a->threads;
+    if (a->device && parse_device(a->device, &L->cfg.device)) {
+        vae_st_free(&f);
+        return -1;
+    }
+    L->be = make_backend(&L->cfg);
+    if (!L->be || vae_model_create(&L->model, &L->cfg, L->be, L->cfg.batch) ||
+        vae_ckpt_restore(&f, L->path, &L->model, &L->st, 0)) {
+        if (L->be) fprintf(stderr, "vae: %s\n", vae_error_get());
+        vae_st_free(&f);
+        return -1;
+    }
+    vae_st_free(&f);
+    return 0;
+}
+
+static void unload(loaded_t *L) {
+    if (L->model.be) vae_model_free(&L->model);
+    if (L->be) L->be->destroy(L->be);
+    vae_config_free(&L->cfg);
+}
+
+static int cmd_eval(int argc, char **argv) {
+    args_t a;
+    if (parse_args(argc, argv, &a)) return 2;
+    if (a.help) {
+        fputs(USAGE_EVAL, stdout);
+        return 0;
+    }
+    if (!a.positional) {
+        fputs(USAGE_EVAL, stderr);
+        return 2;
+    }
+    loaded_t L;
+    if (load_for_inference(a.positional, &a, &L)) {
+        unload(&L);
+        return 1;
+    }
+    char dir[1024];
+    vae_data_dir(dir, sizeof dir, a.data);
+    vae_dataset test = {0};
+    vae_dev_data dd = {0};
+    vae_eval_result r;
+    int rc = 1;
+    uint64_t seed = a.seed >= 0 ? (uint64_t)a.seed : L.st.seed;
+    double t0 = vae_now();
+    if (vae_dataset_load(&test, &L.cfg, dir, 0) || vae_dev_data_upload(&dd, L.be, &test) ||
+        vae_evaluate(&L.model, &dd, seed, a.iw > 0 ? (int)a.iw : 0, &r)) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+    } else {
+        double secs = vae_now() - t0;
+        int D = L.model.D;
+        if (a.json) {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "checkpoint", L.path);
+            cJSON_AddNumberToObject(j, "n", r.n);
+            cJSON_AddNumberToObject(j, "test_nelbo", r.nelbo);
+            cJSON_AddNumberToObject(j, "test_recon", r.recon);
+            cJSON_AddNumberToObject(j, "test_kl", r.kl);
+            cJSON_AddNumberToObject(j, "test_bpd", r.nelbo / (D * log(2.0)));
+            if (a.iw > 0) {
+                cJSON_AddNumberToObject(j, "iw_k", r.iw_k);
+                cJSON_AddNumberToObject(j, "test_iw_nll", r.iw_nll);
+            }
+            if (L.cfg.likelihood == VAE_LIK_GAUSSIAN) cJSON_AddNumberToObject(j, "test_mse", r.mse);
+            cJSON_AddNumberToObject(j, "seconds", secs);
+            char *s = cJSON_PrintUnformatted(j);
+            printf("%s\n", s);
+            free(s);
+            cJSON_Delete(j);
+        } else {
+            printf("checkpoint      %s (step %" PRId64 ")\n", L.path, L.st.step);
+            printf("test images     %d\n", r.n);
+            printf("test nelbo      %.4f nats/image  (%.4f bits/dim)\n", r.nelbo, r.nelbo / (D * log(2.0)));
+            printf("  recon         %.4f\n", r.recon);
+            printf("  kl            %.4f\n", r.kl);
+            if (L.cfg.likelihood == VAE_LIK_GAUSSIAN) printf("  mse/pixel     %.6f\n", r.mse);
+            if (a.iw > 0) printf("test nll (iw)   %.4f nats/image with K=%d importance samples\n", r.iw_nll, r.iw_k);
+        }
+        rc = 0;
+    }
+    vae_dev_data_free(&dd, L.be);
+    vae_dataset_free(&test);
+    unload(&L);
+    return rc;
+}
+
+static int cmd_sample(int argc, char **argv) {
+    args_t a;
+    if (parse_args(argc, argv, &a)) return 2;
+    if (a.help) {
+        fputs(USAGE_SAMPLE, stdout);
+        return 0;
+    }
+    if (!a.positional) {
+        fputs(USAGE_SAMPLE, stderr);
+        return 2;
+    }
+    int ia = 0, ib = 1;
+    if (a.interpolate) {
+        char extra;
+        if (sscanf(a.interpolate, "%d,%d%c", &ia, &ib, &extra) != 2 || ia < 0 || ib < 0) {
+            fprintf(stderr, "vae: --interpolate %s: expected two test image indices I,J\n", a.interpolate);
+            return 2;
+        }
+    }
+    loaded_t L;
+    if (load_for_inference(a.positional, &a, &L)) {
+        unload(&L);
+        return 1;
+    }
+    char out[1024], dir[1024];
+    if (a.out) snprintf(out, sizeof out, "%s", a.out);
+    else dirname_of(L.path, out, sizeof out);
+    vae_data_dir(dir, sizeof dir, a.data);
+    if (vae_mkdir_p(out)) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        unload(&L);
+        return 1;
+    }
+    uint64_t seed = a.seed >= 0 ? (uint64_t)a.seed : L.st.seed;
+    vae_dataset test = {0};
+    int have_test = vae_dataset_load(&test, &L.cfg, dir, 0) == VAE_OK;
+    if (!have_test)
+        fprintf(stderr, "vae: no test data (%s); writing the prior grids only\n", vae_error_get());
+    int rc = 0;
+    if (vae_write_grids(&L.model, have_test ? &test : NULL, out, seed, ia, ib)) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        rc = 1;
+    } else {
+        printf("wrote image grids to %s\n", out);
+    }
+    if (!rc && a.prior > 0) {
+        char path[2048];
+        snprintf(path, sizeof path, "%s/prior.npy", out);
+        double t0 = vae_now();
+        if (vae_sample_prior_npy(&L.model, path, a.prior, seed)) {
+            fprintf(stderr, "vae: %s\n", vae_error_get());
+            rc = 1;
+        } else {
+            double s = vae_now() - t0;
+            printf("wrote %lld prior samples to %s (%.0f images/s)\n", a.prior, path, a.prior / (s > 0 ? s : 1e-9));
+        }
+    }
+    vae_dataset_free(&test);
+    unload(&L);
+    return rc;
+}
+
+/* ------------------------------------------------------------ info */
+
+static void shape_str(char *out, size_t len, vae_shape s) {
+    if (s.h == 1 && s.w == 1) snprintf(out, len, "%d", s.c);
+    else snprintf(out, len, "%dx%dx%d", s.c, s.h, s.w);
+}
+
+static void print_layers(const vae_model *m, const char *part, const vae_layer *ls, int n,
+                         double *flops, size_t *params) {
+    char in[32], out[32], desc[64];
+    for (int i = 0; i < n; i++) {
+        const vae_layer_spec *s = &ls[i].spec;
+        switch (s->kind) {
+        case VAE_LAYER_CONV:
+            snprintf(desc, sizeof desc, "conv k%d s%d p%d", s->k, s->stride, s->pad);
+            break;
+        case VAE_LAYER_CONVT:
+            snprintf(desc, sizeof desc, "convT k%d s%d p%d op%d", s->k, s->stride, s->pad, s->out_pad);
+            break;
+        case VAE_LAYER_LEAKY_RELU:
+            snprintf(desc, sizeof desc, "leaky_relu %.3g", s->slope);
+            break;
+        default:
+            snprintf(desc, sizeof desc, "%s", vae_layer_kind_name(s->kind));
+        }
+        shape_str(in, sizeof in, s->in_shape);
+        shape_str(out, sizeof out, s->out_shape);
+        char name[32];
+        if (!strcmp(part, "head")) snprintf(name, sizeof name, "head");
+        else snprintf(name, sizeof name, "%s.%d", part, i);
+        double f = vae_layer_flops(&ls[i]);
+        size_t p = vae_layer_params(m, &ls[i]);
+        printf("  %-12s %-22s %12s -> %-12s %10zu %12.0f\n", name, desc, in, out, p, f);
+        *flops += f;
+        *params += p;
+    }
+}
+
+static int cmd_info(int argc, char **argv) {
+    args_t a;
+    if (parse_args(argc, argv, &a)) return 2;
+    if (a.help) {
+        fputs(USAGE_INFO, stdout);
+        return 0;
+    }
+    if (!a.positional) {
+        fputs(USAGE_INFO, stderr);
+        return 2;
+    }
+    vae_config cfg;
+    vae_config_defaults(&cfg);
+    size_t len = strlen(a.positional);
+    int is_ckpt = len > 12 && !strcmp(a.positional + len - 12, ".safetensors");
+    vae_st_file f;
+    int rc = is_ckpt ? vae_ckpt_open(a.positional, &f, &cfg) : vae_config_load(&cfg, a.positional);
+    if (rc) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        return 1;
+    }
+    if (is_ckpt) vae_st_free(&f);
+    if (a.batch > 0) cfg.batch = (int)a.batch;
+    vae_backend *be = vae_backend_cpu_create(1);
+    vae_model m;
+    if (!be || vae_model_create(&m, &cfg, be, cfg.batch)) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        if (be) be->destroy(be);
+        vae_config_free(&cfg);
+        return 1;
+    }
+    char in[32];
+    shape_str(in, sizeof in, cfg.input);
+    printf("%s: %s, input %s, latent %d, likelihood %s\n", a.positional,
+           cfg.type == VAE_MODEL_VAE ? "VAE" : "autoencoder", in, cfg.latent,
+           cfg.likelihood == VAE_LIK_BERNOULLI ? "bernoulli (BCE on logits)" : "gaussian (MSE)");
+    printf("  %-12s %-22s %12s    %-12s %10s %12s\n", "layer", "op", "in", "out", "params", "FLOPs/img");
+    double flops = 0;
+    size_t params = 0;
+    print_layers(&m, "encoder", m.enc, m.n_enc - 1, &flops, &params);
+    print_layers(&m, "head", m.enc + m.n_enc - 1, 1, &flops, &params);
+    print_layers(&m, "decoder", m.dec, m.n_dec, &flops, &params);
+    printf("  total: %zu parameters (%.2f MiB as float32), %.3f MFLOPs per image forward "
+           "(about 3x that per training image)\n", params, params * 4.0 / 1048576.0, flops / 1e6);
+    printf("memory for batch %d: %.2f MiB (parameters, gradients, Adam moments, activations)\n",
+           cfg.batch, m.bytes / 1048576.0);
+    char why[512];
+    if (vae_cuda_available(why, sizeof why)) printf("cuda: available\n");
+    else printf("cuda: not available: %s\n", why);
+    vae_model_free(&m);
+    be->destroy(be);
+    vae_config_free(&cfg);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("vae %s (%s)\n", VAE_VERSION, VAE_GIT_DESCRIBE);
+        return 0;
+    }
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "sample")) return cmd_sample(argc - 2, argv + 2);
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
+    fprintf(stderr, "vae: unknown command '%s'\n\n%s", cmd, USAGE);
+    return 2;
+}

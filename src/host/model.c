@@ -1,0 +1,471 @@
+/* model.c — a VAE / autoencoder assembled from the config's layer list,
+ * executed through the backend table. Nothing here touches tensor memory
+ * directly: every pointer below is backend memory.
+ *
+ * Buffers (B = batch capacity, A = largest per-sample activation):
+ *   x      [B, D]          input batch in [0,1], also the reconstruction target
+ *   layer->out [B, n_out]  each layer's output; ReLU after a parametric layer
+ *                          runs in place on that layer's output (the parametric
+ *                          layer's backward needs its input, not its output);
+ *                          flatten/reshape alias their input
+ *   head   [B, 2L]         mu | log-variance (VAE) or the code (AE)
+ *   z, dz  [B, L]
+ *   gbuf   2 x [B, A]      ping-pong gradients for the backward sweep
+ *   recon, kl [B]          per-sample loss parts
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vae_model.h"
+
+static int layer_has_params(vae_layer_kind k) {
+    return k == VAE_LAYER_DENSE || k == VAE_LAYER_CONV || k == VAE_LAYER_CONVT;
+}
+
+static int is_activation(vae_layer_kind k) {
+    return k == VAE_LAYER_RELU || k == VAE_LAYER_LEAKY_RELU;
+}
+
+static int add_param(vae_model *m, const char *prefix, const char *what, int ndim,
+                     const int64_t *shape, int fan_in) {
+    VAE_ASSERT(m->n_params < VAE_MAX_PARAMS);
+    vae_param *p = &m->params[m->n_params];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s.%s", prefix, what);
+    p->ndim = ndim;
+    p->count = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->shape[i] = shape[i];
+        p->count *= (size_t)shape[i];
+    }
+    p->offset = m->n_real;
+    p->fan_in = fan_in;
+    m->n_real += p->count;
+    return m->n_params++;
+}
+
+/* Parameters of one layer, named as PyTorch's state_dict would name them. */
+static void layer_params(vae_model *m, vae_layer *l, const char *prefix) {
+    const vae_layer_spec *s = &l->spec;
+    l->w = l->b = -1;
+    if (s->kind == VAE_LAYER_DENSE) {
+        int in = vae_shape_count(s->in_shape), out = s->out;
+        int64_t ws[2] = {out, in}, bs[1] = {out};
+        l->w = add_param(m, prefix, "weight", 2, ws, in);
+        l->b = add_param(m, prefix, "bias", 1, bs, in);
+    } else if (s->kind == VAE_LAYER_CONV) {
+        vae_conv_geom *g = &l->cg;
+        g->cin = s->in_shape.c, g->hin = s->in_shape.h, g->win = s->in_shape.w;
+        g->cout = s->out_shape.c, g->hout = s->out_shape.h, g->wout = s->out_shape.w;
+        g->k = s->k, g->stride = s->stride, g->pad = s->pad;
+        int64_t ws[4] = {g->cout, g->cin, g->k, g->k}, bs[1] = {g->cout};
+        int fan_in = g->cin * g->k * g->k;
+        l->w = add_param(m, prefix, "weight", 4, ws, fan_in);
+        l->b = add_param(m, prefix, "bias", 1, bs, fan_in);
+    } else if (s->kind == VAE_LAYER_CONVT) {
+        vae_convt_geom *g = &l->tg;
+        g->cin = s->in_shape.c, g->hin = s->in_shape.h, g->win = s->in_shape.w;
+        g->cout = s->out_shape.c, g->hout = s->out_shape.h, g->wout = s->out_shape.w;
+        g->k = s->k, g->stride = s->stride, g->pad = s->pad, g->out_pad = s->out_pad;
+        int64_t ws[4] = {g->cin, g->cout, g->k, g->k}, bs[1] = {g->cout};
+        /* torch computes ConvTranspose2d's fan_in from weight dim 1 (= cout) */
+        int fan_in = g->cout * g->k * g->k;
+        l->w = add_param(m, prefix, "weight", 4, ws, fan_in);
+        l->b = add_param(m, prefix, "bias", 1, bs, fan_in);
+    }
+}
+
+static size_t umax(size_t a, size_t b) { return a > b ? a : b; }
+
+static void *balloc(vae_model *m, size_t bytes, int *ok) {
+    if (!*ok) return NULL;
+    void *p = m->be->alloc(m->be, bytes ? bytes : 8);
+    if (!p) *ok = 0;
+    else m->bytes += bytes;
+    return p;
+}
+
+/* Output buffers for a list of layers whose first input is `in`. */
+static void alloc_outputs(vae_model *m, vae_layer *ls, int n, real *in, int first_may_alias,
+                          int *ok) {
+    real *prev = in;
+    int prev_owned = first_may_alias; /* prev buffer may be overwritten in place */
+    for (int i = 0; i < n; i++) {
+        vae_layer *l = &ls[i];
+        size_t cnt = (size_t)vae_shape_count(l->spec.out_shape);
+        if (l->spec.kind == VAE_LAYER_FLATTEN || l->spec.kind == VAE_LAYER_RESHAPE) {
+            l->out = prev; /* a view: same memory, new shape */
+        } else if (is_activation(l->spec.kind) && prev_owned) {
+            l->out = prev; /* in place */
+        } else {
+            l->out = balloc(m, (size_t)m->B * cnt * sizeof(real), ok);
+            prev_owned = layer_has_params(l->spec.kind);
+        }
+        if (is_activation(l->spec.kind)) prev_owned = 0;
+        prev = l->out;
+    }
+}
+
+int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B) {
+    memset(m, 0, sizeof *m);
+    m->cfg = cfg;
+    m->be = be;
+    m->B = B;
+    m->D = vae_shape_count(cfg->input);
+    m->L = cfg->latent;
+    m->head_out = cfg->type == VAE_MODEL_VAE ? 2 * cfg->latent : cfg->latent;
+    char prefix[32];
+
+    /* encoder + head */
+    for (int i = 0; i < cfg->n_enc; i++) {
+        m->enc[i].spec = cfg->enc[i];
+        snprintf(prefix, sizeof prefix, "encoder.%d", i);
+        layer_params(m, &m->enc[i], prefix);
+    }
+    vae_layer *head = &m->enc[cfg->n_enc];
+    memset(head, 0, sizeof *head);
+    head->spec.kind = VAE_LAYER_DENSE;
+    head->spec.out = m->head_out;
+    head->spec.in_shape = cfg->n_enc ? cfg->enc[cfg->n_enc - 1].out_shape : cfg->input;
+    head->spec.out_shape = (vae_shape){m->head_out, 1, 1};
+    layer_params(m, head, "head");
+    m->n_enc = cfg->n_enc + 1;
+
+    for (int i = 0; i < cfg->n_dec; i++) {
+        m->dec[i].spec = cfg->dec[i];
+        snprintf(prefix, sizeof prefix, "decoder.%d", i);
+        layer_params(m, &m->dec[i], prefix);
+    }
+    m->n_dec = cfg->n_dec;
+
+    /* largest per-sample activation, for the gradient ping-pong buffers */
+    size_t A = umax((size_t)m->D, (size_t)m->head_out);
+    for (int i = 0; i < m->n_enc; i++)
+        A = umax(A, (size_t)vae_shape_count(m->enc[i].spec.out_shape));
+    for (int i = 0; i < m->n_dec; i++)
+        A = umax(A, (size_t)vae_shape_count(m->dec[i].spec.out_shape));
+    m->max_act = A;
+
+    int ok = 1;
+    size_t P = m->n_real * sizeof(real);
+    m->p = balloc(m, P, &ok);
+    m->g = balloc(m, P, &ok);
+    m->m = balloc(m, P, &ok);
+    m->v = balloc(m, P, &ok);
+    m->x = balloc(m, (size_t)B * m->D * sizeof(real), &ok);
+    alloc_outputs(m, m->enc, m->n_enc, m->x, 0, &ok);
+    if (cfg->type == VAE_MODEL_VAE) {
+        m->z = balloc(m, (size_t)B * m->L * sizeof(real), &ok);
+        m->dz = balloc(m, (size_t)B * m->L * sizeof(real), &ok);
+        m->dhead = balloc(m, (size_t)B * m->head_out * sizeof(real), &ok);
+    } else {
+        /* AE: the code is the head output; its gradient is dz itself */
+        m->dz = balloc(m, (size_t)B * m->L * sizeof(real), &ok);
+        m->z = ok ? head->out : NULL;
+        m->dhead = m->dz;
+    }
+    alloc_outputs(m, m->dec, m->n_dec, m->z, 0, &ok);
+    m->recon = balloc(m, (size_t)B * sizeof(real), &ok);
+    m->kl = balloc(m, (size_t)B * sizeof(real), &ok);
+    m->gbuf[0] = balloc(m, (size_t)B * A * sizeof(real), &ok);
+    m->gbuf[1] = balloc(m, (size_t)B * A * sizeof(real), &ok);
+    m->acc = balloc(m, VAE_ACC_N * sizeof(double), &ok);
+    m->bad = balloc(m, 2 * sizeof(int), &ok);
+    if (!ok) {
+        vae_error_prefix(VAE_ENOMEM, "allocating the model for batch %d (%zu parameters)", B,
+                         m->n_real);
+        vae_model_free(m);
+        return VAE_ENOMEM;
+    }
+    be->zero(be, m->g, P);
+    be->zero(be, m->m, P);
+    be->zero(be, m->v, P);
+    be->zero(be, m->kl, (size_t)B * sizeof(real));
+    be->zero(be, m->acc, VAE_ACC_N * sizeof(double));
+    be->zero(be, m->bad, 2 * sizeof(int));
+    return VAE_OK;
+}
+
+void vae_model_free(vae_model *m) {
+    if (!m->be) return;
+    /* Release in reverse allocation order (arena backends free LIFO). */
+    vae_backend *be = m->be;
+    void *bufs[64];
+    int n = 0;
+    bufs[n++] = m->p, bufs[n++] = m->g, bufs[n++] = m->m, bufs[n++] = m->v, bufs[n++] = m->x;
+    real *prev = m->x;
+    for (int i = 0; i < m->n_enc; i++) {
+        if (m->enc[i].out && m->enc[i].out != prev && n < 60) bufs[n++] = m->enc[i].out;
+        prev = m->enc[i].out;
+    }
+    if (m->cfg->type == VAE_MODEL_VAE) {
+        bufs[n++] = m->z, bufs[n++] = m->dz, bufs[n++] = m->dhead;
+    } else {
+        bufs[n++] = m->dz;
+    }
+    prev = m->z;
+    for (int i = 0; i < m->n_dec && n < 58; i++) {
+        if (m->dec[i].out && m->dec[i].out != prev) bufs[n++] = m->dec[i].out;
+        prev = m->dec[i].out;
+    }
+    bufs[n++] = m->recon, bufs[n++] = m->kl, bufs[n++] = m->gbuf[0], bufs[n++] = m->gbuf[1];
+    bufs[n++] = m->acc, bufs[n++] = m->bad;
+    for (int i = n - 1; i >= 0; i--)
+        if (bufs[i]) be->release(be, bufs[i]);
+    memset(m, 0, sizeof *m);
+}
+
+void vae_model_init_params(vae_model *m, uint64_t seed) {
+    real *host = vae_malloc(m->n_real ? m->n_real : 1, sizeof(real));
+    VAE_ASSERT(host);
+    for (int t = 0; t < m->n_params; t++) {
+        const vae_param *p = &m->params[t];
+        double bound = 1.0 / sqrt((double)p->fan_in);
+        for (size_t i = 0; i < p->count; i++) {
+            double u = vae_uniform_at(seed, VAE_RNG_INIT, (uint64_t)t, i);
+            host[p->offset + i] = (real)(bound * (2.0 * u - 1.0));
+        }
+    }
+    size_t P = m->n_real * sizeof(real);
+    m->be->upload(m->be, m->p, host, P);
+    m->be->zero(m->be, m->m, P);
+    m->be->zero(m->be, m->v, P);
+    free(host);
+}
+
+/* ------------------------------------------------------------ forward */
+
+static const real *param(const vae_model *m, int idx) {
+    return idx >= 0 ? m->p + m->params[idx].offset : NULL;
+}
+static real *grad(const vae_model *m, int idx) {
+    return idx >= 0 ? m->g + m->params[idx].offset : NULL;
+}
+
+static void layer_forward(vae_model *m, vae_layer *l, const real *in, int B) {
+    vae_backend *be = m->be;
+    const vae_layer_spec *s = &l->spec;
+    size_t n = (size_t)B * vae_shape_count(s->out_shape);
+    switch (s->kind) {
+    case VAE_LAYER_DENSE:
+        be->dense_forward(be, l->out, in, param(m, l->w), param(m, l->b), B,
+                          vae_shape_count(s->in_shape), s->out);
+        break;
+    case VAE_LAYER_CONV:
+        be->conv2d_forward(be, l->out, in, param(m, l->w), param(m, l->b), &l->cg, B);
+        break;
+    case VAE_LAYER_CONVT:
+        be->convt2d_forward(be, l->out, in, param(m, l->w), param(m, l->b), &l->tg, B);
+        break;
+    case VAE_LAYER_RELU:
+        be->act_forward(be, l->out, in, n, VAE_ACT_RELU, 0);
+        break;
+    case VAE_LAYER_LEAKY_RELU:
+        be->act_forward(be, l->out, in, n, VAE_ACT_LEAKY_RELU, (real)s->slope);
+        break;
+    case VAE_LAYER_FLATTEN:
+    case VAE_LAYER_RESHAPE:
+        break; /* views */
+    }
+}
+
+static int is_view(vae_layer_kind k) {
+    return k == VAE_LAYER_FLATTEN || k == VAE_LAYER_RESHAPE;
+}
+
+/* 1 if some layer below index i has parameters, i.e. the gradient w.r.t.
+ * layer i's input is needed by the sweep. */
+static int param_below(const vae_layer *ls, int i) {
+    for (int j = 0; j < i; j++)
+        if (layer_has_params(ls[j].spec.kind)) return 1;
+    return 0;
+}
+
+/* 1 if every layer below index i is a view, so layer i's input gradient is
+ * the gradient w.r.t. the network input itself. */
+static int only_views_below(const vae_layer *ls, int i) {
+    for (int j = 0; j < i; j++)
+        if (!is_view(ls[j].spec.kind)) return 0;
+    return 1;
+}
+
+static real *other_gbuf(vae_model *m, const real *p) {
+    return p == m->gbuf[0] ? m->gbuf[1] : m->gbuf[0];
+}
+
+/* Backward sweep over layers ls[0..n) whose input is `in0`, starting from the
+ * gradient `dout` w.r.t. the last output. The gradient w.r.t. in0 lands in
+ * `din0` when din0 != NULL (it is not needed for the encoder's input x).
+ * Parametric layers write their input gradient into the ping-pong buffer
+ * that does not hold dout; activations work in place; views pass through. */
+static void sweep_backward(vae_model *m, vae_layer *ls, int n, const real *in0, real *dout,
+                           real *din0, int B) {
+    vae_backend *be = m->be;
+    for (int i = n - 1; i >= 0; i--) {
+        vae_layer *l = &ls[i];
+        const vae_layer_spec *s = &l->spec;
+        const real *in = i ? ls[i - 1].out : in0;
+        int need = din0 ? 1 : param_below(ls, i);
+        real *target = (din0 && only_views_below(ls, i)) ? din0 : other_gbuf(m, dout);
+        size_t cnt = (size_t)B * vae_shape_count(s->out_shape);
+        real *dx = need ? target : NULL;
+        switch (s->kind) {
+        case VAE_LAYER_DENSE:
+            be->dense_backward(be, dx, grad(m, l->w), grad(m, l->b), dout, in, param(m, l->w), B,
+                               vae_shape_count(s->in_shape), s->out);
+            dout = dx;
+            break;
+        case VAE_LAYER_CONV:
+            be->conv2d_backward(be, dx, grad(m, l->w), grad(m, l->b), dout, in, param(m, l->w),
+                                &l->cg, B);
+            dout = dx;
+            break;
+        case VAE_LAYER_CONVT:
+            be->convt2d_backward(be, dx, grad(m, l->w), grad(m, l->b), dout, in, param(m, l->w),
+                                 &l->tg, B);
+            dout = dx;
+            break;
+        case VAE_LAYER_RELU:
+        case VAE_LAYER_LEAKY_RELU:
+            if (need) {
+                /* in place, unless this is where the input gradient must land */
+                real *d = (target == din0) ? din0 : dout;
+                be->act_backward(be, d, dout, l->out, cnt,
+                                 s->kind == VAE_LAYER_RELU ? VAE_ACT_RELU : VAE_ACT_LEAKY_RELU,
+                                 (real)s->slope);
+                dout = d;
+            }
+            break;
+        case VAE_LAYER_FLATTEN:
+        case VAE_LAYER_RESHAPE:
+            break; /* views: same memory, same gradient */
+        }
+        if (!dout) return; /* nothing below needs a gradient */
+    }
+    /* A network made only of views would leave the gradient where it was. */
+    if (din0 && dout != din0) {
+        size_t bytes = (size_t)B * vae_shape_count(ls[0].spec.in_shape) * sizeof(real);
+        real *tmp = vae_malloc(bytes / sizeof(real) + 1, sizeof(real));
+        VAE_ASSERT(tmp);
+        be->download(be, tmp, dout, bytes);
+        be->upload(be, din0, tmp, bytes);
+        free(tmp);
+    }
+}
+
+static void encode(vae_model *m, int B) {
+    const real *h = m->x;
+    for (int i = 0; i < m->n_enc; i++) {
+        layer_forward(m, &m->enc[i], h, B);
+        h = m->enc[i].out;
+    }
+}
+
+real *vae_model_decode(vae_model *m, const real *z, int B) {
+    VAE_ASSERT(B <= m->B);
+    const real *h = z;
+    for (int i = 0; i < m->n_dec; i++) {
+        layer_forward(m, &m->dec[i], h, B);
+        h = m->dec[i].out;
+    }
+    return (real *)h;
+}
+
+real *vae_model_head(vae_model *m) { return m->enc[m->n_enc - 1].out; }
+real *vae_model_output(vae_model *m) { return m->n_dec ? m->dec[m->n_dec - 1].out : m->z; }
+
+static void sample_latent(vae_model *m, int B, uint64_t seed, uint32_t stream, uint64_t sub) {
+    if (m->cfg->type == VAE_MODEL_VAE)
+        m->be->reparam_forward(m->be, m->z, vae_model_head(m), B, m->L, seed, stream, sub);
+}
+
+void vae_model_forward(vae_model *m, int B, uint64_t seed, uint32_t stream, uint64_t sub) {
+    VAE_ASSERT(B <= m->B);
+    vae_backend *be = m->be;
+    encode(m, B);
+    sample_latent(m, B, seed, stream, sub);
+    vae_model_decode(m, m->z, B);
+    be->recon_loss(be, NULL, m->recon, vae_model_output(m), m->x, B, m->D, m->cfg->likelihood,
+                   (real)m->cfg->sigma, 0);
+    if (m->cfg->type == VAE_MODEL_VAE)
+        /* KL per sample; the gradient written to gbuf[0] is not used */
+        be->kl_backward(be, m->gbuf[0], m->kl, NULL, vae_model_head(m), B, m->L, 0, seed, stream,
+                        sub);
+}
+
+void vae_model_forward_backward(vae_model *m, int B, real beta, uint64_t seed, uint32_t stream,
+                                uint64_t sub) {
+    VAE_ASSERT(B <= m->B);
+    vae_backend *be = m->be;
+    const real inv_b = (real)1 / (real)B;
+    encode(m, B);
+    sample_latent(m, B, seed, stream, sub);
+    vae_model_decode(m, m->z, B);
+
+    /* loss = mean_b (recon_b + beta kl_b): d/d out = (1/B) dl/dout */
+    real *dout = m->gbuf[0];
+    be->recon_loss(be, dout, m->recon, vae_model_output(m), m->x, B, m->D, m->cfg->likelihood,
+                   (real)m->cfg->sigma, inv_b);
+
+    /* decoder backward: the gradient w.r.t. z lands in dz */
+    sweep_backward(m, m->dec, m->n_dec, m->z, dout, m->dz, B);
+
+    /* latent: KL and reparameterisation backward fused into dhead
+     * (for an AE dhead is dz itself) */
+    if (m->cfg->type == VAE_MODEL_VAE)
+        be->kl_backward(be, m->dhead, m->kl, m->dz, vae_model_head(m), B, m->L, beta * inv_b, seed,
+                        stream, sub);
+
+    /* encoder backward, head first; the input gradient is not needed */
+    sweep_backward(m, m->enc, m->n_enc, m->x, m->dhead, NULL, B);
+
+    be->sum_into(be, m->acc + VAE_ACC_RECON, m->recon, (size_t)B);
+    be->sum_into(be, m->acc + VAE_ACC_KL, m->kl, (size_t)B);
+}
+
+void vae_model_adam(vae_model *m, const vae_config *cfg, int64_t t, real lr) {
+    vae_adam_hp hp;
+    hp.lr = lr;
+    hp.beta1 = (real)cfg->beta1;
+    hp.beta2 = (real)cfg->beta2;
+    hp.eps = (real)cfg->eps;
+    hp.weight_decay = (real)cfg->weight_decay;
+    hp.decoupled = cfg->decoupled_weight_decay;
+    hp.bc1 = (real)(1.0 - pow((double)cfg->beta1, (double)t));
+    hp.bc2 = (real)(1.0 - pow((double)cfg->beta2, (double)t));
+    m->be->sumsq(m->be, m->acc + VAE_ACC_GNORM2, m->g, m->n_real);
+    m->be->adam_step(m->be, m->p, m->g, m->m, m->v, m->n_real, &hp, (real)cfg->clip_grad_norm,
+                     m->acc + VAE_ACC_GNORM2, m->bad);
+}
+
+int vae_model_find_param(const vae_model *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (strcmp(m->params[i].name, name) == 0) return i;
+    return -1;
+}
+
+double vae_layer_flops(const vae_layer *l) {
+    const vae_layer_spec *s = &l->spec;
+    switch (s->kind) {
+    case VAE_LAYER_DENSE:
+        return 2.0 * vae_shape_count(s->in_shape) * s->out;
+    case VAE_LAYER_CONV:
+        return 2.0 * l->cg.cout * l->cg.hout * l->cg.wout * l->cg.cin * l->cg.k * l->cg.k;
+    case VAE_LAYER_CONVT:
+        return 2.0 * l->tg.cin * l->tg.hin * l->tg.win * l->tg.cout * l->tg.k * l->tg.k;
+    case VAE_LAYER_RELU:
+    case VAE_LAYER_LEAKY_RELU:
+        return (double)vae_shape_count(s->out_shape);
+    default:
+        return 0;
+    }
+}
+
+size_t vae_layer_params(const vae_model *m, const vae_layer *l) {
+    size_t n = 0;
+    if (l->w >= 0) n += m->params[l->w].count;
+    if (l->b >= 0) n += m->params[l->b].count;
+    return n;
+}

@@ -1,0 +1,105 @@
+"""Exact resume: N epochs straight and k epochs + --resume to N give
+bit-identical parameters and Adam moments; so does a run stopped by SIGINT
+mid-epoch and resumed; so does a run killed with SIGKILL at random moments
+(while it may be writing a checkpoint) and resumed each time from what is
+on disk. Uses a 1000/200-image subset of MNIST (dataset = idx)."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import SMALL_MLP, VAE, Checks, mnist_subset, read_safetensors, run, tmpdir
+
+c = Checks()
+base = tmpdir()
+mnist_subset(base, 1000, 200)
+cfg = os.path.join(base, "small.ini")
+open(cfg, "w").write(SMALL_MLP)
+common = ["--data", base, "--no-progress", "--device", "cpu", "--threads", "1"]
+
+
+def final_tensors(d):
+    ck = sorted(f for f in os.listdir(d) if f.startswith("ckpt-") and f.endswith(".safetensors"))[-1]
+    meta, t = read_safetensors(os.path.join(d, ck))
+    return meta, t
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(a[k][2] == b[k][2] for k in a)
+
+
+straight = os.path.join(base, "straight")
+run(["train", cfg, "--out", straight] + common)
+ms, ts = final_tensors(straight)
+c.check(ms["step"] == "60", f"3 epochs of 20 steps, step {ms['step']}")
+
+# 1 epoch, then resume to 3
+part = os.path.join(base, "part")
+run(["train", cfg, "--out", part, "--epochs", "1"] + common)
+run(["train", cfg, "--resume", part, "--out", part] + common)
+mp, tp = final_tensors(part)
+c.check(same(ts, tp), "1 epoch + resume to 3 == 3 epochs, bit for bit")
+lines = open(os.path.join(part, "metrics.jsonl")).read().splitlines()
+c.check(len(lines) == 3, "metrics.jsonl has one line per epoch after resume")
+import json
+strip = lambda ls: [{k: v for k, v in json.loads(l).items() if k not in ("images_per_s", "epoch_time_s", "elapsed_s")} for l in ls]
+c.check(strip(lines) == strip(open(os.path.join(straight, "metrics.jsonl")).read().splitlines()),
+        "the resumed run's metrics equal the straight run's (timings aside)")
+
+# resume from the checkpoint's own config (no CONFIG argument)
+part2 = os.path.join(base, "part2")
+run(["train", cfg, "--out", part2, "--epochs", "2"] + common)
+run(["train", "--resume", part2, "--epochs", "3"] + common)
+c.check(same(ts, final_tensors(part2)[1]), "resume without CONFIG uses the checkpoint's config")
+
+# The signal tests need a run long enough to interrupt: 30 epochs, 600 steps.
+long_ = ["--epochs", "30"]
+straight30 = os.path.join(base, "straight30")
+run(["train", cfg, "--out", straight30] + long_ + common)
+t30 = final_tensors(straight30)[1]
+
+# SIGINT mid-run: finishes the step, writes a checkpoint, exits 130, says how to resume
+intr = os.path.join(base, "intr")
+p = subprocess.Popen([VAE, "train", cfg, "--out", intr] + long_ + common,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+time.sleep(0.4)
+p.send_signal(signal.SIGINT)
+out, err = p.communicate(timeout=120)
+c.check(p.returncode == 130, f"SIGINT exits 130 (got {p.returncode})")
+c.check("--resume" in err and "interrupted" in err, "SIGINT message says how to resume")
+stopped_at = int(final_tensors(intr)[0]["step"])
+print(f"SIGINT stopped the run at step {stopped_at}")
+c.check(0 < stopped_at < 600, "stopped before the end")
+run(["train", cfg, "--resume", intr, "--out", intr] + long_ + common)
+c.check(same(t30, final_tensors(intr)[1]), "SIGINT + resume == straight run, bit for bit")
+
+# SIGKILL at random moments (also while a checkpoint is being written),
+# resume from whatever is on disk each time
+kill = os.path.join(base, "kill")
+rng = random.Random(1)
+kills = 0
+
+
+def has_ckpt(d):
+    return os.path.isdir(d) and any(f.endswith(".safetensors") for f in os.listdir(d))
+
+
+for attempt in range(40):
+    args = ["train", cfg, "--out", kill] + long_ + common + (["--resume", kill] if has_ckpt(kill) else [])
+    p = subprocess.Popen([VAE] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(rng.uniform(0.02, 0.3))
+    if p.poll() is None:
+        p.kill()
+        kills += 1
+    p.wait()
+    if p.returncode == 0:
+        break
+run(["train", cfg, "--out", kill] + long_ + common + (["--resume", kill] if has_ckpt(kill) else []))
+print(f"killed {kills} times")
+c.check(kills >= 5, f"the run was killed several times ({kills})")
+c.check(not [f for f in os.listdir(kill) if ".tmp." in f], "no temp files left after the final run")
+c.check(same(t30, final_tensors(kill)[1]), "SIGKILLs + resumes == straight run, bit for bit")
+c.finish()
