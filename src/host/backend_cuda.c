@@ -1,0 +1,817 @@
+/* backend_cuda.c — the CUDA implementation of the vae_backend table.
+ *
+ * Host side in C11: CUDA runtime, cuBLAS and cuDNN through their C APIs, our
+ * kernels through the extern "C" launchers of src/kernels/vae_kernels.cuh.
+ * Compiled only in the float build with VAE_HAVE_CUDA.
+ *
+ * Streams. All work goes to one compute stream (non-blocking, so nothing
+ * else in the process serialises with it); cuBLAS and cuDNN are bound to it.
+ * A second stream with two events carries download_async() copies, so the
+ * sampler can copy one batch back while the next is computed.
+ *
+ * Memory: one arena, one cudaMalloc, laid out as
+ *
+ *   [ scratch | buffers from alloc(), bump upward ->  ...  <- cuDNN workspace ]
+ *     scratch: the reduction partials (VAE_CUDA_REDUCE_MAX_BLOCKS doubles) and
+ *              cuBLAS's workspace (cublasSetWorkspace, 32 MiB), so cuBLAS never
+ *              allocates behind our back;
+ *     buffers: 256-byte aligned bump allocation. release() pops LIFO: freeing
+ *              the newest live buffer lowers the bump pointer (past any older
+ *              buffers already released); freeing an older one only marks it,
+ *              and its bytes return when everything above it is released.
+ *              vae_model_free() releases in reverse order, so a model can be
+ *              rebuilt (another batch size) in the same arena.
+ *     workspace: one cuDNN workspace shared by all convolutions, grown
+ *              downward from the end to the largest need of the algorithms
+ *              chosen so far (it is scratch, so growing needs no copy).
+ * The arena is made by reserve() or, failing that, at the first alloc() with
+ * 3/4 of the free device memory ($VAE_CUDA_ARENA_MB overrides). After that
+ * the training step never calls cudaMalloc/cudaFree.
+ *
+ * Convolutions: cuDNN's legacy API. A plan per distinct geometry (conv view
+ * + batch) holds the tensor/filter/convolution descriptors and, per
+ * direction, the algorithm, chosen at first use among the *deterministic*
+ * algorithms whose workspace fits (the project requires run-to-run identical
+ * results) — by timing (cudnnFind*AlgorithmEx, default) or by cuDNN's
+ * heuristics ($VAE_CUDNN_ALGO=heuristic: no timing, so the same choice in
+ * every process, which keeps resumed runs bit-identical to uninterrupted
+ * ones). A transposed convolution is the adjoint of a convolution with the
+ * same weight viewed as a conv filter [K = cin, C = cout, k, k]:
+ *   convT forward        = cudnnConvolutionBackwardData (dy = in, dx = out)
+ *   convT backward data  = cudnnConvolutionForward      (x = dout, y = din)
+ *   convT backward filter= cudnnConvolutionBackwardFilter (x = dout, dy = in)
+ * and its output padding is implied by the output tensor size.
+ *
+ * Precision: fp32 everywhere. cuDNN runs with CUDNN_FMA_MATH (on Ampere and
+ * later CUDNN_DEFAULT_MATH permits TF32 tensor cores for float convolutions,
+ * which would cost ~3 decimal digits); cuBLAS with CUBLAS_DEFAULT_MATH, which
+ * never uses TF32 for cublasSgemm.
+ *
+ * Errors: a failing library call is a device fault and aborts through
+ * CUDA_CHECK / CUBLAS_CHECK / CUDNN_CHECK (common.cuh), naming the statement,
+ * the location and the library's message. The recoverable failures —
+ * no usable GPU at creation, an arena too small — return NULL/an error code
+ * with vae_error_set(), as the table's contract says.
+ *
+ * Not implemented: CUDA-graph capture (the Adam hyper-parameters and the RNG
+ * subsequence change every step and are kernel arguments, so a captured step
+ * would need them in device memory first), cuBLASLt epilogues (the handle is
+ * created; dense bias uses a small kernel).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublasLt.h>
+
+#include "common.cuh"
+#include "vae_backend.h"
+#include "vae_kernels.cuh"
+
+_Static_assert(sizeof(real) == sizeof(float), "the CUDA backend is float-only");
+
+#define ARENA_ALIGN ((size_t)256)
+#define CUBLAS_WS_BYTES ((size_t)32 << 20)  /* cuBLAS's recommendation for Hopper */
+#define CONV_WS_CAP ((size_t)256 << 20)     /* most workspace offered to one cuDNN algorithm */
+#define DEVICE_HEADROOM ((size_t)256 << 20) /* left outside a reserve()d arena */
+
+/* ------------------------------------------------------------ context */
+
+typedef struct {
+    size_t off; /* from the arena base */
+    int freed;
+} arena_rec;
+
+/* One convolution geometry in conv terms: x [n, c, h, w] -> y [n, k, ho, wo]
+ * with filter [k, c, r, r]. */
+typedef struct {
+    int n, c, h, w, k, r, ho, wo, stride, pad;
+    cudnnTensorDescriptor_t xd, yd;
+    cudnnFilterDescriptor_t fd;
+    cudnnConvolutionDescriptor_t cd;
+    int have_fwd, have_bwd_data, have_bwd_filter;
+    cudnnConvolutionFwdAlgo_t fwd;
+    cudnnConvolutionBwdDataAlgo_t bwd_data;
+    cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+} conv_plan;
+
+typedef struct {
+    int device;
+    cudaStream_t stream;      /* all compute */
+    cudaStream_t copy_stream; /* download_async */
+    cudaEvent_t ev_issued;    /* "work issued so far" on the compute stream */
+    cublasHandle_t blas;
+    cublasLtHandle_t lt; /* created for later use (epilogues); unused today */
+    cudnnHandle_t dnn;
+    int use_find; /* cuDNN algorithm choice by timing (1) or heuristics (0) */
+
+    /* arena */
+    char *base;
+    size_t size;    /* bytes */
+    size_t floor_;  /* end of the backend's own scratch */
+    size_t top;     /* bump pointer: end of the newest live buffer */
+    size_t ws_lo;   /* start of the cuDNN workspace; == size when none */
+    size_t ws_need; /* largest workspace of the chosen algorithms */
+    arena_rec *recs;
+    int nrec, caprec;
+    double *partials; /* [VAE_CUDA_REDUCE_MAX_BLOCKS] reduction scratch */
+
+    conv_plan **plans;
+    int nplan, capplan;
+} cuda_ctx;
+
+static cuda_ctx *ctx_of(vae_backend *be) { return (cuda_ctx *)be->ctx; }
+
+static size_t align_up(size_t x) { return (x + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1); }
+
+/* ------------------------------------------------- recoverable errors */
+
+static int soft_cuda(cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return 0;
+    (void)cudaGetLastError(); /* clear a non-sticky error */
+    vae_error_set(VAE_EDEVICE, "CUDA backend: %s: %s", what, cudaGetErrorString(e));
+    return 1;
+}
+static int soft_cublas(cublasStatus_t s, const char *what) {
+    if (s == CUBLAS_STATUS_SUCCESS) return 0;
+    vae_error_set(VAE_EDEVICE, "CUDA backend: %s: %s", what, cublasGetStatusString(s));
+    return 1;
+}
+static int soft_cudnn(cudnnStatus_t s, const char *what) {
+    if (s == CUDNN_STATUS_SUCCESS) return 0;
+    vae_error_set(VAE_EDEVICE, "CUDA backend: %s: %s", what, cudnnGetErrorString(s));
+    return 1;
+}
+
+/* ------------------------------------------------------------- arena */
+
+static size_t scratch_bytes(void) {
+    return align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)) + align_up(CUBLAS_WS_BYTES);
+}
+
+/* Makes the arena. user_bytes > 0: room for that many bytes of buffers plus
+ * scratch, the workspace already needed and up to CONV_WS_CAP of spare for
+ * cuDNN; user_bytes == 0: the default size (header comment). */
+static int arena_create(cuda_ctx *c, size_t user_bytes) {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    size_t fixed = scratch_bytes() + align_up(c->ws_need);
+    size_t size;
+    if (user_bytes > 0) {
+        size_t need = fixed + align_up(user_bytes);
+        if (need > free_b)
+            return vae_error_set(VAE_ENOMEM,
+                                 "CUDA arena: %zu bytes needed (%zu for buffers + %zu backend "
+                                 "scratch), but only %zu of %zu bytes are free on the device",
+                                 need, user_bytes, fixed, free_b, total_b);
+        size_t spare = free_b - need > DEVICE_HEADROOM ? free_b - need - DEVICE_HEADROOM : 0;
+        size = need + (spare < CONV_WS_CAP ? spare : CONV_WS_CAP);
+    } else {
+        const char *env = getenv("VAE_CUDA_ARENA_MB");
+        if (env && *env) {
+            char *end = NULL;
+            unsigned long long mb = strtoull(env, &end, 10);
+            if (!end || *end || mb == 0 || mb > ((size_t)-1 >> 20))
+                return vae_error_set(VAE_EINVAL, "VAE_CUDA_ARENA_MB=\"%s\": expected a positive "
+                                     "number of MiB", env);
+            size = (size_t)mb << 20;
+        } else {
+            size = free_b / 4 * 3;
+        }
+        if (size < fixed + ARENA_ALIGN)
+            return vae_error_set(VAE_ENOMEM,
+                                 "CUDA arena: %zu bytes is too small (the backend's own scratch "
+                                 "takes %zu); %zu of %zu bytes free on the device",
+                                 size, fixed, free_b, total_b);
+    }
+    size &= ~(ARENA_ALIGN - 1);
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, size);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return vae_error_set(VAE_ENOMEM,
+                             "CUDA arena: cudaMalloc of %zu bytes failed: %s (%zu of %zu bytes "
+                             "free on the device)",
+                             size, cudaGetErrorString(e), free_b, total_b);
+    }
+    c->base = (char *)p;
+    c->size = size;
+    c->partials = (double *)(void *)c->base;
+    /* after cublasSetStream, which resets the workspace to cuBLAS's own pool */
+    CUBLAS_CHECK(cublasSetWorkspace(
+        c->blas, c->base + align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)), CUBLAS_WS_BYTES));
+    c->floor_ = c->top = scratch_bytes();
+    c->ws_lo = c->size - align_up(c->ws_need);
+    return VAE_OK;
+}
+
+static void arena_free(cuda_ctx *c) {
+    if (!c->base) return;
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    CUDA_CHECK(cudaFree(c->base));
+    c->base = NULL;
+    c->size = c->floor_ = c->top = c->ws_lo = 0;
+    c->partials = NULL;
+}
+
+/* Bytes between the bump pointer and the workspace. */
+static size_t arena_gap(const cuda_ctx *c) {
+    size_t off = align_up(c->top);
+    return off < c->ws_lo ? c->ws_lo - off : 0;
+}
+
+static void *cuda_alloc(vae_backend *be, size_t bytes) {
+    cuda_ctx *c = ctx_of(be);
+    if (!c->base && arena_create(c, 0) != VAE_OK) return NULL;
+    if (bytes == 0) bytes = 1; /* distinct pointers */
+    size_t off = align_up(c->top);
+    if (bytes > arena_gap(c)) {
+        size_t free_b = 0, total_b = 0;
+        CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+        vae_error_set(VAE_ENOMEM,
+                      "CUDA arena: cannot allocate %zu bytes: %zu of its %zu bytes are free "
+                      "(%zu bytes free on the device of %zu); reserve() the total up front",
+                      bytes, arena_gap(c), c->size, free_b, total_b);
+        return NULL;
+    }
+    if (c->nrec == c->caprec) {
+        int cap = c->caprec ? 2 * c->caprec : 64;
+        arena_rec *r = realloc(c->recs, (size_t)cap * sizeof *r);
+        if (!r) {
+            vae_error_set(VAE_ENOMEM, "CUDA arena: out of host memory for the allocation table");
+            return NULL;
+        }
+        c->recs = r;
+        c->caprec = cap;
+    }
+    c->recs[c->nrec].off = off;
+    c->recs[c->nrec].freed = 0;
+    c->nrec++;
+    c->top = off + bytes;
+    return c->base + off;
+}
+
+/* LIFO release (see the header comment); releasing out of order is legal but
+ * returns the bytes only once every newer buffer is released too. */
+static void cuda_release(vae_backend *be, void *p) {
+    cuda_ctx *c = ctx_of(be);
+    if (!p) return;
+    int i = c->nrec - 1;
+    while (i >= 0 && c->base + c->recs[i].off != (char *)p) i--;
+    if (i < 0 || c->recs[i].freed)
+        vae_panic(__FILE__, __LINE__, "CUDA arena: release of %p, which is not a live buffer", p);
+    c->recs[i].freed = 1;
+    while (c->nrec > 0 && c->recs[c->nrec - 1].freed) {
+        c->top = c->recs[c->nrec - 1].off;
+        c->nrec--;
+    }
+    if (c->nrec == 0) c->top = c->floor_;
+}
+
+static int cuda_reserve(vae_backend *be, size_t bytes) {
+    cuda_ctx *c = ctx_of(be);
+    if (!c->base) return arena_create(c, bytes);
+    if (align_up(bytes) <= arena_gap(c)) return VAE_OK;
+    if (c->nrec == 0) { /* nothing live: make a bigger one */
+        arena_free(c);
+        return arena_create(c, bytes);
+    }
+    return vae_error_set(VAE_ENOMEM,
+                         "CUDA arena: reserve(%zu) while %d buffers are live and only %zu of "
+                         "%zu bytes are free; reserve() before allocating",
+                         bytes, c->nrec, arena_gap(c), c->size);
+}
+
+/* ----------------------------------------------------- cuDNN workspace */
+
+static void *ws_ptr(const cuda_ctx *c) { return c->ws_lo < c->size ? c->base + c->ws_lo : NULL; }
+static size_t ws_size(const cuda_ctx *c) { return c->size - c->ws_lo; }
+
+/* Grow the workspace to hold `bytes` (the caller made sure it fits). */
+static void ws_require(cuda_ctx *c, size_t bytes) {
+    if (bytes <= ws_size(c)) {
+        if (bytes > c->ws_need) c->ws_need = bytes;
+        return;
+    }
+    size_t lo = c->size - align_up(bytes);
+    VAE_ASSERT(lo >= align_up(c->top));
+    c->ws_lo = lo;
+    c->ws_need = bytes;
+}
+
+/* Workspace offered to an algorithm search: everything above the buffers, up
+ * to CONV_WS_CAP (or the current workspace, if larger), at the arena's end. */
+static size_t search_ws(const cuda_ctx *c, void **ws) {
+    size_t avail = c->size - align_up(c->top);
+    size_t cap = ws_size(c) > CONV_WS_CAP ? ws_size(c) : CONV_WS_CAP;
+    if (cap > avail) cap = avail;
+    cap &= ~(ARENA_ALIGN - 1);
+    *ws = cap ? c->base + (c->size - cap) : NULL;
+    return cap;
+}
+
+/* ------------------------------------------------------- conv plans */
+
+static conv_plan *plan_get(cuda_ctx *c, int n, int ch, int h, int w, int k, int r, int ho, int wo,
+                           int stride, int pad) {
+    for (int i = 0; i < c->nplan; i++) {
+        conv_plan *p = c->plans[i];
+        if (p->n == n && p->c == ch && p->h == h && p->w == w && p->k == k && p->r == r &&
+            p->ho == ho && p->wo == wo && p->stride == stride && p->pad == pad)
+            return p;
+    }
+    if (c->nplan == c->capplan) {
+        int cap = c->capplan ? 2 * c->capplan : 16;
+        conv_plan **np = realloc(c->plans, (size_t)cap * sizeof *np);
+        VAE_ASSERT(np);
+        c->plans = np;
+        c->capplan = cap;
+    }
+    conv_plan *p = calloc(1, sizeof *p);
+    VAE_ASSERT(p);
+    p->n = n, p->c = ch, p->h = h, p->w = w, p->k = k, p->r = r;
+    p->ho = ho, p->wo = wo, p->stride = stride, p->pad = pad;
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->xd));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->yd));
+    CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->fd));
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->cd));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, ch, h, w));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k, ho, wo));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->fd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, ch, r, r));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->cd, pad, pad, stride, stride, 1, 1,
+                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->cd, CUDNN_FMA_MATH));
+    int on, oc, oh, ow;
+    CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->fd, &on, &oc, &oh, &ow));
+    if (on != n || oc != k || oh != ho || ow != wo)
+        vae_panic(__FILE__, __LINE__,
+                  "conv geometry inconsistent: x [%d,%d,%d,%d] filter [%d,%d,%d,%d] stride %d pad "
+                  "%d gives y [%d,%d,%d,%d], expected [%d,%d,%d,%d]",
+                  n, ch, h, w, k, ch, r, r, stride, pad, on, oc, oh, ow, n, k, ho, wo);
+    c->plans[c->nplan++] = p;
+    return p;
+}
+
+static void plan_destroy(conv_plan *p) {
+    CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->xd));
+    CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->yd));
+    CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->fd));
+    CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->cd));
+    free(p);
+}
+
+/* Index of the first (fastest, or best by heuristics) result that succeeded,
+ * is deterministic, runs in fp32 FMA math and fits the workspace; -1 if none. */
+#define PICK_ALGO(perf, got, cap, out)                                                     \
+    do {                                                                                   \
+        (out) = -1;                                                                        \
+        for (int i_ = 0; i_ < (got); i_++) {                                               \
+            if ((perf)[i_].status == CUDNN_STATUS_SUCCESS &&                               \
+                (perf)[i_].determinism == CUDNN_DETERMINISTIC &&                           \
+                ((perf)[i_].mathType == CUDNN_FMA_MATH ||                                  \
+                 (perf)[i_].mathType == CUDNN_DEFAULT_MATH) &&                             \
+                (perf)[i_].memory <= (cap)) {                                              \
+                (out) = i_;                                                                \
+                break;                                                                     \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+
+static void plan_panic(const conv_plan *p, const char *dir, size_t cap, int line) {
+    vae_panic(__FILE__, line,
+              "cuDNN: no deterministic fp32 %s algorithm within %zu bytes of workspace for x "
+              "[%d,%d,%d,%d] filter [%d,%d,%d,%d] stride %d pad %d",
+              dir, cap, p->n, p->c, p->h, p->w, p->k, p->c, p->r, p->r, p->stride, p->pad);
+}
+
+/* The searches run the convolutions on the caller's buffers (outputs are
+ * overwritten right after) and synchronise the device: first use only. */
+static void plan_fwd(cuda_ctx *c, conv_plan *p, const void *x, const void *w, void *y) {
+    if (p->have_fwd) return;
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int got = 0, pick;
+    void *ws;
+    size_t cap = search_ws(c, &ws);
+    if (c->use_find)
+        CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(c->dnn, p->xd, x, p->fd, w, p->cd,
+                                                           p->yd, y,
+                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                           &got, perf, ws, cap));
+    else
+        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+            c->dnn, p->xd, p->fd, p->cd, p->yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
+    PICK_ALGO(perf, got, cap, pick);
+    if (pick < 0) plan_panic(p, "forward", cap, __LINE__);
+    p->fwd = perf[pick].algo;
+    ws_require(c, perf[pick].memory);
+    p->have_fwd = 1;
+}
+
+static void plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *dy, void *dx) {
+    if (p->have_bwd_data) return;
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    int got = 0, pick;
+    void *ws;
+    size_t cap = search_ws(c, &ws);
+    if (c->use_find)
+        CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+            c->dnn, p->fd, w, p->yd, dy, p->cd, p->xd, dx, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+            &got, perf, ws, cap));
+    else
+        CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+            c->dnn, p->fd, p->yd, p->cd, p->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
+    PICK_ALGO(perf, got, cap, pick);
+    if (pick < 0) plan_panic(p, "backward-data", cap, __LINE__);
+    p->bwd_data = perf[pick].algo;
+    ws_require(c, perf[pick].memory);
+    p->have_bwd_data = 1;
+}
+
+static void plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void *dy, void *dw) {
+    if (p->have_bwd_filter) return;
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int got = 0, pick;
+    void *ws;
+    size_t cap = search_ws(c, &ws);
+    if (c->use_find)
+        CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+            c->dnn, p->xd, x, p->yd, dy, p->cd, p->fd, dw,
+            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf, ws, cap));
+    else
+        CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+            c->dnn, p->xd, p->yd, p->cd, p->fd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got,
+            perf));
+    PICK_ALGO(perf, got, cap, pick);
+    if (pick < 0) plan_panic(p, "backward-filter", cap, __LINE__);
+    p->bwd_filter = perf[pick].algo;
+    ws_require(c, perf[pick].memory);
+    p->have_bwd_filter = 1;
+}
+
+/* y = conv(x, w) */
+static void run_fwd(cuda_ctx *c, conv_plan *p, const real *x, const real *w, real *y) {
+    const float one = 1.0f, zero = 0.0f;
+    plan_fwd(c, p, x, w, y);
+    CUDNN_CHECK(cudnnConvolutionForward(c->dnn, &one, p->xd, x, p->fd, w, p->cd, p->fwd,
+                                        ws_ptr(c), ws_size(c), &zero, p->yd, y));
+}
+/* dx = conv^T(dy, w) */
+static void run_bwd_data(cuda_ctx *c, conv_plan *p, const real *w, const real *dy, real *dx) {
+    const float one = 1.0f, zero = 0.0f;
+    plan_bwd_data(c, p, w, dy, dx);
+    CUDNN_CHECK(cudnnConvolutionBackwardData(c->dnn, &one, p->fd, w, p->yd, dy, p->cd,
+                                             p->bwd_data, ws_ptr(c), ws_size(c), &zero, p->xd,
+                                             dx));
+}
+/* dw = sum over the batch of x (*) dy */
+static void run_bwd_filter(cuda_ctx *c, conv_plan *p, const real *x, const real *dy, real *dw) {
+    const float one = 1.0f, zero = 0.0f;
+    plan_bwd_filter(c, p, x, dy, dw);
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(c->dnn, &one, p->xd, x, p->yd, dy, p->cd,
+                                               p->bwd_filter, ws_ptr(c), ws_size(c), &zero,
+                                               p->fd, dw));
+}
+
+/* ------------------------------------------------------------ memory */
+
+static void cuda_upload(vae_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes == 0) return;
+    /* from pageable memory the call returns once src has been staged, so the
+     * caller may free src right away */
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx_of(be)->stream));
+}
+
+static void cuda_download(vae_backend *be, void *dst, const void *src, size_t bytes) {
+    cuda_ctx *c = ctx_of(be);
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+static void cuda_zero(vae_backend *be, void *dst, size_t bytes) {
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, ctx_of(be)->stream));
+}
+
+static void cuda_sync(vae_backend *be) { CUDA_CHECK(cudaStreamSynchronize(ctx_of(be)->stream)); }
+
+static void *cuda_host_alloc(vae_backend *be, size_t bytes) {
+    (void)be;
+    void *p = NULL;
+    cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        vae_error_set(VAE_ENOMEM, "cudaMallocHost of %zu bytes failed: %s", bytes,
+                      cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_host_free(vae_backend *be, void *p) {
+    (void)be;
+    if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
+static void cuda_download_async(vae_backend *be, void *dst, const void *src, size_t bytes) {
+    cuda_ctx *c = ctx_of(be);
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaEventRecord(c->ev_issued, c->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(c->copy_stream, c->ev_issued, 0));
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->copy_stream));
+}
+
+static void cuda_copy_wait(vae_backend *be) {
+    CUDA_CHECK(cudaStreamSynchronize(ctx_of(be)->copy_stream));
+}
+
+/* ------------------------------------------------------------ layers */
+
+/* Row-major out[B,O] = in[B,I] w[O,I]^T is column-major out^T[O,B] =
+ * w^T[O,I] in^T[I,B], where the row-major arrays already are the
+ * column-major w^T-view [I,O] (ld I) and in^T [I,B] (ld I). */
+static void cuda_dense_forward(vae_backend *be, real *out, const real *in, const real *w,
+                               const real *b, int B, int I, int O) {
+    cuda_ctx *c = ctx_of(be);
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, O, B, I, &one, w, I, in, I, &zero,
+                             out, O));
+    if (b) vae_cuda_bias_add_rows(c->stream, out, b, B, O);
+}
+
+/* din^T[I,B] = w-view[I,O] dout^T[O,B];  dw^T[I,O] = in^T[I,B] (dout^T)^T[B,O];
+ * db = column sums of dout (deterministic kernel). */
+static void cuda_dense_backward(vae_backend *be, real *din, real *dw, real *db, const real *dout,
+                                const real *in, const real *w, int B, int I, int O) {
+    cuda_ctx *c = ctx_of(be);
+    const float one = 1.0f, zero = 0.0f;
+    if (din)
+        CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, I, B, O, &one, w, I, dout, O,
+                                 &zero, din, I));
+    if (dw)
+        CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, I, O, B, &one, in, I, dout, O,
+                                 &zero, dw, I));
+    if (db) vae_cuda_bias_grad_rows(c->stream, db, dout, B, O);
+}
+
+static conv_plan *conv_plan_of(cuda_ctx *c, const vae_conv_geom *g, int B) {
+    return plan_get(c, B, g->cin, g->hin, g->win, g->cout, g->k, g->hout, g->wout, g->stride,
+                    g->pad);
+}
+
+/* The convT's conv view: x = the convT output, y = the convT input. */
+static conv_plan *convt_plan_of(cuda_ctx *c, const vae_convt_geom *g, int B) {
+    return plan_get(c, B, g->cout, g->hout, g->wout, g->cin, g->k, g->hin, g->win, g->stride,
+                    g->pad);
+}
+
+static void cuda_conv2d_forward(vae_backend *be, real *out, const real *in, const real *w,
+                                const real *b, const vae_conv_geom *g, int B) {
+    cuda_ctx *c = ctx_of(be);
+    run_fwd(c, conv_plan_of(c, g, B), in, w, out);
+    if (b) vae_cuda_bias_add_nchw(c->stream, out, b, B, g->cout, g->hout * g->wout);
+}
+
+static void cuda_conv2d_backward(vae_backend *be, real *din, real *dw, real *db, const real *dout,
+                                 const real *in, const real *w, const vae_conv_geom *g, int B) {
+    cuda_ctx *c = ctx_of(be);
+    conv_plan *p = conv_plan_of(c, g, B);
+    if (db) vae_cuda_bias_grad_nchw(c->stream, db, dout, B, g->cout, g->hout * g->wout);
+    if (dw) run_bwd_filter(c, p, in, dout, dw);
+    if (din) run_bwd_data(c, p, w, dout, din);
+}
+
+static void cuda_convt2d_forward(vae_backend *be, real *out, const real *in, const real *w,
+                                 const real *b, const vae_convt_geom *g, int B) {
+    cuda_ctx *c = ctx_of(be);
+    run_bwd_data(c, convt_plan_of(c, g, B), w, in, out);
+    if (b) vae_cuda_bias_add_nchw(c->stream, out, b, B, g->cout, g->hout * g->wout);
+}
+
+static void cuda_convt2d_backward(vae_backend *be, real *din, real *dw, real *db,
+                                  const real *dout, const real *in, const real *w,
+                                  const vae_convt_geom *g, int B) {
+    cuda_ctx *c = ctx_of(be);
+    conv_plan *p = convt_plan_of(c, g, B);
+    if (db) vae_cuda_bias_grad_nchw(c->stream, db, dout, B, g->cout, g->hout * g->wout);
+    if (dw) run_bwd_filter(c, p, dout, in, dw);
+    if (din) run_fwd(c, p, dout, w, din);
+}
+
+static void cuda_act_forward(vae_backend *be, real *out, const real *in, size_t n, vae_act act,
+                             real slope) {
+    vae_cuda_act_forward(ctx_of(be)->stream, out, in, n, (int)act, slope);
+}
+
+static void cuda_act_backward(vae_backend *be, real *din, const real *dout, const real *out,
+                              size_t n, vae_act act, real slope) {
+    vae_cuda_act_backward(ctx_of(be)->stream, din, dout, out, n, (int)act, slope);
+}
+
+/* ------------------------------------------------------- fused VAE ops */
+
+static void cuda_reparam_forward(vae_backend *be, real *z, const real *head, int B, int L,
+                                 uint64_t seed, uint32_t stream, uint64_t sub) {
+    vae_cuda_reparam_forward(ctx_of(be)->stream, z, head, B, L, seed, stream, sub);
+}
+
+static void cuda_kl_backward(vae_backend *be, real *dhead, real *kl, const real *dz,
+                             const real *head, int B, int L, real beta_scale, uint64_t seed,
+                             uint32_t stream, uint64_t sub) {
+    vae_cuda_kl_backward(ctx_of(be)->stream, dhead, kl, dz, head, B, L, beta_scale, seed, stream,
+                         sub);
+}
+
+static void cuda_log_q_minus_log_p(vae_backend *be, real *out, const real *z, const real *head,
+                                   int B, int L, uint64_t seed, uint32_t stream, uint64_t sub) {
+    vae_cuda_log_q_minus_log_p(ctx_of(be)->stream, out, z, head, B, L, seed, stream, sub);
+}
+
+static void cuda_recon_loss(vae_backend *be, real *dout, real *recon, const real *out,
+                            const real *x, int B, int D, vae_likelihood lik, real sigma,
+                            real grad_scale) {
+    vae_cuda_recon_loss(ctx_of(be)->stream, dout, recon, out, x, B, D, (int)lik, sigma,
+                        grad_scale);
+}
+
+/* ------------------------------------------------------- reductions */
+
+static void cuda_sum_into(vae_backend *be, double *acc, const real *v, size_t n) {
+    cuda_ctx *c = ctx_of(be);
+    VAE_ASSERT(c->partials);
+    vae_cuda_sum(c->stream, acc, v, n, 0, 1, c->partials);
+}
+
+static void cuda_sumsq(vae_backend *be, double *acc, const real *v, size_t n) {
+    cuda_ctx *c = ctx_of(be);
+    VAE_ASSERT(c->partials);
+    vae_cuda_sum(c->stream, acc, v, n, 1, 0, c->partials);
+}
+
+static void cuda_adam_step(vae_backend *be, real *p, const real *g, real *m, real *v, size_t n,
+                           const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad) {
+    vae_cuda_adam(ctx_of(be)->stream, p, g, m, v, n, hp, clip, gnorm2, bad);
+}
+
+/* ------------------------------------------------------------- data */
+
+static void cuda_gather_batch(vae_backend *be, real *x, const uint8_t *data, const int32_t *idx,
+                              int B, int D) {
+    vae_cuda_gather_batch(ctx_of(be)->stream, x, data, idx, B, D);
+}
+
+static void cuda_to_u8(vae_backend *be, uint8_t *px, const real *out, size_t n,
+                       vae_likelihood lik) {
+    vae_cuda_to_u8(ctx_of(be)->stream, px, out, n, lik == VAE_LIK_BERNOULLI);
+}
+
+static void cuda_normal_fill(vae_backend *be, real *z, size_t n, uint64_t seed, uint32_t stream,
+                             uint64_t sub, uint64_t first) {
+    vae_cuda_normal_fill(ctx_of(be)->stream, z, n, seed, stream, sub, first);
+}
+
+/* ---------------------------------------------------- create / destroy */
+
+int vae_cuda_available(char *why, size_t why_len) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        if (why && why_len) snprintf(why, why_len, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
+        return 0;
+    }
+    if (n < 1) {
+        if (why && why_len) snprintf(why, why_len, "no CUDA device found");
+        return 0;
+    }
+    if (why && why_len) why[0] = '\0';
+    return 1;
+}
+
+/* Frees whatever was made; status codes are ignored on the creation-failure
+ * path (an error is already being reported), checked otherwise. */
+static void ctx_teardown(cuda_ctx *c, int checked) {
+    if (checked && c->stream) CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    if (checked && c->copy_stream) CUDA_CHECK(cudaStreamSynchronize(c->copy_stream));
+    for (int i = 0; i < c->nplan; i++) plan_destroy(c->plans[i]);
+    free(c->plans);
+    free(c->recs);
+    if (checked) {
+        if (c->dnn) CUDNN_CHECK(cudnnDestroy(c->dnn));
+        if (c->lt) CUBLAS_CHECK(cublasLtDestroy(c->lt));
+        if (c->blas) CUBLAS_CHECK(cublasDestroy(c->blas));
+        if (c->base) CUDA_CHECK(cudaFree(c->base));
+        if (c->ev_issued) CUDA_CHECK(cudaEventDestroy(c->ev_issued));
+        if (c->copy_stream) CUDA_CHECK(cudaStreamDestroy(c->copy_stream));
+        if (c->stream) CUDA_CHECK(cudaStreamDestroy(c->stream));
+    } else {
+        if (c->dnn) (void)cudnnDestroy(c->dnn);
+        if (c->lt) (void)cublasLtDestroy(c->lt);
+        if (c->blas) (void)cublasDestroy(c->blas);
+        if (c->base) (void)cudaFree(c->base);
+        if (c->ev_issued) (void)cudaEventDestroy(c->ev_issued);
+        if (c->copy_stream) (void)cudaStreamDestroy(c->copy_stream);
+        if (c->stream) (void)cudaStreamDestroy(c->stream);
+        (void)cudaGetLastError();
+    }
+    free(c);
+}
+
+static void cuda_destroy(vae_backend *be) {
+    if (!be) return;
+    ctx_teardown(ctx_of(be), 1);
+    free(be);
+}
+
+vae_backend *vae_backend_cuda_create(int device) {
+    char why[256];
+    if (!vae_cuda_available(why, sizeof why)) {
+        vae_error_set(VAE_EDEVICE, "CUDA backend: no usable GPU: %s", why);
+        return NULL;
+    }
+    int ndev = 0;
+    if (soft_cuda(cudaGetDeviceCount(&ndev), "cudaGetDeviceCount")) return NULL;
+    if (device < 0 || device >= ndev) {
+        vae_error_set(VAE_EDEVICE, "CUDA backend: device %d requested, %d present", device, ndev);
+        return NULL;
+    }
+    cuda_ctx *c = calloc(1, sizeof *c);
+    vae_backend *be = calloc(1, sizeof *be);
+    if (!c || !be) {
+        free(c);
+        free(be);
+        vae_error_set(VAE_ENOMEM, "CUDA backend: out of host memory");
+        return NULL;
+    }
+    c->device = device;
+    if (soft_cuda(cudaSetDevice(device), "cudaSetDevice")) goto fail;
+    /* a build without code for this GPU fails here, cleanly, not at the
+     * first kernel launch */
+    cudaError_t pe = vae_cuda_probe_kernels();
+    if (pe != cudaSuccess) {
+        int major = 0, minor = 0;
+        (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+        (void)cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+        (void)cudaGetLastError();
+        vae_error_set(VAE_EDEVICE,
+                      "CUDA backend: the kernels cannot run on device %d (compute capability "
+                      "%d.%d): %s; rebuild with CMAKE_CUDA_ARCHITECTURES including it",
+                      device, major, minor, cudaGetErrorString(pe));
+        goto fail;
+    }
+    if (soft_cuda(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "creating a stream") ||
+        soft_cuda(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking),
+                  "creating the copy stream") ||
+        soft_cuda(cudaEventCreateWithFlags(&c->ev_issued, cudaEventDisableTiming),
+                  "creating an event"))
+        goto fail;
+    if (soft_cublas(cublasCreate(&c->blas), "cublasCreate") ||
+        soft_cublas(cublasSetStream(c->blas, c->stream), "cublasSetStream") ||
+        soft_cublas(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode") ||
+        soft_cublas(cublasLtCreate(&c->lt), "cublasLtCreate"))
+        goto fail;
+    if (soft_cudnn(cudnnCreate(&c->dnn), "cudnnCreate") ||
+        soft_cudnn(cudnnSetStream(c->dnn, c->stream), "cudnnSetStream"))
+        goto fail;
+    const char *algo = getenv("VAE_CUDNN_ALGO");
+    c->use_find = !(algo && strcmp(algo, "heuristic") == 0);
+
+    be->name = "cuda";
+    be->ctx = c;
+    be->alloc = cuda_alloc;
+    be->release = cuda_release;
+    be->upload = cuda_upload;
+    be->download = cuda_download;
+    be->zero = cuda_zero;
+    be->sync = cuda_sync;
+    be->destroy = cuda_destroy;
+    be->dense_forward = cuda_dense_forward;
+    be->dense_backward = cuda_dense_backward;
+    be->conv2d_forward = cuda_conv2d_forward;
+    be->conv2d_backward = cuda_conv2d_backward;
+    be->convt2d_forward = cuda_convt2d_forward;
+    be->convt2d_backward = cuda_convt2d_backward;
+    be->act_forward = cuda_act_forward;
+    be->act_backward = cuda_act_backward;
+    be->reparam_forward = cuda_reparam_forward;
+    be->kl_backward = cuda_kl_backward;
+    be->log_q_minus_log_p = cuda_log_q_minus_log_p;
+    be->recon_loss = cuda_recon_loss;
+    be->sum_into = cuda_sum_into;
+    be->sumsq = cuda_sumsq;
+    be->adam_step = cuda_adam_step;
+    be->gather_batch = cuda_gather_batch;
+    be->to_u8 = cuda_to_u8;
+    be->normal_fill = cuda_normal_fill;
+    be->reserve = cuda_reserve;
+    be->host_alloc = cuda_host_alloc;
+    be->host_free = cuda_host_free;
+    be->download_async = cuda_download_async;
+    be->copy_wait = cuda_copy_wait;
+    return be;
+
+fail:
+    ctx_teardown(c, 0);
+    free(be);
+    return NULL;
+}

@@ -1,0 +1,121 @@
+/* common.cuh — the CUDA backend's error-check macros and launch helpers.
+ *
+ * Included by the kernel files (nvcc, C++) and by src/host/backend_cuda.c
+ * (gcc, C11), so everything outside `#ifdef __CUDACC__` is plain C.
+ *
+ * One macro family checks every library call. A failing CUDA, cuBLAS, cuDNN
+ * or cuRAND call is a device fault or a broken invariant, not a user error:
+ * the macro prints the library, the statement, file and line and the
+ * library's own error text (via vae_panic) and aborts. Recoverable failures
+ * (no GPU at backend creation, arena too small) are reported through
+ * vae_error_set by the host code instead and never reach these macros.
+ */
+#ifndef VAE_CUDA_COMMON_CUH
+#define VAE_CUDA_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+#include <curand.h>
+
+#include "vae_core.h"
+
+#ifdef VAE_REAL_DOUBLE
+#error "the CUDA backend is float-only; the double build is CPU-only"
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* cuRAND has no status-to-string function. (The backend draws its noise with
+ * the Philox of vae_math.h, so this is here for completeness of the family.) */
+static inline const char *vae_curand_status_string(curandStatus_t s) {
+    switch (s) {
+    case CURAND_STATUS_SUCCESS: return "CURAND_STATUS_SUCCESS";
+    case CURAND_STATUS_VERSION_MISMATCH: return "CURAND_STATUS_VERSION_MISMATCH";
+    case CURAND_STATUS_NOT_INITIALIZED: return "CURAND_STATUS_NOT_INITIALIZED";
+    case CURAND_STATUS_ALLOCATION_FAILED: return "CURAND_STATUS_ALLOCATION_FAILED";
+    case CURAND_STATUS_TYPE_ERROR: return "CURAND_STATUS_TYPE_ERROR";
+    case CURAND_STATUS_OUT_OF_RANGE: return "CURAND_STATUS_OUT_OF_RANGE";
+    case CURAND_STATUS_LENGTH_NOT_MULTIPLE: return "CURAND_STATUS_LENGTH_NOT_MULTIPLE";
+    case CURAND_STATUS_DOUBLE_PRECISION_REQUIRED: return "CURAND_STATUS_DOUBLE_PRECISION_REQUIRED";
+    case CURAND_STATUS_LAUNCH_FAILURE: return "CURAND_STATUS_LAUNCH_FAILURE";
+    case CURAND_STATUS_PREEXISTING_FAILURE: return "CURAND_STATUS_PREEXISTING_FAILURE";
+    case CURAND_STATUS_INITIALIZATION_FAILED: return "CURAND_STATUS_INITIALIZATION_FAILED";
+    case CURAND_STATUS_ARCH_MISMATCH: return "CURAND_STATUS_ARCH_MISMATCH";
+    case CURAND_STATUS_INTERNAL_ERROR: return "CURAND_STATUS_INTERNAL_ERROR";
+    default: return "unknown cuRAND status";
+    }
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+/* The generator: evaluate `call` once, compare with the library's success
+ * value, and on failure hand statement, location and error text to vae_panic
+ * (prints "vae: internal error at file:line: ..." and aborts). */
+#define VAE_LIB_CHECK(lib, type, ok, to_string, call)                                      \
+    do {                                                                                   \
+        type vae_st_ = (call);                                                             \
+        if (vae_st_ != (ok))                                                               \
+            vae_panic(__FILE__, __LINE__, "%s call failed: %s: %s (status %d)", lib, #call, \
+                      to_string(vae_st_), (int)vae_st_);                                   \
+    } while (0)
+
+#define CUDA_CHECK(call) VAE_LIB_CHECK("CUDA", cudaError_t, cudaSuccess, cudaGetErrorString, call)
+#define CUBLAS_CHECK(call)                                                                 \
+    VAE_LIB_CHECK("cuBLAS", cublasStatus_t, CUBLAS_STATUS_SUCCESS, cublasGetStatusString, call)
+#define CUDNN_CHECK(call)                                                                  \
+    VAE_LIB_CHECK("cuDNN", cudnnStatus_t, CUDNN_STATUS_SUCCESS, cudnnGetErrorString, call)
+#define CURAND_CHECK(call)                                                                 \
+    VAE_LIB_CHECK("cuRAND", curandStatus_t, CURAND_STATUS_SUCCESS, vae_curand_status_string, call)
+
+/* After every kernel launch: launch-configuration errors surface here;
+ * asynchronous faults surface at the next synchronising call's CUDA_CHECK. */
+#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+/* Threads per block for every kernel of the backend. */
+#define VAE_CUDA_THREADS 256
+/* Upper bound on the blocks of a grid-stride launch: enough to fill any
+ * current GPU several times over; the loop covers the rest. */
+#define VAE_CUDA_MAX_GRID 65535u
+
+#ifdef __CUDACC__
+
+/* Blocks for a grid-stride loop over n elements. */
+static inline unsigned vae_grid_for(size_t n) {
+    size_t g = (n + VAE_CUDA_THREADS - 1) / VAE_CUDA_THREADS;
+    if (g > VAE_CUDA_MAX_GRID) g = VAE_CUDA_MAX_GRID;
+    return g ? (unsigned)g : 1u;
+}
+
+/* Grid-stride loop index helpers (size_t so that n may exceed 2^31). */
+#define VAE_GRID_STRIDE_LOOP(i, n)                                                          \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                \
+         i += (size_t)gridDim.x * blockDim.x)
+
+/* Sum of one double per thread over a block of VAE_CUDA_THREADS threads, in a
+ * fixed order: a butterfly (xor shuffle) inside each warp, the warp sums
+ * written to shared memory by warp index, then the same butterfly over those
+ * in warp 0. No atomics, so the result depends only on the inputs and the
+ * block size — bit-identical from run to run and across GPUs. The result is
+ * returned to every thread of warp 0 (use it from thread 0). `shm` holds
+ * VAE_CUDA_THREADS / 32 doubles; the trailing barrier makes it reusable. */
+__device__ __forceinline__ double vae_block_sum(double x, double *shm) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) shm[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        x = lane < VAE_CUDA_THREADS / 32 ? shm[lane] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    }
+    __syncthreads();
+    return x;
+}
+
+#endif /* __CUDACC__ */
+
+#endif /* VAE_CUDA_COMMON_CUH */

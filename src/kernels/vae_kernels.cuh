@@ -1,0 +1,88 @@
+/* vae_kernels.cuh — the launchers of the CUDA backend's own kernels.
+ *
+ * Plain C declarations (extern "C"), included by src/host/backend_cuda.c.
+ * Each launcher takes the stream first, sizes the grid (256 threads,
+ * grid-stride loops), launches and checks the launch with CUDA_LAUNCH_CHECK.
+ * Pointers are device memory; shapes follow include/vae_backend.h
+ * (B batch, L latent, D pixels per image, C channels, HW = H*W).
+ * All launchers return without launching when the element count is zero.
+ *
+ * Families and files:
+ *   act.cu     relu / leaky relu forward and backward
+ *   bias.cu    bias add and bias gradient for dense rows and NCHW images
+ *   fused.cu   reparameterisation, KL + reparam backward, log q - log p,
+ *              reconstruction loss + gradient, to_u8, normal_fill
+ *   reduce.cu  deterministic sum / sum of squares into a double
+ *   adam.cu    Adam/AdamW with on-device clipping and non-finite skip
+ *   data.cu    batch gather uint8 -> real
+ */
+#ifndef VAE_KERNELS_CUH
+#define VAE_KERNELS_CUH
+
+#include <cuda_runtime_api.h>
+
+#include "vae_core.h"
+#include "vae_math.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Blocks used by the first pass of vae_cuda_sum; the caller provides a
+ * scratch buffer of this many doubles (the partial sums). */
+#define VAE_CUDA_REDUCE_MAX_BLOCKS 1024
+
+/* ---- act.cu (act: 0 relu, 1 leaky relu; see vae_act) ---- */
+void vae_cuda_act_forward(cudaStream_t s, real *out, const real *in, size_t n, int act,
+                          real slope);
+void vae_cuda_act_backward(cudaStream_t s, real *din, const real *dout, const real *out,
+                           size_t n, int act, real slope);
+
+/* ---- bias.cu ---- */
+/* out[r, c] += b[c] for out [rows, cols] */
+void vae_cuda_bias_add_rows(cudaStream_t s, real *out, const real *b, int rows, int cols);
+/* db[c] = sum_r dout[r, c] */
+void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *dout, int rows, int cols);
+/* out[b, c, hw] += bias[c] for out [B, C, HW] */
+void vae_cuda_bias_add_nchw(cudaStream_t s, real *out, const real *bias, int B, int C, int HW);
+/* db[c] = sum_{b, hw} dout[b, c, hw] */
+void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *dout, int B, int C, int HW);
+
+/* ---- fused.cu ---- */
+void vae_cuda_reparam_forward(cudaStream_t s, real *z, const real *head, int B, int L,
+                              uint64_t seed, uint32_t rng_stream, uint64_t sub);
+void vae_cuda_kl_backward(cudaStream_t s, real *dhead, real *kl, const real *dz,
+                          const real *head, int B, int L, real beta_scale, uint64_t seed,
+                          uint32_t rng_stream, uint64_t sub);
+void vae_cuda_log_q_minus_log_p(cudaStream_t s, real *out, const real *z, const real *head,
+                                int B, int L, uint64_t seed, uint32_t rng_stream, uint64_t sub);
+/* lik: 0 Bernoulli (logits), 1 Gaussian with std sigma */
+void vae_cuda_recon_loss(cudaStream_t s, real *dout, real *recon, const real *out,
+                         const real *x, int B, int D, int lik, real sigma, real grad_scale);
+void vae_cuda_to_u8(cudaStream_t s, uint8_t *px, const real *out, size_t n, int is_logit);
+void vae_cuda_normal_fill(cudaStream_t s, real *z, size_t n, uint64_t seed, uint32_t rng_stream,
+                          uint64_t sub, uint64_t first);
+
+/* ---- reduce.cu ---- */
+/* total = sum_i v[i] (square: v[i]^2), accumulated in double in a fixed order;
+ * *acc = total (accumulate = 0) or *acc += total (accumulate = 1).
+ * partials: VAE_CUDA_REDUCE_MAX_BLOCKS doubles of scratch. n = 0 gives total 0. */
+void vae_cuda_sum(cudaStream_t s, double *acc, const real *v, size_t n, int square,
+                  int accumulate, double *partials);
+
+/* ---- adam.cu ---- */
+void vae_cuda_adam(cudaStream_t s, real *p, const real *g, real *m, real *v, size_t n,
+                   const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad);
+
+/* ---- data.cu ---- */
+void vae_cuda_gather_batch(cudaStream_t s, real *x, const uint8_t *data, const int32_t *idx,
+                           int B, int D);
+
+/* Whether this build's kernels can run on the current device (a binary for
+ * its architecture, or PTX the driver can compile). cudaSuccess if so. */
+cudaError_t vae_cuda_probe_kernels(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VAE_KERNELS_CUH */

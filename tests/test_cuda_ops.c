@@ -1,0 +1,687 @@
+/* test_cuda_ops.c — every op of the CUDA backend against the CPU reference.
+ *
+ * Each case uploads the same random inputs to both backends, runs the op on
+ * both, downloads and compares. Outputs are allocated GUARD elements longer
+ * and pre-filled with a NaN sentinel: an op that writes past its end changes
+ * the guard, and an op that accumulates (+=) where it should assign (=)
+ * turns its result into NaN. Edge shapes: batch 1, odd sizes, sizes that
+ * are not multiples of 32 or of the 256-thread block.
+ *
+ * Tolerances (why each):
+ *   GEMM / convolution outputs: max|a-b| / max|b| <= 1e-5 for dot products
+ *     of up to 1024 terms, 1e-4 above (weight gradients reduce over
+ *     B*H*W). Both sides are fp32 (no TF32), but the summation order and
+ *     blocking differ and the GPU fuses multiply-adds, so the difference
+ *     grows like sqrt(K) ulps of the largest partial sum; relative to the
+ *     largest output that is ~1e-6 at K ~ 1000. A per-element relative
+ *     test would be meaningless for outputs that cancel to near zero.
+ *   Fused elementwise ops: |a-b| <= 1e-6 max(|b|, scale), scale the
+ *     magnitude of the operands (1 here). CUDA's expf/log1pf are within
+ *     2 ulp, glibc's within 1, and nvcc contracts a*b+c into one FMA, so
+ *     results differ by a few ulps of the operands; cancellation (z = mu +
+ *     s*eps near 0) would make a relative-to-result bound meaningless.
+ *     Per-sample sums of n such terms use scale = n.
+ *   Noise: eps is Philox integers plus Box-Muller in double, rounded once,
+ *     so both sides give the same float; <= 1 ulp allowed for the rare
+ *     double result within 1e-16 of a float rounding boundary, where the
+ *     libraries' double sin/log may round differently.
+ *   Adam: 1e-6 relative to the operand scale (p ~ 1, m ~ 0.1, v exact-ish).
+ *   Reductions into double: 1e-9 relative (different orders of double
+ *     additions differ by ~n * 1e-16); and two GPU runs must be bit-equal.
+ *   Activations: bit-equal (compares and one multiply).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "vae_backend.h"
+#include "vae_math.h"
+
+#define GUARD 64
+static const uint32_t SENTINEL_BITS = 0x7fa5a5a5u; /* a quiet NaN */
+
+static vae_backend *g_cpu, *g_gpu;
+
+/* ------------------------------------------------------------ buffers */
+
+/* Buffers of one backend, released LIFO at the end of each case (the CUDA
+ * arena returns memory in that order). */
+typedef struct {
+    vae_backend *be;
+    void *p[512];
+    int n;
+} pool;
+static pool g_pc, g_pg;
+
+static void *palloc(pool *pl, size_t bytes) {
+    void *p = pl->be->alloc(pl->be, bytes);
+    if (!p) {
+        fprintf(stderr, "%s alloc(%zu): %s\n", pl->be->name, bytes, vae_error_get());
+        exit(1);
+    }
+    if (pl->n == 512) {
+        fprintf(stderr, "test pool full\n");
+        exit(1);
+    }
+    pl->p[pl->n++] = p;
+    return p;
+}
+
+static void pools_reset(void) {
+    g_cpu->sync(g_cpu);
+    g_gpu->sync(g_gpu);
+    while (g_pc.n) g_cpu->release(g_cpu, g_pc.p[--g_pc.n]);
+    while (g_pg.n) g_gpu->release(g_gpu, g_pg.p[--g_pg.n]);
+}
+
+static void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+/* The same tensor on both backends. */
+typedef struct {
+    real *c, *g;
+    size_t n;
+} pair;
+
+static pair in_data(const real *host, size_t n) {
+    pair p = {palloc(&g_pc, n * sizeof(real)), palloc(&g_pg, n * sizeof(real)), n};
+    g_cpu->upload(g_cpu, p.c, host, n * sizeof(real));
+    g_gpu->upload(g_gpu, p.g, host, n * sizeof(real));
+    return p;
+}
+
+static pair in_rand(size_t n, double lo, double hi, unsigned seed) {
+    real *h = xmalloc(n * sizeof(real));
+    test_rand_fill_real(h, n, lo, hi, seed);
+    pair p = in_data(h, n);
+    free(h);
+    return p;
+}
+
+/* An output of n elements plus the guard, all set to the NaN sentinel. */
+static pair out_new(size_t n) {
+    size_t tot = n + GUARD;
+    real *h = xmalloc(tot * sizeof(real));
+    for (size_t i = 0; i < tot; i++) memcpy(&h[i], &SENTINEL_BITS, sizeof(real));
+    pair p = in_data(h, tot);
+    p.n = n;
+    free(h);
+    return p;
+}
+
+/* Downloads n + GUARD elements. */
+static real *fetch(vae_backend *be, const real *p, size_t n) {
+    real *h = xmalloc((n + GUARD) * sizeof(real));
+    be->download(be, h, p, (n + GUARD) * sizeof(real));
+    return h;
+}
+
+static int guard_intact(const real *h, size_t n) {
+    for (size_t i = n; i < n + GUARD; i++) {
+        uint32_t b;
+        memcpy(&b, &h[i], sizeof b);
+        if (b != SENTINEL_BITS) return 0;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------- comparisons */
+
+/* max|a-b| / max|b| (NaN anywhere: infinity) */
+static double norm_err(const real *a, const real *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d != d) return INFINITY;
+        if (d > num) num = d;
+        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
+    }
+    return num / (den + 1e-30);
+}
+
+enum { CMP_NORM, CMP_REL };
+
+/* Compares the GPU result with the CPU one: CMP_NORM uses norm_err <= tol,
+ * CMP_REL max |a-b| / max(|b|, floor) <= tol. Checks both guards. */
+static void cmp(const char *what, pair p, int how, double tol, double floor) {
+    real *c = fetch(g_cpu, p.c, p.n), *g = fetch(g_gpu, p.g, p.n);
+    double e = how == CMP_NORM ? norm_err(g, c, p.n) : test_max_rel(g, c, p.n, floor);
+    CHECK_MSG(e <= tol, "%s: error %.3g > %.1g (n = %zu)", what, e, tol, p.n);
+    CHECK_MSG(guard_intact(c, p.n), "%s: CPU wrote past the end", what);
+    CHECK_MSG(guard_intact(g, p.n), "%s: CUDA wrote past the end", what);
+    free(c);
+    free(g);
+}
+
+/* Bit equality of two GPU buffers of n elements of `size` bytes. */
+static int gpu_bits_equal(const void *a, const void *b, size_t bytes) {
+    void *ha = xmalloc(bytes), *hb = xmalloc(bytes);
+    g_gpu->download(g_gpu, ha, a, bytes);
+    g_gpu->download(g_gpu, hb, b, bytes);
+    int eq = memcmp(ha, hb, bytes) == 0;
+    free(ha);
+    free(hb);
+    return eq;
+}
+
+/* Distance in units in the last place between two floats. */
+static int64_t ulp_dist(float a, float b) {
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    int64_t la = ia < 0 ? (int64_t)INT32_MIN - ia : ia;
+    int64_t lb = ib < 0 ? (int64_t)INT32_MIN - ib : ib;
+    return la > lb ? la - lb : lb - la;
+}
+
+/* Dot products of K terms: see the header comment. */
+static double gemm_tol(long K) { return K <= 1024 ? 1e-5 : 1e-4; }
+
+/* ------------------------------------------------------------ memory */
+
+static void test_memory(void) {
+    /* byte round trip at an odd size, and zero() of an inner range */
+    size_t nb = 1001;
+    uint8_t *h = xmalloc(nb), *back = xmalloc(nb);
+    for (size_t i = 0; i < nb; i++) h[i] = (uint8_t)(i * 37 + 11);
+    uint8_t *d = palloc(&g_pg, nb);
+    CHECK(((uintptr_t)d & 255) == 0);
+    g_gpu->upload(g_gpu, d, h, nb);
+    g_gpu->zero(g_gpu, d + 100, 300);
+    g_gpu->download(g_gpu, back, d, nb);
+    memset(h + 100, 0, 300);
+    CHECK(memcmp(h, back, nb) == 0);
+
+    /* LIFO release returns the memory: the next buffer lands where the
+     * released one was. */
+    void *a = palloc(&g_pg, 777);
+    CHECK(((uintptr_t)a & 255) == 0);
+    void *b = g_gpu->alloc(g_gpu, 5000);
+    CHECK(b != NULL);
+    g_gpu->release(g_gpu, b);
+    void *b2 = g_gpu->alloc(g_gpu, 3000);
+    CHECK(b2 == b);
+    g_gpu->release(g_gpu, b2);
+
+    /* too big for the arena: NULL and a message with the numbers */
+    void *huge = g_gpu->alloc(g_gpu, (size_t)1 << 50);
+    CHECK(huge == NULL);
+    CHECK_MSG(strstr(vae_error_get(), "CUDA arena") != NULL, "message: %s", vae_error_get());
+
+    /* download_async through the copy stream */
+    if (g_gpu->download_async && g_gpu->copy_wait) {
+        memset(back, 0xEE, nb);
+        g_gpu->download_async(g_gpu, back, d, nb);
+        g_gpu->copy_wait(g_gpu);
+        CHECK(memcmp(h, back, nb) == 0);
+    }
+    free(h);
+    free(back);
+    pools_reset();
+}
+
+/* ------------------------------------------------------------- dense */
+
+static void test_dense(int B, int I, int O, unsigned seed) {
+    char what[128];
+    pair in = in_rand((size_t)B * I, -1, 1, seed);
+    pair w = in_rand((size_t)O * I, -0.5, 0.5, seed + 1);
+    pair b = in_rand((size_t)O, -0.5, 0.5, seed + 2);
+    pair dout = in_rand((size_t)B * O, -1, 1, seed + 3);
+    pair out = out_new((size_t)B * O);
+    pair din = out_new((size_t)B * I), dw = out_new((size_t)O * I), db = out_new((size_t)O);
+
+    g_cpu->dense_forward(g_cpu, out.c, in.c, w.c, b.c, B, I, O);
+    g_gpu->dense_forward(g_gpu, out.g, in.g, w.g, b.g, B, I, O);
+    snprintf(what, sizeof what, "dense_forward B=%d I=%d O=%d out", B, I, O);
+    cmp(what, out, CMP_NORM, gemm_tol(I), 0);
+
+    g_cpu->dense_backward(g_cpu, din.c, dw.c, db.c, dout.c, in.c, w.c, B, I, O);
+    g_gpu->dense_backward(g_gpu, din.g, dw.g, db.g, dout.g, in.g, w.g, B, I, O);
+    snprintf(what, sizeof what, "dense_backward B=%d I=%d O=%d din", B, I, O);
+    cmp(what, din, CMP_NORM, gemm_tol(O), 0);
+    snprintf(what, sizeof what, "dense_backward B=%d I=%d O=%d dw", B, I, O);
+    cmp(what, dw, CMP_NORM, gemm_tol(B), 0);
+    snprintf(what, sizeof what, "dense_backward B=%d I=%d O=%d db", B, I, O);
+    cmp(what, db, CMP_NORM, 1e-5, 0);
+
+    /* first layer: no input gradient; the rest unchanged and deterministic */
+    pair dw2 = out_new((size_t)O * I), db2 = out_new((size_t)O);
+    g_gpu->dense_backward(g_gpu, NULL, dw2.g, db2.g, dout.g, in.g, w.g, B, I, O);
+    CHECK_MSG(gpu_bits_equal(dw.g, dw2.g, dw.n * sizeof(real)), "dense dw not reproducible");
+    CHECK_MSG(gpu_bits_equal(db.g, db2.g, db.n * sizeof(real)), "dense db not reproducible");
+    pools_reset();
+}
+
+/* ------------------------------------------------------- convolutions */
+
+static void test_conv(int B, int cin, int hin, int win, int cout, int k, int stride, int pad,
+                      unsigned seed) {
+    vae_conv_geom g = {cin, hin, win, cout, (hin + 2 * pad - k) / stride + 1,
+                       (win + 2 * pad - k) / stride + 1, k, stride, pad};
+    char what[160], tag[96];
+    snprintf(tag, sizeof tag, "B=%d %dx%dx%d -> %dx%dx%d k%d s%d p%d", B, cin, hin, win, cout,
+             g.hout, g.wout, k, stride, pad);
+    size_t nin = (size_t)B * cin * hin * win, nout = (size_t)B * cout * g.hout * g.wout;
+    size_t nw = (size_t)cout * cin * k * k;
+    pair in = in_rand(nin, -1, 1, seed), w = in_rand(nw, -0.5, 0.5, seed + 1);
+    pair b = in_rand((size_t)cout, -0.5, 0.5, seed + 2), dout = in_rand(nout, -1, 1, seed + 3);
+    pair out = out_new(nout), din = out_new(nin), dw = out_new(nw), db = out_new((size_t)cout);
+
+    g_cpu->conv2d_forward(g_cpu, out.c, in.c, w.c, b.c, &g, B);
+    g_gpu->conv2d_forward(g_gpu, out.g, in.g, w.g, b.g, &g, B);
+    snprintf(what, sizeof what, "conv2d_forward %s out", tag);
+    cmp(what, out, CMP_NORM, gemm_tol((long)cin * k * k), 0);
+
+    g_cpu->conv2d_backward(g_cpu, din.c, dw.c, db.c, dout.c, in.c, w.c, &g, B);
+    g_gpu->conv2d_backward(g_gpu, din.g, dw.g, db.g, dout.g, in.g, w.g, &g, B);
+    snprintf(what, sizeof what, "conv2d_backward %s din", tag);
+    cmp(what, din, CMP_NORM, gemm_tol((long)cout * k * k), 0);
+    snprintf(what, sizeof what, "conv2d_backward %s dw", tag);
+    cmp(what, dw, CMP_NORM, gemm_tol((long)B * g.hout * g.wout), 0);
+    snprintf(what, sizeof what, "conv2d_backward %s db", tag);
+    cmp(what, db, CMP_NORM, gemm_tol((long)B * g.hout * g.wout), 0);
+
+    pair dw2 = out_new(nw), db2 = out_new((size_t)cout);
+    g_gpu->conv2d_backward(g_gpu, NULL, dw2.g, db2.g, dout.g, in.g, w.g, &g, B);
+    CHECK_MSG(gpu_bits_equal(dw.g, dw2.g, nw * sizeof(real)), "conv2d dw not reproducible: %s",
+              tag);
+    CHECK_MSG(gpu_bits_equal(db.g, db2.g, (size_t)cout * sizeof(real)),
+              "conv2d db not reproducible: %s", tag);
+    pools_reset();
+}
+
+static void test_convt(int B, int cin, int hin, int win, int cout, int k, int stride, int pad,
+                       int out_pad, unsigned seed) {
+    vae_convt_geom g = {cin, hin, win, cout, (hin - 1) * stride - 2 * pad + k + out_pad,
+                        (win - 1) * stride - 2 * pad + k + out_pad, k, stride, pad, out_pad};
+    char what[160], tag[96];
+    snprintf(tag, sizeof tag, "B=%d %dx%dx%d -> %dx%dx%d k%d s%d p%d op%d", B, cin, hin, win,
+             cout, g.hout, g.wout, k, stride, pad, out_pad);
+    size_t nin = (size_t)B * cin * hin * win, nout = (size_t)B * cout * g.hout * g.wout;
+    size_t nw = (size_t)cin * cout * k * k;
+    pair in = in_rand(nin, -1, 1, seed), w = in_rand(nw, -0.5, 0.5, seed + 1);
+    pair b = in_rand((size_t)cout, -0.5, 0.5, seed + 2), dout = in_rand(nout, -1, 1, seed + 3);
+    pair out = out_new(nout), din = out_new(nin), dw = out_new(nw), db = out_new((size_t)cout);
+
+    g_cpu->convt2d_forward(g_cpu, out.c, in.c, w.c, b.c, &g, B);
+    g_gpu->convt2d_forward(g_gpu, out.g, in.g, w.g, b.g, &g, B);
+    snprintf(what, sizeof what, "convt2d_forward %s out", tag);
+    cmp(what, out, CMP_NORM, gemm_tol((long)cin * k * k), 0);
+
+    g_cpu->convt2d_backward(g_cpu, din.c, dw.c, db.c, dout.c, in.c, w.c, &g, B);
+    g_gpu->convt2d_backward(g_gpu, din.g, dw.g, db.g, dout.g, in.g, w.g, &g, B);
+    snprintf(what, sizeof what, "convt2d_backward %s din", tag);
+    cmp(what, din, CMP_NORM, gemm_tol((long)cout * k * k), 0);
+    snprintf(what, sizeof what, "convt2d_backward %s dw", tag);
+    cmp(what, dw, CMP_NORM, gemm_tol((long)B * hin * win), 0);
+    snprintf(what, sizeof what, "convt2d_backward %s db", tag);
+    cmp(what, db, CMP_NORM, gemm_tol((long)B * g.hout * g.wout), 0);
+
+    pair dw2 = out_new(nw);
+    g_gpu->convt2d_backward(g_gpu, NULL, dw2.g, NULL, dout.g, in.g, w.g, &g, B);
+    CHECK_MSG(gpu_bits_equal(dw.g, dw2.g, nw * sizeof(real)), "convt2d dw not reproducible: %s",
+              tag);
+    pools_reset();
+}
+
+/* -------------------------------------------------------- activations */
+
+static void test_act(size_t n, vae_act act, real slope, unsigned seed) {
+    char what[96];
+    snprintf(what, sizeof what, "act %d slope %g n=%zu", (int)act, (double)slope, n);
+    real *h = xmalloc(n * sizeof(real));
+    test_rand_fill_real(h, n, -2, 2, seed);
+    if (n > 3) h[0] = 0, h[1] = -0.0f, h[2] = 1e-30f; /* the branch edges */
+    pair in = in_data(h, n), dout = in_rand(n, -1, 1, seed + 1);
+    pair out = out_new(n), din = out_new(n);
+    g_cpu->act_forward(g_cpu, out.c, in.c, n, act, slope);
+    g_gpu->act_forward(g_gpu, out.g, in.g, n, act, slope);
+    cmp(what, out, CMP_REL, 0, 1);
+    g_cpu->act_backward(g_cpu, din.c, dout.c, out.c, n, act, slope);
+    g_gpu->act_backward(g_gpu, din.g, dout.g, out.g, n, act, slope);
+    cmp(what, din, CMP_REL, 0, 1);
+    /* in place: forward over the input, backward over dout */
+    g_cpu->act_forward(g_cpu, in.c, in.c, n, act, slope);
+    g_gpu->act_forward(g_gpu, in.g, in.g, n, act, slope);
+    g_cpu->act_backward(g_cpu, dout.c, dout.c, in.c, n, act, slope);
+    g_gpu->act_backward(g_gpu, dout.g, dout.g, in.g, n, act, slope);
+    real *a = xmalloc(n * sizeof(real)), *b = xmalloc(n * sizeof(real));
+    g_gpu->download(g_gpu, a, in.g, n * sizeof(real));
+    g_gpu->download(g_gpu, b, out.g, n * sizeof(real));
+    CHECK_MSG(memcmp(a, b, n * sizeof(real)) == 0, "%s: in-place forward differs", what);
+    g_gpu->download(g_gpu, a, dout.g, n * sizeof(real));
+    g_gpu->download(g_gpu, b, din.g, n * sizeof(real));
+    CHECK_MSG(memcmp(a, b, n * sizeof(real)) == 0, "%s: in-place backward differs", what);
+    free(a);
+    free(b);
+    free(h);
+    pools_reset();
+}
+
+/* ------------------------------------------------------------- noise */
+
+static void test_normal_fill(size_t n, uint64_t seed, uint32_t stream, uint64_t sub,
+                             uint64_t first) {
+    pair z = out_new(n);
+    g_cpu->normal_fill(g_cpu, z.c, n, seed, stream, sub, first);
+    g_gpu->normal_fill(g_gpu, z.g, n, seed, stream, sub, first);
+    real *c = fetch(g_cpu, z.c, n), *g = fetch(g_gpu, z.g, n);
+    int64_t worst = 0, worst_ref = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t d = ulp_dist(g[i], c[i]);
+        real ref = vae_normal_at(seed, stream, sub, first + i); /* host vae_math.h */
+        int64_t dr = ulp_dist(g[i], ref);
+        if (d > worst) worst = d;
+        if (dr > worst_ref) worst_ref = dr;
+    }
+    CHECK_MSG(worst <= 1, "normal_fill n=%zu first=%llu: %lld ulp from the CPU backend", n,
+              (unsigned long long)first, (long long)worst);
+    CHECK_MSG(worst_ref <= 1, "normal_fill n=%zu first=%llu: %lld ulp from vae_normal_at", n,
+              (unsigned long long)first, (long long)worst_ref);
+    CHECK(guard_intact(g, n));
+    free(c);
+    free(g);
+    pools_reset();
+}
+
+static void test_reparam(int B, int L, uint64_t seed, uint64_t sub) {
+    char what[96];
+    pair head = in_rand((size_t)B * 2 * L, -2, 2, (unsigned)(seed + sub));
+    pair z = out_new((size_t)B * L);
+    g_cpu->reparam_forward(g_cpu, z.c, head.c, B, L, seed, VAE_RNG_TRAIN, sub);
+    g_gpu->reparam_forward(g_gpu, z.g, head.g, B, L, seed, VAE_RNG_TRAIN, sub);
+    snprintf(what, sizeof what, "reparam_forward B=%d L=%d z", B, L);
+    cmp(what, z, CMP_REL, 1e-6, 1);
+    pools_reset();
+}
+
+static void test_kl(int B, int L, int with_dz, real beta, unsigned seed) {
+    char what[96];
+    pair head = in_rand((size_t)B * 2 * L, -2, 2, seed);
+    pair dz = in_rand((size_t)B * L, -1, 1, seed + 1);
+    pair dhead = out_new((size_t)B * 2 * L), kl = out_new((size_t)B);
+    uint64_t rs = 1234 + seed, sub = 77;
+    g_cpu->kl_backward(g_cpu, dhead.c, kl.c, with_dz ? dz.c : NULL, head.c, B, L, beta, rs,
+                       VAE_RNG_TRAIN, sub);
+    g_gpu->kl_backward(g_gpu, dhead.g, kl.g, with_dz ? dz.g : NULL, head.g, B, L, beta, rs,
+                       VAE_RNG_TRAIN, sub);
+    snprintf(what, sizeof what, "kl_backward B=%d L=%d dz=%d dhead", B, L, with_dz);
+    cmp(what, dhead, CMP_REL, 1e-6, 1);
+    snprintf(what, sizeof what, "kl_backward B=%d L=%d dz=%d kl", B, L, with_dz);
+    cmp(what, kl, CMP_REL, 1e-6, L);
+
+    pair kl2 = out_new((size_t)B);
+    pair dhead2 = out_new((size_t)B * 2 * L);
+    g_gpu->kl_backward(g_gpu, dhead2.g, kl2.g, with_dz ? dz.g : NULL, head.g, B, L, beta, rs,
+                       VAE_RNG_TRAIN, sub);
+    CHECK_MSG(gpu_bits_equal(kl.g, kl2.g, (size_t)B * sizeof(real)), "kl not reproducible");
+    pools_reset();
+}
+
+static void test_log_q(int B, int L, unsigned seed) {
+    char what[96];
+    pair head = in_rand((size_t)B * 2 * L, -2, 2, seed);
+    pair z = in_rand((size_t)B * L, -3, 3, seed + 1);
+    pair out = out_new((size_t)B);
+    g_cpu->log_q_minus_log_p(g_cpu, out.c, z.c, head.c, B, L, 99, VAE_RNG_EVAL, 5);
+    g_gpu->log_q_minus_log_p(g_gpu, out.g, z.g, head.g, B, L, 99, VAE_RNG_EVAL, 5);
+    snprintf(what, sizeof what, "log_q_minus_log_p B=%d L=%d", B, L);
+    cmp(what, out, CMP_REL, 1e-6, L);
+    pools_reset();
+}
+
+/* ------------------------------------------------------------ losses */
+
+static void test_recon(int B, int D, vae_likelihood lik, int with_grad, unsigned seed) {
+    char what[96];
+    real sigma = (real)0.3, gs = (real)1 / (real)B;
+    pair out = lik == VAE_LIK_BERNOULLI ? in_rand((size_t)B * D, -8, 8, seed)
+                                        : in_rand((size_t)B * D, -0.5, 1.5, seed);
+    pair x = in_rand((size_t)B * D, 0, 1, seed + 1);
+    pair dout = out_new((size_t)B * D), recon = out_new((size_t)B);
+    g_cpu->recon_loss(g_cpu, with_grad ? dout.c : NULL, recon.c, out.c, x.c, B, D, lik, sigma, gs);
+    g_gpu->recon_loss(g_gpu, with_grad ? dout.g : NULL, recon.g, out.g, x.g, B, D, lik, sigma, gs);
+    snprintf(what, sizeof what, "recon_loss lik=%d B=%d D=%d recon", (int)lik, B, D);
+    cmp(what, recon, CMP_REL, 1e-6, D);
+    if (with_grad) {
+        snprintf(what, sizeof what, "recon_loss lik=%d B=%d D=%d dout", (int)lik, B, D);
+        cmp(what, dout, CMP_NORM, 1e-6, 0);
+    } else {
+        real *g = fetch(g_gpu, dout.g, dout.n);
+        CHECK_MSG(guard_intact(g, 0), "recon_loss wrote dout although it was NULL");
+        free(g);
+    }
+    pools_reset();
+}
+
+/* ------------------------------------------------------ reductions */
+
+static void test_reduce(size_t n, unsigned seed) {
+    pair v = in_rand(n, -1, 1, seed);
+    double *ac = palloc(&g_pc, 4 * sizeof(double)), *ag = palloc(&g_pg, 4 * sizeof(double));
+    /* [0], [1]: sum_into from 0.25; [2], [3]: sumsq over garbage */
+    double init[4] = {0.25, 0.25, 12345.0, 12345.0}, rc[4], rg[4];
+    g_cpu->upload(g_cpu, ac, init, sizeof init);
+    g_gpu->upload(g_gpu, ag, init, sizeof init);
+    g_cpu->sum_into(g_cpu, ac, v.c, n);
+    g_gpu->sum_into(g_gpu, ag, v.g, n);
+    g_gpu->sum_into(g_gpu, ag + 1, v.g, n);
+    g_cpu->sumsq(g_cpu, ac + 2, v.c, n);
+    g_gpu->sumsq(g_gpu, ag + 2, v.g, n);
+    g_gpu->sumsq(g_gpu, ag + 3, v.g, n);
+    g_cpu->download(g_cpu, rc, ac, sizeof rc);
+    g_gpu->download(g_gpu, rg, ag, sizeof rg);
+    CHECK_MSG(fabs(rg[0] - rc[0]) <= 1e-9 * fabs(rc[0]) + 1e-12, "sum_into n=%zu: %.17g vs %.17g",
+              n, rg[0], rc[0]);
+    CHECK_MSG(fabs(rg[2] - rc[2]) <= 1e-9 * fabs(rc[2]) + 1e-12, "sumsq n=%zu: %.17g vs %.17g", n,
+              rg[2], rc[2]);
+    CHECK_MSG(memcmp(&rg[0], &rg[1], sizeof(double)) == 0, "sum_into n=%zu not bit-reproducible",
+              n);
+    CHECK_MSG(memcmp(&rg[2], &rg[3], sizeof(double)) == 0, "sumsq n=%zu not bit-reproducible", n);
+    pools_reset();
+}
+
+/* -------------------------------------------------------------- Adam */
+
+static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2, unsigned seed) {
+    char what[128];
+    snprintf(what, sizeof what, "adam n=%zu wd=%g decoupled=%d clip=%g gnorm2=%g", n, (double)wd,
+             decoupled, (double)clip, gnorm2);
+    vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, wd, decoupled, 0, 0};
+    hp.bc1 = (real)(1 - pow(0.9, 3));
+    hp.bc2 = (real)(1 - pow(0.999, 3));
+    real *h0 = xmalloc(n * sizeof(real));
+    test_rand_fill_real(h0, n, -1, 1, seed);
+    pair p = in_data(h0, n);
+    pair g = in_rand(n, -1, 1, seed + 1), m = in_rand(n, -0.1, 0.1, seed + 2);
+    pair v = in_rand(n, 0, 0.01, seed + 3);
+    int zero2[2] = {0, 0}, badc[2], badg[2];
+    int *bc = palloc(&g_pc, sizeof zero2), *bg = palloc(&g_pg, sizeof zero2);
+    double *gc = palloc(&g_pc, sizeof(double)), *gg = palloc(&g_pg, sizeof(double));
+    g_cpu->upload(g_cpu, bc, zero2, sizeof zero2);
+    g_gpu->upload(g_gpu, bg, zero2, sizeof zero2);
+    g_cpu->upload(g_cpu, gc, &gnorm2, sizeof gnorm2);
+    g_gpu->upload(g_gpu, gg, &gnorm2, sizeof gnorm2);
+    g_cpu->adam_step(g_cpu, p.c, g.c, m.c, v.c, n, &hp, clip, gc, bc);
+    g_gpu->adam_step(g_gpu, p.g, g.g, m.g, v.g, n, &hp, clip, gg, bg);
+    g_cpu->download(g_cpu, badc, bc, sizeof badc);
+    g_gpu->download(g_gpu, badg, bg, sizeof badg);
+    int finite = isfinite(gnorm2);
+    CHECK_MSG(badg[0] == !finite && badg[1] == 0, "%s: bad flag %d (CPU %d)", what, badg[0],
+              badc[0]);
+    if (!finite) { /* skipped: the parameters are untouched, bit for bit */
+        real *a = xmalloc(n * sizeof(real));
+        g_gpu->download(g_gpu, a, p.g, n * sizeof(real));
+        CHECK_MSG(memcmp(a, h0, n * sizeof(real)) == 0, "%s: parameters changed", what);
+        free(a);
+    }
+    char w2[160];
+    snprintf(w2, sizeof w2, "%s p", what);
+    cmp(w2, p, CMP_REL, 1e-6, 1);
+    snprintf(w2, sizeof w2, "%s m", what);
+    cmp(w2, m, CMP_REL, 1e-6, 0.1);
+    snprintf(w2, sizeof w2, "%s v", what);
+    cmp(w2, v, CMP_REL, 1e-6, 1e-12);
+    free(h0);
+    pools_reset();
+}
+
+/* -------------------------------------------------------------- data */
+
+static void test_gather(int N, int B, int D, unsigned seed) {
+    char what[96];
+    size_t nd = (size_t)N * D;
+    uint8_t *h = xmalloc(nd);
+    for (size_t i = 0; i < nd; i++) h[i] = (uint8_t)((i * 2654435761u + seed) >> 7);
+    h[0] = 0, h[nd - 1] = 255;
+    int32_t *idx = xmalloc((size_t)B * sizeof(int32_t));
+    for (int b = 0; b < B; b++) idx[b] = (int32_t)(((unsigned)b * 7919u + seed) % (unsigned)N);
+    idx[0] = N - 1; /* the last image */
+    if (B > 2) idx[2] = idx[1];
+    uint8_t *dc = palloc(&g_pc, nd), *dg = palloc(&g_pg, nd);
+    int32_t *ic = palloc(&g_pc, (size_t)B * sizeof(int32_t));
+    int32_t *ig = palloc(&g_pg, (size_t)B * sizeof(int32_t));
+    g_cpu->upload(g_cpu, dc, h, nd);
+    g_gpu->upload(g_gpu, dg, h, nd);
+    g_cpu->upload(g_cpu, ic, idx, (size_t)B * sizeof(int32_t));
+    g_gpu->upload(g_gpu, ig, idx, (size_t)B * sizeof(int32_t));
+    pair x = out_new((size_t)B * D);
+    g_cpu->gather_batch(g_cpu, x.c, dc, ic, B, D);
+    g_gpu->gather_batch(g_gpu, x.g, dg, ig, B, D);
+    snprintf(what, sizeof what, "gather_batch N=%d B=%d D=%d", N, B, D);
+    cmp(what, x, CMP_REL, 1e-6, 1e-6);
+    free(h);
+    free(idx);
+    pools_reset();
+}
+
+static void test_to_u8(size_t n, vae_likelihood lik, unsigned seed) {
+    real *h = xmalloc(n * sizeof(real));
+    test_rand_fill_real(h, n, lik == VAE_LIK_BERNOULLI ? -8 : -0.2, lik == VAE_LIK_BERNOULLI ? 8 : 1.2,
+                        seed);
+    if (n >= 6) {
+        h[0] = NAN, h[1] = INFINITY, h[2] = -INFINITY, h[3] = 0;
+        h[4] = (real)(0.5 / 255), h[5] = 1;
+    }
+    pair out = in_data(h, n);
+    uint8_t *pc = palloc(&g_pc, n), *pg = palloc(&g_pg, n);
+    g_cpu->to_u8(g_cpu, pc, out.c, n, lik);
+    g_gpu->to_u8(g_gpu, pg, out.g, n, lik);
+    uint8_t *a = xmalloc(n), *b = xmalloc(n);
+    g_cpu->download(g_cpu, a, pc, n);
+    g_gpu->download(g_gpu, b, pg, n);
+    int worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs((int)a[i] - (int)b[i]);
+        if (d > worst) worst = d;
+    }
+    /* 1 step allowed: an expf ulp can move p*255 + 0.5 across an integer */
+    CHECK_MSG(worst <= 1, "to_u8 lik=%d n=%zu: off by %d", (int)lik, n, worst);
+    if (n >= 6) CHECK(b[0] == 0 && b[3] == a[3] && b[5] == a[5]);
+    free(a);
+    free(b);
+    free(h);
+    pools_reset();
+}
+
+/* -------------------------------------------------------------- main */
+
+int main(void) {
+#ifndef VAE_HAVE_CUDA
+    TEST_SKIP("no usable GPU: this build has no CUDA backend");
+#endif
+    char why[512] = "";
+    if (!vae_cuda_available(why, sizeof why)) TEST_SKIP("no usable GPU: %s", why);
+    g_gpu = vae_backend_cuda_create(0);
+    if (!g_gpu) TEST_SKIP("no usable GPU: %s", vae_error_get());
+    g_cpu = vae_backend_cpu_create(1);
+    if (!g_cpu) {
+        fprintf(stderr, "CPU backend: %s\n", vae_error_get());
+        return 1;
+    }
+    g_pc.be = g_cpu;
+    g_pg.be = g_gpu;
+    CHECK(strcmp(g_gpu->name, "cuda") == 0);
+    if (g_gpu->reserve) CHECK(g_gpu->reserve(g_gpu, (size_t)256 << 20) == VAE_OK);
+
+    test_memory();
+
+    static const int dense[][3] = {{1, 1, 1},    {1, 7, 3},     {5, 33, 17},  {3, 257, 129},
+                                   {64, 784, 400}, {128, 20, 784}, {2, 1030, 9}, {1500, 5, 3}};
+    for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
+        test_dense(dense[i][0], dense[i][1], dense[i][2], 100 + (unsigned)i);
+
+    /* B, cin, h, w, cout, k, stride, pad */
+    static const int conv[][8] = {{1, 1, 28, 28, 8, 3, 1, 1}, {4, 3, 15, 13, 5, 4, 2, 1},
+                                  {5, 16, 7, 7, 32, 3, 2, 0}, {2, 32, 14, 14, 64, 4, 2, 1},
+                                  {3, 7, 9, 11, 3, 5, 1, 2},  {1, 2, 1, 1, 3, 1, 1, 0}};
+    for (size_t i = 0; i < sizeof conv / sizeof conv[0]; i++) {
+        const int *c = conv[i];
+        test_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 200 + (unsigned)i);
+    }
+    /* B, cin, h, w, cout, k, stride, pad, out_pad */
+    static const int convt[][9] = {{1, 8, 7, 7, 4, 4, 2, 1, 0},  {3, 3, 5, 6, 2, 3, 2, 1, 1},
+                                   {2, 5, 1, 1, 7, 3, 1, 0, 0},  {4, 64, 7, 7, 32, 4, 2, 1, 0},
+                                   {2, 6, 4, 5, 1, 5, 3, 2, 2},  {1, 32, 14, 14, 1, 3, 1, 1, 0}};
+    for (size_t i = 0; i < sizeof convt / sizeof convt[0]; i++) {
+        const int *c = convt[i];
+        test_convt(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], 300 + (unsigned)i);
+    }
+
+    static const size_t sizes[] = {1, 31, 257, 100003};
+    for (size_t i = 0; i < 4; i++) {
+        test_act(sizes[i], VAE_ACT_RELU, 0, 400 + (unsigned)i);
+        test_act(sizes[i], VAE_ACT_LEAKY_RELU, (real)0.2, 410 + (unsigned)i);
+        test_act(sizes[i], VAE_ACT_LEAKY_RELU, (real)0.01, 420 + (unsigned)i);
+    }
+
+    test_normal_fill(1, 1, VAE_RNG_PRIOR, 0, 0);
+    test_normal_fill(1001, 42, VAE_RNG_TRAIN, 7, 3);
+    test_normal_fill(4096, 0xDEADBEEFCAFEull, VAE_RNG_EVAL, 123456789, (uint64_t)1 << 40);
+
+    static const int bl[][2] = {{1, 1}, {3, 7}, {64, 32}, {5, 33}, {2, 300}};
+    for (size_t i = 0; i < sizeof bl / sizeof bl[0]; i++) {
+        test_reparam(bl[i][0], bl[i][1], 11 + i, 1000 + i);
+        test_kl(bl[i][0], bl[i][1], 1, (real)0.7, 500 + (unsigned)i);
+        test_kl(bl[i][0], bl[i][1], 0, (real)1, 510 + (unsigned)i);
+        test_log_q(bl[i][0], bl[i][1], 520 + (unsigned)i);
+    }
+
+    static const int bd[][2] = {{1, 1}, {7, 784}, {3, 3072}, {2, 257}};
+    for (size_t i = 0; i < sizeof bd / sizeof bd[0]; i++) {
+        test_recon(bd[i][0], bd[i][1], VAE_LIK_BERNOULLI, 1, 600 + (unsigned)i);
+        test_recon(bd[i][0], bd[i][1], VAE_LIK_GAUSSIAN, 1, 610 + (unsigned)i);
+        test_recon(bd[i][0], bd[i][1], VAE_LIK_BERNOULLI, 0, 620 + (unsigned)i);
+    }
+
+    static const size_t rn[] = {1, 255, 256, 257, 262145, 1000003};
+    for (size_t i = 0; i < sizeof rn / sizeof rn[0]; i++) test_reduce(rn[i], 700 + (unsigned)i);
+
+    test_adam(1, 0, 0, 0, 1.0, 800);
+    test_adam(1000, (real)0.01, 0, 0, 1.0, 801);
+    test_adam(100003, (real)0.01, 1, 0, 1.0, 802);
+    test_adam(1000, 0, 0, (real)1, 100.0, 803);  /* clipping active */
+    test_adam(1000, 0, 0, (real)1e9, 100.0, 804); /* clipping inactive */
+    test_adam(1000, 0, 0, (real)1, INFINITY, 805);
+    test_adam(1000, 0, 0, 0, NAN, 806);
+
+    test_gather(50, 1, 105, 900);
+    test_gather(50, 13, 105, 901);
+    test_gather(7, 64, 784, 902);
+
+    test_to_u8(1, VAE_LIK_BERNOULLI, 950);
+    test_to_u8(1001, VAE_LIK_BERNOULLI, 951);
+    test_to_u8(1001, VAE_LIK_GAUSSIAN, 952);
+
+    g_gpu->destroy(g_gpu);
+    g_cpu->destroy(g_cpu);
+    return test_finish();
+}
