@@ -423,6 +423,11 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             (double)(model.bytes + (size_t)(train.n + test.n) * model.D) / 1048576.0, be->name,
             o->out_dir);
 
+    /* Fault injection for the tests: VAE_FAULT_NAN_AT_STEP=N puts a NaN into
+     * the first pixel of step N's batch (1-based), as a corrupt input would. */
+    const char *fault = getenv("VAE_FAULT_NAN_AT_STEP");
+    const int64_t nan_step = fault ? strtoll(fault, NULL, 10) : -1;
+
     install_signals();
     const int64_t spe = st.steps_per_epoch;
     const int64_t total_steps = spe * cfg->epochs;
@@ -434,14 +439,21 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         const int64_t first = st.step % spe;
         shuffle_perm(perm, train.n, cfg->seed, epoch);
         be->upload(be, dtrain.idx, perm, (size_t)train.n * sizeof(int32_t));
-        int64_t imgs = 0;
+        int64_t imgs = 0, skipped_imgs = 0;
         double last_bar = 0;
+        double acc_before[2];
         for (int64_t bi = first; bi < spe; bi++) {
             int b0 = (int)(bi * B), bn = train.n - b0 < B ? train.n - b0 : B;
             real beta = (real)cfg->beta;
             if (cfg->kl_warmup_steps > 0 && st.step < cfg->kl_warmup_steps)
                 beta *= (real)((double)(st.step + 1) / cfg->kl_warmup_steps);
             be->gather_batch(be, model.x, dtrain.data, dtrain.idx + b0, bn, dtrain.d);
+            /* the sums before this step, to drop it from the metrics if it is skipped */
+            be->download(be, acc_before, model.acc, sizeof acc_before);
+            if (st.step + 1 == nan_step) {
+                const real nan = (real)NAN;
+                be->upload(be, model.x, &nan, sizeof nan);
+            }
             vae_model_forward_backward(&model, bn, beta, cfg->seed, VAE_RNG_TRAIN, (uint64_t)st.step);
             vae_model_adam(&model, cfg, st.step + 1, (real)cfg->lr);
             int bad = 0;
@@ -450,12 +462,12 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
                 char what[256];
                 describe_bad(&model, bn, what, sizeof what);
                 be->zero(be, model.bad, sizeof(int));
+                be->upload(be, model.acc, acc_before, sizeof acc_before);
                 bad_steps++;
+                skipped_imgs += bn;
                 if (bad_steps > o->max_bad_steps) {
                     /* the bad step was skipped: the parameters are the last good ones */
-                    double acc[2];
-                    be->download(be, acc, model.acc, sizeof acc);
-                    st.acc_recon = acc[0], st.acc_kl = acc[1];
+                    st.acc_recon = acc_before[0], st.acc_kl = acc_before[1];
                     st.elapsed_s = vae_now() - run_start;
                     ckpt_name(path, sizeof path, o->out_dir, st.step, epoch);
                     int wrc = vae_ckpt_save(path, &model, &st);
@@ -506,7 +518,8 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         double acc[2];
         be->download(be, acc, model.acc, sizeof acc);
         double epoch_time = vae_now() - t0;
-        double tr_rec = acc[0] / train.n, tr_kl = acc[1] / train.n;
+        double n_used = (double)(train.n - skipped_imgs);
+        double tr_rec = acc[0] / n_used, tr_kl = acc[1] / n_used;
         double ips = imgs / epoch_time;
         be->zero(be, model.acc, 2 * sizeof(double));
         st.acc_recon = st.acc_kl = 0;
