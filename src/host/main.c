@@ -282,8 +282,8 @@ static void dirname_of(const char *path, char *buf, size_t len) {
 }
 
 /* run.json: what is needed to reproduce the run. */
-static void write_run_json(const char *dir, const vae_config *cfg, const vae_backend *be, int argc,
-                           char **argv) {
+static void write_run_json(const char *dir, const char *name, const vae_config *cfg,
+                           const vae_backend *be, int argc, char **argv) {
     cJSON *j = cJSON_CreateObject();
     char buf[64];
     time_t now = time(NULL);
@@ -304,7 +304,7 @@ static void write_run_json(const char *dir, const vae_config *cfg, const vae_bac
     cJSON_AddStringToObject(lib, "cjson", cJSON_Version());
     char *s = cJSON_Print(j);
     char path[2048];
-    snprintf(path, sizeof path, "%s/run.json", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     vae_atomic_file af;
     if (s && vae_atomic_open(&af, path) == VAE_OK) {
         vae_atomic_write(&af, s, strlen(s));
@@ -380,8 +380,21 @@ static int cmd_train(int argc, char **argv) {
     o.progress = a.progress >= 0 ? a.progress : isatty(2);
     o.keep = cfg.keep;
     o.max_bad_steps = a.max_bad > 0 ? (int)a.max_bad : 0;
+    /* record how this run was made before it starts, so that a run that
+     * dies still says what it was: run.json, or run-resumed-<time>.json */
+    if (vae_mkdir_p(out_dir)) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        be->destroy(be);
+        vae_config_free(&cfg);
+        return 1;
+    }
+    char rname[64] = "run.json";
+    if (a.resume) {
+        time_t now = time(NULL);
+        strftime(rname, sizeof rname, "run-resumed-%Y%m%d-%H%M%S.json", localtime(&now));
+    }
+    write_run_json(out_dir, rname, &cfg, be, argc, argv);
     int rc = vae_train(&cfg, be, &o);
-    if (rc == 0 || rc == 130) write_run_json(out_dir, &cfg, be, argc, argv);
     be->destroy(be);
     vae_config_free(&cfg);
     return rc == 0 ? 0 : (rc == 130 ? 130 : 1);

@@ -76,6 +76,17 @@ c.check(0 < stopped_at < 600, "stopped before the end")
 run(["train", cfg, "--resume", intr, "--out", intr] + long_ + common)
 c.check(same(t30, final_tensors(intr)[1]), "SIGINT + resume == straight run, bit for bit")
 
+# SIGTERM behaves like SIGINT
+term = os.path.join(base, "term")
+p = subprocess.Popen([VAE, "train", cfg, "--out", term] + long_ + common,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+time.sleep(0.4)
+p.send_signal(signal.SIGTERM)
+out, err = p.communicate(timeout=120)
+c.check(p.returncode == 130 and "SIGTERM" in err, f"SIGTERM: checkpoint and exit 130 (got {p.returncode})")
+run(["train", cfg, "--resume", term, "--out", term] + long_ + common)
+c.check(same(t30, final_tensors(term)[1]), "SIGTERM + resume == straight run, bit for bit")
+
 # SIGKILL at random moments (also while a checkpoint is being written),
 # resume from whatever is on disk each time
 kill = os.path.join(base, "kill")

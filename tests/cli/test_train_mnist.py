@@ -53,6 +53,10 @@ for f in ("config.ini", "metrics.jsonl", "run.json", "samples.png", "reconstruct
 for f in ("samples.png", "reconstructions.png", "traversal.png", "interpolation.png"):
     with open(os.path.join(out, f), "rb") as fh:
         c.check(fh.read(8) == b"\x89PNG\r\n\x1a\n", f"{f} is a PNG")
+rj = json.load(open(os.path.join(out, "run.json")))
+for k in ("git_describe", "seed", "device", "argv", "libraries", "version"):
+    c.check(k in rj, f"run.json records {k}")
+c.check(rj["device"] == "cpu" and "openblas" in rj["libraries"], "run.json: device and library versions")
 ck = os.path.join(out, ckpts[0])
 meta, tensors = read_safetensors(ck)
 c.check(meta.get("format") == "vae-engine-checkpoint", "checkpoint format metadata")
