@@ -89,18 +89,21 @@ int vae_ckpt_open(const char *path, vae_st_file *f, vae_config *cfg) {
     int rc = vae_st_read(f, path);
     if (rc) return rc;
     const char *fmt = vae_st_meta_get(f, "format");
+    /* The messages quote metadata that lives in f: format them before freeing f. */
     if (!fmt || strcmp(fmt, CKPT_FORMAT) != 0) {
+        rc = vae_error_set(VAE_EINVAL,
+                           "%s: not a vae checkpoint (metadata 'format' is %s%s%s; expected \"%s\")",
+                           path, fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "",
+                           CKPT_FORMAT);
         vae_st_free(f);
-        return vae_error_set(VAE_EINVAL,
-                             "%s: not a vae checkpoint (metadata 'format' is %s%s%s; expected \"%s\")",
-                             path, fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "",
-                             CKPT_FORMAT);
+        return rc;
     }
     const char *ver = vae_st_meta_get(f, "format_version");
     if (!ver || strcmp(ver, CKPT_VERSION) != 0) {
+        rc = vae_error_set(VAE_EINVAL, "%s: checkpoint format_version %s; this build reads %s",
+                           path, ver ? ver : "missing", CKPT_VERSION);
         vae_st_free(f);
-        return vae_error_set(VAE_EINVAL, "%s: checkpoint format_version %s; this build reads %s",
-                             path, ver ? ver : "missing", CKPT_VERSION);
+        return rc;
     }
     const char *text = vae_st_meta_get(f, "config");
     if (!text) {
@@ -248,7 +251,7 @@ int vae_ckpt_resolve(const char *path, char *out, size_t out_len) {
         snprintf(full, sizeof full, "%s/%s", path, e->d_name);
         int64_t s = ckpt_step(full);
         if (s < 0) {
-            fprintf(stderr, "vae: skipping %s: %s\n", full, vae_error_get());
+            fprintf(stderr, "vae: skipping damaged checkpoint: %s\n", vae_error_get());
             skipped++;
             continue;
         }
