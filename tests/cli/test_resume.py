@@ -36,6 +36,12 @@ run(["train", cfg, "--out", straight] + common)
 ms, ts = final_tensors(straight)
 c.check(ms["step"] == "60", f"3 epochs of 20 steps, step {ms['step']}")
 
+# --keep N keeps the newest N checkpoints
+kd = os.path.join(base, "keep")
+run(["train", cfg, "--out", kd, "--keep", "2"] + common)
+kept = sorted(f for f in os.listdir(kd) if f.startswith("ckpt-"))
+c.check([k.split("-e")[1] for k in kept] == ["0002.safetensors", "0003.safetensors"], f"--keep 2 kept {kept}")
+
 # 1 epoch, then resume to 3
 part = os.path.join(base, "part")
 run(["train", cfg, "--out", part, "--epochs", "1"] + common)
