@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test suite: install what is missing, build, run ctest; then rebuild the
-# host code with AddressSanitizer + UBSan and run the suite again.
+# host code with AddressSanitizer + UBSan and run the suite again; then build
+# the libFuzzer harnesses with clang (build-fuzz) and fuzz each parser briefly
+# (ctest -L fuzz, VAE_FUZZ_TIME seconds each, default 15).
 # MNIST is read from $VAE_DATA_DIR (tests that need it skip without it).
-# VAE_SKIP_SANITIZE=1 skips the sanitizer pass.
+# VAE_SKIP_SANITIZE=1 skips the sanitizer pass, VAE_SKIP_FUZZ=1 the fuzz pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -13,5 +15,16 @@ if [ "${VAE_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "== AddressSanitizer + UndefinedBehaviorSanitizer build (host code, CPU backend)"
   BUILD_DIR=build-asan scripts/build.sh -DVAE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-     VAE_TEST_QUICK=1 ctest -j "$(nproc)" --timeout 1500 -LE slow)
+     ctest -j "$(nproc)" --timeout 1500)
+fi
+if [ "${VAE_SKIP_FUZZ:-0}" != 1 ]; then
+  if command -v clang >/dev/null 2>&1; then
+    echo "== libFuzzer harnesses (clang, ASan + UBSan): short run of each parser"
+    CC=clang cmake -S . -B build-fuzz -DVAE_FUZZ=ON -DVAE_WITH_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug \
+      -DVAE_FUZZ_TIME="${VAE_FUZZ_TIME:-15}" >/dev/null
+    cmake --build build-fuzz --target vae_fuzzers -j "$(nproc)"
+    (cd build-fuzz && ctest -j "$(nproc)" -L fuzz)
+  else
+    echo "== note: clang not found; skipping the libFuzzer stage (scripts/setup.sh installs clang)"
+  fi
 fi
