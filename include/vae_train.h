@@ -29,7 +29,8 @@ typedef struct {
  * "optimizer.exp_avg.<name>" / "optimizer.exp_avg_sq.<name>", and metadata
  * (format, config text, step, seed, batch, ...). Atomic. */
 int vae_ckpt_save(const char *path, vae_model *m, const vae_train_state *st);
-/* Read a checkpoint file and parse the config embedded in it. `f` holds the
+/* Read a checkpoint file and parse the config embedded in it into `cfg`
+ * (a fresh config: any text it held is not freed). `f` holds the
  * file for vae_ckpt_restore and must be freed with vae_st_free. */
 int vae_ckpt_open(const char *path, vae_st_file *f, vae_config *cfg);
 /* Copy parameters (and, if with_optim, Adam moments) into the model and

@@ -79,7 +79,9 @@ int main(void) {
     CHECK(vae_config_parse(&cfg3, other, "other.ini") == VAE_OK);
     vae_model c;
     CHECK(vae_model_create(&c, &cfg3, be, 4) == VAE_OK);
-    CHECK(vae_ckpt_open(path, &f, &cfg2) == VAE_OK);
+    vae_config cfg4; /* vae_ckpt_open parses into a fresh config */
+    vae_config_defaults(&cfg4);
+    CHECK(vae_ckpt_open(path, &f, &cfg4) == VAE_OK);
     CHECK_ERR(vae_ckpt_restore(&f, path, &c, NULL, 0), "tensor 'encoder.3.weight' has shape [16,64]; the model expects [17,64]");
     vae_st_free(&f);
 
@@ -92,14 +94,18 @@ int main(void) {
     char path2[700];
     snprintf(path2, sizeof path2, "%s/partial.safetensors", test_tmpdir());
     CHECK(vae_st_write(path2, &one, 1, meta, 3) == VAE_OK);
-    CHECK(vae_ckpt_open(path2, &f, &cfg2) == VAE_OK);
+    vae_config_free(&cfg4);
+    vae_config_defaults(&cfg4);
+    CHECK(vae_ckpt_open(path2, &f, &cfg4) == VAE_OK);
     CHECK_ERR(vae_ckpt_restore(&f, path2, &b, NULL, 0), "partial.safetensors: tensor 'encoder.0.weight' is missing");
     vae_st_free(&f);
 
     /* a safetensors file that is not ours */
     vae_st_meta foreign[] = {{"format", "pt"}};
     CHECK(vae_st_write(path2, &one, 1, foreign, 1) == VAE_OK);
-    CHECK_ERR(vae_ckpt_open(path2, &f, &cfg2), "not a vae checkpoint (metadata 'format' is \"pt\"");
+    vae_config_free(&cfg4);
+    vae_config_defaults(&cfg4);
+    CHECK_ERR(vae_ckpt_open(path2, &f, &cfg4), "not a vae checkpoint (metadata 'format' is \"pt\"");
 
     /* resolve: a directory gives its newest valid checkpoint */
     char best[1024];
@@ -110,6 +116,7 @@ int main(void) {
     vae_model_free(&c);
     vae_model_free(&b);
     vae_model_free(&a);
+    vae_config_free(&cfg4);
     vae_config_free(&cfg3);
     vae_config_free(&cfg2);
     vae_config_free(&cfg);
