@@ -31,6 +31,8 @@ typedef struct {
 /* Read a whole file, transparently gunzipping it if it starts with the gzip
  * magic (1f 8b). `max_bytes` bounds the decompressed size. */
 int vae_read_file(const char *path, uint8_t **out, size_t *len, size_t max_bytes);
+/* The same without the gunzip (checkpoints, .npy). */
+int vae_read_file_raw(const char *path, uint8_t **out, size_t *len, size_t max_bytes);
 
 /* IDX images (magic 0x00000803, [n, rows, cols], c = 1) and optional labels
  * (0x00000801, [n]); labels_path may be NULL. Counts must agree. */

@@ -188,7 +188,7 @@ static int read_gzip(FILE *f, const char *path, uint8_t *in, size_t nin, uint8_t
     return VAE_OK;
 }
 
-int vae_read_file(const char *path, uint8_t **out, size_t *len, size_t max_bytes) {
+static int read_file(const char *path, uint8_t **out, size_t *len, size_t max_bytes, int gunzip) {
     *out = NULL;
     *len = 0;
     FILE *f = fopen(path, "rb");
@@ -212,7 +212,7 @@ int vae_read_file(const char *path, uint8_t **out, size_t *len, size_t max_bytes
     int rc;
     if (n == 0 && ferror(f)) {
         rc = vae_error_set(VAE_EIO, "%s: read error: %s", path, strerror(errno ? errno : EIO));
-    } else if (n >= 2 && in[0] == 0x1f && in[1] == 0x8b) {
+    } else if (gunzip && n >= 2 && in[0] == 0x1f && in[1] == 0x8b) {
         rc = read_gzip(f, path, in, n, out, len, max_bytes);
     } else {
         rc = read_raw(f, path, in, n, out, len, max_bytes, hint);
@@ -220,6 +220,14 @@ int vae_read_file(const char *path, uint8_t **out, size_t *len, size_t max_bytes
     free(in);
     fclose(f);
     return rc;
+}
+
+int vae_read_file(const char *path, uint8_t **out, size_t *len, size_t max_bytes) {
+    return read_file(path, out, len, max_bytes, 1);
+}
+
+int vae_read_file_raw(const char *path, uint8_t **out, size_t *len, size_t max_bytes) {
+    return read_file(path, out, len, max_bytes, 0);
 }
 
 /* ------------------------------------------------------------ IDX */

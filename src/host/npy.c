@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "vae_data.h"
 #include "vae_io.h"
 
 #define NPY_HEADER 128
@@ -145,35 +146,16 @@ static const char *near(const cursor *c, char buf[24]) {
 int vae_npy_read_u8(const char *path, uint8_t **data, int64_t *shape, int *ndim) {
     *data = NULL;
     *ndim = 0;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return vae_error_set(VAE_EIO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(fp);
-        return vae_error_set(VAE_EINVAL, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX - 1) {
-        fclose(fp);
-        return vae_error_set(VAE_ENOMEM, "%s: file too large", path);
-    }
-    size_t len = (size_t)sb.st_size;
-    uint8_t *buf = vae_malloc(len ? len : 1, 1);
-    if (!buf) {
-        fclose(fp);
-        return vae_error_prefix(VAE_ENOMEM, "%s", path);
-    }
-    size_t got = len ? fread(buf, 1, len, fp) : 0;
-    fclose(fp);
-    int rc = VAE_EINVAL;
+    uint8_t *buf;
+    size_t len;
+    int rc = vae_read_file_raw(path, &buf, &len, (size_t)1 << 40);
+    if (rc) return rc;
+    rc = VAE_EINVAL;
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
         rc = vae_error_set(VAE_EINVAL, __VA_ARGS__);                                               \
         goto fail;                                                                                 \
     } while (0)
-    if (got != len) {
-        rc = vae_error_set(VAE_EIO, "%s: read %zu of %zu bytes", path, got, len);
-        goto fail;
-    }
     if (len < 10 || memcmp(buf, k_magic, 6) != 0) FAIL("%s: not a .npy file (bad magic)", path);
     size_t hstart, hlen;
     if (buf[6] == 1 && buf[7] == 0) {

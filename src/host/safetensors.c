@@ -31,6 +31,7 @@
 #include <cjson/cJSON.h>
 #include <zlib.h>
 
+#include "vae_data.h"
 #include "vae_io.h"
 
 #define ST_MAX_HEADER ((uint64_t)100 << 20) /* 100 MiB, as the reference reader */
@@ -506,35 +507,9 @@ int vae_st_parse(vae_st_file *f, const uint8_t *data, size_t len, const char *na
 
 int vae_st_read(vae_st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return vae_error_set(VAE_EIO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0) {
-        int e = errno;
-        fclose(fp);
-        return vae_error_set(VAE_EIO, "%s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        fclose(fp);
-        return vae_error_set(VAE_EINVAL, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX - 1) {
-        fclose(fp);
-        return vae_error_set(VAE_ENOMEM, "%s: file too large", path);
-    }
-    size_t len = (size_t)sb.st_size;
-    uint8_t *buf = vae_malloc(len ? len : 1, 1);
-    if (!buf) {
-        fclose(fp);
-        return vae_error_prefix(VAE_ENOMEM, "%s", path);
-    }
-    size_t got = len ? fread(buf, 1, len, fp) : 0;
-    int e = ferror(fp) ? errno : 0;
-    fclose(fp);
-    if (got != len) {
-        free(buf);
-        return vae_error_set(VAE_EIO, "%s: read %zu of %zu bytes: %s", path, got, len,
-                             e ? strerror(e) : "file changed while reading");
-    }
+    uint8_t *buf;
+    size_t len;
+    int rc = vae_read_file_raw(path, &buf, &len, (size_t)1 << 40);
+    if (rc) return rc;
     return st_parse_owned(f, buf, len, path);
 }
