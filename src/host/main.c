@@ -175,7 +175,7 @@ static char *ini_set(const char *text, const char *section, const char *key, con
     if (!out) return NULL;
     char hdr[64];
     snprintf(hdr, sizeof hdr, "[%s]", section);
-    const char *p = text, *sec_end = NULL, *sec_hdr_end = NULL;
+    const char *p = text, *sec_hdr_end = NULL;
     int in_sec = 0;
     const char *key_line = NULL, *key_line_end = NULL;
     while (*p) {
@@ -184,7 +184,6 @@ static char *ini_set(const char *text, const char *section, const char *key, con
         const char *s = p;
         while (*s == ' ' || *s == '\t') s++;
         if (*s == '[') {
-            if (in_sec && !sec_end) sec_end = p;
             in_sec = !strncmp(s, hdr, strlen(hdr));
             if (in_sec) sec_hdr_end = next;
         } else if (in_sec && !key_line && !strncmp(s, key, strlen(key))) {
@@ -194,19 +193,16 @@ static char *ini_set(const char *text, const char *section, const char *key, con
         }
         p = next;
     }
-    (void)sec_end;
-    size_t o = 0;
     if (key_line) {
-        o += (size_t)snprintf(out, cap, "%.*s%s = %s\n%s", (int)(key_line - text), text, key, value, key_line_end);
+        snprintf(out, cap, "%.*s%s = %s\n%s", (int)(key_line - text), text, key, value, key_line_end);
     } else if (sec_hdr_end) {
         int pre = (int)(sec_hdr_end - text);
         int need_nl = pre > 0 && text[pre - 1] != '\n';
-        o += (size_t)snprintf(out, cap, "%.*s%s%s = %s\n%s", pre, text, need_nl ? "\n" : "", key, value, sec_hdr_end);
+        snprintf(out, cap, "%.*s%s%s = %s\n%s", pre, text, need_nl ? "\n" : "", key, value, sec_hdr_end);
     } else {
         int need_nl = len > 0 && text[len - 1] != '\n';
-        o += (size_t)snprintf(out, cap, "%s%s\n[%s]\n%s = %s\n", text, need_nl ? "\n" : "", section, key, value);
+        snprintf(out, cap, "%s%s\n[%s]\n%s = %s\n", text, need_nl ? "\n" : "", section, key, value);
     }
-    (void)o;
     return out;
 }
 
