@@ -1,0 +1,370 @@
+/* sheets.c — streaming PNG sheets (layout and guarantees in vae_sheets.h).
+ *
+ * State: one grid row of images [cols, D] (D = C*H*W), one interleaved pixel
+ * row [sheet_w, C] of the widest sheet, and one writer per block column
+ * (the sheets of the current block row). A complete grid row is emitted to
+ * every open sheet as H pixel rows (preceded by `pad` white rows unless it
+ * is the sheet's first grid row); the sheet is committed after its last
+ * grid row.
+ *
+ * libpng reports errors by longjmp. Each sheet owns its context (jmp_buf +
+ * message) at a fixed heap address, and every libpng call runs under a
+ * setjmp in sheet_guarded(), whose locals are not modified after setjmp, so
+ * nothing needs to be volatile. A failed sheet is destroyed and its temp
+ * file removed at once; the object then refuses further pushes.
+ */
+#include <inttypes.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vae_io.h"
+#include "vae_sheets.h"
+
+/* libpng's default user limit on width and height; readers with default
+ * settings refuse anything larger, and so does the writer. */
+#define SHEET_MAX_SIDE 1000000
+
+typedef struct {
+    jmp_buf jb;
+    char msg[256];
+} sheet_ctx;
+
+typedef struct {
+    sheet_ctx ctx;     /* error context handed to libpng: must not move */
+    png_structp png;   /* NULL when not open */
+    png_infop info;
+    vae_atomic_file af;
+    int live;          /* open: png + af valid */
+    int ncols, nrows;  /* images across / down in this sheet */
+} sheet;
+
+struct vae_sheets {
+    char base[1024];    /* "<dir>/<prefix>" */
+    int64_t n_total;    /* images in the whole grid */
+    int64_t n_pushed;   /* images received so far */
+    int cols, c, h, w, pad;
+    size_t D;           /* c*h*w bytes per image */
+    int64_t rows;       /* grid rows = ceil(n_total / cols) */
+    int spr, sps;       /* images per sheet across / down (at most) */
+    int64_t brows;      /* block rows = ceil(rows / sps) */
+    int bcols;          /* block columns = ceil(cols / spr) */
+    int rdig, cdig;     /* digits of brows-1 and bcols-1 in file names */
+    int64_t count;      /* sheet files in all */
+    int64_t committed;  /* sheet files committed */
+    uint8_t *row;       /* [cols, c, h, w] images of the grid row being filled */
+    int in_row;         /* images in row */
+    uint8_t *line;      /* [line_px, c] one interleaved pixel row */
+    size_t line_px;     /* width of the widest sheet */
+    sheet *sh;          /* [bcols] writers of the current block row */
+    int64_t grow;       /* next grid row to emit */
+    int failed;         /* error code of an earlier I/O failure, else 0 */
+};
+
+static void sheet_png_fail(png_structp png, png_const_charp msg) {
+    sheet_ctx *ctx = png_get_error_ptr(png);
+    snprintf(ctx->msg, sizeof ctx->msg, "%s", msg ? msg : "libpng error");
+    longjmp(ctx->jb, 1);
+}
+
+static void sheet_png_warn(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg; /* warnings do not affect the output we write */
+}
+
+static int digits(int64_t v) {
+    int d = 1;
+    while (v >= 10) v /= 10, d++;
+    return d;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
+
+/* Does sheet (R, Cb) hold at least one image? Its top-left slot has the
+ * smallest image index of all its slots. */
+static int sheet_exists(const vae_sheets *s, int64_t R, int64_t Cb) {
+    return R * s->sps * (int64_t)s->cols + Cb * s->spr < s->n_total;
+}
+
+int vae_sheets_path(const vae_sheets *s, int64_t R, int64_t Cb, char *dst, size_t bytes) {
+    if (R < 0 || R >= s->brows || Cb < 0 || Cb >= s->bcols || !dst || bytes == 0) return -1;
+    int n;
+    if (s->count == 1) n = snprintf(dst, bytes, "%s.png", s->base);
+    else if (s->bcols == 1) n = snprintf(dst, bytes, "%s-%0*" PRId64 ".png", s->base, s->rdig, R);
+    else
+        n = snprintf(dst, bytes, "%s-%0*" PRId64 "-%0*" PRId64 ".png", s->base, s->rdig, R, s->cdig,
+                     Cb);
+    return n >= 0 && (size_t)n < bytes ? 0 : -1;
+}
+
+/* Free libpng state and remove the temp file of a sheet in progress. */
+static void sheet_drop(sheet *sh) {
+    if (!sh->live) return;
+    png_destroy_write_struct(&sh->png, &sh->info);
+    vae_atomic_abort(&sh->af);
+    sh->live = 0;
+}
+
+/* --------------------------------------------------- libpng calls (may longjmp) */
+
+enum { OP_HEADER, OP_ROWS, OP_END };
+
+static void op_header(vae_sheets *s, sheet *sh) {
+    const png_uint_32 pw = (png_uint_32)(sh->ncols * (s->w + s->pad) - s->pad);
+    const png_uint_32 ph = (png_uint_32)(sh->nrows * (s->h + s->pad) - s->pad);
+    png_init_io(sh->png, sh->af.f);
+    png_set_IHDR(sh->png, sh->info, pw, ph, 8, s->c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(sh->png, sh->info);
+}
+
+/* The pixel rows of one grid row in sheet column block Cb: `pad` white rows
+ * when this is not the sheet's first grid row, then H rows. imgs [k, D]
+ * holds the grid row's first k images (k < cols only for the last row). */
+static void op_rows(vae_sheets *s, sheet *sh, int Cb, const uint8_t *imgs, int k, int first) {
+    const int c = s->c, w = s->w, pad = s->pad;
+    const size_t plane = (size_t)s->h * (size_t)w;
+    const size_t span = (size_t)(sh->ncols * (w + pad) - pad) * (size_t)c; /* bytes per pixel row */
+    uint8_t *line = s->line;
+    if (!first) {
+        memset(line, 255, span);
+        for (int y = 0; y < pad; y++) png_write_row(sh->png, line);
+    }
+    memset(line, 255, span); /* separators and empty slots stay white */
+    for (int y = 0; y < s->h; y++) {
+        for (int j = 0; j < sh->ncols; j++) {
+            const int gc = Cb * s->spr + j; /* grid column */
+            if (gc >= k) break;             /* the rest of a partial last row: white */
+            uint8_t *dst = line + (size_t)j * (size_t)(w + pad) * (size_t)c;
+            const uint8_t *img = imgs + (size_t)gc * s->D + (size_t)y * (size_t)w; /* [c, h, w] */
+            if (c == 1) memcpy(dst, img, (size_t)w);
+            else
+                for (int x = 0; x < w; x++)
+                    for (int ch = 0; ch < c; ch++) dst[(size_t)x * c + ch] = img[(size_t)ch * plane + x];
+        }
+        png_write_row(sh->png, line);
+    }
+}
+
+/* Run one libpng step on sheet sh; on a libpng error drop the sheet and
+ * return VAE_EIO naming its file and libpng's message. */
+static int sheet_guarded(vae_sheets *s, sheet *sh, int op, int Cb, const uint8_t *imgs, int k, int first) {
+    sh->ctx.msg[0] = 0;
+    if (setjmp(sh->ctx.jb)) {
+        int rc = vae_error_set(VAE_EIO, "%s: PNG write failed: %s", sh->af.path, sh->ctx.msg);
+        sheet_drop(sh);
+        return rc;
+    }
+    if (op == OP_HEADER) op_header(s, sh);
+    else if (op == OP_ROWS) op_rows(s, sh, Cb, imgs, k, first);
+    else png_write_end(sh->png, NULL);
+    return VAE_OK;
+}
+
+/* --------------------------------------------------- sheet lifecycle */
+
+static int sheet_open(vae_sheets *s, sheet *sh, int64_t R, int Cb) {
+    char path[sizeof sh->af.path];
+    if (vae_sheets_path(s, R, Cb, path, sizeof path) != 0) /* checked at open: cannot happen */
+        return vae_error_set(VAE_EINVAL, "%s: sheet file name too long", s->base);
+    memset(sh, 0, sizeof *sh);
+    sh->ncols = (int)(s->cols - (int64_t)Cb * s->spr < s->spr ? s->cols - (int64_t)Cb * s->spr : s->spr);
+    sh->nrows = (int)(s->rows - R * s->sps < s->sps ? s->rows - R * s->sps : s->sps);
+    int rc = vae_atomic_open(&sh->af, path);
+    if (rc) return rc;
+    sh->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sh->ctx, sheet_png_fail, sheet_png_warn);
+    sh->info = sh->png ? png_create_info_struct(sh->png) : NULL;
+    sh->live = 1;
+    if (!sh->png || !sh->info) {
+        sheet_drop(sh);
+        return vae_error_set(VAE_ENOMEM, "%s: out of memory creating the PNG writer", path);
+    }
+    return sheet_guarded(s, sh, OP_HEADER, Cb, NULL, 0, 1);
+}
+
+static int sheet_finish(vae_sheets *s, sheet *sh, int Cb) {
+    int rc = sheet_guarded(s, sh, OP_END, Cb, NULL, 0, 0);
+    if (rc) return rc;
+    png_destroy_write_struct(&sh->png, &sh->info);
+    sh->live = 0;
+    rc = vae_atomic_commit(&sh->af); /* removes the temp file itself on failure */
+    if (rc) return rc;
+    s->committed++;
+    return VAE_OK;
+}
+
+/* Write grid row s->grow, whose first k images are imgs [k, D], into the
+ * sheets of its block row (opening them at the block row's first grid row,
+ * committing them after its last). */
+static int emit_row(vae_sheets *s, const uint8_t *imgs, int k) {
+    const int64_t R = s->grow / s->sps;
+    const int lr = (int)(s->grow % s->sps); /* grid row inside the block row */
+    int rc;
+    for (int Cb = 0; Cb < s->bcols; Cb++) {
+        sheet *sh = &s->sh[Cb];
+        if (lr == 0) {
+            VAE_ASSERT(!sh->live);
+            if (!sheet_exists(s, R, Cb)) continue;
+            if ((rc = sheet_open(s, sh, R, Cb))) return rc;
+        }
+        if (!sh->live) continue; /* a sheet not written in this block row */
+        if ((rc = sheet_guarded(s, sh, OP_ROWS, Cb, imgs, k, lr == 0))) return rc;
+        if (lr == sh->nrows - 1 && (rc = sheet_finish(s, sh, Cb))) return rc;
+    }
+    s->grow++;
+    return VAE_OK;
+}
+
+/* --------------------------------------------------- public API */
+
+int vae_sheets_open(vae_sheets **out, const char *dir, const char *prefix, int64_t n_total, int cols,
+                    int c, int h, int w, int max_px) {
+    if (!out) return vae_error_set(VAE_EINVAL, "sheets: no output handle");
+    *out = NULL;
+    if (!dir || !prefix || !*prefix)
+        return vae_error_set(VAE_EINVAL, "sheets: a directory and a non-empty file prefix are needed");
+    if (c != 1 && c != 3)
+        return vae_error_set(VAE_EINVAL, "%s/%s: %d channels per image, expected 1 (grey) or 3 (RGB)",
+                             dir, prefix, c);
+    if (n_total <= 0 || cols <= 0 || h <= 0 || w <= 0 || max_px < 0)
+        return vae_error_set(VAE_EINVAL,
+                             "%s/%s: bad sheet layout (%" PRId64 " images, %d columns, %dx%d pixels, "
+                             "max_px %d): expected counts and sizes > 0 and max_px >= 0",
+                             dir, prefix, n_total, cols, h, w, max_px);
+    const int pad = VAE_SHEETS_PAD;
+    const int64_t mpx = max_px ? max_px : VAE_SHEETS_DEFAULT_MAX_PX;
+    int64_t spr = (mpx + pad) / ((int64_t)w + pad), sps = (mpx + pad) / ((int64_t)h + pad);
+    if (spr < 1) spr = 1;
+    if (sps < 1) sps = 1;
+    if (spr > cols) spr = cols;
+    const int64_t rows = ceil_div(n_total, cols);
+    if (sps > rows) sps = rows;
+    /* the largest sheet: spr images across, sps down */
+    const int64_t sw = spr * ((int64_t)w + pad) - pad, sh = sps * ((int64_t)h + pad) - pad;
+    if (sw > SHEET_MAX_SIDE || sh > SHEET_MAX_SIDE)
+        return vae_error_set(VAE_EINVAL,
+                             "%s/%s: a sheet of %" PRId64 "x%" PRId64 " pixels (%dx%d images) exceeds "
+                             "the PNG limit of %d pixels per side; lower max_px",
+                             dir, prefix, sw, sh, h, w, SHEET_MAX_SIDE);
+    /* h, w <= 1e6 here, so D < 3e12 fits int64; the grid row must fit size_t */
+    const uint64_t D = (uint64_t)c * (uint64_t)h * (uint64_t)w;
+    if (D > SIZE_MAX / (uint64_t)cols || (uint64_t)sw * (uint64_t)c > SIZE_MAX / 2)
+        return vae_error_set(VAE_EINVAL,
+                             "%s/%s: a grid row of %d images of %" PRIu64 " bytes does not fit in memory",
+                             dir, prefix, cols, D);
+
+    vae_sheets *s = vae_calloc(1, sizeof *s);
+    if (!s) return vae_error_prefix(VAE_ENOMEM, "%s/%s: sheets", dir, prefix);
+    int n = snprintf(s->base, sizeof s->base, "%s/%s", dir, prefix);
+    s->n_total = n_total;
+    s->cols = cols, s->c = c, s->h = h, s->w = w, s->pad = pad;
+    s->D = (size_t)D;
+    s->rows = rows;
+    s->spr = (int)spr, s->sps = (int)sps;
+    s->brows = ceil_div(rows, sps);
+    s->bcols = (int)ceil_div(cols, spr);
+    s->rdig = digits(s->brows - 1), s->cdig = digits(s->bcols - 1);
+    /* all block rows but the last are full; in the last, sheets whose
+     * top-left slot is past the last image are not written */
+    const int64_t left = n_total - (s->brows - 1) * sps * (int64_t)cols; /* images in the last block row */
+    const int64_t last = ceil_div(left, spr);
+    s->count = (s->brows - 1) * s->bcols + (last < s->bcols ? last : s->bcols);
+    s->line_px = (size_t)sw;
+
+    /* the longest file name must fit an atomic file's path */
+    char probe[sizeof ((vae_atomic_file *)0)->path];
+    if (n < 0 || (size_t)n >= sizeof s->base ||
+        vae_sheets_path(s, s->brows - 1, s->bcols - 1, probe, sizeof probe) != 0) {
+        vae_sheets_abort(s);
+        return vae_error_set(VAE_EINVAL, "%s/%s: sheet file names would be too long (at most %zu bytes)",
+                             dir, prefix, sizeof probe - 1);
+    }
+    s->row = vae_malloc((size_t)cols, s->D);
+    s->line = vae_malloc(s->line_px, (size_t)c);
+    s->sh = vae_calloc((size_t)s->bcols, sizeof *s->sh);
+    if (!s->row || !s->line || !s->sh) {
+        vae_sheets_abort(s);
+        return vae_error_prefix(VAE_ENOMEM, "%s/%s: sheets", dir, prefix);
+    }
+    *out = s;
+    return VAE_OK;
+}
+
+int vae_sheets_push(vae_sheets *s, const uint8_t *imgs, int64_t n) {
+    if (!s) return vae_error_set(VAE_EINVAL, "sheets: push to a NULL handle");
+    if (s->failed)
+        return vae_error_set(s->failed, "%s: sheets stopped by an earlier error; abort them", s->base);
+    if (n < 0 || (n > 0 && !imgs))
+        return vae_error_set(VAE_EINVAL, "%s: push of %" PRId64 " images%s", s->base, n,
+                             n < 0 ? " (expected >= 0)" : " from a NULL buffer");
+    if (n > s->n_total - s->n_pushed)
+        return vae_error_set(VAE_EINVAL,
+                             "%s: push of %" PRId64 " images after %" PRId64 " exceeds the %" PRId64
+                             " announced",
+                             s->base, n, s->n_pushed, s->n_total);
+    int rc = VAE_OK;
+    while (n > 0 && !rc) {
+        if (s->in_row == 0 && n >= s->cols) {
+            /* whole grid row in the caller's buffer: no copy */
+            rc = emit_row(s, imgs, s->cols);
+            imgs += (size_t)s->cols * s->D;
+            n -= s->cols;
+            s->n_pushed += s->cols;
+            continue;
+        }
+        const int64_t take = n < s->cols - s->in_row ? n : s->cols - s->in_row;
+        memcpy(s->row + (size_t)s->in_row * s->D, imgs, (size_t)take * s->D);
+        s->in_row += (int)take;
+        imgs += (size_t)take * s->D;
+        n -= take;
+        s->n_pushed += take;
+        if (s->in_row == s->cols) {
+            s->in_row = 0;
+            rc = emit_row(s, s->row, s->cols);
+        }
+    }
+    if (!rc && s->n_pushed == s->n_total && s->in_row > 0) { /* partial last grid row */
+        const int k = s->in_row;
+        s->in_row = 0;
+        rc = emit_row(s, s->row, k);
+    }
+    if (rc) s->failed = rc;
+    return rc;
+}
+
+void vae_sheets_abort(vae_sheets *s) {
+    if (!s) return;
+    if (s->sh)
+        for (int i = 0; i < s->bcols; i++) sheet_drop(&s->sh[i]);
+    free(s->sh);
+    free(s->line);
+    free(s->row);
+    free(s);
+}
+
+int vae_sheets_close(vae_sheets *s) {
+    if (!s) return VAE_OK;
+    int rc = VAE_OK;
+    if (s->failed)
+        rc = vae_error_set(s->failed, "%s: sheets stopped by an earlier error", s->base);
+    else if (s->n_pushed != s->n_total)
+        rc = vae_error_set(VAE_EINVAL,
+                           "%s: closed after %" PRId64 " of %" PRId64 " images; the sheets in progress "
+                           "were dropped",
+                           s->base, s->n_pushed, s->n_total);
+    else /* the last grid row committed every sheet */
+        VAE_ASSERT(s->committed == s->count);
+    vae_sheets_abort(s);
+    return rc;
+}
+
+int64_t vae_sheets_count(const vae_sheets *s) { return s ? s->count : 0; }
+int64_t vae_sheets_committed(const vae_sheets *s) { return s ? s->committed : 0; }
+
+size_t vae_sheets_buffer_bytes(const vae_sheets *s) {
+    if (!s) return 0;
+    return (size_t)s->cols * s->D + s->line_px * (size_t)s->c + (size_t)s->bcols * sizeof(sheet);
+}
