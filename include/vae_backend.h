@@ -117,10 +117,30 @@ struct vae_backend {
     /* Adam over the flat parameter buffer. gnorm2 (backend memory) holds
      * ||g||^2 from sumsq; with clip > 0 the gradient is scaled by
      * min(1, clip / (sqrt(gnorm2) + 1e-6)) (torch.nn.utils.clip_grad_norm_).
-     * If gnorm2 is not finite the step is skipped and *bad (backend memory,
-     * an int) is set to 1; parameters and moments stay unchanged. */
+     * *bad (backend memory, one int) is the step's flag word, in training
+     * state[VAE_STEP_FLAGS] of step_commit's block (vae_math.h): if it has
+     * VAE_STEP_HALTED set, nothing is read or written; else, if gnorm2 is not
+     * finite, the step is skipped and *bad = VAE_STEP_BAD (1). A skipped step
+     * leaves parameters and moments unchanged, bit for bit. */
     void (*adam_step)(vae_backend *be, real *p, const real *g, real *m, real *v, size_t n,
                       const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad);
+    /* Close training step `step` (0-based) on the device, after adam_step:
+     * acc (double[VAE_COMMIT_ACC_N]) and state (int[VAE_STEP_STATE_N]) are
+     * backend memory, laid out as vae_math.h documents. A good step adds its
+     * sums acc[STEP_RECON], acc[STEP_KL] and n_images to the epoch's
+     * acc[RECON], acc[KL], acc[IMAGES]; a bad one (flag set by adam_step) is
+     * counted instead, and the (max_bad + 1)-th sets VAE_STEP_HALTED, after
+     * which adam_step and step_commit change nothing. Clears the step's flag
+     * and its sums. The host need not look: it reads the state when it likes
+     * (vae_step_commit is the reference; the CUDA backend runs it in one
+     * thread). */
+    void (*step_commit)(vae_backend *be, double *acc, int *state, int64_t step, int n_images,
+                        int max_bad);
+    /* acc_dst[0 .. VAE_COMMIT_ACC_N) = acc[..], state_dst[0 .. VAE_STEP_STATE_N) =
+     * state[..], in stream order: a copy that later steps do not touch, for
+     * download_async (whose source must stay unmodified until copy_wait). */
+    void (*step_snapshot)(vae_backend *be, double *acc_dst, int *state_dst, const double *acc,
+                          const int *state);
 
     /* ---- data ---- */
     /* x[B,D] = data[idx[b], :] / 255 — data [N,D] uint8 and idx [B] int32 in backend memory */

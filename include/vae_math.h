@@ -201,6 +201,84 @@ VAE_HD void vae_adam_elem(real *p, real g, real *m, real *v, const vae_adam_hp *
     *p = w - (hp->lr / hp->bc1) * mm / denom;
 }
 
+/* ------------------------------------------------- step bookkeeping */
+
+/* The training step's bookkeeping lives in backend memory, so that the host
+ * never has to read the device inside a step (see step_commit in
+ * vae_backend.h). Two blocks:
+ *
+ * state, int[VAE_STEP_STATE_N] (zeroed at the start of a run segment):
+ *   [VAE_STEP_FLAGS]      bit field: VAE_STEP_BAD — this step's gradient norm
+ *                         was not finite (set by adam_step, cleared by
+ *                         step_commit); VAE_STEP_HALTED — more than max_bad
+ *                         bad steps were seen (set by step_commit, sticky:
+ *                         adam_step and step_commit do nothing from then on)
+ *   [VAE_STEP_NBAD]       bad steps counted so far, the halting one included
+ *   [VAE_STEP_FIRST_BAD]  0-based index of the first bad step   (int64 as two
+ *   [VAE_STEP_LAST_BAD]   ... of the latest one; when halted, the halting step
+ *                         ints, low word first: vae_step_state_i64)
+ *   other slots: zero, reserved
+ * acc, double[VAE_COMMIT_ACC_N]:
+ *   [VAE_COMMIT_STEP_RECON], [VAE_COMMIT_STEP_KL]  this step's loss sums
+ *       (summed into by the model's forward/backward, zeroed by step_commit)
+ *   [VAE_COMMIT_RECON], [VAE_COMMIT_KL], [VAE_COMMIT_IMAGES]  the epoch's sums
+ *       over the good steps and the number of images in them
+ *   slots 2..4 belong to the caller (step_commit neither reads nor writes them) */
+enum {
+    VAE_STEP_FLAGS = 0,
+    VAE_STEP_NBAD = 1,
+    VAE_STEP_FIRST_BAD = 2, /* and 3 */
+    VAE_STEP_LAST_BAD = 4,  /* and 5 */
+    VAE_STEP_STATE_N = 8
+};
+enum { VAE_STEP_BAD = 1, VAE_STEP_HALTED = 2 };
+enum {
+    VAE_COMMIT_STEP_RECON = 0,
+    VAE_COMMIT_STEP_KL = 1,
+    VAE_COMMIT_RECON = 5,
+    VAE_COMMIT_KL = 6,
+    VAE_COMMIT_IMAGES = 7,
+    VAE_COMMIT_ACC_N = 8
+};
+
+/* An int64 kept in two consecutive ints of the state block (low word first),
+ * so the block stays plain ints with no alignment or aliasing demands. */
+VAE_HD int64_t vae_step_state_i64(const int *w) {
+    return (int64_t)(((uint64_t)(uint32_t)w[1] << 32) | (uint64_t)(uint32_t)w[0]);
+}
+VAE_HD void vae_step_state_set_i64(int *w, int64_t v) {
+    w[0] = (int)(uint32_t)((uint64_t)v & 0xffffffffu);
+    w[1] = (int)(uint32_t)((uint64_t)v >> 32);
+}
+
+/* Commit training step `step` (0-based) with n_images images:
+ *   halted:            nothing is counted or added
+ *   flags & BAD:       nbad += 1, first_bad (if nbad was 0) = last_bad = step;
+ *                      if nbad > max_bad: flags |= HALTED
+ *   good:              RECON += STEP_RECON, KL += STEP_KL, IMAGES += n_images
+ *   always:            flags &= ~BAD, STEP_RECON = STEP_KL = 0
+ * so a bad step never reaches the epoch's sums, and after a halt the epoch
+ * sums stay those of the steps before the halting one. */
+VAE_HD void vae_step_commit(double *acc, int *state, int64_t step, int n_images, int max_bad) {
+    int flags = state[VAE_STEP_FLAGS];
+    if (!(flags & VAE_STEP_HALTED)) {
+        if (flags & VAE_STEP_BAD) {
+            const int prev = state[VAE_STEP_NBAD];
+            if (prev < 0x7fffffff) state[VAE_STEP_NBAD] = prev + 1;
+            if (prev == 0) vae_step_state_set_i64(state + VAE_STEP_FIRST_BAD, step);
+            vae_step_state_set_i64(state + VAE_STEP_LAST_BAD, step);
+            if (prev >= max_bad) flags |= VAE_STEP_HALTED; /* nbad = prev + 1 > max_bad */
+        } else {
+            acc[VAE_COMMIT_RECON] += acc[VAE_COMMIT_STEP_RECON];
+            acc[VAE_COMMIT_KL] += acc[VAE_COMMIT_STEP_KL];
+            acc[VAE_COMMIT_IMAGES] += (double)n_images;
+        }
+    }
+    state[VAE_STEP_FLAGS] = flags & ~VAE_STEP_BAD;
+    acc[VAE_COMMIT_STEP_RECON] = 0;
+    acc[VAE_COMMIT_STEP_KL] = 0;
+}
+
 /* ---------------------------------------------------------- conversion */
 
 /* Model output to an 8-bit pixel: probabilities (sigmoid of logits) for the

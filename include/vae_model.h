@@ -67,21 +67,40 @@ typedef struct {
     real *dhead;           /* [B, head_out] */
     real *recon, *kl;      /* [B] per-sample loss parts */
     real *gbuf[2];         /* [B, max activation] ping-pong gradient buffers */
-    double *acc;           /* [8] accumulators, see VAE_ACC_* */
-    int *bad;              /* [1] set when a step was skipped for non-finite grads */
+    double *acc;           /* [VAE_ACC_N] accumulators, see VAE_ACC_*; followed by
+                            * acc_snap */
+    double *acc_snap;      /* [VAE_ACC_N] step_snapshot's copy of acc (read-back) */
+    int *state;            /* [VAE_STEP_STATE_N] the step bookkeeping of step_commit
+                            * (vae_math.h): flags, bad-step count, first/last bad
+                            * step; state[VAE_STEP_FLAGS] is adam_step's `bad`.
+                            * Followed by state_snap */
+    int *state_snap;       /* [VAE_STEP_STATE_N] step_snapshot's copy of state */
     size_t max_act;        /* largest per-sample activation count */
     size_t bytes;          /* backend bytes held by this model */
+    int round_bits;        /* vae_model_decode: 0 = fp32; else the input of every
+                            * weight layer is first rounded to this many mantissa
+                            * bits (10 = TF32, 7 = bf16), see vae_round_mantissa */
 } vae_model;
 
-/* Accumulator slots: training sums (reset per epoch), ||g||^2, and the
- * evaluation's own sums, so an evaluation never disturbs a training epoch. */
+/* Accumulator slots, laid out as step_commit's block (vae_math.h):
+ *   STEP_RECON, STEP_KL  sum_b recon_b, sum_b kl_b of the current training
+ *                        step (forward_backward adds, step_commit clears);
+ *   GNORM2               ||g||^2 of the step (vae_model_adam);
+ *   EVAL_RECON, EVAL_KL  the evaluation's own sums, so an evaluation never
+ *                        disturbs a training epoch;
+ *   RECON, KL, IMAGES    the epoch's sums over its good steps and the number of
+ *                        images in them (step_commit adds; the trainer resets
+ *                        the three, which are contiguous, per epoch). */
 enum {
-    VAE_ACC_RECON = 0,
-    VAE_ACC_KL = 1,
+    VAE_ACC_STEP_RECON = VAE_COMMIT_STEP_RECON, /* 0 */
+    VAE_ACC_STEP_KL = VAE_COMMIT_STEP_KL,       /* 1 */
     VAE_ACC_GNORM2 = 2,
     VAE_ACC_EVAL_RECON = 3,
     VAE_ACC_EVAL_KL = 4,
-    VAE_ACC_N = 8
+    VAE_ACC_RECON = VAE_COMMIT_RECON,   /* 5 */
+    VAE_ACC_KL = VAE_COMMIT_KL,         /* 6 */
+    VAE_ACC_IMAGES = VAE_COMMIT_IMAGES, /* 7 */
+    VAE_ACC_N = VAE_COMMIT_ACC_N        /* 8 */
 };
 
 /* Build the parameter table and allocate every buffer for batch capacity B. */
@@ -100,12 +119,16 @@ void vae_model_forward(vae_model *m, int B, uint64_t seed, uint32_t stream, uint
 
 /* One training pass on m->x[:B]: forward, the fused loss gradient, backward.
  * Writes d/dtheta of mean_b(recon_b + beta * kl_b) into m->g, fills
- * m->recon/m->kl, and adds sum_b recon_b and sum_b kl_b into
- * m->acc[VAE_ACC_RECON], m->acc[VAE_ACC_KL]. */
+ * m->recon/m->kl, and adds sum_b recon_b and sum_b kl_b into the step slots
+ * m->acc[VAE_ACC_STEP_RECON], m->acc[VAE_ACC_STEP_KL] (zero before the step:
+ * step_commit moves them into the epoch's slots if the step is good, and
+ * clears them). */
 void vae_model_forward_backward(vae_model *m, int B, real beta, uint64_t seed, uint32_t stream,
                                 uint64_t sub);
 
-/* ||g||^2 into m->acc[VAE_ACC_GNORM2], then Adam on the flat buffers.
+/* ||g||^2 into m->acc[VAE_ACC_GNORM2], then Adam on the flat buffers, with
+ * m->state[VAE_STEP_FLAGS] as the bad flag: a non-finite norm sets
+ * VAE_STEP_BAD and skips the update, a halted state skips it too.
  * `t` is the 1-based optimizer step (bias correction). */
 void vae_model_adam(vae_model *m, const vae_config *cfg, int64_t t, real lr);
 

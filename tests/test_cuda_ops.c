@@ -29,6 +29,8 @@
  *   Reductions into double: 1e-9 relative (different orders of double
  *     additions differ by ~n * 1e-16); and two GPU runs must be bit-equal.
  *   Activations: bit-equal (compares and one multiply).
+ *   Step bookkeeping (step_commit, step_snapshot, adam_step when halted):
+ *     bit-equal (the same double additions in the same order, ints, copies).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -534,6 +536,124 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
     pools_reset();
 }
 
+/* ------------------------------------------------ step bookkeeping */
+
+/* adam_step with the HALTED flag set: nothing written on either backend,
+ * also with a finite norm (parameters, moments and the flag word). */
+static void test_adam_halted(size_t n, double gnorm2, unsigned seed) {
+    vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, 0, 0, (real)0.1,
+                      (real)0.001};
+    real *h0 = xmalloc(n * sizeof(real));
+    test_rand_fill_real(h0, n, -1, 1, seed);
+    pair p = in_data(h0, n), m = in_data(h0, n), v = in_rand(n, 0, 0.01, seed + 1);
+    pair g = in_rand(n, -1, 1, seed + 2);
+    real *hv = xmalloc(n * sizeof(real));
+    g_gpu->download(g_gpu, hv, v.g, n * sizeof(real));
+    int flags[2] = {VAE_STEP_HALTED, 0}, fc[2], fg[2];
+    int *bc = palloc(&g_pc, sizeof flags), *bg = palloc(&g_pg, sizeof flags);
+    double *gc = palloc(&g_pc, sizeof(double)), *gg = palloc(&g_pg, sizeof(double));
+    g_cpu->upload(g_cpu, bc, flags, sizeof flags);
+    g_gpu->upload(g_gpu, bg, flags, sizeof flags);
+    g_cpu->upload(g_cpu, gc, &gnorm2, sizeof gnorm2);
+    g_gpu->upload(g_gpu, gg, &gnorm2, sizeof gnorm2);
+    g_cpu->adam_step(g_cpu, p.c, g.c, m.c, v.c, n, &hp, 0, gc, bc);
+    g_gpu->adam_step(g_gpu, p.g, g.g, m.g, v.g, n, &hp, 0, gg, bg);
+    g_cpu->download(g_cpu, fc, bc, sizeof fc);
+    g_gpu->download(g_gpu, fg, bg, sizeof fg);
+    CHECK_MSG(fc[0] == VAE_STEP_HALTED && fg[0] == VAE_STEP_HALTED && fg[1] == 0,
+              "adam halted gnorm2=%g: flag word %d (CPU %d)", gnorm2, fg[0], fc[0]);
+    real *a = xmalloc(n * sizeof(real));
+    const pair *bufs[3] = {&p, &m, &v};
+    const real *want[3] = {h0, h0, hv};
+    for (int k = 0; k < 3; k++) {
+        g_gpu->download(g_gpu, a, bufs[k]->g, n * sizeof(real));
+        CHECK_MSG(memcmp(a, want[k], n * sizeof(real)) == 0, "adam halted gnorm2=%g: CUDA changed %s",
+                  gnorm2, k == 0 ? "p" : k == 1 ? "m" : "v");
+        g_cpu->download(g_cpu, a, bufs[k]->c, n * sizeof(real));
+        CHECK_MSG(memcmp(a, want[k], n * sizeof(real)) == 0, "adam halted gnorm2=%g: CPU changed %s",
+                  gnorm2, k == 0 ? "p" : k == 1 ? "m" : "v");
+    }
+    free(a);
+    free(hv);
+    free(h0);
+    pools_reset();
+}
+
+/* step_commit over a scripted run of good and bad steps: the two backends'
+ * blocks must be bit-equal after every step (the same double additions in
+ * the same order, the same ints), and step_snapshot must copy them whole. */
+static void test_step_commit(int max_bad) {
+    double *ac = palloc(&g_pc, VAE_COMMIT_ACC_N * sizeof(double));
+    double *ag = palloc(&g_pg, VAE_COMMIT_ACC_N * sizeof(double));
+    int *sc = palloc(&g_pc, VAE_STEP_STATE_N * sizeof(int));
+    int *sg = palloc(&g_pg, VAE_STEP_STATE_N * sizeof(int));
+    double *snap_a = palloc(&g_pg, VAE_COMMIT_ACC_N * sizeof(double));
+    int *snap_s = palloc(&g_pg, VAE_STEP_STATE_N * sizeof(int));
+    double a0[VAE_COMMIT_ACC_N] = {0, 0, 7.5, -1, 2, 0.125, 3.25, 100}; /* 2..4: caller's */
+    int s0[VAE_STEP_STATE_N] = {0};
+    g_cpu->upload(g_cpu, ac, a0, sizeof a0);
+    g_gpu->upload(g_gpu, ag, a0, sizeof a0);
+    g_cpu->upload(g_cpu, sc, s0, sizeof s0);
+    g_gpu->upload(g_gpu, sg, s0, sizeof s0);
+    /* steps: 1 = bad; indices beyond 2^32 for the two-word encoding */
+    static const int bad[] = {0, 1, 0, 0, 1, 0, 1, 1, 0, 1, 0};
+    const int64_t s_first = ((int64_t)1 << 32) - 3;
+    double ha[VAE_COMMIT_ACC_N], hg[VAE_COMMIT_ACC_N];
+    int hsc[VAE_STEP_STATE_N], hsg[VAE_STEP_STATE_N];
+    for (int k = 0; k < (int)(sizeof bad / sizeof bad[0]); k++) {
+        const int64_t s = s_first + k;
+        /* this step's sums, as forward_backward leaves them (NaN when bad) */
+        g_cpu->download(g_cpu, ha, ac, sizeof ha);
+        g_gpu->download(g_gpu, hg, ag, sizeof hg);
+        ha[VAE_COMMIT_STEP_RECON] = hg[VAE_COMMIT_STEP_RECON] = bad[k] ? NAN : 100.0 / (k + 3);
+        ha[VAE_COMMIT_STEP_KL] = hg[VAE_COMMIT_STEP_KL] = 1.0 / (k + 7);
+        g_cpu->upload(g_cpu, ac, ha, sizeof ha);
+        g_gpu->upload(g_gpu, ag, hg, sizeof hg);
+        if (bad[k]) { /* adam_step's flag (unless halted: then it writes nothing) */
+            g_cpu->download(g_cpu, hsc, sc, sizeof hsc);
+            g_gpu->download(g_gpu, hsg, sg, sizeof hsg);
+            if (!(hsc[VAE_STEP_FLAGS] & VAE_STEP_HALTED)) hsc[VAE_STEP_FLAGS] = VAE_STEP_BAD;
+            if (!(hsg[VAE_STEP_FLAGS] & VAE_STEP_HALTED)) hsg[VAE_STEP_FLAGS] = VAE_STEP_BAD;
+            g_cpu->upload(g_cpu, sc, hsc, sizeof hsc);
+            g_gpu->upload(g_gpu, sg, hsg, sizeof hsg);
+        }
+        g_cpu->step_commit(g_cpu, ac, sc, s, 50 + k, max_bad);
+        g_gpu->step_commit(g_gpu, ag, sg, s, 50 + k, max_bad);
+        g_cpu->download(g_cpu, ha, ac, sizeof ha);
+        g_gpu->download(g_gpu, hg, ag, sizeof hg);
+        g_cpu->download(g_cpu, hsc, sc, sizeof hsc);
+        g_gpu->download(g_gpu, hsg, sg, sizeof hsg);
+        CHECK_MSG(memcmp(ha, hg, sizeof ha) == 0 && memcmp(hsc, hsg, sizeof hsc) == 0,
+                  "step_commit max_bad=%d step %d: CUDA recon %.17g images %g nbad %d flags %d, "
+                  "CPU %.17g %g %d %d",
+                  max_bad, k, hg[VAE_COMMIT_RECON], hg[VAE_COMMIT_IMAGES], hsg[VAE_STEP_NBAD],
+                  hsg[VAE_STEP_FLAGS], ha[VAE_COMMIT_RECON], ha[VAE_COMMIT_IMAGES],
+                  hsc[VAE_STEP_NBAD], hsc[VAE_STEP_FLAGS]);
+        CHECK(hg[VAE_COMMIT_STEP_RECON] == 0 && hg[VAE_COMMIT_STEP_KL] == 0);
+        CHECK((hsg[VAE_STEP_FLAGS] & VAE_STEP_BAD) == 0);
+    }
+    /* the script has 5 bad steps: max_bad < 5 halts at bad step max_bad + 1 */
+    CHECK(hsg[VAE_STEP_NBAD] == (max_bad < 5 ? max_bad + 1 : 5));
+    CHECK(!!(hsg[VAE_STEP_FLAGS] & VAE_STEP_HALTED) == (max_bad < 5));
+    CHECK(vae_step_state_i64(hsg + VAE_STEP_FIRST_BAD) == s_first + 1);
+    CHECK(hg[VAE_COMMIT_RECON] == hg[VAE_COMMIT_RECON] && hg[2] == 7.5 && hg[3] == -1 && hg[4] == 2);
+    /* the snapshot, downloaded asynchronously as the trainer does */
+    g_gpu->step_snapshot(g_gpu, snap_a, snap_s, ag, sg);
+    double pa[VAE_COMMIT_ACC_N];
+    int ps[VAE_STEP_STATE_N];
+    if (g_gpu->download_async && g_gpu->copy_wait) {
+        g_gpu->download_async(g_gpu, pa, snap_a, sizeof pa);
+        g_gpu->download_async(g_gpu, ps, snap_s, sizeof ps);
+        g_gpu->copy_wait(g_gpu);
+    } else {
+        g_gpu->download(g_gpu, pa, snap_a, sizeof pa);
+        g_gpu->download(g_gpu, ps, snap_s, sizeof ps);
+    }
+    CHECK_MSG(memcmp(pa, hg, sizeof pa) == 0 && memcmp(ps, hsg, sizeof ps) == 0,
+              "step_snapshot max_bad=%d: copy differs", max_bad);
+    pools_reset();
+}
+
 /* -------------------------------------------------------------- data */
 
 static void test_gather(int N, int B, int D, unsigned seed) {
@@ -672,6 +792,12 @@ int main(void) {
     test_adam(1000, 0, 0, (real)1e9, 100.0, 804); /* clipping inactive */
     test_adam(1000, 0, 0, (real)1, INFINITY, 805);
     test_adam(1000, 0, 0, 0, NAN, 806);
+    test_adam_halted(1000, 1.0, 807);
+    test_adam_halted(100003, NAN, 808);
+
+    test_step_commit(0);
+    test_step_commit(2);
+    test_step_commit(1000);
 
     test_gather(50, 1, 105, 900);
     test_gather(50, 13, 105, 901);

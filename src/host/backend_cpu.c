@@ -598,13 +598,15 @@ static void cpu_sumsq(vae_backend *be, double *acc, const real *v, size_t n) {
 
 /* Adam/AdamW over n parameters with global-norm clipping:
  *   gscale = clip > 0 ? min(1, clip / (sqrt(gnorm2) + 1e-6)) : 1
- * A non-finite gnorm2 skips the step (*bad = 1, nothing touched). */
+ * A halted run (*bad has VAE_STEP_HALTED) changes nothing; a non-finite
+ * gnorm2 skips the step (*bad = VAE_STEP_BAD, nothing else touched). */
 static void cpu_adam_step(vae_backend *be, real *p, const real *g, real *m, real *v, size_t n,
                           const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad) {
     (void)be;
+    if (*bad & VAE_STEP_HALTED) return;
     const double g2 = *gnorm2;
     if (!isfinite(g2)) {
-        *bad = 1;
+        *bad = VAE_STEP_BAD;
         return;
     }
     real gscale = 1;
@@ -613,6 +615,22 @@ static void cpu_adam_step(vae_backend *be, real *p, const real *g, real *m, real
         if (c < 1) gscale = (real)c;
     }
     for (size_t i = 0; i < n; i++) vae_adam_elem(&p[i], g[i], &m[i], &v[i], hp, gscale);
+}
+
+/* The step's bookkeeping: vae_step_commit (vae_math.h), the lines the CUDA
+ * backend's one-thread kernel runs. */
+static void cpu_step_commit(vae_backend *be, double *acc, int *state, int64_t step, int n_images,
+                            int max_bad) {
+    (void)be;
+    vae_step_commit(acc, state, step, n_images, max_bad);
+}
+
+/* acc_dst = acc, state_dst = state (the commit blocks, whole) */
+static void cpu_step_snapshot(vae_backend *be, double *acc_dst, int *state_dst, const double *acc,
+                              const int *state) {
+    (void)be;
+    memmove(acc_dst, acc, VAE_COMMIT_ACC_N * sizeof(double));
+    memmove(state_dst, state, VAE_STEP_STATE_N * sizeof(int));
 }
 
 /* x[b, d] = data[idx[b], d] / 255 */
@@ -675,6 +693,8 @@ vae_backend *vae_backend_cpu_create(int threads) {
     be->sum_into = cpu_sum_into;
     be->sumsq = cpu_sumsq;
     be->adam_step = cpu_adam_step;
+    be->step_commit = cpu_step_commit;
+    be->step_snapshot = cpu_step_snapshot;
     be->gather_batch = cpu_gather_batch;
     be->to_u8 = cpu_to_u8;
     be->normal_fill = cpu_normal_fill;

@@ -653,6 +653,16 @@ static void cuda_adam_step(vae_backend *be, real *p, const real *g, real *m, rea
     vae_cuda_adam(ctx_of(be)->stream, p, g, m, v, n, hp, clip, gnorm2, bad);
 }
 
+static void cuda_step_commit(vae_backend *be, double *acc, int *state, int64_t step, int n_images,
+                             int max_bad) {
+    vae_cuda_step_commit(ctx_of(be)->stream, acc, state, step, n_images, max_bad);
+}
+
+static void cuda_step_snapshot(vae_backend *be, double *acc_dst, int *state_dst,
+                               const double *acc, const int *state) {
+    vae_cuda_step_snapshot(ctx_of(be)->stream, acc_dst, state_dst, acc, state);
+}
+
 /* ------------------------------------------------------------- data */
 
 static void cuda_gather_batch(vae_backend *be, real *x, const uint8_t *data, const int32_t *idx,
@@ -800,6 +810,8 @@ vae_backend *vae_backend_cuda_create(int device) {
     be->sum_into = cuda_sum_into;
     be->sumsq = cuda_sumsq;
     be->adam_step = cuda_adam_step;
+    be->step_commit = cuda_step_commit;
+    be->step_snapshot = cuda_step_snapshot;
     be->gather_batch = cuda_gather_batch;
     be->to_u8 = cuda_to_u8;
     be->normal_fill = cuda_normal_fill;

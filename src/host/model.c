@@ -171,8 +171,11 @@ int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B
     m->kl = balloc(m, (size_t)B * sizeof(real), &ok);
     m->gbuf[0] = balloc(m, (size_t)B * A * sizeof(real), &ok);
     m->gbuf[1] = balloc(m, (size_t)B * A * sizeof(real), &ok);
-    m->acc = balloc(m, VAE_ACC_N * sizeof(double), &ok);
-    m->bad = balloc(m, 2 * sizeof(int), &ok);
+    /* acc and state each with their snapshot copy behind them */
+    m->acc = balloc(m, 2 * VAE_ACC_N * sizeof(double), &ok);
+    m->acc_snap = ok ? m->acc + VAE_ACC_N : NULL;
+    m->state = balloc(m, 2 * VAE_STEP_STATE_N * sizeof(int), &ok);
+    m->state_snap = ok ? m->state + VAE_STEP_STATE_N : NULL;
     if (!ok) {
         vae_error_prefix(VAE_ENOMEM, "allocating the model for batch %d (%zu parameters)", B,
                          m->n_real);
@@ -183,8 +186,8 @@ int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B
     be->zero(be, m->m, P);
     be->zero(be, m->v, P);
     be->zero(be, m->kl, (size_t)B * sizeof(real));
-    be->zero(be, m->acc, VAE_ACC_N * sizeof(double));
-    be->zero(be, m->bad, 2 * sizeof(int));
+    be->zero(be, m->acc, 2 * VAE_ACC_N * sizeof(double));
+    be->zero(be, m->state, 2 * VAE_STEP_STATE_N * sizeof(int));
     return VAE_OK;
 }
 
@@ -211,7 +214,7 @@ void vae_model_free(vae_model *m) {
         prev = m->dec[i].out;
     }
     bufs[n++] = m->recon, bufs[n++] = m->kl, bufs[n++] = m->gbuf[0], bufs[n++] = m->gbuf[1];
-    bufs[n++] = m->acc, bufs[n++] = m->bad;
+    bufs[n++] = m->acc, bufs[n++] = m->state;
     for (int i = n - 1; i >= 0; i--)
         if (bufs[i]) be->release(be, bufs[i]);
     memset(m, 0, sizeof *m);
@@ -421,8 +424,9 @@ void vae_model_forward_backward(vae_model *m, int B, real beta, uint64_t seed, u
     /* encoder backward, head first; the input gradient is not needed */
     sweep_backward(m, m->enc, m->n_enc, m->x, m->dhead, NULL, B);
 
-    be->sum_into(be, m->acc + VAE_ACC_RECON, m->recon, (size_t)B);
-    be->sum_into(be, m->acc + VAE_ACC_KL, m->kl, (size_t)B);
+    /* this step's sums; step_commit decides whether the epoch gets them */
+    be->sum_into(be, m->acc + VAE_ACC_STEP_RECON, m->recon, (size_t)B);
+    be->sum_into(be, m->acc + VAE_ACC_STEP_KL, m->kl, (size_t)B);
 }
 
 void vae_model_adam(vae_model *m, const vae_config *cfg, int64_t t, real lr) {
@@ -437,7 +441,7 @@ void vae_model_adam(vae_model *m, const vae_config *cfg, int64_t t, real lr) {
     hp.bc2 = (real)(1.0 - pow((double)cfg->beta2, (double)t));
     m->be->sumsq(m->be, m->acc + VAE_ACC_GNORM2, m->g, m->n_real);
     m->be->adam_step(m->be, m->p, m->g, m->m, m->v, m->n_real, &hp, (real)cfg->clip_grad_norm,
-                     m->acc + VAE_ACC_GNORM2, m->bad);
+                     m->acc + VAE_ACC_GNORM2, m->state + VAE_STEP_FLAGS);
 }
 
 int vae_model_find_param(const vae_model *m, const char *name) {

@@ -7,6 +7,17 @@
  * from a checkpoint taken after step s therefore replays steps s+1.. exactly,
  * also from the middle of an epoch (the partial epoch's loss sums are in the
  * checkpoint too).
+ *
+ * No host decision inside a step depends on device data: a step is
+ * forward/backward, Adam and step_commit, all issued without a read. The
+ * NaN guard lives on the device (vae_math.h, "step bookkeeping"): adam_step
+ * flags a non-finite gradient norm and skips the update, step_commit adds a
+ * good step's loss sums and images to the epoch's, counts a bad one instead,
+ * and after more than --max-bad-steps bad steps marks the run halted, after
+ * which Adam changes nothing. The host reads that state a few times per
+ * epoch (step_reader: progress bar, every POLL_STEPS steps, epoch end, stop)
+ * and, on a halt, writes the last good state — still on the device — as the
+ * checkpoint of the halting step.
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -289,8 +300,11 @@ static void progress_bar(int64_t epoch, int epochs, int64_t done, int64_t total,
     for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
     bar[30] = 0;
     fmt_time(et, sizeof et, eta);
-    fprintf(stderr, "\repoch %" PRId64 "/%d [%s] %3d%% loss %8.3f  %7.0f img/s  ETA %s  ", epoch,
-            epochs, bar, total ? (int)(100 * done / total) : 100, loss, ips, et);
+    char ls[32];
+    if (isfinite(loss)) snprintf(ls, sizeof ls, "%8.3f", loss);
+    else snprintf(ls, sizeof ls, "%8s", "--"); /* no read-back yet this epoch */
+    fprintf(stderr, "\repoch %" PRId64 "/%d [%s] %3d%% loss %s  %7.0f img/s  ETA %s  ", epoch,
+            epochs, bar, total ? (int)(100 * done / total) : 100, ls, ips, et);
     fflush(stderr);
 }
 
@@ -328,6 +342,233 @@ static void describe_bad(vae_model *m, int B, char *out, size_t len) {
     free(h);
 }
 
+/* ------------------------------------------------------------ one step */
+
+/* What a training step needs besides the model: step s (0-based) is batch
+ * s % spe of epoch s / spe's shuffle, with beta ramped by s and noise from
+ * Philox (seed, TRAIN, s), so step_forward can replay any step. */
+#define MAX_FAULTS 16
+typedef struct {
+    vae_model *m;
+    const vae_config *cfg;
+    vae_dev_data *dd;
+    int32_t *perm;         /* host copy of the shuffle */
+    int64_t perm_epoch;    /* the epoch whose shuffle is in dd->idx, -1: none */
+    int64_t spe;           /* steps per epoch */
+    int64_t faults[MAX_FAULTS]; /* 1-based steps whose batch gets a NaN */
+    int n_faults;
+} trainer;
+
+/* Fault injection for the tests: VAE_FAULT_NAN_AT_STEP=N[,M...] puts a NaN
+ * into the first pixel of the batch of step N, M, ... (1-based), as a corrupt
+ * input would. */
+static void parse_faults(trainer *T) {
+    const char *s = getenv("VAE_FAULT_NAN_AT_STEP");
+    T->n_faults = 0;
+    while (s && *s && T->n_faults < MAX_FAULTS) {
+        char *end;
+        long long v = strtoll(s, &end, 10);
+        if (end == s) break;
+        T->faults[T->n_faults++] = v;
+        s = *end == ',' ? end + 1 : end;
+    }
+}
+
+static int is_fault(const trainer *T, int64_t step) {
+    for (int i = 0; i < T->n_faults; i++)
+        if (T->faults[i] == step + 1) return 1;
+    return 0;
+}
+
+/* Rows in batch bi of an epoch: B, the last one possibly fewer. */
+static int batch_rows(const trainer *T, int64_t bi) {
+    const int B = T->cfg->batch;
+    const int64_t b0 = bi * B;
+    return T->dd->n - b0 < B ? (int)(T->dd->n - b0) : B;
+}
+
+/* Forward/backward of training step `step`: places the epoch's shuffle if it
+ * is not in place, gathers the batch, applies the fault hook, and leaves the
+ * gradient in m->g and the step's sums in the step slots. Returns the rows. */
+static int step_forward(trainer *T, int64_t step) {
+    vae_model *m = T->m;
+    vae_backend *be = m->be;
+    const vae_config *cfg = T->cfg;
+    const int64_t epoch = step / T->spe, bi = step % T->spe;
+    if (epoch != T->perm_epoch) {
+        shuffle_perm(T->perm, T->dd->n, cfg->seed, epoch);
+        be->upload(be, T->dd->idx, T->perm, (size_t)T->dd->n * sizeof(int32_t));
+        T->perm_epoch = epoch;
+    }
+    const int bn = batch_rows(T, bi);
+    real beta = (real)cfg->beta;
+    if (cfg->kl_warmup_steps > 0 && step < cfg->kl_warmup_steps)
+        beta *= (real)((double)(step + 1) / cfg->kl_warmup_steps);
+    be->gather_batch(be, m->x, T->dd->data, T->dd->idx + bi * cfg->batch, bn, T->dd->d);
+    if (is_fault(T, step)) {
+        const real nan = (real)NAN;
+        be->upload(be, m->x, &nan, sizeof nan);
+    }
+    vae_model_forward_backward(m, bn, beta, cfg->seed, VAE_RNG_TRAIN, (uint64_t)step);
+    return bn;
+}
+
+/* Names the first non-finite tensor of bad step `step` by replaying its
+ * forward/backward (step_forward: same shuffle, batch, beta, noise, fault)
+ * from the current parameters. At a halt those are the parameters the step
+ * saw (Adam changed nothing from the halting step on), so the replay is the
+ * step itself; for a skipped step that later good steps moved past it may
+ * not reproduce, and says so. Parameters and moments are not touched; the
+ * step slots are left zero, as step_commit leaves them. */
+static void name_bad_step(trainer *T, int64_t step, char *out, size_t len) {
+    vae_model *m = T->m;
+    vae_backend *be = m->be;
+    const int bn = step_forward(T, step);
+    double g2;
+    be->sumsq(be, m->acc + VAE_ACC_GNORM2, m->g, m->n_real);
+    be->download(be, &g2, m->acc + VAE_ACC_GNORM2, sizeof g2);
+    if (isfinite(g2))
+        snprintf(out, len, "a tensor not found again (replaying the step from the current "
+                           "parameters gives finite gradients)");
+    else
+        describe_bad(m, bn, out, len);
+    be->zero(be, m->acc + VAE_ACC_STEP_RECON, 2 * sizeof(double));
+}
+
+/* ------------------------------------------------ reading the bookkeeping */
+
+/* The device's bookkeeping as the host last read it. */
+typedef struct {
+    double acc[VAE_ACC_N];
+    int state[VAE_STEP_STATE_N];
+} step_view;
+
+/* How many steps may pass between two reads (besides the progress bar's,
+ * about 5 per second, the epoch's end and a stop). */
+#define POLL_STEPS 64
+
+/* Read-back of model.acc/model.state without a synchronizing read per step.
+ * Synchronous reads (download: a memcpy on the CPU, a stream sync on CUDA)
+ * happen only at the end of an epoch, at a stop and to confirm a bad step.
+ * With host_alloc/download_async/copy_wait, a poll takes the copy issued at
+ * the previous poll (long done by then) and issues the next one: step_snapshot
+ * copies the blocks, in stream order, into the model's snapshot slots, which
+ * no step writes, and download_async copies those into pinned memory — so the
+ * source of the copy stays unmodified until copy_wait, as the contract asks.
+ * Without those hooks (CPU) a poll is a synchronous read. */
+typedef struct {
+    vae_model *m;
+    step_view *pinned; /* NULL: synchronous reads only */
+    int in_flight;     /* a copy into `pinned` was issued and not yet waited for */
+} step_reader;
+
+static void reader_init(step_reader *r, vae_model *m) {
+    vae_backend *be = m->be;
+    memset(r, 0, sizeof *r);
+    r->m = m;
+    if (be->host_alloc && be->host_free && be->download_async && be->copy_wait)
+        r->pinned = be->host_alloc(be, sizeof(step_view)); /* NULL: fall back to download */
+}
+
+static void reader_free(step_reader *r) {
+    if (!r->m) return;
+    vae_backend *be = r->m->be;
+    if (r->in_flight) be->copy_wait(be);
+    if (r->pinned) be->host_free(be, r->pinned);
+    memset(r, 0, sizeof *r);
+}
+
+/* The state after all work issued so far. An asynchronous copy still in
+ * flight is older: it is waited for and dropped. */
+static void reader_sync(step_reader *r, step_view *v) {
+    vae_backend *be = r->m->be;
+    if (r->in_flight) {
+        be->copy_wait(be);
+        r->in_flight = 0;
+    }
+    be->download(be, v->acc, r->m->acc, sizeof v->acc);
+    be->download(be, v->state, r->m->state, sizeof v->state);
+}
+
+/* A poll: 1 and *v = the state as of the previous poll (asynchronous) or as
+ * of now (synchronous); 0 when there is nothing yet (the first asynchronous
+ * poll after a synchronous read). */
+static int reader_poll(step_reader *r, step_view *v) {
+    vae_model *m = r->m;
+    vae_backend *be = m->be;
+    if (!r->pinned) {
+        reader_sync(r, v);
+        return 1;
+    }
+    int got = 0;
+    if (r->in_flight) {
+        be->copy_wait(be);
+        *v = *r->pinned;
+        r->in_flight = 0;
+        got = 1;
+    }
+    be->step_snapshot(be, m->acc_snap, m->state_snap, m->acc, m->state);
+    be->download_async(be, r->pinned->acc, m->acc_snap, sizeof r->pinned->acc);
+    be->download_async(be, r->pinned->state, m->state_snap, sizeof r->pinned->state);
+    r->in_flight = 1;
+    return got;
+}
+
+/* Does the view show bad steps not reported yet (or a halt)? */
+static int view_has_news(const step_view *v, int seen_bad) {
+    return v->state[VAE_STEP_NBAD] != seen_bad || (v->state[VAE_STEP_FLAGS] & VAE_STEP_HALTED);
+}
+
+/* Reports the bad steps the device counted since the last report (*seen of
+ * them were reported) from an up-to-date (synchronous) view; if the run
+ * halted, writes the checkpoint of the last good state: the parameters as
+ * they were before the halting step h (adam_step skipped every update from
+ * h on), step = h, and the epoch's sums of its good steps before h (where
+ * step_commit stopped adding). Returns 0 to go on, 3 after a halt. */
+static int report_bad_steps(trainer *T, const step_view *v, int *seen, vae_train_state *st,
+                            const vae_train_opts *o, double run_start) {
+    const int nbad = v->state[VAE_STEP_NBAD];
+    const int halted = (v->state[VAE_STEP_FLAGS] & VAE_STEP_HALTED) != 0;
+    const int64_t first = vae_step_state_i64(v->state + VAE_STEP_FIRST_BAD);
+    const int64_t last = vae_step_state_i64(v->state + VAE_STEP_LAST_BAD);
+    if (nbad == *seen && !halted) return 0;
+    /* the newly skipped steps: the new bad ones but a halting one */
+    const int n_new = nbad - *seen - (halted ? 1 : 0);
+    const int n_skipped = nbad - (halted ? 1 : 0);
+    char what[256];
+    if (n_new == 1 && (!halted || *seen == 0)) {
+        /* one, and its index is known: the latest bad step, or the first */
+        const int64_t s = halted ? first : last;
+        name_bad_step(T, s, what, sizeof what);
+        fprintf(stderr, "\nvae: step %" PRId64 ": non-finite value in %s; step skipped (%d of %d allowed)\n",
+                s + 1, what, n_skipped, o->max_bad_steps);
+    } else if (n_new > 0) {
+        fprintf(stderr, "\nvae: %d steps with non-finite values skipped, the %s step %" PRId64
+                        " (%d of %d allowed)\n",
+                n_new, halted ? "first at" : "last at", (halted ? first : last) + 1, n_skipped,
+                o->max_bad_steps);
+    }
+    *seen = nbad;
+    if (!halted) return 0;
+
+    name_bad_step(T, last, what, sizeof what);
+    const int64_t epoch = last / T->spe;
+    char path[2048];
+    st->step = last;
+    st->acc_recon = v->acc[VAE_ACC_RECON];
+    st->acc_kl = v->acc[VAE_ACC_KL];
+    st->elapsed_s = vae_now() - run_start;
+    ckpt_name(path, sizeof path, o->out_dir, last, epoch);
+    int wrc = vae_ckpt_save(path, T->m, st);
+    fprintf(stderr,
+            "\nvae: step %" PRId64 " (epoch %" PRId64 "): non-finite value in %s; "
+            "stopped. %s %s (the last good state)%s\n",
+            last + 1, epoch + 1, what, wrc ? "could not write" : "wrote", path,
+            o->max_bad_steps ? "" : "; --max-bad-steps N skips up to N such steps");
+    if (wrc) fprintf(stderr, "vae: %s\n", vae_error_get());
+    return 3;
+}
+
 /* ------------------------------------------------------------ training */
 
 static double bits_per_dim(double nats, int D) { return nats / (D * log(2.0)); }
@@ -337,6 +578,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
     vae_dataset train = {0}, test = {0};
     vae_dev_data dtrain = {0}, dtest = {0};
     vae_model model = {0};
+    step_reader rd = {0};
     int32_t *perm = NULL;
     char path[2048];
 
@@ -399,8 +641,12 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         }
         fprintf(stderr, "vae: resuming from %s at step %" PRId64 " (epoch %" PRId64 ", batch %" PRId64 ")\n",
                 ck, st.step, st.step / st.steps_per_epoch, st.step % st.steps_per_epoch);
-        be->upload(be, model.acc + VAE_ACC_RECON, &st.acc_recon, sizeof(double));
-        be->upload(be, model.acc + VAE_ACC_KL, &st.acc_kl, sizeof(double));
+        /* the unfinished epoch's sums; its images are counted as all used
+         * (the checkpoint does not record skipped steps), the first
+         * step % spe batches being full */
+        const double sums[3] = {st.acc_recon, st.acc_kl,
+                                (double)(st.step % st.steps_per_epoch) * (double)B};
+        be->upload(be, model.acc + VAE_ACC_RECON, sums, sizeof sums);
     } else {
         vae_model_init_params(&model, cfg->seed);
     }
@@ -423,84 +669,61 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             (double)(model.bytes + (size_t)(train.n + test.n) * model.D) / 1048576.0, be->name,
             o->out_dir);
 
-    /* Fault injection for the tests: VAE_FAULT_NAN_AT_STEP=N puts a NaN into
-     * the first pixel of step N's batch (1-based), as a corrupt input would. */
-    const char *fault = getenv("VAE_FAULT_NAN_AT_STEP");
-    const int64_t nan_step = fault ? strtoll(fault, NULL, 10) : -1;
+    trainer T = {0};
+    T.m = &model;
+    T.cfg = cfg;
+    T.dd = &dtrain;
+    T.perm = perm;
+    T.perm_epoch = -1;
+    T.spe = st.steps_per_epoch;
+    parse_faults(&T);
+    reader_init(&rd, &model);
 
     install_signals();
     const int64_t spe = st.steps_per_epoch;
     const int64_t total_steps = spe * cfg->epochs;
-    int bad_steps = 0;
+    int seen_bad = 0; /* bad steps reported so far */
+    step_view view;
     double run_start = vae_now() - st.elapsed_s;
     while (st.step < total_steps) {
         const int64_t epoch = st.step / spe; /* 0-based epoch in progress */
         const double t0 = vae_now();
         const int64_t first = st.step % spe;
-        shuffle_perm(perm, train.n, cfg->seed, epoch);
-        be->upload(be, dtrain.idx, perm, (size_t)train.n * sizeof(int32_t));
-        int64_t imgs = 0, skipped_imgs = 0;
-        double last_bar = 0;
-        double acc_before[2];
+        int64_t imgs = 0, last_poll = st.step;
+        double last_bar = 0, shown_loss = NAN;
         for (int64_t bi = first; bi < spe; bi++) {
-            int b0 = (int)(bi * B), bn = train.n - b0 < B ? train.n - b0 : B;
-            real beta = (real)cfg->beta;
-            if (cfg->kl_warmup_steps > 0 && st.step < cfg->kl_warmup_steps)
-                beta *= (real)((double)(st.step + 1) / cfg->kl_warmup_steps);
-            be->gather_batch(be, model.x, dtrain.data, dtrain.idx + b0, bn, dtrain.d);
-            /* the sums before this step, to drop it from the metrics if it is skipped */
-            be->download(be, acc_before, model.acc, sizeof acc_before);
-            if (st.step + 1 == nan_step) {
-                const real nan = (real)NAN;
-                be->upload(be, model.x, &nan, sizeof nan);
-            }
-            vae_model_forward_backward(&model, bn, beta, cfg->seed, VAE_RNG_TRAIN, (uint64_t)st.step);
+            /* the step: nothing here waits for the device or reads it */
+            const int bn = step_forward(&T, st.step);
             vae_model_adam(&model, cfg, st.step + 1, (real)cfg->lr);
-            int bad = 0;
-            be->download(be, &bad, model.bad, sizeof bad);
-            if (bad) {
-                char what[256];
-                describe_bad(&model, bn, what, sizeof what);
-                be->zero(be, model.bad, sizeof(int));
-                be->upload(be, model.acc, acc_before, sizeof acc_before);
-                bad_steps++;
-                skipped_imgs += bn;
-                if (bad_steps > o->max_bad_steps) {
-                    /* the bad step was skipped: the parameters are the last good ones */
-                    st.acc_recon = acc_before[0], st.acc_kl = acc_before[1];
-                    st.elapsed_s = vae_now() - run_start;
-                    ckpt_name(path, sizeof path, o->out_dir, st.step, epoch);
-                    int wrc = vae_ckpt_save(path, &model, &st);
-                    fprintf(stderr,
-                            "\nvae: step %" PRId64 " (epoch %" PRId64 "): non-finite value in %s; "
-                            "stopped. %s %s (the last good state)%s\n",
-                            st.step + 1, epoch + 1, what, wrc ? "could not write" : "wrote", path,
-                            o->max_bad_steps ? "" : "; --max-bad-steps N skips up to N such steps");
-                    if (wrc) fprintf(stderr, "vae: %s\n", vae_error_get());
-                    rc = 3;
-                    goto done;
-                }
-                fprintf(stderr, "\nvae: step %" PRId64 ": non-finite value in %s; step skipped (%d of %d allowed)\n",
-                        st.step + 1, what, bad_steps, o->max_bad_steps);
-            }
+            be->step_commit(be, model.acc, model.state, st.step, bn, o->max_bad_steps);
             st.step++;
             imgs += bn;
-            if (o->progress) {
-                double now = vae_now();
-                if (now - last_bar > 0.2 || bi == spe - 1) {
-                    double acc[2];
-                    be->download(be, acc, model.acc, sizeof acc);
-                    double seen = (double)(bi + 1) * B < train.n ? (double)(bi + 1) * B : train.n;
+
+            /* a few reads per epoch: with the progress bar, every POLL_STEPS */
+            const double now = o->progress ? vae_now() : 0;
+            const int bar = o->progress && (now - last_bar > 0.2 || bi == spe - 1);
+            if (bar || st.step - last_poll >= POLL_STEPS) {
+                last_poll = st.step;
+                if (reader_poll(&rd, &view)) {
+                    if (view_has_news(&view, seen_bad)) {
+                        reader_sync(&rd, &view); /* rare: a bad step */
+                        if ((rc = report_bad_steps(&T, &view, &seen_bad, &st, o, run_start)))
+                            goto done;
+                    }
+                    const double n_img = view.acc[VAE_ACC_IMAGES];
+                    if (n_img > 0) shown_loss = (view.acc[VAE_ACC_RECON] + view.acc[VAE_ACC_KL]) / n_img;
+                }
+                if (bar) {
                     double ips = imgs / (now - t0);
                     double left = (double)(total_steps - st.step) * B / (ips > 0 ? ips : 1);
-                    progress_bar(epoch + 1, cfg->epochs, bi + 1, spe, (acc[0] + acc[1]) / seen, ips, left);
+                    progress_bar(epoch + 1, cfg->epochs, bi + 1, spe, shown_loss, ips, left);
                     last_bar = now;
                 }
             }
             if (g_stop_signal) {
-                double acc[2];
-                be->download(be, acc, model.acc, sizeof acc);
-                st.acc_recon = acc[0], st.acc_kl = acc[1];
+                reader_sync(&rd, &view);
+                if ((rc = report_bad_steps(&T, &view, &seen_bad, &st, o, run_start))) goto done;
+                st.acc_recon = view.acc[VAE_ACC_RECON], st.acc_kl = view.acc[VAE_ACC_KL];
                 st.elapsed_s = vae_now() - run_start;
                 ckpt_name(path, sizeof path, o->out_dir, st.step, epoch);
                 int wrc = vae_ckpt_save(path, &model, &st);
@@ -514,14 +737,15 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
                 goto done;
             }
         }
-        /* epoch done: training metrics from the device accumulators */
-        double acc[2];
-        be->download(be, acc, model.acc, sizeof acc);
+        /* epoch done: read the bookkeeping before its sums are reset and the
+         * evaluation runs, so a halt is always handled within its epoch */
+        reader_sync(&rd, &view);
+        if ((rc = report_bad_steps(&T, &view, &seen_bad, &st, o, run_start))) goto done;
         double epoch_time = vae_now() - t0;
-        double n_used = (double)(train.n - skipped_imgs);
-        double tr_rec = acc[0] / n_used, tr_kl = acc[1] / n_used;
+        double n_used = view.acc[VAE_ACC_IMAGES];
+        double tr_rec = view.acc[VAE_ACC_RECON] / n_used, tr_kl = view.acc[VAE_ACC_KL] / n_used;
         double ips = imgs / epoch_time;
-        be->zero(be, model.acc, 2 * sizeof(double));
+        be->zero(be, model.acc + VAE_ACC_RECON, 3 * sizeof(double)); /* RECON, KL, IMAGES */
         st.acc_recon = st.acc_kl = 0;
 
         vae_eval_result ev;
@@ -559,7 +783,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         cJSON_AddNumberToObject(j, "images_per_s", ips);
         cJSON_AddNumberToObject(j, "epoch_time_s", epoch_time);
         cJSON_AddNumberToObject(j, "elapsed_s", st.elapsed_s);
-        cJSON_AddNumberToObject(j, "skipped_steps", bad_steps);
+        cJSON_AddNumberToObject(j, "skipped_steps", view.state[VAE_STEP_NBAD]);
         cJSON_AddStringToObject(j, "device", be->name);
 
         /* checkpoint first, then the metrics line: a metrics line never
@@ -589,6 +813,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
 
 done:
     restore_signals();
+    reader_free(&rd);
     free(perm);
     if (model.be) vae_model_free(&model);
     vae_dev_data_free(&dtest, be);

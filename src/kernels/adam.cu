@@ -5,21 +5,31 @@
  *     g' = gscale g (+ wd p for L2);  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
  *     p -= lr/bc1 m / (sqrt(v)/sqrt(bc2) + eps)      (AdamW: p *= 1 - lr wd first)
  *   If gnorm2 (||g||^2 from sumsq, on the device) is NaN or infinite the whole
- *   step is skipped — p, m, v untouched — and *bad = 1.
+ *   step is skipped — p, m, v untouched — and *bad = VAE_STEP_BAD (1).
+ *   If *bad has VAE_STEP_HALTED (the run stopped on bad steps, step_commit)
+ *   the kernel changes nothing at all.
  *
  * The clip scale is computed on the device from gnorm2, so the step needs no
  * host round trip. Every thread derives the same gscale from the same double
  * (in double, rounded once), so all elements see the same scale.
  * Bytes per element: 16 read (p, g, m, v) + 12 written (p, m, v).
+ *
+ * Also here: the step's bookkeeping after Adam (step_commit: vae_step_commit
+ * of vae_math.h in one thread — a handful of scalar updates, so one launch
+ * with no host round trip) and the snapshot of its blocks for an
+ * asynchronous read-back.
  */
 #include "common.cuh"
 #include "vae_kernels.cuh"
 
 __global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, vae_adam_hp hp,
                             real clip, const double *gnorm2, int *bad) {
+    /* Only thread 0 ever writes *bad, and only VAE_STEP_BAD over a word
+     * without VAE_STEP_HALTED, so every thread sees the same HALTED bit. */
+    if (*bad & VAE_STEP_HALTED) return;
     const double g2 = *gnorm2;
     if (!(fabs(g2) <= 1.7976931348623157e308)) { /* NaN or +-inf */
-        if (blockIdx.x == 0 && threadIdx.x == 0) *bad = 1;
+        if (blockIdx.x == 0 && threadIdx.x == 0) *bad = VAE_STEP_BAD;
         return;
     }
     real gscale = (real)1;
@@ -41,5 +51,32 @@ extern "C" void vae_cuda_adam(cudaStream_t s, real *p, const real *g, real *m, r
     if (n == 0) return;
     adam_kernel<<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(p, g, m, v, n, *hp, clip, gnorm2,
                                                              bad);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* One thread: the reference lines of vae_math.h on the device blocks. */
+__global__ void step_commit_kernel(double *acc, int *state, int64_t step, int n_images,
+                                   int max_bad) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) vae_step_commit(acc, state, step, n_images, max_bad);
+}
+
+extern "C" void vae_cuda_step_commit(cudaStream_t s, double *acc, int *state, int64_t step,
+                                     int n_images, int max_bad) {
+    step_commit_kernel<<<1, 1, 0, s>>>(acc, state, step, n_images, max_bad);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* acc_dst[i] = acc[i] (i < VAE_COMMIT_ACC_N), state_dst[i] = state[i]
+ * (i < VAE_STEP_STATE_N); one warp, one element per thread. */
+__global__ void step_snapshot_kernel(double *acc_dst, int *state_dst, const double *acc,
+                                     const int *state) {
+    const int i = (int)threadIdx.x;
+    if (i < VAE_COMMIT_ACC_N) acc_dst[i] = acc[i];
+    if (i < VAE_STEP_STATE_N) state_dst[i] = state[i];
+}
+
+extern "C" void vae_cuda_step_snapshot(cudaStream_t s, double *acc_dst, int *state_dst,
+                                       const double *acc, const int *state) {
+    step_snapshot_kernel<<<1, 32, 0, s>>>(acc_dst, state_dst, acc, state);
     CUDA_LAUNCH_CHECK();
 }

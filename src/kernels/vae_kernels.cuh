@@ -73,6 +73,13 @@ void vae_cuda_sum(cudaStream_t s, double *acc, const real *v, size_t n, int squa
 /* ---- adam.cu ---- */
 void vae_cuda_adam(cudaStream_t s, real *p, const real *g, real *m, real *v, size_t n,
                    const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad);
+/* vae_step_commit(acc, state, step, n_images, max_bad) in one thread
+ * (acc [VAE_COMMIT_ACC_N], state [VAE_STEP_STATE_N]; see vae_math.h) */
+void vae_cuda_step_commit(cudaStream_t s, double *acc, int *state, int64_t step, int n_images,
+                          int max_bad);
+/* acc_dst = acc [VAE_COMMIT_ACC_N], state_dst = state [VAE_STEP_STATE_N] */
+void vae_cuda_step_snapshot(cudaStream_t s, double *acc_dst, int *state_dst, const double *acc,
+                            const int *state);
 
 /* ---- data.cu ---- */
 void vae_cuda_gather_batch(cudaStream_t s, real *x, const uint8_t *data, const int32_t *idx,

@@ -1,6 +1,8 @@
 """Failures a user meets, each asserting the message and that nothing on disk
 was lost or corrupted: NaN in the loss (stop with the last good state, or
-skip up to a limit), an unwritable output directory, a full disk while
+skip up to a limit, then stop; the bookkeeping is on the device and read a
+few times per epoch, so these also check that what the host reports and
+saves afterwards is exact), an unwritable output directory, a full disk while
 writing checkpoints and samples, a corrupted checkpoint, a truncated dataset,
 too little host memory, a broken config."""
 import gzip
@@ -48,17 +50,82 @@ cks = ckpts(d)
 c.check(len(cks) == 1 and read_safetensors(os.path.join(d, cks[0]))[0]["step"] == "4",
         "checkpoint of the state after step 4")
 c.check(finite_params(os.path.join(d, cks[0])), "saved parameters are finite")
-# resuming from it without the fault continues normally
+# resuming from it without the fault continues normally, and exactly: the
+# saved state is the one before step 5 (parameters, moments and the epoch's
+# loss sums), so the result equals a clean run's bit for bit
+import json
 run(["train", cfg, "--resume", d, "--out", d, "--epochs", "1"] + common)
+clean = os.path.join(base, "clean")
+run(["train", cfg, "--out", clean, "--epochs", "1"] + common)
 
-# --- NaN skipped when allowed
+
+def last_ckpt(d):
+    return read_safetensors(os.path.join(d, ckpts(d)[-1]))
+
+
+def last_metrics(d):
+    return json.loads(open(os.path.join(d, "metrics.jsonl")).read().splitlines()[-1])
+
+
+(mr, tr), (mc, tc) = last_ckpt(d), last_ckpt(clean)
+c.check(mr["step"] == mc["step"] == "20" and tr.keys() == tc.keys() and
+        all(tr[k][2] == tc[k][2] for k in tr),
+        "halt at step 5 + resume == a clean run, bit for bit")
+c.check(last_metrics(d)["train_nelbo"] == last_metrics(clean)["train_nelbo"],
+        "halt + resume: the epoch's training loss equals the clean run's")
+
+# --- NaN skipped when allowed (reported when the host next reads the device's
+# bookkeeping: here at the end of the epoch)
 d = os.path.join(base, "nan_skip")
 p = run(["train", cfg, "--out", d, "--epochs", "1", "--max-bad-steps", "1"] + common,
         env={"VAE_FAULT_NAN_AT_STEP": "5"})
-c.check("step skipped (1 of 1 allowed)" in p.stderr, "skip message")
-import json
-m = json.loads(open(os.path.join(d, "metrics.jsonl")).read().splitlines()[-1])
+c.check("step 5: non-finite value in the loss (reconstruction" in p.stderr and
+        "step skipped (1 of 1 allowed)" in p.stderr, f"skip message: {p.stderr.strip()[-300:]}")
+m = last_metrics(d)
 c.check(m["skipped_steps"] == 1 and m["train_nelbo"] == m["train_nelbo"], "metrics: 1 skipped, finite loss")
+c.check(m["train_nelbo"] != last_metrics(clean)["train_nelbo"], "the skipped step changed the run")
+# the same with the progress bar (it reads the device ~5 times per second)
+p = run(["train", cfg, "--out", os.path.join(base, "nan_skip_bar"), "--epochs", "1",
+         "--max-bad-steps", "1", "--progress"] + [a for a in common if a != "--no-progress"],
+        env={"VAE_FAULT_NAN_AT_STEP": "5"})
+c.check("step 5:" in p.stderr and "step skipped (1 of 1 allowed)" in p.stderr, "skip message with --progress")
+c.check(last_metrics(os.path.join(base, "nan_skip_bar"))["train_nelbo"] == m["train_nelbo"],
+        "--progress does not change the run")
+
+# several bad steps between two reads: counted, summarised, not added
+d = os.path.join(base, "nan_skip3")
+p = run(["train", cfg, "--out", d, "--epochs", "1", "--max-bad-steps", "3"] + common,
+        env={"VAE_FAULT_NAN_AT_STEP": "3,4,5"})
+c.check("3 steps with non-finite values skipped, the last at step 5 (3 of 3 allowed)" in p.stderr,
+        f"summary of several skipped steps: {p.stderr.strip()[-300:]}")
+m = last_metrics(d)
+c.check(m["skipped_steps"] == 3 and m["train_nelbo"] == m["train_nelbo"], "metrics: 3 skipped, finite loss")
+
+# --- skips used up: the next bad step stops the run with the last good state
+d = os.path.join(base, "nan_skip_stop")
+p = run(["train", cfg, "--out", d, "--max-bad-steps", "1"] + common, check=False,
+        env={"VAE_FAULT_NAN_AT_STEP": "5,29"})
+c.check(p.returncode != 0, "a bad step beyond --max-bad-steps stops the run")
+c.check("step 5:" in p.stderr and "step skipped (1 of 1 allowed)" in p.stderr,
+        "the skipped step was reported in its epoch")
+c.check("step 29 (epoch 2)" in p.stderr and "reconstruction" in p.stderr and
+        "last good state" in p.stderr and "--max-bad-steps N" not in p.stderr,
+        f"stop message names the step and the tensor: {p.stderr.strip()[-300:]}")
+cks = ckpts(d)
+c.check([read_safetensors(os.path.join(d, k))[0]["step"] for k in cks] == ["20", "28"],
+        f"checkpoints after epoch 1 and of the state after step 28: {cks}")
+c.check(finite_params(os.path.join(d, cks[-1])), "saved parameters are finite")
+# resumed without the fault it equals a run that only had the skip at step 5:
+# the checkpoint is exactly the state after step 28 (parameters, moments, the
+# epoch's loss sums), nothing of the steps issued after 29 leaked into it
+run(["train", cfg, "--resume", d, "--out", d] + common)
+ref = os.path.join(base, "nan_skip_ref")
+run(["train", cfg, "--out", ref, "--max-bad-steps", "1"] + common, env={"VAE_FAULT_NAN_AT_STEP": "5"})
+(mr, tr), (mf, tf) = last_ckpt(d), last_ckpt(ref)
+c.check(mr["step"] == mf["step"] == "60" and all(tr[k][2] == tf[k][2] for k in tr),
+        "stop at step 29 + resume == the run with only the skip, bit for bit")
+nelbo = lambda d: [json.loads(l)["train_nelbo"] for l in open(os.path.join(d, "metrics.jsonl"))]
+c.check(nelbo(d) == nelbo(ref), f"... and the same training losses per epoch: {nelbo(d)} {nelbo(ref)}")
 
 # --- unwritable output directory
 f = os.path.join(base, "a_file")
