@@ -340,8 +340,11 @@ static void test_chunked(int transposed) {
     const char *what = transposed ? "chunked convT" : "chunked conv";
     double eo = test_max_rel(out.p, out1.p, B * pout, 1.0);
     double ed = test_max_rel(din.p, din1.p, B * pin, 1.0);
-    CHECK_MSG(eo <= 1e-6, "%s forward vs per-image: %.3g", what, eo);
-    CHECK_MSG(ed <= 1e-6, "%s din vs per-image: %.3g", what, ed);
+    /* The batched and the per-image GEMMs may take different OpenBLAS kernels
+     * (small-matrix paths, other K unrolling), so the sums differ in order:
+     * ~1e-6 of the largest output was seen; a chunk-offset bug gives O(1). */
+    CHECK_MSG(eo <= CHUNK_TOL, "%s forward vs per-image: %.3g", what, eo);
+    CHECK_MSG(ed <= CHUNK_TOL, "%s din vs per-image: %.3g", what, ed);
     double ew = max_err(dw.p, sdw, adw, nw), eb = max_err(db.p, sdb, adb, (size_t)cout);
     CHECK_MSG(ew <= CHUNK_TOL, "%s dw vs sum of per-image: %.3g", what, ew);
     CHECK_MSG(eb <= CHUNK_TOL, "%s db vs sum of per-image: %.3g", what, eb);
