@@ -151,6 +151,12 @@ struct vae_backend {
     /* z[n] = vae_normal_at(seed, stream, sub, first + i) */
     void (*normal_fill)(vae_backend *be, real *z, size_t n, uint64_t seed, uint32_t stream,
                         uint64_t sub, uint64_t first);
+    /* z[k, l] = vae_latent_elem(spec, vec, first + k, l) for k < n, l < spec->L
+     * (z [n, L] and vec in backend memory; vec may be NULL for PRIOR) */
+    void (*latent_fill)(vae_backend *be, real *z, int n, int64_t first,
+                        const vae_latent_spec *spec, const real *vec);
+    /* x[i] = vae_round_mantissa(x[i], bits), in place (reduced-precision decoding) */
+    void (*round_mantissa)(vae_backend *be, real *x, size_t n, int bits);
 
     /* ---- optional hooks: NULL means unsupported; callers check first ---- */
     /* Size the backend memory up front so that allocations totalling `bytes`
@@ -171,6 +177,11 @@ struct vae_backend {
     void (*download_async)(vae_backend *be, void *dst, const void *src, size_t bytes);
     /* Wait for every download_async issued so far. */
     void (*copy_wait)(vae_backend *be);
+    /* Math mode of the dense and conv layers: bits = 23 is IEEE fp32 (the
+     * default, FMA only); bits < 23 allows tensor cores (TF32), whose inputs
+     * are exact when the caller has rounded them to <= 10 mantissa bits.
+     * NULL on the CPU backend, where fp32 on rounded inputs is already exact. */
+    int (*set_precision)(vae_backend *be, int bits);
 };
 
 typedef enum { VAE_DEVICE_AUTO = 0, VAE_DEVICE_CPU = 1, VAE_DEVICE_CUDA = 2 } vae_device;

@@ -28,6 +28,12 @@ int vae_atomic_write(vae_atomic_file *af, const void *data, size_t bytes);
 int vae_atomic_commit(vae_atomic_file *af);
 /* Abandon: close and unlink the temp file. */
 void vae_atomic_abort(vae_atomic_file *af);
+/* Remove the temp files ("<name>.tmp.<pid>") that writers killed before
+ * their commit left in dir: those whose pid is not a live process (another
+ * live process may be writing into the same directory). They are never
+ * read: a final name only appears after a complete, fsynced write. Returns
+ * how many were removed. */
+int vae_atomic_remove_stale(const char *dir);
 /* mkdir -p; then checks the directory is writable. Errors name the path. */
 int vae_mkdir_p(const char *path);
 
@@ -96,10 +102,13 @@ typedef struct {
     vae_atomic_file af;
     int64_t n_total, n_written;
     int c, h, w;
+    int f32; /* 0: uint8 [n, c, h, w]; 1: float32 [n, c] (h = w = 1) */
     long header_len;
 } vae_npy_writer;
 int vae_npy_open(vae_npy_writer *nw, const char *path, int64_t n, int c, int h, int w);
-int vae_npy_append(vae_npy_writer *nw, const uint8_t *rows, int64_t n_rows);
+/* The same writer for little-endian float32 rows: shape [n, cols]. */
+int vae_npy_open_f32(vae_npy_writer *nw, const char *path, int64_t n, int cols);
+int vae_npy_append(vae_npy_writer *nw, const void *rows, int64_t n_rows);
 int vae_npy_close(vae_npy_writer *nw);
 /* Read back a uint8 .npy (validates magic, header dict, shape, size). */
 int vae_npy_read_u8(const char *path, uint8_t **data, int64_t *shape, int *ndim);

@@ -22,6 +22,7 @@
 #define VAE_HD __host__ __device__ __forceinline__
 #else
 #include <math.h>
+#include <string.h>
 #define VAE_HD static inline
 #endif
 
@@ -289,6 +290,122 @@ VAE_HD uint8_t vae_to_u8(real out, int is_logit) {
     if (!(p > 0)) p = 0; /* also maps NaN to 0 */
     if (p > 1) p = 1;
     return (uint8_t)(p * (real)255 + (real)0.5);
+}
+
+/* ------------------------------------------------------ latent grids */
+
+/* Inverse of the standard normal CDF, Phi^-1(p) for 0 < p < 1, in double:
+ * Acklam's rational approximation (relative error < 1.2e-9) refined by one
+ * Halley step on Phi(x) - p with Phi(x) = erfc(-x / sqrt 2) / 2, which brings
+ * it to about 1e-15. p <= 0 gives -inf, p >= 1 +inf, NaN gives NaN. */
+VAE_HD double vae_norm_quantile(double p) {
+    if (!(p > 0.0)) return p == 0.0 || p < 0.0 ? -HUGE_VAL : p;
+    if (p >= 1.0) return HUGE_VAL;
+    const double a0 = -3.969683028665376e+01, a1 = 2.209460984245205e+02,
+                 a2 = -2.759285104469687e+02, a3 = 1.383577518672690e+02,
+                 a4 = -3.066479806614716e+01, a5 = 2.506628277459239e+00;
+    const double b0 = -5.447609879822406e+01, b1 = 1.615858368580409e+02,
+                 b2 = -1.556989798598866e+02, b3 = 6.680131188771972e+01,
+                 b4 = -1.328068155288572e+01;
+    const double c0 = -7.784894002430293e-03, c1 = -3.223964580411365e-01,
+                 c2 = -2.400758277161838e+00, c3 = -2.549671010243052e+00,
+                 c4 = 4.374664141464968e+00, c5 = 2.938163982698783e+00;
+    const double d0 = 7.784695709041462e-03, d1 = 3.224671290700398e-01,
+                 d2 = 2.445134137142996e+00, d3 = 3.754408661907416e+00;
+    const double plow = 0.02425;
+    double x;
+    if (p < plow || p > 1.0 - plow) {
+        double q = sqrt(-2.0 * log(p < plow ? p : 1.0 - p));
+        x = (((((c0 * q + c1) * q + c2) * q + c3) * q + c4) * q + c5) /
+            ((((d0 * q + d1) * q + d2) * q + d3) * q + 1.0);
+        if (p > plow) x = -x;
+    } else {
+        double q = p - 0.5, r = q * q;
+        x = (((((a0 * r + a1) * r + a2) * r + a3) * r + a4) * r + a5) * q /
+            (((((b0 * r + b1) * r + b2) * r + b3) * r + b4) * r + 1.0);
+    }
+    /* Halley: e = Phi(x) - p, u = e / phi(x), x -= u / (1 + x u / 2) */
+    double e = 0.5 * erfc(-x * 0.70710678118654752440) - p;
+    double u = e * 2.50662827463100050242 * exp(0.5 * x * x);
+    return x - u / (1.0 + 0.5 * x * u);
+}
+
+/* Coordinate k (0 <= k < S) of a grid axis with S points:
+ *   evenly spaced:  -R + 2R k / (S - 1)          (S = 1: 0)
+ *   quantiles:      Phi^-1((k + 1/2) / S)        (equal prior mass per cell) */
+VAE_HD double vae_grid_coord(int64_t k, int64_t S, int quantiles, double range) {
+    if (quantiles) return vae_norm_quantile(((double)k + 0.5) / (double)S);
+    if (S <= 1) return 0.0;
+    return -range + 2.0 * range * (double)k / (double)(S - 1);
+}
+
+/* Which latents `vae sample` decodes; latent i of a run is a pure function of
+ * (spec, i), so any slice [a, b) of a run can be made alone:
+ *   PRIOR:  z[i, l] = vae_normal_at(seed, VAE_RNG_PRIOR, 0, i L + l)
+ *   GRID:   point i of the S x S grid is row r = i / S, column c = i % S;
+ *           z[i] = base, then z[i, d1] = coord(c), z[i, d2] = coord(r)
+ *           (columns move along d1, rows along d2; row 0 is the top row)
+ *   LERP:   t = i / (S - 1);  z[i] = (1 - t) a + t b
+ *   SLERP:  z[i] = (sin((1 - t) w) a + sin(t w) b) / sin w, w = angle(a, b);
+ *           as LERP when sin w < 1e-6 (a and b (anti)parallel)
+ * `vec` (backend memory) holds base [L] for GRID, a [L] then b [L] for the
+ * interpolations, nothing for PRIOR. */
+typedef enum {
+    VAE_LATENT_PRIOR = 0,
+    VAE_LATENT_GRID = 1,
+    VAE_LATENT_LERP = 2,
+    VAE_LATENT_SLERP = 3
+} vae_latent_kind;
+
+typedef struct {
+    int kind, L;
+    uint64_t seed;       /* PRIOR */
+    int d1, d2;          /* GRID */
+    int quantiles;       /* GRID */
+    int64_t steps;       /* GRID: side S; LERP/SLERP: points S */
+    double range;        /* GRID */
+    double omega;        /* SLERP: angle between a and b, radians */
+} vae_latent_spec;
+
+VAE_HD real vae_latent_elem(const vae_latent_spec *s, const real *vec, int64_t i, int l) {
+    switch (s->kind) {
+    case VAE_LATENT_PRIOR:
+        return vae_normal_at(s->seed, VAE_RNG_PRIOR, 0, (uint64_t)i * (uint64_t)s->L + (uint64_t)l);
+    case VAE_LATENT_GRID:
+        if (l == s->d1) return (real)vae_grid_coord(i % s->steps, s->steps, s->quantiles, s->range);
+        if (l == s->d2) return (real)vae_grid_coord(i / s->steps, s->steps, s->quantiles, s->range);
+        return vec[l];
+    default: {
+        double t = s->steps > 1 ? (double)i / (double)(s->steps - 1) : 0.0;
+        double wa = 1.0 - t, wb = t;
+        double so = sin(s->omega);
+        if (s->kind == VAE_LATENT_SLERP && so >= 1e-6) {
+            wa = sin((1.0 - t) * s->omega) / so;
+            wb = sin(t * s->omega) / so;
+        }
+        return (real)(wa * (double)vec[l] + wb * (double)vec[s->L + l]);
+    }
+    }
+}
+
+/* ------------------------------------------------- reduced precision */
+
+/* x rounded to nearest-even with `bits` explicit mantissa bits (23 = float
+ * itself, 10 = TF32, 7 = bfloat16), kept in a float. Products of two such
+ * numbers are exact in float (2 (bits + 1) <= 24), so an fp32 GEMM over
+ * rounded inputs computes what a TF32/bf16 tensor-core GEMM with fp32
+ * accumulation computes, up to the order of the additions. NaN and +-inf
+ * pass through; a finite value may round up to +-inf, as a cast would. */
+VAE_HD float vae_round_mantissa(float x, int bits) {
+    if (bits >= 23 || bits < 0) return x;
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x; /* inf, NaN */
+    const int drop = 23 - bits;
+    const uint32_t half = (1u << (drop - 1)) - 1u + ((u >> drop) & 1u);
+    u = (u + half) & ~((1u << drop) - 1u);
+    memcpy(&x, &u, sizeof x);
+    return x;
 }
 
 #ifdef __cplusplus

@@ -84,8 +84,8 @@ int vae_evaluate(vae_model *m, const vae_dev_data *dd, uint64_t seed, int iw_k,
  * grids that need no data are written. */
 int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint64_t seed,
                     int ia, int ib);
-/* N prior samples as uint8 [N, C, H, W] .npy, decoded in batches of m->B. */
-int vae_sample_prior_npy(vae_model *m, const char *path, int64_t n, uint64_t seed);
+/* Posterior means mu[n, L] (host) of test images idx[n], encoded in batches of m->B. */
+void vae_encode_means(vae_model *m, const vae_dataset *ds, const int *idx, int n, real *mu);
 
 #ifdef __cplusplus
 }

@@ -35,10 +35,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "vae_backend.h"
 #include "vae_math.h"
+#include "vae_io.h"
+#include "vae_sample.h"
 
 #define GUARD 64
 static const uint32_t SENTINEL_BITS = 0x7fa5a5a5u; /* a quiet NaN */
@@ -714,6 +717,135 @@ static void test_to_u8(size_t n, vae_likelihood lik, unsigned seed) {
 
 /* -------------------------------------------------------------- main */
 
+/* ------------------------------------------------------------ sampling */
+
+/* latent_fill: grid coordinates are double math rounded once (bit-equal);
+ * prior draws and interpolations involve double sin/log/cos of the two
+ * libraries (<= 1 ulp, as normal_fill). */
+static void test_latent_fill(int kind, int n, int64_t first, unsigned seed) {
+    enum { L = 7 };
+    real vecs[2 * L];
+    test_rand_fill_real(vecs, 2 * L, -2, 2, seed);
+    pair vec = in_data(vecs, 2 * L);
+    vae_latent_spec s;
+    memset(&s, 0, sizeof s);
+    s.kind = kind, s.L = L, s.seed = 1234 + seed, s.d1 = 5, s.d2 = 2, s.steps = 33;
+    s.range = 2.5, s.quantiles = (seed & 1) != 0, s.omega = 0.9;
+    if (kind == VAE_LATENT_LERP || kind == VAE_LATENT_SLERP) s.steps = first + n;
+    pair z = out_new((size_t)n * L);
+    g_cpu->latent_fill(g_cpu, z.c, n, first, &s, vec.c);
+    g_gpu->latent_fill(g_gpu, z.g, n, first, &s, vec.g);
+    real *c = fetch(g_cpu, z.c, z.n), *g = fetch(g_gpu, z.g, z.n);
+    int64_t worst = 0;
+    for (size_t i = 0; i < z.n; i++) {
+        int64_t d = ulp_dist(g[i], c[i]);
+        if (d > worst) worst = d;
+    }
+    CHECK_MSG(worst <= (kind == VAE_LATENT_GRID ? 0 : 1), "latent_fill kind %d n=%d first=%lld: %lld ulp",
+              kind, n, (long long)first, (long long)worst);
+    CHECK(guard_intact(g, z.n));
+    free(c);
+    free(g);
+    pools_reset();
+}
+
+/* round_mantissa: integer operations on the bits, bit-equal. */
+static void test_round_mantissa(size_t n, int bits, unsigned seed) {
+    pair x = in_rand(n, -1e3, 1e3, seed);
+    g_cpu->round_mantissa(g_cpu, x.c, n, bits);
+    g_gpu->round_mantissa(g_gpu, x.g, n, bits);
+    real *c = fetch(g_cpu, x.c, n), *g = fetch(g_gpu, x.g, n);
+    CHECK_MSG(memcmp(c, g, n * sizeof(real)) == 0, "round_mantissa n=%zu bits=%d differs", n, bits);
+    free(c);
+    free(g);
+    pools_reset();
+}
+
+/* The whole streamed decoder on both backends: the same checkpoint-free
+ * model (CPU-initialised parameters copied to the GPU), the same latents,
+ * written through vae_sample_run (writer thread, and on CUDA pinned buffers
+ * and the copy stream) to .npy files that must agree to within one level
+ * per pixel (fp32: the decoders' sums differ in order, and a pixel whose
+ * probability lies within ~1e-6 of a rounding boundary may round the other
+ * way); tf32/bf16 likewise against the CPU's emulation (rounded inputs, exact
+ * products, fp32 sums), to within two levels (see the check). */
+static const char *DECODER_CFG =
+    "[data]\ndataset = mnist\n[model]\ninput = 1x28x28\nlatent = 6\n"
+    "[encoder]\nlayer = conv 8 k=3 stride=2 pad=1\nlayer = relu\nlayer = flatten\n"
+    "[decoder]\nlayer = dense 392\nlayer = relu\nlayer = reshape 8x7x7\n"
+    "layer = convT 8 k=4 stride=2 pad=1\nlayer = leaky_relu slope=0.1\n"
+    "layer = convT 1 k=4 stride=2 pad=1\n[train]\nbatch = 96\n";
+
+static void test_sample_run(int kind, int64_t n, int bits) {
+    vae_config cfg;
+    vae_config_defaults(&cfg);
+    if (vae_config_parse(&cfg, DECODER_CFG, "<decoder test>")) {
+        fprintf(stderr, "%s\n", vae_error_get());
+        CHECK(0);
+        return;
+    }
+    vae_model mc, mg;
+    CHECK(vae_model_create(&mc, &cfg, g_cpu, cfg.batch) == VAE_OK);
+    CHECK(vae_model_create(&mg, &cfg, g_gpu, cfg.batch) == VAE_OK);
+    vae_model_init_params(&mc, 77);
+    real *p = xmalloc(mc.n_real * sizeof(real));
+    g_cpu->download(g_cpu, p, mc.p, mc.n_real * sizeof(real));
+    g_gpu->upload(g_gpu, mg.p, p, mc.n_real * sizeof(real));
+    if (bits < 23) {
+        vae_model *ms[2] = {&mc, &mg};
+        for (int i = 0; i < 2; i++) {
+            ms[i]->be->round_mantissa(ms[i]->be, ms[i]->p, ms[i]->n_real, bits);
+            ms[i]->round_bits = bits;
+            if (ms[i]->be->set_precision) CHECK(ms[i]->be->set_precision(ms[i]->be, bits) == VAE_OK);
+        }
+    }
+    real vec[12] = {0.5f, -1, 2, 0, 1, -0.5f, 1.5f, 0.25f, -2, 1, 0, 0.75f};
+    vae_sample_job job;
+    memset(&job, 0, sizeof job);
+    job.spec.kind = kind, job.spec.L = 6, job.spec.seed = 5, job.spec.d1 = 1, job.spec.d2 = 4;
+    job.spec.steps = kind == VAE_LATENT_GRID ? 17 : n, job.spec.range = 3, job.spec.omega = 0.7;
+    job.vec = kind == VAE_LATENT_PRIOR ? NULL : vec;
+    job.first = 3, job.last = n; /* a slice, crossing chunk boundaries */
+    char pc[256], pg[256];
+    snprintf(pc, sizeof pc, "/tmp/vae_test_cuda_sample_%d_cpu.npy", (int)getpid());
+    snprintf(pg, sizeof pg, "/tmp/vae_test_cuda_sample_%d_gpu.npy", (int)getpid());
+    vae_sample_result rc_, rg_;
+    job.npy_path = pc;
+    CHECK(vae_sample_run(&mc, &job, &rc_) == VAE_OK);
+    job.npy_path = pg;
+    CHECK(vae_sample_run(&mg, &job, &rg_) == VAE_OK);
+    CHECK(rc_.written == n - 3 && rg_.written == n - 3);
+    uint8_t *a = NULL, *b = NULL;
+    int64_t sa[4], sb[4];
+    int na = 0, nb = 0;
+    CHECK(vae_npy_read_u8(pc, &a, sa, &na) == VAE_OK && vae_npy_read_u8(pg, &b, sb, &nb) == VAE_OK);
+    if (a && b) {
+        CHECK(na == 4 && nb == 4 && sa[0] == n - 3 && sb[0] == n - 3);
+        int worst = 0;
+        size_t differ = 0, total = (size_t)(n - 3) * 784;
+        for (size_t i = 0; i < total; i++) {
+            int d = abs((int)a[i] - (int)b[i]);
+            if (d > worst) worst = d;
+            differ += d != 0;
+        }
+        printf("sample kind %d n=%lld bits=%d: CPU vs CUDA max %d level(s), %zu of %zu pixels differ\n",
+               kind, (long long)n, bits, worst, differ, total);
+        /* fp32: 1 level (sums in another order); tf32/bf16: 2 — cuDNN may
+         * pick a tensor-op algorithm that transforms the rounded inputs
+         * (Winograd, FFT), whose products are then no longer exact */
+        CHECK_MSG(worst <= (bits < 23 ? 2 : 1), "decoded pixels differ by %d levels", worst);
+    }
+    free(a);
+    free(b);
+    remove(pc);
+    remove(pg);
+    free(p);
+    vae_model_free(&mg);
+    vae_model_free(&mc);
+    vae_config_free(&cfg);
+    if (g_gpu->set_precision) g_gpu->set_precision(g_gpu, 23);
+}
+
 int main(void) {
 #ifndef VAE_HAVE_CUDA
     TEST_SKIP("no usable GPU: this build has no CUDA backend");
@@ -806,6 +938,19 @@ int main(void) {
     test_to_u8(1, VAE_LIK_BERNOULLI, 950);
     test_to_u8(1001, VAE_LIK_BERNOULLI, 951);
     test_to_u8(1001, VAE_LIK_GAUSSIAN, 952);
+
+    for (int kind = 0; kind < 4; kind++) {
+        test_latent_fill(kind, 1, 0, 960 + (unsigned)kind);
+        test_latent_fill(kind, 300, 1000, 964 + (unsigned)kind);
+        test_latent_fill(kind, 1089, 0, 968 + (unsigned)kind);
+    }
+    test_round_mantissa(100003, 10, 970);
+    test_round_mantissa(100003, 7, 971);
+    test_sample_run(VAE_LATENT_PRIOR, 1000, 23);
+    test_sample_run(VAE_LATENT_GRID, 17 * 17, 23);
+    test_sample_run(VAE_LATENT_SLERP, 50, 23);
+    test_sample_run(VAE_LATENT_PRIOR, 500, 10);
+    test_sample_run(VAE_LATENT_PRIOR, 500, 7);
 
     g_gpu->destroy(g_gpu);
     g_cpu->destroy(g_cpu);

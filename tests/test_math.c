@@ -771,6 +771,136 @@ static void test_to_u8(void) {
     CHECK_MSG(bad == 0, "%d rounding errors in vae_to_u8", bad);
 }
 
+/* Phi^-1 against closed-form and tabulated values, and as the inverse of
+ * Phi(x) = erfc(-x / sqrt 2) / 2 (C's erfc, an independent implementation)
+ * over the whole range, tails included. Tolerance: the Halley step gives
+ * ~1e-15 relative; 1e-12 leaves room for erfc's own error in the far tails. */
+static void test_norm_quantile(void) {
+    CHECK(vae_norm_quantile(0.5) == 0.0 || fabs(vae_norm_quantile(0.5)) < 1e-15);
+    CHECK_CLOSE(vae_norm_quantile(0.975), 1.959963984540054, 1e-13, 0);
+    CHECK_CLOSE(vae_norm_quantile(0.025), -1.959963984540054, 1e-13, 0);
+    CHECK_CLOSE(vae_norm_quantile(0.8413447460685429), 1.0, 1e-12, 0); /* Phi(1) */
+    CHECK_CLOSE(vae_norm_quantile(1e-10), -6.361340902404056, 1e-12, 0);
+    CHECK(isinf(vae_norm_quantile(0.0)) && vae_norm_quantile(0.0) < 0);
+    CHECK(isinf(vae_norm_quantile(1.0)) && vae_norm_quantile(1.0) > 0);
+    CHECK(isnan(vae_norm_quantile(NAN)));
+    double worst = 0;
+    for (int i = 1; i < 20000; i++) {
+        double p = i / 20000.0;
+        if (i % 2) p = pow(10.0, -1.0 - 15.0 * i / 20000.0); /* tails down to 1e-16 */
+        double x = vae_norm_quantile(p);
+        double back = 0.5 * erfc(-x / sqrt(2.0));
+        double rel = fabs(back - p) / p;
+        if (rel > worst) worst = rel;
+    }
+    CHECK_MSG(worst < 1e-12, "Phi(Phi^-1(p)) relative error %.3g", worst);
+    /* monotone and antisymmetric */
+    int bad = 0;
+    for (int i = 1; i < 1000; i++) {
+        bad += !(vae_norm_quantile(i / 1000.0) < vae_norm_quantile((i + 1) / 1000.0));
+        bad += fabs(vae_norm_quantile(i / 1000.0) + vae_norm_quantile(1 - i / 1000.0)) > 1e-12;
+    }
+    CHECK_MSG(bad == 0, "%d monotonicity/symmetry failures", bad);
+}
+
+/* Grid coordinates and the latents of every kind, from the formulas in
+ * vae_math.h's comment, computed here independently. */
+static void test_latents(void) {
+    CHECK(vae_grid_coord(0, 5, 0, 3.0) == -3.0 && vae_grid_coord(4, 5, 0, 3.0) == 3.0);
+    CHECK(vae_grid_coord(2, 5, 0, 3.0) == 0.0 && vae_grid_coord(0, 1, 0, 3.0) == 0.0);
+    CHECK_CLOSE(vae_grid_coord(0, 4, 1, 0), vae_norm_quantile(0.125), 0, 0);
+
+    enum { L = 5 };
+    real vec[2 * L] = {1, -2, 0.5f, 3, -1, 0.25f, 4, -0.5f, 1, 2};
+    vae_latent_spec s;
+    memset(&s, 0, sizeof s);
+    s.L = L;
+    s.kind = VAE_LATENT_GRID, s.d1 = 3, s.d2 = 0, s.steps = 6, s.range = 2.5;
+    int bad = 0;
+    for (int64_t i = 0; i < 36; i++)
+        for (int l = 0; l < L; l++) {
+            double want = l == 3 ? -2.5 + 5.0 * (double)(i % 6) / 5
+                        : l == 0 ? -2.5 + 5.0 * (double)(i / 6) / 5 : (double)vec[l];
+            bad += fabs((double)vae_latent_elem(&s, vec, i, l) - want) > 1e-6;
+        }
+    CHECK_MSG(bad == 0, "%d grid latents off", bad);
+
+    s.kind = VAE_LATENT_PRIOR, s.seed = 99;
+    bad = 0;
+    for (int64_t i = 0; i < 20; i++)
+        for (int l = 0; l < L; l++)
+            bad += vae_latent_elem(&s, NULL, i, l) !=
+                   vae_normal_at(99, VAE_RNG_PRIOR, 0, (uint64_t)(i * L + l));
+    CHECK_MSG(bad == 0, "%d prior latents are not the documented Philox draws", bad);
+
+    double ab = 0, aa = 0, bb = 0;
+    for (int l = 0; l < L; l++) {
+        ab += (double)vec[l] * vec[L + l];
+        aa += (double)vec[l] * vec[l];
+        bb += (double)vec[L + l] * vec[L + l];
+    }
+    const double w = acos(ab / sqrt(aa * bb));
+    s.steps = 9, s.omega = w;
+    bad = 0;
+    for (int64_t i = 0; i < 9; i++) {
+        double t = i / 8.0;
+        double na = 0, nlin = 0;
+        for (int l = 0; l < L; l++) {
+            s.kind = VAE_LATENT_LERP;
+            double lin = vae_latent_elem(&s, vec, i, l);
+            bad += fabs(lin - ((1 - t) * vec[l] + t * vec[L + l])) > 1e-6;
+            s.kind = VAE_LATENT_SLERP;
+            double sl = vae_latent_elem(&s, vec, i, l);
+            bad += fabs(sl - (sin((1 - t) * w) * vec[l] + sin(t * w) * vec[L + l]) / sin(w)) > 1e-6;
+            na += sl * sl, nlin += lin * lin;
+        }
+        /* slerp between vectors of equal norm keeps the norm; here the norms
+         * differ, but slerp never dips below lerp's norm at interior points */
+        if (i > 0 && i < 8) bad += !(na >= nlin - 1e-9);
+    }
+    CHECK_MSG(bad == 0, "%d interpolation latents off", bad);
+    /* parallel endpoints: slerp falls back to lerp */
+    real par[2 * L] = {1, 2, 3, 4, 5, 2, 4, 6, 8, 10};
+    s.kind = VAE_LATENT_SLERP, s.omega = 0, s.steps = 3;
+    CHECK_CLOSE(vae_latent_elem(&s, par, 1, 2), 4.5, 1e-6, 0);
+}
+
+/* Round-to-nearest-even to `bits` mantissa bits, against a reference in
+ * double: ulp = 2^(e - bits) with e the binade of x, r = rint(x / ulp) ulp
+ * (rint rounds half to even in the default mode). */
+static double round_ref(double x, int bits) {
+    if (x == 0 || !isfinite(x)) return x;
+    int e;
+    frexp(x, &e); /* x = f 2^e, 0.5 <= |f| < 1 */
+    double ulp = ldexp(1.0, e - 1 - bits);
+    if (e - 1 < -126) ulp = ldexp(1.0, -126 - bits); /* subnormals: fixed ulp */
+    return rint(x / ulp) * ulp;
+}
+
+static void test_round_mantissa(void) {
+    CHECK(vae_round_mantissa(1.0f, 7) == 1.0f);
+    CHECK(vae_round_mantissa(1.0f + 0x1p-8f, 7) == 1.0f);                /* tie -> even */
+    CHECK(vae_round_mantissa(1.0f + 0x1p-7f + 0x1p-8f, 7) == 1.0f + 0x1p-6f); /* tie -> even */
+    CHECK(vae_round_mantissa(1.0f + 0x1p-8f + 0x1p-20f, 7) == 1.0f + 0x1p-7f);
+    CHECK(vae_round_mantissa(1.2345678f, 23) == 1.2345678f);
+    CHECK(isnan(vae_round_mantissa(NAN, 7)) && isinf(vae_round_mantissa(INFINITY, 10)));
+    CHECK(isinf(vae_round_mantissa(3.4e38f, 7))); /* FLT_MAX region rounds up to inf in bf16 */
+    int bad = 0;
+    for (uint64_t i = 0; i < 200000; i++) {
+        vae_u32x4 r = vae_philox4x32_10((vae_u32x4){{(uint32_t)i, 0, 0, 0}}, 1234, 5678);
+        float x;
+        uint32_t u = r.v[0];
+        if ((u & 0x7f800000u) == 0x7f800000u) continue;
+        memcpy(&x, &u, 4);
+        for (int bits = 7; bits <= 10; bits += 3) {
+            double want = round_ref((double)x, bits);
+            if (fabs(want) >= 3.4028234663852886e38) continue; /* overflow tested above */
+            bad += (double)vae_round_mantissa(x, bits) != want;
+        }
+    }
+    CHECK_MSG(bad == 0, "%d of 400000 random floats rounded differently from the reference", bad);
+}
+
 int main(void) {
     printf("test_math (%s)\n", VAE_REAL_NAME);
     test_philox_kat();
@@ -782,5 +912,8 @@ int main(void) {
     test_reparam();
     test_adam();
     test_to_u8();
+    test_norm_quantile();
+    test_latents();
+    test_round_mantissa();
     return test_finish();
 }

@@ -659,6 +659,21 @@ static void cpu_normal_fill(vae_backend *be, real *z, size_t n, uint64_t seed, u
     for (size_t i = 0; i < n; i++) z[i] = vae_normal_at(seed, stream, sub, first + i);
 }
 
+/* z[k, l] = vae_latent_elem(spec, vec, first + k, l) */
+static void cpu_latent_fill(vae_backend *be, real *z, int n, int64_t first,
+                            const vae_latent_spec *spec, const real *vec) {
+    (void)be;
+    const int L = spec->L;
+    for (int k = 0; k < n; k++)
+        for (int l = 0; l < L; l++) z[(size_t)k * L + l] = vae_latent_elem(spec, vec, first + k, l);
+}
+
+/* x[i] = vae_round_mantissa(x[i], bits) */
+static void cpu_round_mantissa(vae_backend *be, real *x, size_t n, int bits) {
+    (void)be;
+    for (size_t i = 0; i < n; i++) x[i] = (real)vae_round_mantissa((float)x[i], bits);
+}
+
 /* ==================================================== 9. construction */
 
 vae_backend *vae_backend_cpu_create(int threads) {
@@ -698,5 +713,7 @@ vae_backend *vae_backend_cpu_create(int threads) {
     be->gather_batch = cpu_gather_batch;
     be->to_u8 = cpu_to_u8;
     be->normal_fill = cpu_normal_fill;
+    be->latent_fill = cpu_latent_fill;
+    be->round_mantissa = cpu_round_mantissa;
     return be;
 }

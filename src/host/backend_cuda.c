@@ -86,6 +86,7 @@ typedef struct {
  * with filter [k, c, r, r]. */
 typedef struct {
     int n, c, h, w, k, r, ho, wo, stride, pad;
+    int tf32; /* math type: CUDNN_TENSOR_OP_MATH (TF32 allowed) or CUDNN_FMA_MATH */
     cudnnTensorDescriptor_t xd, yd;
     cudnnFilterDescriptor_t fd;
     cudnnConvolutionDescriptor_t cd;
@@ -104,6 +105,7 @@ typedef struct {
     cublasLtHandle_t lt; /* created for later use (epilogues); unused today */
     cudnnHandle_t dnn;
     int use_find; /* cuDNN algorithm choice by timing (1) or heuristics (0) */
+    int tf32;     /* set_precision: tensor-core TF32 math allowed (0: fp32 FMA only) */
 
     /* arena */
     char *base;
@@ -317,7 +319,8 @@ static conv_plan *plan_get(cuda_ctx *c, int n, int ch, int h, int w, int k, int 
     for (int i = 0; i < c->nplan; i++) {
         conv_plan *p = c->plans[i];
         if (p->n == n && p->c == ch && p->h == h && p->w == w && p->k == k && p->r == r &&
-            p->ho == ho && p->wo == wo && p->stride == stride && p->pad == pad)
+            p->ho == ho && p->wo == wo && p->stride == stride && p->pad == pad &&
+            p->tf32 == c->tf32)
             return p;
     }
     if (c->nplan == c->capplan) {
@@ -331,6 +334,7 @@ static conv_plan *plan_get(cuda_ctx *c, int n, int ch, int h, int w, int k, int 
     VAE_ASSERT(p);
     p->n = n, p->c = ch, p->h = h, p->w = w, p->k = k, p->r = r;
     p->ho = ho, p->wo = wo, p->stride = stride, p->pad = pad;
+    p->tf32 = c->tf32;
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->xd));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->yd));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->fd));
@@ -340,7 +344,7 @@ static conv_plan *plan_get(cuda_ctx *c, int n, int ch, int h, int w, int k, int 
     CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->fd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, ch, r, r));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->cd, pad, pad, stride, stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p->cd, CUDNN_FMA_MATH));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->cd, p->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
     int on, oc, oh, ow;
     CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->fd, &on, &oc, &oh, &ow));
     if (on != n || oc != k || oh != ho || ow != wo)
@@ -361,15 +365,17 @@ static void plan_destroy(conv_plan *p) {
 }
 
 /* Index of the first (fastest, or best by heuristics) result that succeeded,
- * is deterministic, runs in fp32 FMA math and fits the workspace; -1 if none. */
-#define PICK_ALGO(perf, got, cap, out)                                                     \
+ * is deterministic, runs in fp32 FMA math (or, with tf32, tensor-op math)
+ * and fits the workspace; -1 if none. */
+#define PICK_ALGO(perf, got, cap, tf32, out)                                               \
     do {                                                                                   \
         (out) = -1;                                                                        \
         for (int i_ = 0; i_ < (got); i_++) {                                               \
             if ((perf)[i_].status == CUDNN_STATUS_SUCCESS &&                               \
                 (perf)[i_].determinism == CUDNN_DETERMINISTIC &&                           \
                 ((perf)[i_].mathType == CUDNN_FMA_MATH ||                                  \
-                 (perf)[i_].mathType == CUDNN_DEFAULT_MATH) &&                             \
+                 (perf)[i_].mathType == CUDNN_DEFAULT_MATH ||                              \
+                 ((tf32) && (perf)[i_].mathType == CUDNN_TENSOR_OP_MATH)) &&               \
                 (perf)[i_].memory <= (cap)) {                                              \
                 (out) = i_;                                                                \
                 break;                                                                     \
@@ -400,7 +406,7 @@ static void plan_fwd(cuda_ctx *c, conv_plan *p, const void *x, const void *w, vo
     else
         CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
             c->dnn, p->xd, p->fd, p->cd, p->yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
-    PICK_ALGO(perf, got, cap, pick);
+    PICK_ALGO(perf, got, cap, p->tf32, pick);
     if (pick < 0) plan_panic(p, "forward", cap, __LINE__);
     p->fwd = perf[pick].algo;
     ws_require(c, perf[pick].memory);
@@ -420,7 +426,7 @@ static void plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *
     else
         CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
             c->dnn, p->fd, p->yd, p->cd, p->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
-    PICK_ALGO(perf, got, cap, pick);
+    PICK_ALGO(perf, got, cap, p->tf32, pick);
     if (pick < 0) plan_panic(p, "backward-data", cap, __LINE__);
     p->bwd_data = perf[pick].algo;
     ws_require(c, perf[pick].memory);
@@ -441,7 +447,7 @@ static void plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void
         CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
             c->dnn, p->xd, p->yd, p->cd, p->fd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got,
             perf));
-    PICK_ALGO(perf, got, cap, pick);
+    PICK_ALGO(perf, got, cap, p->tf32, pick);
     if (pick < 0) plan_panic(p, "backward-filter", cap, __LINE__);
     p->bwd_filter = perf[pick].algo;
     ws_require(c, perf[pick].memory);
@@ -680,6 +686,26 @@ static void cuda_normal_fill(vae_backend *be, real *z, size_t n, uint64_t seed, 
     vae_cuda_normal_fill(ctx_of(be)->stream, z, n, seed, stream, sub, first);
 }
 
+static void cuda_latent_fill(vae_backend *be, real *z, int n, int64_t first,
+                             const vae_latent_spec *spec, const real *vec) {
+    vae_cuda_latent_fill(ctx_of(be)->stream, z, n, first, spec, vec);
+}
+
+static void cuda_round_mantissa(vae_backend *be, real *x, size_t n, int bits) {
+    vae_cuda_round_mantissa(ctx_of(be)->stream, x, n, bits);
+}
+
+/* bits < 23: cuBLAS may use TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH)
+ * and convolution plans made from now on use CUDNN_TENSOR_OP_MATH (plans are
+ * keyed by the mode, so fp32 plans stay as they were). With inputs already
+ * rounded to <= 10 mantissa bits the tensor-core products are exact. */
+static int cuda_set_precision(vae_backend *be, int bits) {
+    cuda_ctx *c = ctx_of(be);
+    c->tf32 = bits < 23;
+    CUBLAS_CHECK(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    return VAE_OK;
+}
+
 /* ---------------------------------------------------- create / destroy */
 
 int vae_cuda_available(char *why, size_t why_len) {
@@ -815,11 +841,14 @@ vae_backend *vae_backend_cuda_create(int device) {
     be->gather_batch = cuda_gather_batch;
     be->to_u8 = cuda_to_u8;
     be->normal_fill = cuda_normal_fill;
+    be->latent_fill = cuda_latent_fill;
+    be->round_mantissa = cuda_round_mantissa;
     be->reserve = cuda_reserve;
     be->host_alloc = cuda_host_alloc;
     be->host_free = cuda_host_free;
     be->download_async = cuda_download_async;
     be->copy_wait = cuda_copy_wait;
+    be->set_precision = cuda_set_precision;
     return be;
 
 fail:

@@ -11,7 +11,9 @@
  * failed write (EIO when the C library left errno at 0), so the message at
  * commit names the real cause, e.g. "No space left on device".
  */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,4 +125,25 @@ int vae_mkdir_p(const char *path) {
     if (access(tmp, W_OK) != 0)
         return vae_error_set(VAE_EIO, "%s: output directory is not writable: %s", tmp, strerror(errno));
     return VAE_OK;
+}
+
+int vae_atomic_remove_stale(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    char path[2048];
+    int removed = 0;
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (!t || t == e->d_name) continue;
+        const char *q = t + 5;
+        if (!*q || strlen(q) > 9 || strspn(q, "0123456789") != strlen(q)) continue;
+        long pid = strtol(q, NULL, 10);
+        if (pid <= 0 || pid == (long)getpid()) continue; /* our own files are in progress */
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* a live writer: leave it */
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) == 0) removed++;
+    }
+    closedir(d);
+    return removed;
 }

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <png.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,16 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "vae_sample.h"
+#include "vae_sheets.h"
 #include "vae_train.h"
+
+/* Model activations one decode chunk may take when --chunk is not given
+ * (vae_sample_auto_chunk). CPU: small enough that RSS stays in the low
+ * hundreds of MB and the chunk's activations stay near the caches' scale;
+ * CUDA: large chunks keep the GPU busy between host calls. */
+#define SAMPLE_BUDGET_CPU ((size_t)64 << 20)
+#define SAMPLE_BUDGET_CUDA ((size_t)1 << 30)
 
 #ifndef VAE_VERSION
 #define VAE_VERSION "0"
@@ -64,16 +74,34 @@ static const char *USAGE_EVAL =
     "  --threads N   CPU threads\n";
 
 static const char *USAGE_SAMPLE =
-    "usage: vae sample CKPT [options]\n"
+    "usage: vae sample CKPT [options]                 image grids (below)\n"
+    "       vae sample CKPT --prior N [options]       N images from z ~ N(0, I)\n"
+    "       vae sample CKPT --grid D1,D2 [options]    S x S grid over latent dims D1, D2\n"
+    "       vae sample CKPT --interpolate I,J [opts]  S points between test images I and J\n"
+    "\n"
+    "Without a mode: samples.png, traversal.png, reconstructions.png and\n"
+    "interpolation.png. With one: <mode>.npy (uint8 [N,C,H,W], written while\n"
+    "decoding) and PNG sheets <mode>*.png, where <mode> is prior, grid or interp.\n"
+    "  --steps S          grid side / interpolation points (default 10)\n"
+    "  --range R          grid coordinates evenly over [-R, R] (default 3)\n"
+    "  --quantiles        grid coordinates Phi^-1((k + 1/2) / S) instead\n"
+    "  --at V1,V2,...     grid: values of the other latent dims (default all 0)\n"
+    "  --slerp            spherical interpolation (default: linear)\n"
+    "  --slice A:B        only images [A, B) of the run; pieces of a split run\n"
+    "                     concatenate to the whole run\n"
+    "  --chunk N          images decoded per chunk (default: chosen from memory)\n"
+    "  --precision P      fp32 | tf32 | bf16 decoding (default fp32)\n"
+    "  --png / --no-png   PNG sheets (default: on for --grid/--interpolate)\n"
+    "  --sheet-px N       largest sheet side in pixels (default 4096)\n"
+    "  --no-npy           no .npy (with --no-png: decode to device memory only)\n"
+    "  --save-latents     also write <mode>-latents.npy (float32 [N, L])\n"
+    "  --json             print a JSON summary on stdout\n"
     "  --out DIR          where to write (default: the checkpoint's directory)\n"
-    "  --prior N          also write N prior samples to DIR/prior.npy (uint8 [N,C,H,W])\n"
     "  --seed N           sampling seed (default: the checkpoint's)\n"
-    "  --interpolate I,J  test images to interpolate between (default 0,1)\n"
-    "  --batch N          decode batch size (default: the checkpoint's)\n"
-    "  --data DIR         data directory (for reconstructions and interpolation)\n"
+    "  --data DIR         data directory (test images for interpolation)\n"
     "  --device D         cpu | cuda | auto\n"
     "  --threads N        CPU threads\n"
-    "Writes samples.png, traversal.png, reconstructions.png, interpolation.png.\n";
+    "  --progress / --no-progress   progress bar (default: on a terminal)\n";
 
 static const char *USAGE_INFO =
     "usage: vae info CONFIG|CKPT [--batch N]\n"
@@ -88,6 +116,12 @@ typedef struct {
     long long epochs, batch, seed, threads, keep, iw, prior, max_bad;
     double lr;
     int json, progress, help;
+    /* sample */
+    const char *grid, *at, *slice, *precision;
+    long long steps, sheet_px;
+    double range;
+    int quantiles, slerp, png, no_npy, save_latents;
+    int64_t auto_chunk_n; /* > 0: choose the batch (chunk) for this many images */
 } args_t;
 
 static int parse_ll(const char *flag, const char *v, long long lo, long long hi, long long *out) {
@@ -107,6 +141,9 @@ static int parse_args(int argc, char **argv, args_t *a) {
     a->epochs = a->batch = a->seed = a->threads = a->keep = a->iw = a->prior = a->max_bad = -1;
     a->lr = -1;
     a->progress = -1;
+    a->steps = a->sheet_px = -1;
+    a->range = -1;
+    a->png = -1;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -115,6 +152,28 @@ static int parse_args(int argc, char **argv, args_t *a) {
         else if (!strcmp(f, "--json")) a->json = 1;
         else if (!strcmp(f, "--progress")) a->progress = 1;
         else if (!strcmp(f, "--no-progress")) a->progress = 0;
+        else if (!strcmp(f, "--quantiles")) a->quantiles = 1;
+        else if (!strcmp(f, "--slerp")) a->slerp = 1;
+        else if (!strcmp(f, "--png")) a->png = 1;
+        else if (!strcmp(f, "--no-png")) a->png = 0;
+        else if (!strcmp(f, "--no-npy")) a->no_npy = 1;
+        else if (!strcmp(f, "--save-latents")) a->save_latents = 1;
+        else if (!strcmp(f, "--grid")) { if (!v) goto missing; a->grid = NEXT(); }
+        else if (!strcmp(f, "--at")) { if (!v) goto missing; a->at = NEXT(); }
+        else if (!strcmp(f, "--slice")) { if (!v) goto missing; a->slice = NEXT(); }
+        else if (!strcmp(f, "--precision")) { if (!v) goto missing; a->precision = NEXT(); }
+        else if (!strcmp(f, "--steps")) { if (parse_ll(f, NEXT(), 1, 1000000, &a->steps)) return -1; }
+        else if (!strcmp(f, "--sheet-px")) { if (parse_ll(f, NEXT(), 16, 1000000, &a->sheet_px)) return -1; }
+        else if (!strcmp(f, "--chunk")) { if (parse_ll(f, NEXT(), 1, 65536, &a->batch)) return -1; }
+        else if (!strcmp(f, "--range")) {
+            char *end = NULL;
+            const char *t = NEXT();
+            a->range = t ? strtod(t, &end) : -1;
+            if (!t || end == t || *end || !(a->range > 0 && a->range <= 1e6)) {
+                fprintf(stderr, "vae: --range %s: expected a number in (0, 1e6]\n", t ? t : "(missing)");
+                return -1;
+            }
+        }
         else if (!strcmp(f, "--data")) { if (!v) goto missing; a->data = NEXT(); }
         else if (!strcmp(f, "--out")) { if (!v) goto missing; a->out = NEXT(); }
         else if (!strcmp(f, "--resume")) { if (!v) goto missing; a->resume = NEXT(); }
@@ -404,6 +463,7 @@ typedef struct {
     vae_model model;
     vae_train_state st;
     char path[2048];
+    char chunk_why[160]; /* how the sample chunk was chosen */
 } loaded_t;
 
 static int load_for_inference(const char *ckpt, const args_t *a, loaded_t *L) {
@@ -421,6 +481,13 @@ static int load_for_inference(const char *ckpt, const args_t *a, loaded_t *L) {
         return -1;
     }
     L->be = make_backend(&L->cfg);
+    if (L->be && a->auto_chunk_n > 0 && a->batch <= 0) {
+        size_t budget = strcmp(L->be->name, "cuda") ? SAMPLE_BUDGET_CPU : SAMPLE_BUDGET_CUDA, per = 0;
+        L->cfg.batch = vae_sample_auto_chunk(&L->cfg, budget, a->auto_chunk_n, &per);
+        snprintf(L->chunk_why, sizeof L->chunk_why,
+                 "chosen: %.1f KiB of activations per image, %zu MiB budget on %s", per / 1024.0,
+                 budget >> 20, L->be->name);
+    }
     if (!L->be || vae_model_create(&L->model, &L->cfg, L->be, L->cfg.batch) ||
         vae_ckpt_restore(&f, L->path, &L->model, &L->st, 0)) {
         if (L->be) fprintf(stderr, "vae: %s\n", vae_error_get());
@@ -502,6 +569,240 @@ static int cmd_eval(int argc, char **argv) {
     return rc;
 }
 
+/* Stop request for a streamed sample run: the loop finishes its chunk and
+ * the .npy is closed with the rows written so far. */
+static volatile sig_atomic_t g_sample_stop = 0;
+static void on_sample_signal(int sig) { g_sample_stop = sig; }
+
+/* "A:B" with 0 <= A < B <= n. */
+static int parse_slice(const char *t, int64_t n, int64_t *a, int64_t *b) {
+    char *end = NULL;
+    errno = 0;
+    long long x = strtoll(t, &end, 10);
+    if (errno || end == t || *end != ':') goto bad;
+    const char *u = end + 1;
+    long long y = strtoll(u, &end, 10);
+    if (errno || end == u || *end || x < 0 || y <= x || y > n) goto bad;
+    *a = x, *b = y;
+    return 0;
+bad:
+    fprintf(stderr, "vae: --slice %s: expected A:B with 0 <= A < B <= %" PRId64 " (the run's size)\n", t, n);
+    return -1;
+}
+
+/* "v1,v2,...,vL" into out[L]. */
+static int parse_vector(const char *flag, const char *t, real *out, int L) {
+    const char *p = t;
+    for (int l = 0; l < L; l++) {
+        char *end = NULL;
+        double x = strtod(p, &end);
+        if (end == p || !isfinite(x) || (l < L - 1 ? *end != ',' : *end != 0)) {
+            fprintf(stderr, "vae: %s %s: expected %d comma-separated numbers (one per latent dimension)\n",
+                    flag, t, L);
+            return -1;
+        }
+        out[l] = (real)x;
+        p = end + 1;
+    }
+    return 0;
+}
+
+/* Peak resident memory of this process image in MiB: VmHWM from
+ * /proc/self/status (getrusage's ru_maxrss would include the parent's memory
+ * at fork, which exec carries over); -1 where there is no /proc. */
+static double peak_rss_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    double kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lf kB", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb / 1024.0;
+}
+
+/* vae sample with --prior / --grid / --interpolate: the streamed decoder. */
+static int sample_stream(const args_t *a, int mode, int64_t n_total, int ia, int ib, int d1, int d2) {
+    static const char *names[] = {"prior", "grid", "interp"};
+    const char *name = names[mode];
+    args_t a2 = *a;
+    a2.auto_chunk_n = n_total;
+    loaded_t L;
+    if (load_for_inference(a->positional, &a2, &L)) {
+        unload(&L);
+        return 1;
+    }
+    vae_model *m = &L.model;
+    int rc = 1;
+    real *vec = NULL;
+    vae_dataset test = {0};
+    vae_sample_job job;
+    memset(&job, 0, sizeof job);
+    job.spec.L = m->L;
+    job.spec.seed = a->seed >= 0 ? (uint64_t)a->seed : L.st.seed;
+    job.first = 0, job.last = n_total;
+    if (L.cfg.type != VAE_MODEL_VAE && mode == 0) {
+        fprintf(stderr, "vae: --prior needs a VAE; %s is a plain autoencoder\n", L.path);
+        goto done;
+    }
+    if (mode == 1 && (d1 >= m->L || d2 >= m->L)) {
+        fprintf(stderr, "vae: --grid %d,%d: latent dimensions must be in 0..%d (latent = %d)\n", d1, d2,
+                m->L - 1, m->L);
+        goto done;
+    }
+    if (a->slice && parse_slice(a->slice, n_total, &job.first, &job.last)) goto done;
+    const int bits = vae_precision_bits(a->precision);
+    if (bits < 0) {
+        fprintf(stderr, "vae: --precision %s: expected fp32, tf32 or bf16\n", a->precision);
+        goto done;
+    }
+    char out[1024], path[1100], lpath[1100];
+    if (a->out) snprintf(out, sizeof out, "%s", a->out);
+    else dirname_of(L.path, out, sizeof out);
+    if (vae_mkdir_p(out)) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        goto done;
+    }
+
+    if (mode == 0) {
+        job.spec.kind = VAE_LATENT_PRIOR;
+    } else if (mode == 1) {
+        job.spec.kind = VAE_LATENT_GRID;
+        job.spec.d1 = d1, job.spec.d2 = d2;
+        job.spec.steps = a->steps > 0 ? a->steps : 10;
+        job.spec.quantiles = a->quantiles;
+        job.spec.range = a->range > 0 ? a->range : 3.0;
+        vec = vae_calloc((size_t)m->L, sizeof(real));
+        if (!vec || (a->at && parse_vector("--at", a->at, vec, m->L))) goto done;
+    } else {
+        /* the endpoints: posterior means of test images ia and ib, in fp32 */
+        char dir[1024];
+        vae_data_dir(dir, sizeof dir, a->data);
+        if (vae_dataset_load(&test, &L.cfg, dir, 0)) {
+            fprintf(stderr, "vae: --interpolate needs the test images: %s\n", vae_error_get());
+            goto done;
+        }
+        if (ia >= test.n || ib >= test.n) {
+            fprintf(stderr, "vae: --interpolate %d,%d: test image indices must be in 0..%d\n", ia, ib,
+                    test.n - 1);
+            goto done;
+        }
+        vec = vae_malloc(2 * (size_t)m->L, sizeof(real));
+        if (!vec) goto done;
+        int ends[2] = {ia, ib};
+        vae_encode_means(m, &test, ends, 2, vec);
+        double ab = 0, aa = 0, bb = 0;
+        for (int l = 0; l < m->L; l++) {
+            ab += (double)vec[l] * vec[m->L + l];
+            aa += (double)vec[l] * vec[l];
+            bb += (double)vec[m->L + l] * vec[m->L + l];
+        }
+        double cosw = aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 1.0;
+        job.spec.kind = a->slerp ? VAE_LATENT_SLERP : VAE_LATENT_LERP;
+        job.spec.steps = n_total;
+        job.spec.omega = acos(cosw > 1 ? 1 : cosw < -1 ? -1 : cosw);
+    }
+    job.vec = vec;
+
+    if (bits < 23) {
+        /* reduced precision: weights rounded once, activations per layer */
+        m->be->round_mantissa(m->be, m->p, m->n_real, bits);
+        m->round_bits = bits;
+        if (m->be->set_precision && m->be->set_precision(m->be, bits)) {
+            fprintf(stderr, "vae: %s\n", vae_error_get());
+            goto done;
+        }
+    }
+
+    const int png = a->png >= 0 ? a->png : mode != 0;
+    /* a slice gets its own names, so pieces of a split run can share --out */
+    char base[64];
+    if (a->slice)
+        snprintf(base, sizeof base, "%s-%" PRId64 "-%" PRId64, name, job.first, job.last);
+    else
+        snprintf(base, sizeof base, "%s", name);
+    snprintf(path, sizeof path, "%s/%s.npy", out, base);
+    snprintf(lpath, sizeof lpath, "%s/%s-latents.npy", out, base);
+    vae_atomic_remove_stale(out);
+    job.npy_path = a->no_npy ? NULL : path;
+    job.latents_path = a->save_latents ? lpath : NULL;
+    if (png) {
+        const int sheet_px = a->sheet_px > 0 ? (int)a->sheet_px : VAE_SHEETS_DEFAULT_MAX_PX;
+        job.sheet_dir = out;
+        job.sheet_prefix = base;
+        job.sheet_px = sheet_px;
+        if (mode != 0) {
+            job.sheet_cols = (int)(mode == 1 ? job.spec.steps : job.last - job.first);
+        } else { /* prior: a square-ish sheet, as wide as one sheet allows */
+            int64_t n = job.last - job.first, cols = (int64_t)ceil(sqrt((double)n));
+            int64_t fit = (sheet_px + VAE_SHEETS_PAD) / (L.cfg.input.w + VAE_SHEETS_PAD);
+            if (cols > fit) cols = fit > 0 ? fit : 1;
+            job.sheet_cols = (int)cols;
+        }
+    }
+    job.progress = a->progress >= 0 ? a->progress : isatty(2);
+    job.stop = &g_sample_stop;
+
+    const int64_t n = job.last - job.first;
+    if (!a->json)
+        fprintf(stderr,
+                "vae: decoding %" PRId64 " images ([%" PRId64 ", %" PRId64 ") of %" PRId64
+                ") on %s in chunks of %d (%s), %s\n",
+                n, job.first, job.last, n_total, m->be->name, m->B,
+                a->batch > 0 ? "--chunk" : L.chunk_why,
+                bits == 23 ? "fp32" : bits == 10 ? "tf32" : "bf16");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sample_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    vae_sample_result res;
+    if (vae_sample_run(m, &job, &res)) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        goto done;
+    }
+    rc = res.stopped ? 130 : 0;
+    const double ips = res.seconds > 0 ? (double)res.written / res.seconds : 0;
+    if (a->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "mode", name);
+        cJSON_AddStringToObject(j, "checkpoint", L.path);
+        cJSON_AddNumberToObject(j, "images", (double)res.written);
+        cJSON_AddNumberToObject(j, "first", (double)job.first);
+        cJSON_AddNumberToObject(j, "last", (double)job.last);
+        cJSON_AddNumberToObject(j, "seconds", res.seconds);
+        cJSON_AddNumberToObject(j, "images_per_s", ips);
+        cJSON_AddNumberToObject(j, "chunk", m->B);
+        cJSON_AddStringToObject(j, "device", m->be->name);
+        cJSON_AddStringToObject(j, "precision", bits == 23 ? "fp32" : bits == 10 ? "tf32" : "bf16");
+        if (job.npy_path) cJSON_AddStringToObject(j, "npy", job.npy_path);
+        else cJSON_AddNullToObject(j, "npy");
+        if (job.latents_path) cJSON_AddStringToObject(j, "latents", job.latents_path);
+        cJSON_AddNumberToObject(j, "sheets", res.sheets);
+        cJSON_AddBoolToObject(j, "stopped", res.stopped);
+        cJSON_AddNumberToObject(j, "peak_rss_mib", peak_rss_mib());
+        char *txt = cJSON_PrintUnformatted(j);
+        if (txt) printf("%s\n", txt);
+        free(txt);
+        cJSON_Delete(j);
+    } else {
+        printf("decoded %" PRId64 " images in %.2f s (%.0f images/s)", res.written, res.seconds, ips);
+        if (job.npy_path) printf("; %s", job.npy_path);
+        if (res.sheets) printf("; %d PNG sheet%s %s/%s*.png", res.sheets, res.sheets > 1 ? "s" : "", out, base);
+        printf("\n");
+    }
+    if (res.stopped)
+        fprintf(stderr, "vae: stopped by %s after %" PRId64 " of %" PRId64 " images; %s holds them "
+                "(continue with --slice %" PRId64 ":%" PRId64 ")\n",
+                g_sample_stop == SIGTERM ? "SIGTERM" : "SIGINT", res.written, n,
+                job.npy_path ? job.npy_path : "nothing", job.first + res.written, job.last);
+done:
+    free(vec);
+    vae_dataset_free(&test);
+    unload(&L);
+    return rc;
+}
+
 static int cmd_sample(int argc, char **argv) {
     args_t a;
     if (parse_args(argc, argv, &a)) return 2;
@@ -513,14 +814,33 @@ static int cmd_sample(int argc, char **argv) {
         fputs(USAGE_SAMPLE, stderr);
         return 2;
     }
-    int ia = 0, ib = 1;
-    if (a.interpolate) {
-        char extra;
-        if (sscanf(a.interpolate, "%d,%d%c", &ia, &ib, &extra) != 2 || ia < 0 || ib < 0) {
-            fprintf(stderr, "vae: --interpolate %s: expected two test image indices I,J\n", a.interpolate);
-            return 2;
-        }
+    int ia = 0, ib = 1, d1 = 0, d2 = 1;
+    char extra;
+    if (a.interpolate &&
+        (sscanf(a.interpolate, "%d,%d%c", &ia, &ib, &extra) != 2 || ia < 0 || ib < 0)) {
+        fprintf(stderr, "vae: --interpolate %s: expected two test image indices I,J\n", a.interpolate);
+        return 2;
     }
+    if (a.grid && (sscanf(a.grid, "%d,%d%c", &d1, &d2, &extra) != 2 || d1 < 0 || d2 < 0 || d1 == d2)) {
+        fprintf(stderr, "vae: --grid %s: expected two different latent dimensions D1,D2\n", a.grid);
+        return 2;
+    }
+    const int modes = (a.prior > 0) + (a.grid != NULL) + (a.interpolate != NULL);
+    if (modes > 1) {
+        fprintf(stderr, "vae: --prior, --grid and --interpolate are separate runs; give one\n");
+        return 2;
+    }
+    if (a.quantiles && a.range > 0) {
+        fprintf(stderr, "vae: --quantiles and --range are two spacings of the grid; give one\n");
+        return 2;
+    }
+    if (modes == 1) {
+        const int64_t S = a.steps > 0 ? a.steps : 10;
+        if (a.prior > 0) return sample_stream(&a, 0, a.prior, 0, 0, 0, 0);
+        if (a.grid) return sample_stream(&a, 1, S * S, 0, 0, d1, d2);
+        return sample_stream(&a, 2, S, ia, ib, 0, 0);
+    }
+
     loaded_t L;
     if (load_for_inference(a.positional, &a, &L)) {
         unload(&L);
@@ -541,23 +861,11 @@ static int cmd_sample(int argc, char **argv) {
     if (!have_test)
         fprintf(stderr, "vae: no test data (%s); writing the prior grids only\n", vae_error_get());
     int rc = 0;
-    if (vae_write_grids(&L.model, have_test ? &test : NULL, out, seed, ia, ib)) {
+    if (vae_write_grids(&L.model, have_test ? &test : NULL, out, seed, 0, 1)) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
         rc = 1;
     } else {
         printf("wrote image grids to %s\n", out);
-    }
-    if (!rc && a.prior > 0) {
-        char path[2048];
-        snprintf(path, sizeof path, "%s/prior.npy", out);
-        double t0 = vae_now();
-        if (vae_sample_prior_npy(&L.model, path, a.prior, seed)) {
-            fprintf(stderr, "vae: %s\n", vae_error_get());
-            rc = 1;
-        } else {
-            double s = vae_now() - t0;
-            printf("wrote %lld prior samples to %s (%.0f images/s)\n", a.prior, path, a.prior / (s > 0 ? s : 1e-9));
-        }
     }
     vae_dataset_free(&test);
     unload(&L);

@@ -370,6 +370,12 @@ real *vae_model_decode(vae_model *m, const real *z, int B) {
     VAE_ASSERT(B <= m->B);
     const real *h = z;
     for (int i = 0; i < m->n_dec; i++) {
+        const vae_layer *l = &m->dec[i];
+        if (m->round_bits && l->w >= 0)
+            /* reduced precision: the weight layer's input is rounded in place
+             * (it is the previous output, or z; not needed again) */
+            m->be->round_mantissa(m->be, (real *)h, (size_t)B * vae_shape_count(l->spec.in_shape),
+                                  m->round_bits);
         layer_forward(m, &m->dec[i], h, B);
         h = m->dec[i].out;
     }

@@ -20,12 +20,17 @@
 #define NPY_HEADER 128
 static const char k_magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
-/* The full NPY_HEADER-byte preamble for shape (n, c, h, w). */
-static void npy_header(char out[NPY_HEADER], int64_t n, int c, int h, int w) {
+/* The full NPY_HEADER-byte preamble for the writer's shape with n rows:
+ * uint8 (n, c, h, w) or float32 (n, c). */
+static void npy_header(char out[NPY_HEADER], const vae_npy_writer *nw, int64_t n) {
     char dict[NPY_HEADER];
-    int len = snprintf(dict, sizeof dict,
-                       "{'descr': '|u1', 'fortran_order': False, 'shape': (%" PRId64 ", %d, %d, %d), }",
-                       n, c, h, w);
+    int len = nw->f32 ? snprintf(dict, sizeof dict,
+                                 "{'descr': '<f4', 'fortran_order': False, 'shape': (%" PRId64 ", %d), }",
+                                 n, nw->c)
+                      : snprintf(dict, sizeof dict,
+                                 "{'descr': '|u1', 'fortran_order': False, 'shape': (%" PRId64
+                                 ", %d, %d, %d), }",
+                                 n, nw->c, nw->h, nw->w);
     /* longest case: 19-digit n and three 10-digit ints -> 110 chars + 10 + '\n' <= 128 */
     VAE_ASSERT(len > 0 && 10 + len + 1 <= NPY_HEADER);
     memset(out, ' ', NPY_HEADER);
@@ -38,11 +43,16 @@ static void npy_header(char out[NPY_HEADER], int64_t n, int c, int h, int w) {
     out[NPY_HEADER - 1] = '\n';
 }
 
-int vae_npy_open(vae_npy_writer *nw, const char *path, int64_t n, int c, int h, int w) {
+/* Bytes per row. */
+static size_t npy_row_bytes(const vae_npy_writer *nw) {
+    return (size_t)nw->c * (size_t)nw->h * (size_t)nw->w * (nw->f32 ? sizeof(float) : 1);
+}
+
+static int npy_open(vae_npy_writer *nw, const char *path, int64_t n, int c, int h, int w, int f32) {
     memset(nw, 0, sizeof *nw);
     if (n < 0 || c <= 0 || h <= 0 || w <= 0)
         return vae_error_set(VAE_EINVAL, "%s: bad .npy shape (%" PRId64 ", %d, %d, %d)", path, n, c, h, w);
-    int64_t row = (int64_t)c * h * w; /* < 2^63 for int c, h, w */
+    int64_t row = (int64_t)c * h * w * (f32 ? 4 : 1); /* < 2^63 for int c, h, w */
     if (n > 0 && row > INT64_MAX / n)
         return vae_error_set(VAE_EINVAL, "%s: .npy shape (%" PRId64 ", %d, %d, %d) overflows", path, n, c,
                              h, w);
@@ -52,23 +62,33 @@ int vae_npy_open(vae_npy_writer *nw, const char *path, int64_t n, int c, int h, 
     nw->c = c;
     nw->h = h;
     nw->w = w;
+    nw->f32 = f32;
     nw->header_len = NPY_HEADER;
     char hdr[NPY_HEADER];
-    npy_header(hdr, n, c, h, w);
+    npy_header(hdr, nw, n);
     rc = vae_atomic_write(&nw->af, hdr, sizeof hdr);
     if (rc) vae_atomic_abort(&nw->af);
     return rc;
 }
 
-/* Appends rows [n_rows, c, h, w]. On error the file stays open: the caller
- * ends with vae_npy_close or vae_atomic_abort(&nw->af). */
-int vae_npy_append(vae_npy_writer *nw, const uint8_t *rows, int64_t n_rows) {
+int vae_npy_open(vae_npy_writer *nw, const char *path, int64_t n, int c, int h, int w) {
+    return npy_open(nw, path, n, c, h, w, 0);
+}
+
+int vae_npy_open_f32(vae_npy_writer *nw, const char *path, int64_t n, int cols) {
+    _Static_assert(sizeof(float) == 4, "float32");
+    return npy_open(nw, path, n, cols, 1, 1, 1);
+}
+
+/* Appends rows [n_rows, c, h, w] (uint8) or [n_rows, c] (float32, the host's
+ * little-endian floats). On error the file stays open: the caller ends with
+ * vae_npy_close or vae_atomic_abort(&nw->af). */
+int vae_npy_append(vae_npy_writer *nw, const void *rows, int64_t n_rows) {
     if (n_rows < 0 || n_rows > nw->n_total - nw->n_written)
         return vae_error_set(VAE_EINVAL, "%s: appending %" PRId64 " rows to %" PRId64 " of %" PRId64
                              " would exceed the announced shape", nw->af.path, n_rows, nw->n_written,
                              nw->n_total);
-    size_t bytes = (size_t)n_rows * (size_t)nw->c * (size_t)nw->h * (size_t)nw->w;
-    int rc = vae_atomic_write(&nw->af, rows, bytes);
+    int rc = vae_atomic_write(&nw->af, rows, (size_t)n_rows * npy_row_bytes(nw));
     if (rc) return rc;
     nw->n_written += n_rows;
     return VAE_OK;
@@ -79,7 +99,7 @@ int vae_npy_close(vae_npy_writer *nw) {
     if (!af->f) return vae_error_set(VAE_EIO, "%s: .npy writer is not open", af->path);
     if (nw->n_written < nw->n_total && !af->failed) {
         char hdr[NPY_HEADER];
-        npy_header(hdr, nw->n_written, nw->c, nw->h, nw->w);
+        npy_header(hdr, nw, nw->n_written);
         if (fseek(af->f, 0, SEEK_SET) != 0) {
             int e = errno;
             vae_atomic_abort(af);

@@ -28,7 +28,7 @@ static void decode_host_latents(vae_model *m, const real *zs, int n, uint8_t *de
 }
 
 /* Encode test images idx[n] to their posterior means mu[n, L] (host). */
-static void encode_means(vae_model *m, const vae_dataset *ds, const int *idx, int n, real *mu) {
+void vae_encode_means(vae_model *m, const vae_dataset *ds, const int *idx, int n, real *mu) {
     real *x = vae_malloc((size_t)m->B * m->D, sizeof(real));
     real *head = vae_malloc((size_t)m->B * m->head_out, sizeof(real));
     VAE_ASSERT(x && head);
@@ -102,7 +102,7 @@ int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint
     /* test images beside their reconstructions (decoded from the mean) */
     int idx[32];
     for (int i = 0; i < n_rec; i++) idx[i] = i % test->n;
-    encode_means(m, test, idx, n_rec, mu);
+    vae_encode_means(m, test, idx, n_rec, mu);
     decode_host_latents(m, mu, n_rec, dev_px, tmp);
     for (int i = 0; i < n_rec; i++) {
         memcpy(px + (size_t)(2 * i) * D, test->images + (size_t)idx[i] * D, (size_t)D);
@@ -112,7 +112,7 @@ int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint
 
     /* interpolation between the means of test images ia and ib */
     int ends[2] = {ia, ib};
-    encode_means(m, test, ends, 2, mu);
+    vae_encode_means(m, test, ends, 2, mu);
     for (int s = 0; s < steps; s++) {
         double t = (double)s / (steps - 1);
         for (int l = 0; l < L; l++)
@@ -127,35 +127,5 @@ int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint
 done:
     if (dev_px) m->be->release(m->be, dev_px);
     free(px), free(zs), free(mu), free(tmp);
-    return rc;
-}
-
-int vae_sample_prior_npy(vae_model *m, const char *path, int64_t n, uint64_t seed) {
-    if (m->cfg->type != VAE_MODEL_VAE)
-        return vae_error_set(VAE_EINVAL, "--prior needs a VAE; this model is a plain autoencoder");
-    const vae_shape s = m->cfg->input;
-    vae_npy_writer nw;
-    int rc = vae_npy_open(&nw, path, n, s.c, s.h, s.w);
-    if (rc) return rc;
-    uint8_t *dev_px = m->be->alloc(m->be, (size_t)m->B * m->D);
-    uint8_t *px = vae_malloc((size_t)m->B * m->D, 1);
-    if (!dev_px || !px) {
-        rc = vae_error_prefix(VAE_ENOMEM, "%s", path);
-        goto done;
-    }
-    for (int64_t i = 0; i < n && !rc; i += m->B) {
-        int c = n - i < m->B ? (int)(n - i) : m->B;
-        m->be->normal_fill(m->be, m->z, (size_t)c * m->L, seed, VAE_RNG_PRIOR, 0, (uint64_t)i * m->L);
-        decode_u8(m, m->z, c, dev_px, px);
-        rc = vae_npy_append(&nw, px, c);
-    }
-done:
-    if (rc) {
-        vae_atomic_abort(&nw.af);
-    } else {
-        rc = vae_npy_close(&nw);
-    }
-    if (dev_px) m->be->release(m->be, dev_px);
-    free(px);
     return rc;
 }

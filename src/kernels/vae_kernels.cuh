@@ -85,6 +85,13 @@ void vae_cuda_step_snapshot(cudaStream_t s, double *acc_dst, int *state_dst, con
 void vae_cuda_gather_batch(cudaStream_t s, real *x, const uint8_t *data, const int32_t *idx,
                            int B, int D);
 
+/* ---- sample.cu ---- */
+/* z[k, l] = vae_latent_elem(spec, vec, first + k, l), k < n, l < spec->L */
+void vae_cuda_latent_fill(cudaStream_t s, real *z, int n, int64_t first,
+                          const vae_latent_spec *spec, const real *vec);
+/* x[i] = vae_round_mantissa(x[i], bits) */
+void vae_cuda_round_mantissa(cudaStream_t s, real *x, size_t n, int bits);
+
 /* Whether this build's kernels can run on the current device (a binary for
  * its architecture, or PTX the driver can compile). cudaSuccess if so. */
 cudaError_t vae_cuda_probe_kernels(void);

@@ -1,0 +1,320 @@
+/* sample_stream.c — streamed decoding of many latents (see vae_sample.h).
+ *
+ * Two host buffers of pixels (and of latents, when they are saved) go round
+ * between the decode loop and one writer thread:
+ *
+ *   loop k:  issue latent_fill + decode + to_u8 of chunk k into dev[k%2]
+ *            wait for the copy of chunk k-1, hand host[(k-1)%2] to the writer
+ *            wait until the writer is done with host[k%2] (chunk k-2)
+ *            issue the copy dev[k%2] -> host[k%2] (second stream on CUDA)
+ *
+ * so on the CUDA backend chunk k decodes while chunk k-1 is copied and
+ * written. On the CPU backend the calls are synchronous and the overlap is
+ * between decoding (this thread and the BLAS threads) and writing.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vae_io.h"
+#include "vae_sample.h"
+#include "vae_sheets.h"
+
+int vae_precision_bits(const char *name) {
+    if (!name || !strcmp(name, "fp32")) return 23;
+    if (!strcmp(name, "tf32")) return 10;
+    if (!strcmp(name, "bf16")) return 7;
+    return -1;
+}
+
+int vae_sample_auto_chunk(const vae_config *cfg, size_t budget, int64_t n, size_t *per_image) {
+    /* per image, the model holds every layer's output, the input, the head,
+     * z/dz and two gradient buffers of the largest activation */
+    size_t act = 0, max_act = (size_t)vae_shape_count(cfg->input);
+    for (int i = 0; i < cfg->n_enc; i++) {
+        size_t k = (size_t)vae_shape_count(cfg->enc[i].out_shape);
+        act += k;
+        if (k > max_act) max_act = k;
+    }
+    for (int i = 0; i < cfg->n_dec; i++) {
+        size_t k = (size_t)vae_shape_count(cfg->dec[i].out_shape);
+        act += k;
+        if (k > max_act) max_act = k;
+    }
+    size_t per = sizeof(real) * (act + 2 * max_act + (size_t)vae_shape_count(cfg->input) +
+                                 6 * (size_t)cfg->latent) +
+                 2 * (size_t)vae_shape_count(cfg->input); /* + two uint8 chunks */
+    if (per_image) *per_image = per;
+    int64_t c = 64;
+    while (c < 65536 && (size_t)(2 * c) * per <= budget) c *= 2;
+    int64_t n64 = (n + 63) / 64 * 64;
+    if (n64 > 0 && c > n64) c = n64;
+    return (int)c;
+}
+
+/* ------------------------------------------------------------ writer */
+
+typedef struct {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int full[2];       /* buffer handed over, not yet written */
+    int n[2];          /* images in it */
+    int next;          /* buffer the writer takes next */
+    int quit;          /* no more buffers will come */
+    int err;           /* first error (the writer stops writing) */
+    char msg[512];     /* its message (errors are thread-local) */
+    int L;
+    uint8_t *px[2];
+    real *zs[2];
+    vae_npy_writer *npy, *lat;
+    vae_sheets *sheets;
+} writer_t;
+
+static void *writer_main(void *arg) {
+    writer_t *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->full[w->next] && !w->quit) pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->full[w->next]) { /* quit and nothing left */
+            pthread_mutex_unlock(&w->mu);
+            return NULL;
+        }
+        const int b = w->next, n = w->n[b], failed = w->err;
+        pthread_mutex_unlock(&w->mu);
+
+        int rc = VAE_OK;
+        if (!failed) {
+            if (w->npy) rc = vae_npy_append(w->npy, w->px[b], n);
+            if (!rc && w->lat) {
+                if (sizeof(real) != sizeof(float)) {
+                    /* the double build: narrow in place, front to back (float i
+                     * lands below double i, which is already read) */
+                    float *f = (float *)w->zs[b];
+                    for (size_t i = 0; i < (size_t)n * (size_t)w->L; i++) f[i] = (float)w->zs[b][i];
+                }
+                rc = vae_npy_append(w->lat, w->zs[b], n);
+            }
+            if (!rc && w->sheets) rc = vae_sheets_push(w->sheets, w->px[b], n);
+        }
+
+        pthread_mutex_lock(&w->mu);
+        if (rc && !w->err) {
+            w->err = rc;
+            snprintf(w->msg, sizeof w->msg, "%s", vae_error_get());
+        }
+        w->full[b] = 0;
+        w->next = 1 - b;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+/* Hand buffer b (n images) to the writer. */
+static void writer_put(writer_t *w, int b, int n) {
+    pthread_mutex_lock(&w->mu);
+    w->n[b] = n;
+    w->full[b] = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Wait until buffer b is free; returns the writer's error code so far. */
+static int writer_wait(writer_t *w, int b) {
+    pthread_mutex_lock(&w->mu);
+    while (w->full[b]) pthread_cond_wait(&w->cv, &w->mu);
+    int err = w->err;
+    pthread_mutex_unlock(&w->mu);
+    return err;
+}
+
+/* ------------------------------------------------------------ progress */
+
+static void progress(int64_t done, int64_t total, double secs, int final) {
+    char bar[31];
+    int fill = total ? (int)(30 * done / total) : 30;
+    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+    bar[30] = 0;
+    double ips = secs > 0 ? (double)done / secs : 0;
+    double eta = ips > 0 ? (double)(total - done) / ips : 0;
+    fprintf(stderr, "\rsample [%s] %3d%% %" PRId64 "/%" PRId64 " images  %9.0f img/s  ETA %5.0f s  %s", bar,
+            total ? (int)(100 * done / total) : 100, done, total, ips, eta, final ? "\n" : "");
+    fflush(stderr);
+}
+
+/* ------------------------------------------------------------ run */
+
+int vae_sample_run(vae_model *m, const vae_sample_job *job, vae_sample_result *res) {
+    vae_backend *be = m->be;
+    const vae_shape s = m->cfg->input;
+    const int D = m->D, L = m->L, B = m->B;
+    const int64_t n = job->last - job->first;
+    memset(res, 0, sizeof *res);
+    if (job->first < 0 || n <= 0)
+        return vae_error_set(VAE_EINVAL, "empty slice [%" PRId64 ", %" PRId64 ")", job->first, job->last);
+    if (job->spec.L != L)
+        return vae_error_set(VAE_EINVAL, "latent spec has %d dimensions, the model %d", job->spec.L, L);
+    const int want_host = job->npy_path || job->sheet_dir; /* pixels come back to the host */
+    const int want_z = job->latents_path != NULL;
+    const int async = be->download_async && be->copy_wait && be->host_alloc && be->host_free;
+
+    vae_npy_writer npy, lat;
+    vae_sheets *sheets = NULL;
+    writer_t w;
+    memset(&w, 0, sizeof w);
+    w.L = L;
+    uint8_t *dev_px[2] = {NULL, NULL};
+    real *dev_vec = NULL;
+    int rc = VAE_OK, npy_open = 0, lat_open = 0, thread_up = 0;
+
+    /* ---- buffers */
+    for (int b = 0; b < 2 && !rc; b++) {
+        dev_px[b] = be->alloc(be, (size_t)B * D);
+        if (!dev_px[b]) rc = vae_error_prefix(VAE_ENOMEM, "decoded pixels");
+        if (!rc && want_host) {
+            w.px[b] = async ? be->host_alloc(be, (size_t)B * D) : vae_malloc((size_t)B, (size_t)D);
+            if (!w.px[b]) rc = vae_error_prefix(VAE_ENOMEM, "host pixel buffer");
+        }
+        if (!rc && want_z) {
+            w.zs[b] = async ? be->host_alloc(be, (size_t)B * L * sizeof(real))
+                            : vae_malloc((size_t)B * L, sizeof(real));
+            if (!w.zs[b]) rc = vae_error_prefix(VAE_ENOMEM, "host latent buffer");
+        }
+    }
+    if (!rc && job->vec) {
+        size_t nv = job->spec.kind == VAE_LATENT_GRID ? (size_t)L : 2 * (size_t)L;
+        dev_vec = be->alloc(be, nv * sizeof(real));
+        if (!dev_vec) rc = vae_error_prefix(VAE_ENOMEM, "latent vectors");
+        else be->upload(be, dev_vec, job->vec, nv * sizeof(real));
+    }
+
+    /* ---- outputs */
+    if (!rc && job->npy_path) {
+        rc = vae_npy_open(&npy, job->npy_path, n, s.c, s.h, s.w);
+        npy_open = !rc;
+        w.npy = npy_open ? &npy : NULL;
+    }
+    if (!rc && want_z) {
+        rc = vae_npy_open_f32(&lat, job->latents_path, n, L);
+        lat_open = !rc;
+        w.lat = lat_open ? &lat : NULL;
+    }
+    if (!rc && job->sheet_dir) {
+        rc = vae_sheets_open(&sheets, job->sheet_dir, job->sheet_prefix, n, job->sheet_cols, s.c, s.h,
+                             s.w, job->sheet_px);
+        w.sheets = sheets;
+    }
+    if (!rc && (want_host || want_z)) {
+        if (pthread_mutex_init(&w.mu, NULL) || pthread_cond_init(&w.cv, NULL) ||
+            pthread_create(&w.th, NULL, writer_main, &w))
+            rc = vae_error_set(VAE_ENOMEM, "cannot start the writer thread");
+        else
+            thread_up = 1;
+    }
+
+    /* ---- decode loop */
+    const double t0 = vae_now();
+    double last_bar = 0;
+    int64_t done = 0;       /* images handed to the writer (or decoded, without outputs) */
+    int pending = -1, pending_n = 0; /* buffer whose copy is in flight */
+    int k = 0;
+    for (int64_t i = 0; i < n && !rc; i += B, k++) {
+        if (job->stop && *job->stop) {
+            res->stopped = 1;
+            break;
+        }
+        const int b = k & 1;
+        const int c = n - i < B ? (int)(n - i) : B;
+        be->latent_fill(be, m->z, c, job->first + i, &job->spec, dev_vec);
+        if (want_z) {
+            /* the latents as generated, before any rounding by the decoder */
+            if (writer_wait(&w, b)) break;
+            if (async) {
+                /* waited for at once: decoding may overwrite z (rounding,
+                 * in-place layers) while a copy of it would be in flight */
+                be->download_async(be, w.zs[b], m->z, (size_t)c * L * sizeof(real));
+                be->copy_wait(be);
+            } else {
+                be->download(be, w.zs[b], m->z, (size_t)c * L * sizeof(real));
+            }
+        }
+        real *out = vae_model_decode(m, m->z, c);
+        be->to_u8(be, dev_px[b], out, (size_t)c * D, m->cfg->likelihood);
+        if (pending >= 0) { /* chunk k-1: its copy is done once copy_wait returns */
+            if (async) be->copy_wait(be);
+            writer_put(&w, pending, pending_n);
+            done += pending_n;
+            pending = -1;
+        }
+        if (thread_up) {
+            if (writer_wait(&w, b)) break;
+            if (want_host) {
+                if (async) be->download_async(be, w.px[b], dev_px[b], (size_t)c * D);
+                else be->download(be, w.px[b], dev_px[b], (size_t)c * D);
+            }
+            pending = b, pending_n = c;
+        } else {
+            done += c;
+        }
+        if (job->progress) {
+            double now = vae_now();
+            if (now - last_bar > 0.2) {
+                progress(done, n, now - t0, 0);
+                last_bar = now;
+            }
+        }
+    }
+    if (pending >= 0) {
+        if (async) be->copy_wait(be);
+        writer_put(&w, pending, pending_n);
+        done += pending_n;
+    }
+    be->sync(be);
+    if (thread_up) {
+        pthread_mutex_lock(&w.mu);
+        w.quit = 1;
+        pthread_cond_broadcast(&w.cv);
+        pthread_mutex_unlock(&w.mu);
+        pthread_join(w.th, NULL);
+        if (w.err) rc = vae_error_set(w.err, "%s", w.msg);
+        pthread_mutex_destroy(&w.mu);
+        pthread_cond_destroy(&w.cv);
+    }
+    res->seconds = vae_now() - t0;
+    res->written = done;
+    if (job->progress) progress(done, n, res->seconds, 1);
+
+    /* ---- close: complete (or stopped: shorter, valid) files, or none on error */
+    if (npy_open) {
+        if (rc) vae_atomic_abort(&npy.af);
+        else rc = vae_npy_close(&npy);
+    }
+    if (lat_open) {
+        if (rc) vae_atomic_abort(&lat.af);
+        else rc = vae_npy_close(&lat);
+    }
+    if (sheets) {
+        if (rc || res->stopped) {
+            res->sheets = (int)vae_sheets_committed(sheets);
+            vae_sheets_abort(sheets);
+        } else {
+            res->sheets = (int)vae_sheets_count(sheets);
+            rc = vae_sheets_close(sheets);
+        }
+    }
+    for (int b = 0; b < 2; b++) {
+        if (dev_px[b]) be->release(be, dev_px[b]);
+        if (async) {
+            if (w.px[b]) be->host_free(be, w.px[b]);
+            if (w.zs[b]) be->host_free(be, w.zs[b]);
+        } else {
+            free(w.px[b]);
+            free(w.zs[b]);
+        }
+    }
+    if (dev_vec) be->release(be, dev_vec);
+    return rc;
+}

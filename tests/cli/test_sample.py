@@ -1,0 +1,280 @@
+"""`vae sample --prior / --grid / --interpolate`: the streamed decoder.
+
+Trains a small conv VAE (dense + two transposed convs in the decoder) on
+1000 MNIST images, then checks against independent references:
+  - the .npy files open with numpy with the documented shape and dtype;
+  - prior latents are the documented draws (mean ~0, std ~1; reproducible by
+    seed; a different seed differs);
+  - grid coordinates are what the documentation says: linspace(-R, R, S)
+    along D1 (columns) and D2 (rows), Phi^-1((k + 1/2) / S) with --quantiles
+    (Python's statistics.NormalDist as the reference), the other dims
+    from --at;
+  - interpolation latents follow the lerp / slerp formulas (numpy);
+  - a run split with --slice into pieces equals the run in one piece, byte
+    for byte, whatever the chunk size;
+  - PNG sheets: count, names and sizes as documented (split by --sheet-px);
+  - SIGINT mid-run leaves a valid .npy truncated at a chunk boundary that
+    equals the start of the full run, and exit code 130; SIGKILL leaves no
+    .npy (only a temp file, removed by the next run);
+  - --precision tf32 / bf16 vs fp32: the pixel differences are reported and
+    bounded (not zero for bf16: the rounding is really applied);
+  - memory: 1,000,000 prior samples (MLP decoder) stay within a few hundred
+    MB of peak RSS, and the peak does not grow with N.
+"""
+import json
+import math
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from statistics import NormalDist
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import SMALL_MLP, VAE, Checks, mnist_subset, run, tmpdir
+
+try:
+    import numpy as np
+except ImportError:
+    from common import skip
+    skip("numpy not found (Debian: python3-numpy)")
+
+SMALL_CONV = """
+[data]
+dataset = idx
+train_images = train.idx
+test_images = test.idx
+[model]
+input = 1x28x28
+latent = 6
+[encoder]
+layer = conv 8 k=3 stride=2 pad=1
+layer = relu
+layer = flatten
+layer = dense 64
+layer = relu
+[decoder]
+layer = dense 392
+layer = relu
+layer = reshape 8x7x7
+layer = convT 8 k=4 stride=2 pad=1
+layer = relu
+layer = convT 1 k=4 stride=2 pad=1
+[train]
+epochs = 2
+batch = 50
+seed = 5
+keep = 1
+[optim]
+lr = 2e-3
+"""
+
+c = Checks()
+base = tmpdir()
+mnist_subset(base, 1000, 200)
+common = ["--data", base, "--no-progress", "--device", "cpu", "--threads", "1"]
+ASAN = "asan" in os.environ.get("VAE_BIN", VAE) or os.environ.get("ASAN_OPTIONS")
+
+
+def train(text, name):
+    cfg = os.path.join(base, name + ".ini")
+    open(cfg, "w").write(text)
+    d = os.path.join(base, name)
+    run(["train", cfg, "--out", d] + common)
+    return [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".safetensors")][-1]
+
+
+def sample(ck, out, *args, check=True):
+    return run(["sample", ck, "--out", out] + common + list(args), check=check)
+
+
+ck = train(SMALL_CONV, "conv")
+L = 6
+
+# ---------------------------------------------------------------- prior
+d = os.path.join(base, "prior")
+sample(ck, d, "--prior", "1000", "--save-latents", "--seed", "11")
+a = np.load(os.path.join(d, "prior.npy"))
+z = np.load(os.path.join(d, "prior-latents.npy"))
+c.check(a.shape == (1000, 1, 28, 28) and a.dtype == np.uint8, f"prior.npy shape {a.shape} dtype {a.dtype}")
+c.check(z.shape == (1000, L) and z.dtype == np.float32, f"latents shape {z.shape} dtype {z.dtype}")
+# 6000 N(0,1) draws: the standard error of the mean is 0.013, of the std 0.009
+c.check(abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.04, f"latents ~ N(0,1): mean {z.mean():.4f} std {z.std():.4f}")
+c.check(a.std() > 5, f"decoded images are not constant (std {a.std():.2f})")
+c.check(not os.path.exists(os.path.join(d, "prior.png")), "--prior writes no PNG unless --png")
+
+# a split into slices. Latents: identical whatever the split. Images: byte for
+# byte when the pieces start on chunk boundaries with the same --chunk (the
+# same GEMM shapes); with other chunkings the BLAS may sum in another order
+# (its small-matrix kernels), so a pixel within ~1e-6 of a rounding boundary
+# may move by one level.
+d2 = os.path.join(base, "prior_split")
+sample(ck, d2, "--prior", "1000", "--seed", "11", "--chunk", "100", "--slice", "0:300")
+sample(ck, d2, "--prior", "1000", "--seed", "11", "--chunk", "100", "--slice", "300:1000", "--save-latents")
+sample(ck, d2, "--prior", "1000", "--seed", "11", "--chunk", "100")
+whole = np.load(os.path.join(d2, "prior.npy"))
+p0 = np.load(os.path.join(d2, "prior-0-300.npy"))
+p1 = np.load(os.path.join(d2, "prior-300-1000.npy"))
+z1 = np.load(os.path.join(d2, "prior-300-1000-latents.npy"))
+c.check(np.array_equal(np.concatenate([p0, p1]), whole), "slices 0:300 + 300:1000 == the whole run, byte for byte")
+c.check(np.array_equal(z1, z[300:]), "a slice's latents are the same rows of the whole run's, bit for bit")
+sample(ck, d2, "--prior", "1000", "--seed", "11", "--chunk", "64", "--slice", "0:333")
+sample(ck, d2, "--prior", "1000", "--seed", "11", "--chunk", "1000", "--slice", "333:1000")
+q = np.concatenate([np.load(os.path.join(d2, "prior-0-333.npy")), np.load(os.path.join(d2, "prior-333-1000.npy"))])
+dq = np.abs(q.astype(np.int16) - a.astype(np.int16))
+print(f"slices 0:333 (chunk 64) + 333:1000 (chunk 1000) vs one run (chunk auto): "
+      f"{int((dq > 0).sum())} of {dq.size} pixels differ, by at most {dq.max()}")
+c.check(dq.max() <= 1 and (dq > 0).mean() < 1e-3, "unaligned slices with other chunks: within one level")
+d3 = os.path.join(base, "prior_seed")
+sample(ck, d3, "--prior", "50", "--seed", "12")
+c.check(not np.array_equal(np.load(os.path.join(d3, "prior.npy")), a[:50]), "another seed gives other images")
+
+# ---------------------------------------------------------------- grid
+S, R = 7, 2.0
+d = os.path.join(base, "grid")
+at = [0.5, -0.25, 1.0, 0.0, -1.5, 2.0]
+sample(ck, d, "--grid", "3,1", "--steps", str(S), "--range", str(R), "--at", ",".join(map(str, at)),
+       "--save-latents")
+g = np.load(os.path.join(d, "grid.npy"))
+gz = np.load(os.path.join(d, "grid-latents.npy")).reshape(S, S, L)
+c.check(g.shape == (S * S, 1, 28, 28), f"grid.npy shape {g.shape}")
+lin = np.linspace(-R, R, S)
+c.check(np.allclose(gz[:, :, 3], lin[None, :], atol=1e-6), "grid: columns move along D1 = 3 over linspace(-R, R, S)")
+c.check(np.allclose(gz[:, :, 1], lin[:, None], atol=1e-6), "grid: rows move along D2 = 1 (row 0 = -R)")
+others = [l for l in range(L) if l not in (1, 3)]
+c.check(np.allclose(gz[:, :, others], np.array(at)[others], atol=0), "grid: the other dims are --at's values")
+c.check(os.path.exists(os.path.join(d, "grid.png")), "grid.png written by default")
+
+d = os.path.join(base, "gridq")
+S = 9
+sample(ck, d, "--grid", "0,5", "--steps", str(S), "--quantiles", "--save-latents", "--no-png")
+gz = np.load(os.path.join(d, "grid-latents.npy")).reshape(S, S, L)
+q = np.array([NormalDist().inv_cdf((k + 0.5) / S) for k in range(S)])
+err = max(np.abs(gz[:, :, 0] - q[None, :]).max(), np.abs(gz[:, :, 5] - q[:, None]).max())
+# float32 rounding of values below 2 in magnitude: < 1.2e-7
+c.check(err < 2e-7, f"--quantiles: Phi^-1((k+1/2)/S), max error {err:.2e}")
+c.check(not any(f.endswith(".png") for f in os.listdir(d)), "--no-png writes no sheet")
+
+# sheets split by --sheet-px: 40 x 40 grid of 28 px images, at most 300 px per
+# side -> (300 + 2) // 30 = 10 images per sheet side -> 4 x 4 sheets
+d = os.path.join(base, "sheets")
+sample(ck, d, "--grid", "0,1", "--steps", "40", "--sheet-px", "300", "--no-npy")
+pngs = sorted(f for f in os.listdir(d) if f.endswith(".png"))
+want = [f"grid-{r}-{cc}.png" for r in range(4) for cc in range(4)]
+c.check(pngs == want, f"sheet names {pngs[:3]}... ({len(pngs)})")
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", head[16:24])
+
+
+c.check(all(png_size(os.path.join(d, f)) == (298, 298) for f in pngs),
+        "each sheet is 10 x 10 images: 10 * 30 - 2 = 298 px")
+c.check(not os.path.exists(os.path.join(d, "grid.npy")), "--no-npy writes no .npy")
+
+# ---------------------------------------------------------------- interpolation
+d = os.path.join(base, "interp")
+S = 11
+sample(ck, d, "--interpolate", "3,8", "--steps", str(S), "--save-latents")
+sample(ck, d + "_s", "--interpolate", "3,8", "--steps", str(S), "--slerp", "--save-latents")
+zl = np.load(os.path.join(d, "interp-latents.npy")).astype(np.float64)
+zs = np.load(os.path.join(d + "_s", "interp-latents.npy")).astype(np.float64)
+im = np.load(os.path.join(d, "interp.npy"))
+c.check(im.shape == (S, 1, 28, 28), f"interp.npy shape {im.shape}")
+za, zb = zl[0], zl[-1]
+t = np.linspace(0, 1, S)[:, None]
+c.check(np.allclose(zl, (1 - t) * za + t * zb, atol=1e-5), "lerp: z(t) = (1-t) a + t b")
+w = math.acos(np.dot(za, zb) / np.linalg.norm(za) / np.linalg.norm(zb))
+ref = (np.sin((1 - t) * w) * za + np.sin(t * w) * zb) / math.sin(w)
+c.check(np.allclose(zs[0], za, atol=1e-6) and np.allclose(zs[-1], zb, atol=1e-6), "slerp: same endpoints")
+c.check(np.allclose(zs, ref, atol=1e-5), "slerp: z(t) = (sin((1-t)w) a + sin(tw) b) / sin w")
+c.check(np.linalg.norm(za - zb) > 0.1, "endpoints are two different encodings")
+p = sample(ck, d, "--interpolate", "3,999999", check=False)
+c.check(p.returncode != 0 and "test image indices must be in 0..199" in p.stderr, "bad --interpolate index named")
+
+# ---------------------------------------------------------------- bad input
+for args, msg in ((["--grid", "0,9"], "latent dimensions must be in 0..5"),
+                  (["--grid", "1,1"], "two different latent dimensions"),
+                  (["--prior", "10", "--slice", "5:20"], "expected A:B with 0 <= A < B <= 10"),
+                  (["--grid", "0,1", "--at", "1,2"], "expected 6 comma-separated numbers"),
+                  (["--prior", "10", "--precision", "fp8"], "expected fp32, tf32 or bf16"),
+                  (["--prior", "10", "--grid", "0,1"], "give one"),
+                  (["--grid", "0,1", "--quantiles", "--range", "2"], "give one")):
+    p = sample(ck, os.path.join(base, "bad"), *args, check=False)
+    c.check(p.returncode != 0 and msg in p.stderr, f"{args}: message '{msg}' (got: {p.stderr.strip()[-160:]})")
+
+# ---------------------------------------------------------------- precision
+d = os.path.join(base, "prec")
+diffs = {}
+for prec in ("fp32", "tf32", "bf16"):
+    sample(ck, os.path.join(d, prec), "--prior", "500", "--seed", "4", "--precision", prec)
+ref = np.load(os.path.join(d, "fp32", "prior.npy")).astype(np.int16)
+for prec in ("tf32", "bf16"):
+    x = np.load(os.path.join(d, prec, "prior.npy")).astype(np.int16)
+    diff = np.abs(x - ref)
+    diffs[prec] = (int(diff.max()), float(diff.mean()), float((diff > 0).mean()))
+    print(f"--precision {prec} vs fp32 on 500 prior samples: max |diff| {diff.max()} levels, "
+          f"mean {diff.mean():.4f}, {100 * (diff > 0).mean():.2f}% of pixels differ")
+# bf16 keeps 8 significant bits: relative error ~2^-9 per rounding, a few
+# roundings per layer; on pixels in 0..255 that is a few levels at most.
+c.check(0 < diffs["bf16"][0] <= 16 and diffs["bf16"][1] < 0.5, f"bf16 vs fp32 {diffs['bf16']}")
+c.check(diffs["tf32"][0] <= 4 and diffs["tf32"][1] <= diffs["bf16"][1], f"tf32 vs fp32 {diffs['tf32']}")
+
+# ---------------------------------------------------------------- stopping
+d = os.path.join(base, "stop")
+os.makedirs(d)
+cmd = [VAE, "sample", ck, "--out", d, "--prior", "2000000", "--chunk", "500", "--seed", "11"] + common
+proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+time.sleep(4 if not ASAN else 15)
+proc.send_signal(signal.SIGINT)
+out, err = proc.communicate(timeout=600)
+c.check(proc.returncode == 130, f"SIGINT: exit code 130 (got {proc.returncode}: {err[-300:]})")
+s = np.load(os.path.join(d, "prior.npy"))
+c.check(0 < len(s) < 2000000 and len(s) % 500 == 0, f"SIGINT: .npy truncated at a chunk boundary ({len(s)} rows)")
+n = min(len(s), 1000)
+c.check(np.array_equal(s[:n], a[:n]), "SIGINT: the rows written are those of the full run")
+c.check(f"--slice {len(s)}:2000000" in err, "SIGINT: the message says how to continue")
+
+d = os.path.join(base, "kill")
+os.makedirs(d)
+cmd = [VAE, "sample", ck, "--out", d, "--prior", "2000000", "--chunk", "500"] + common
+proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+time.sleep(3 if not ASAN else 10)
+proc.kill()
+proc.wait()
+c.check(not os.path.exists(os.path.join(d, "prior.npy")), "SIGKILL: no prior.npy")
+c.check(any(".tmp." in f for f in os.listdir(d)), "SIGKILL: the temp file is left (the next run removes it)")
+sample(ck, d, "--prior", "10")
+c.check(sorted(os.listdir(d)) == ["prior.npy"], f"next run removed the dead writer's temp file: {os.listdir(d)}")
+
+# ---------------------------------------------------------------- memory
+mlp = train(SMALL_MLP.replace("epochs = 3", "epochs = 1"), "mlp")
+
+
+def peak_rss_mb(n, out):
+    """The engine's own report of its peak RSS (VmHWM): a child's ru_maxrss
+    would include this Python process's memory at fork."""
+    p = sample(mlp, out, "--prior", str(n), "--json")
+    j = json.loads(p.stdout)
+    c.check(j["images"] == n, f"--prior {n}: {j['images']} written")
+    return j["peak_rss_mib"]
+
+
+d = os.path.join(base, "rss")
+small = peak_rss_mb(10000, d + "_small")
+big_n = 1000000 if not ASAN else 200000
+big = peak_rss_mb(big_n, d + "_big")
+size = os.path.getsize(os.path.join(d + "_big", "prior.npy"))
+print(f"peak RSS: {small:.0f} MB for 10000 prior samples, {big:.0f} MB for {big_n} ({size / 1e6:.0f} MB of .npy)")
+c.check(size == 128 + big_n * 784, f"{big_n} samples written ({size} bytes)")
+os.remove(os.path.join(d + "_big", "prior.npy"))
+c.check(big - small < 32, f"peak RSS does not grow with N ({small:.0f} -> {big:.0f} MB)")
+if not ASAN:
+    c.check(big < 300, f"1,000,000 samples in under 300 MB of RSS ({big:.0f} MB)")
+c.finish()
