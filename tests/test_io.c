@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <png.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -605,6 +606,56 @@ static void test_npy(void) {
     CHECK_ERR(vae_npy_open(&nw, nodir, 3, 1, 2, 3), nodir);
 }
 
+/* The float32 .npy writer: header text and little-endian data, and a
+ * stopped run's shorter header. */
+static void test_npy_f32(void) {
+    const char *p = tpath("lat.npy");
+    vae_npy_writer nw;
+    float z[6] = {1.5f, -2, 0.25f, 3, 0, -0.125f};
+    CHECK(vae_npy_open_f32(&nw, p, 4, 3) == VAE_OK);
+    CHECK(vae_npy_append(&nw, z, 2) == VAE_OK);
+    CHECK(vae_npy_close(&nw) == VAE_OK); /* 2 of 4 rows: header says 2 */
+    size_t len;
+    char *raw = slurp(p, &len);
+    CHECK(raw && len == 128 + 6 * 4);
+    if (raw && len == 128 + 6 * 4) {
+        CHECK(strstr(raw + 10, "'descr': '<f4'") && strstr(raw + 10, "'shape': (2, 3)"));
+        CHECK(memcmp(raw + 128, z, sizeof z) == 0); /* this host is little-endian */
+    }
+    free(raw);
+}
+
+/* vae_atomic_remove_stale: removes temp files of dead writers only. */
+static void test_remove_stale(void) {
+    char dir[700], f[800];
+    snprintf(dir, sizeof dir, "%s/stale", test_tmpdir());
+    CHECK(vae_mkdir_p(dir) == VAE_OK);
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    int st;
+    waitpid(child, &st, 0); /* a pid that no longer runs */
+    const long pids[3] = {(long)child, (long)getpid(), 1L /* init: alive */};
+    for (int i = 0; i < 3; i++) {
+        snprintf(f, sizeof f, "%s/x%d.npy.tmp.%ld", dir, i, pids[i]);
+        FILE *fp = fopen(f, "w");
+        CHECK(fp != NULL);
+        if (fp) fclose(fp);
+    }
+    snprintf(f, sizeof f, "%s/keep.tmp.12ab", dir); /* not a temp name */
+    FILE *fp = fopen(f, "w");
+    if (fp) fclose(fp);
+    CHECK(vae_atomic_remove_stale(dir) == 1);
+    snprintf(f, sizeof f, "%s/x0.npy.tmp.%ld", dir, pids[0]);
+    CHECK(access(f, F_OK) != 0);
+    snprintf(f, sizeof f, "%s/x1.npy.tmp.%ld", dir, pids[1]);
+    CHECK(access(f, F_OK) == 0);
+    snprintf(f, sizeof f, "%s/x2.npy.tmp.%ld", dir, pids[2]);
+    CHECK(access(f, F_OK) == 0);
+    snprintf(f, sizeof f, "%s/keep.tmp.12ab", dir);
+    CHECK(access(f, F_OK) == 0);
+    CHECK(vae_atomic_remove_stale(dir) == 0);
+}
+
 int main(void) {
     test_atomic();
     test_st_roundtrip();
@@ -612,5 +663,7 @@ int main(void) {
     test_png();
     test_tile();
     test_npy();
+    test_npy_f32();
+    test_remove_stale();
     return test_finish();
 }

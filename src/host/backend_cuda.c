@@ -42,10 +42,12 @@
  *   convT backward filter= cudnnConvolutionBackwardFilter (x = dout, dy = in)
  * and its output padding is implied by the output tensor size.
  *
- * Precision: fp32 everywhere. cuDNN runs with CUDNN_FMA_MATH (on Ampere and
+ * Precision: fp32 by default. cuDNN runs with CUDNN_FMA_MATH (on Ampere and
  * later CUDNN_DEFAULT_MATH permits TF32 tensor cores for float convolutions,
  * which would cost ~3 decimal digits); cuBLAS with CUBLAS_DEFAULT_MATH, which
- * never uses TF32 for cublasSgemm.
+ * never uses TF32 for cublasSgemm. set_precision (`vae sample --precision
+ * tf32|bf16`, whose caller rounds weights and layer inputs first) switches
+ * both to tensor-op math for the plans made from then on.
  *
  * Errors: a failing library call is a device fault and aborts through
  * CUDA_CHECK / CUBLAS_CHECK / CUDNN_CHECK (common.cuh), naming the statement,

@@ -230,25 +230,6 @@ static int append_metrics(const char *path, cJSON *obj) {
     return rc;
 }
 
-/* Remove the temp files ("<name>.tmp.<pid>") a killed writer left behind in
- * the run directory. They are never read: a final name only appears after a
- * complete, fsynced write and the rename. */
-static void remove_stale_temps(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[2048];
-    while ((e = readdir(d))) {
-        const char *t = strstr(e->d_name, ".tmp.");
-        if (!t || t == e->d_name) continue;
-        const char *q = t + 5;
-        if (!*q || strspn(q, "0123456789") != strlen(q)) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-}
-
 /* Checkpoint names sort by step: ckpt-s<step>-e<epoch>.safetensors. */
 static void ckpt_name(char *out, size_t len, const char *dir, int64_t step, int64_t epoch) {
     snprintf(out, len, "%s/ckpt-s%010" PRId64 "-e%04" PRId64 ".safetensors", dir, step, epoch);
@@ -591,7 +572,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
         goto done;
     }
-    remove_stale_temps(o->out_dir);
+    vae_atomic_remove_stale(o->out_dir);
     const int B = cfg->batch;
     if ((rc = vae_model_create(&model, cfg, be, B)) || (rc = vae_dev_data_upload(&dtrain, be, &train)) ||
         (rc = vae_dev_data_upload(&dtest, be, &test))) {
