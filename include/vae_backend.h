@@ -182,6 +182,9 @@ struct vae_backend {
      * are exact when the caller has rounded them to <= 10 mantissa bits.
      * NULL on the CPU backend, where fp32 on rounded inputs is already exact. */
     int (*set_precision)(vae_backend *be, int bits);
+    /* Bytes of backend memory held in all (CUDA: the arena's size), 0 if none
+     * yet. For the memory report at the start of a run. */
+    size_t (*arena_bytes)(vae_backend *be);
 };
 
 typedef enum { VAE_DEVICE_AUTO = 0, VAE_DEVICE_CPU = 1, VAE_DEVICE_CUDA = 2 } vae_device;
@@ -199,6 +202,10 @@ vae_backend *vae_backend_create(vae_device dev, int threads);
 /* 1 if this build has the CUDA backend and a GPU is usable; else 0 and a
  * reason in `why` (may be NULL). */
 int vae_cuda_available(char *why, size_t why_len);
+/* One line on GPU `device`: name, compute capability, SMs, memory, and the
+ * driver, runtime, cuDNN and cuBLAS versions; or "not available: why".
+ * Returns 1 if a GPU was described. */
+int vae_cuda_describe(int device, char *out, size_t len);
 
 #ifdef __cplusplus
 }

@@ -106,6 +106,9 @@ enum {
 /* Build the parameter table and allocate every buffer for batch capacity B. */
 int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B);
 void vae_model_free(vae_model *m);
+/* Backend bytes vae_model_create(cfg, B) allocates, each buffer rounded up
+ * to 256 bytes (what reserve() wants); 0 on a config error. Allocates nothing. */
+size_t vae_model_plan_bytes(const vae_config *cfg, int B);
 
 /* PyTorch's default init (uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights
  * and biases of Linear, Conv2d and ConvTranspose2d), drawn from Philox

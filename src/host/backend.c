@@ -10,6 +10,11 @@ int vae_cuda_available(char *why, size_t why_len) {
     if (why && why_len) snprintf(why, why_len, "this build has no CUDA backend (built without nvcc/cuDNN)");
     return 0;
 }
+int vae_cuda_describe(int device, char *out, size_t len) {
+    (void)device;
+    if (out && len) snprintf(out, len, "not available: this build has no CUDA backend (built without nvcc/cuDNN)");
+    return 0;
+}
 vae_backend *vae_backend_cuda_create(int device) {
     (void)device;
     vae_error_set(VAE_EDEVICE, "this build has no CUDA backend (built without nvcc/cuDNN)");

@@ -697,6 +697,8 @@ static void cuda_round_mantissa(vae_backend *be, real *x, size_t n, int bits) {
     vae_cuda_round_mantissa(ctx_of(be)->stream, x, n, bits);
 }
 
+static size_t cuda_arena_bytes(vae_backend *be) { return ctx_of(be)->size; }
+
 /* bits < 23: cuBLAS may use TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH)
  * and convolution plans made from now on use CUDNN_TENSOR_OP_MATH (plans are
  * keyed by the mode, so fp32 plans stay as they were). With inputs already
@@ -723,6 +725,34 @@ int vae_cuda_available(char *why, size_t why_len) {
         return 0;
     }
     if (why && why_len) why[0] = '\0';
+    return 1;
+}
+
+int vae_cuda_describe(int device, char *out, size_t len) {
+    char why[256];
+    if (!vae_cuda_available(why, sizeof why)) {
+        snprintf(out, len, "not available: %s", why);
+        return 0;
+    }
+    struct cudaDeviceProp prop;
+    int drv = 0, rt = 0, blas_major = 0, blas_minor = 0, blas_patch = 0;
+    if (soft_cuda(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties") ||
+        soft_cuda(cudaDriverGetVersion(&drv), "cudaDriverGetVersion") ||
+        soft_cuda(cudaRuntimeGetVersion(&rt), "cudaRuntimeGetVersion") ||
+        soft_cublas(cublasGetProperty(MAJOR_VERSION, &blas_major), "cublasGetProperty") ||
+        soft_cublas(cublasGetProperty(MINOR_VERSION, &blas_minor), "cublasGetProperty") ||
+        soft_cublas(cublasGetProperty(PATCH_LEVEL, &blas_patch), "cublasGetProperty")) {
+        snprintf(out, len, "not available: %s", vae_error_get());
+        return 0;
+    }
+    const size_t dnn = cudnnGetVersion();
+    snprintf(out, len,
+             "device %d: %s, compute capability %d.%d, %d SMs, %.1f GiB; driver %d.%d, runtime "
+             "%d.%d, cuDNN %zu.%zu.%zu, cuBLAS %d.%d.%d",
+             device, prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+             prop.totalGlobalMem / 1073741824.0, drv / 1000, (drv % 1000) / 10, rt / 1000,
+             (rt % 1000) / 10, dnn / 10000, (dnn % 10000) / 100, dnn % 100, blas_major, blas_minor,
+             blas_patch);
     return 1;
 }
 
@@ -851,6 +881,7 @@ vae_backend *vae_backend_cuda_create(int device) {
     be->download_async = cuda_download_async;
     be->copy_wait = cuda_copy_wait;
     be->set_precision = cuda_set_precision;
+    be->arena_bytes = cuda_arena_bytes;
     return be;
 
 fail:

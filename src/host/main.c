@@ -956,9 +956,19 @@ static int cmd_info(int argc, char **argv) {
            "(about 3x that per training image)\n", params, params * 4.0 / 1048576.0, flops / 1e6);
     printf("memory for batch %d: %.2f MiB (parameters, gradients, Adam moments, activations)\n",
            cfg.batch, m.bytes / 1048576.0);
-    char why[512];
-    if (vae_cuda_available(why, sizeof why)) printf("cuda: available\n");
-    else printf("cuda: not available: %s\n", why);
+    /* what a run of this config needs in one device arena (vae train reserves it) */
+    size_t D = (size_t)vae_shape_count(cfg.input), n_img = 0;
+    if (cfg.dataset == VAE_DATA_MNIST) n_img = 70000;
+    else if (cfg.dataset == VAE_DATA_CIFAR10) n_img = 60000;
+    size_t plan = vae_model_plan_bytes(&cfg, cfg.batch);
+    if (n_img)
+        printf("device arena for training: %.1f MiB (model %.1f MiB + %zu training and test images "
+               "as uint8 %.1f MiB), plus backend scratch and cuDNN workspace\n",
+               (plan + n_img * (D + 4)) / 1048576.0, plan / 1048576.0, n_img,
+               n_img * (D + 4) / 1048576.0);
+    char desc[512];
+    vae_cuda_describe(0, desc, sizeof desc);
+    printf("cuda: %s\n", desc);
     vae_model_free(&m);
     be->destroy(be);
     vae_config_free(&cfg);

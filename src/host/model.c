@@ -191,6 +191,38 @@ int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B
     return VAE_OK;
 }
 
+/* ------------------------------------------------------ memory plan */
+
+/* A backend that only counts what vae_model_create allocates: every buffer
+ * is the same small static block (never read or written: the plan backend's
+ * zero/release do nothing), and the sizes are summed rounded up to 256
+ * bytes, as the CUDA arena places them. */
+typedef struct {
+    size_t bytes;
+} plan_ctx;
+static _Alignas(256) unsigned char g_plan_block[4096];
+static void *plan_alloc(vae_backend *be, size_t bytes) {
+    ((plan_ctx *)be->ctx)->bytes += (bytes + 255) & ~(size_t)255;
+    return g_plan_block;
+}
+static void plan_release(vae_backend *be, void *p) { (void)be, (void)p; }
+static void plan_zero(vae_backend *be, void *dst, size_t bytes) { (void)be, (void)dst, (void)bytes; }
+
+size_t vae_model_plan_bytes(const vae_config *cfg, int B) {
+    plan_ctx ctx = {0};
+    vae_backend be;
+    memset(&be, 0, sizeof be);
+    be.name = "plan";
+    be.ctx = &ctx;
+    be.alloc = plan_alloc;
+    be.release = plan_release;
+    be.zero = plan_zero;
+    vae_model m;
+    if (vae_model_create(&m, cfg, &be, B)) return 0;
+    vae_model_free(&m);
+    return ctx.bytes;
+}
+
 void vae_model_free(vae_model *m) {
     if (!m->be) return;
     /* Release in reverse allocation order (arena backends free LIFO). */

@@ -75,6 +75,12 @@ int vae_dev_data_upload(vae_dev_data *dd, vae_backend *be, const vae_dataset *ds
     return VAE_OK;
 }
 
+/* Backend bytes vae_dev_data_upload takes for ds (256-byte rounding, as reserve counts). */
+static size_t data_plan_bytes(const vae_dataset *ds) {
+    size_t px = (size_t)ds->n * (size_t)ds->c * (size_t)ds->h * (size_t)ds->w;
+    return ((px + 255) & ~(size_t)255) + (((size_t)ds->n * sizeof(int32_t) + 255) & ~(size_t)255);
+}
+
 void vae_dev_data_free(vae_dev_data *dd, vae_backend *be) {
     if (dd->idx) be->release(be, dd->idx);
     if (dd->data) be->release(be, dd->data);
@@ -574,6 +580,22 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
     }
     vae_atomic_remove_stale(o->out_dir);
     const int B = cfg->batch;
+    /* Backend memory for the whole run, sized up front where the backend has
+     * one arena (CUDA), so that a run that does not fit stops here with the
+     * bytes needed and available: the model (parameters, gradients, Adam
+     * moments, activations for the batch), both datasets as uint8 with their
+     * index arrays, and room for the evaluator's and the end-of-run grids'
+     * buffers (a few per-batch vectors and one batch of pixels). */
+    const size_t D = (size_t)vae_shape_count(cfg->input);
+    const size_t plan_model = vae_model_plan_bytes(cfg, B);
+    const size_t plan_data = data_plan_bytes(&train) + data_plan_bytes(&test);
+    const size_t plan_extra = ((size_t)4 << 20) + (size_t)B * (D + 16) * sizeof(real);
+    if (be->reserve && (rc = be->reserve(be, plan_model + plan_data + plan_extra))) {
+        fprintf(stderr, "vae: the run does not fit in %s memory (model %.1f MiB for batch %d, data "
+                        "%.1f MiB): %s\n",
+                be->name, plan_model / 1048576.0, B, plan_data / 1048576.0, vae_error_get());
+        goto done;
+    }
     if ((rc = vae_model_create(&model, cfg, be, B)) || (rc = vae_dev_data_upload(&dtrain, be, &train)) ||
         (rc = vae_dev_data_upload(&dtest, be, &test))) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
@@ -649,6 +671,13 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             o->config_path, be->name, train.n, test.n, B, model.n_real,
             (double)(model.bytes + (size_t)(train.n + test.n) * model.D) / 1048576.0, be->name,
             o->out_dir);
+    if (be->arena_bytes)
+        fprintf(stderr,
+                "vae: %s arena %.1f MiB: parameters, gradients and Adam moments %.1f MiB, "
+                "activations and per-batch buffers for batch %d %.1f MiB, datasets (uint8) %.1f MiB, the rest for "
+                "the backend's scratch, cuDNN workspace and evaluation buffers\n",
+                be->name, be->arena_bytes(be) / 1048576.0, 4.0 * model.n_real * sizeof(real) / 1048576.0,
+                B, (plan_model - 4.0 * model.n_real * sizeof(real)) / 1048576.0, plan_data / 1048576.0);
 
     trainer T = {0};
     T.m = &model;
