@@ -283,9 +283,7 @@ int vae_sample_run(vae_model *m, const vae_sample_job *job, vae_sample_result *r
         pthread_mutex_destroy(&w.mu);
         pthread_cond_destroy(&w.cv);
     }
-    res->seconds = vae_now() - t0;
     res->written = done;
-    if (job->progress) progress(done, n, res->seconds, 1);
 
     /* ---- close: complete (or stopped: shorter, valid) files, or none on error */
     if (npy_open) {
@@ -305,6 +303,9 @@ int vae_sample_run(vae_model *m, const vae_sample_job *job, vae_sample_result *r
             rc = vae_sheets_close(sheets);
         }
     }
+    /* the files are complete (fsynced, renamed) before the clock stops */
+    res->seconds = vae_now() - t0;
+    if (job->progress) progress(done, n, res->seconds, 1);
     for (int b = 0; b < 2; b++) {
         if (dev_px[b]) be->release(be, dev_px[b]);
         if (async) {
