@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# gpu-check.sh — the whole GPU check, prepared to run in one go on a lent
+# GPU machine (the `device` tool), where nothing may be looked up by hand.
+#
+#   here:   scripts/gpu-check.sh prepare     # copies the probe and MNIST into .gpu/ (git-ignored)
+#   there:  scripts/gpu-check.sh test        # build for sm_90, GPU tests, compute-sanitizer
+#           scripts/gpu-check.sh bench       # kernels, training and decoding vs PyTorch
+#   (device run: command "scripts/gpu-check.sh test", carry [".gpu"]; then "... bench"
+#    on the same warm machine: the build in build-gpu/ is kept between calls)
+#
+# Everything it prints goes to $OUT/<stage>.txt too (the device tool returns
+# $OUT), with the date, the GPU and the commands, ready for bench/results/.
+# Each stage stops at its own time limit (STAGE_LIMIT seconds, default 540)
+# so the call returns with what it has.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+STAGE=${1:-test}
+OUT=${OUT:-$ROOT/.gpu/out}
+mkdir -p "$OUT"
+LOG="$OUT/$STAGE.txt"
+LIMIT=${STAGE_LIMIT:-540}
+START=$(date +%s)
+left() { echo $((LIMIT - ($(date +%s) - START))); }
+say() { echo "== $*" | tee -a "$LOG"; }
+# run LABEL SECONDS CMD...: time-boxed, output into the log
+run() {
+  local label=$1 t=$2; shift 2
+  local l; l=$(left)
+  if [ "$l" -le 5 ]; then say "$label: skipped (stage time used up)"; return 0; fi
+  [ "$t" -gt "$l" ] && t=$l
+  say "$label (limit ${t}s): $*"
+  local s; s=$(date +%s)
+  timeout -k 5 "$t" "$@" >>"$LOG" 2>&1
+  local rc=$?
+  say "$label: exit $rc after $(( $(date +%s) - s )) s"
+  return $rc
+}
+
+# Debian packages the build needs that the GPU image lacks (it cannot fetch
+# anything): downloaded here, unpacked there into .gpu/sysroot.
+DEBS="libinih-dev libinih1 libinireader0 libcjson-dev libcjson1 libopenblas-dev libopenblas0
+      libopenblas0-pthread libopenblas-pthread-dev libgfortran5 libquadmath0 libpng-dev libpng16-16
+      zlib1g-dev zlib1g pkgconf pkgconf-bin libpkgconf3"
+
+if [ "$STAGE" = prepare ]; then
+  mkdir -p .gpu/data .gpu/debs
+  cp ../shared/gpu/probe.sh .gpu/probe.sh
+  cp -r ../shared/data/mnist .gpu/data/
+  [ -d ../shared/data/cifar-10-batches-bin ] && cp -r ../shared/data/cifar-10-batches-bin .gpu/data/
+  (cd .gpu/debs && apt-get download $DEBS)
+  rm -rf .gpu/sysroot .gpu/env.sh build-gpu
+  du -sh .gpu
+  exit 0
+fi
+
+: >"$LOG"
+say "gpu-check $STAGE, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git describe --always --dirty 2>/dev/null || echo unknown)"
+nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
+  --format=csv 2>&1 | tee -a "$LOG"
+
+# ---- toolchain: nvcc, cuDNN (the image may keep it in a Python package)
+export PATH=/usr/local/cuda/bin:$PATH
+if [ ! -f .gpu/env.sh ]; then
+  [ -f .gpu/probe.sh ] && bash .gpu/probe.sh >>"$LOG" 2>&1
+  dnn_inc=$(dirname "$(find /usr/local/cuda*/include /usr/include /usr/local/lib/python3*/ /usr/lib/python3/ \
+             -name cudnn.h 2>/dev/null | head -1)" 2>/dev/null)
+  dnn_lib=$(dirname "$(find /usr/local/cuda*/lib* /usr/lib/x86_64-linux-gnu /usr/local/lib/python3*/ \
+             -name 'libcudnn.so*' 2>/dev/null | head -1)" 2>/dev/null)
+  # CMake's find_library wants libcudnn.so: a folder of links with that name
+  mkdir -p .gpu/cudnn/lib
+  ln -sfn "$dnn_inc" .gpu/cudnn/include
+  for f in "$dnn_lib"/libcudnn*.so*; do ln -sf "$f" .gpu/cudnn/lib/; done
+  [ -e .gpu/cudnn/lib/libcudnn.so ] || ln -sf "$(ls "$dnn_lib"/libcudnn.so.* | head -1)" .gpu/cudnn/lib/libcudnn.so
+  libdirs="$dnn_lib"
+  for m in cublas curand cuda_runtime nvjitlink; do
+    d=$(python3 -c "import nvidia.$m, os; print(os.path.join(list(nvidia.$m.__path__)[0], 'lib'))" 2>/dev/null)
+    [ -n "$d" ] && libdirs="$libdirs:$d"
+  done
+  {
+    echo "export CUDNN_ROOT=$ROOT/.gpu/cudnn"
+    echo "export LD_LIBRARY_PATH=$ROOT/.gpu/cudnn/lib:$libdirs:\${LD_LIBRARY_PATH:-}"
+  } >.gpu/env.sh
+fi
+. .gpu/env.sh
+say "CUDNN_ROOT=$CUDNN_ROOT"
+export VAE_DATA_DIR=$ROOT/.gpu/data
+
+# ---- the Debian libraries, unless the image has them
+CMAKE_EXTRA=()
+if ! pkg-config --exists inih libcjson 2>/dev/null && [ -d .gpu/debs ]; then
+  SR=$ROOT/.gpu/sysroot
+  if [ ! -d "$SR" ]; then
+    for d in .gpu/debs/*.deb; do dpkg -x "$d" "$SR"; done
+    # absolute links (libz.so -> /lib/...) must point into the sysroot
+    find "$SR" -type l | while read -r l; do
+      t=$(readlink "$l"); case "$t" in /*) ln -sfn "$SR$t" "$l";; esac
+    done
+  fi
+  ML=$SR/usr/lib/x86_64-linux-gnu
+  export PKG_CONFIG_SYSROOT_DIR=$SR
+  export PKG_CONFIG_LIBDIR=$ML/pkgconfig:$SR/usr/share/pkgconfig
+  export CMAKE_PREFIX_PATH=$SR/usr
+  export CMAKE_LIBRARY_PATH=$ML/openblas-pthread:$ML:$SR/lib/x86_64-linux-gnu
+  export CMAKE_INCLUDE_PATH=$SR/usr/include/x86_64-linux-gnu/openblas-pthread:$SR/usr/include
+  # libopenblas's own dependencies (libgfortran, libquadmath) at run time,
+  # alone in a folder so that nothing else of Debian's shadows the image's
+  # libraries for Python; the libraries we link directly are found through
+  # the build's RUNPATH
+  mkdir -p "$SR/rt"
+  ln -sf "$ML"/libgfortran.so.5 "$ML"/libquadmath.so.0 "$SR/rt/"
+  export LD_LIBRARY_PATH=$SR/rt:${LD_LIBRARY_PATH:-}
+  if ! command -v pkg-config >/dev/null; then
+    CMAKE_EXTRA+=(-DPKG_CONFIG_EXECUTABLE="$SR/usr/bin/pkgconf")
+  fi
+  say "using the carried Debian libraries in $SR"
+fi
+
+if [ "$STAGE" = test ]; then
+  run "configure" 60 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+    "${CMAKE_EXTRA[@]}"
+  grep -E "^(INIH|CJSON|PNG|ZLIB|BLAS|CBLAS|CUDNN)[A-Z_]*:" build-gpu/CMakeCache.txt >>"$LOG" 2>&1
+  grep -E "CUDA backend" build-gpu/CMakeCache.txt >>"$LOG" 2>&1
+  run "build" 300 cmake --build build-gpu -j "$(nproc)"
+  grep -ciE "warning" "$LOG" | sed 's/^/warnings in the log so far: /' | tee -a "$LOG"
+  ldd build-gpu/vae >>"$LOG" 2>&1
+  run "vae info" 30 build-gpu/vae info configs/mnist_conv.ini
+  # end to end on the GPU: two epochs, eval, sampling (its checkpoint feeds memcheck below)
+  rm -rf /tmp/gpu-run
+  run "train mnist_conv 2 epochs" 120 build-gpu/vae train configs/mnist_conv.ini --epochs 2 --device cuda \
+    --no-progress --out /tmp/gpu-run
+  cat /tmp/gpu-run/metrics.jsonl >>"$LOG" 2>&1
+  CK=$(ls -t /tmp/gpu-run/ckpt-*.safetensors 2>/dev/null | head -1)
+  run "eval on cuda and on cpu" 60 bash -c "build-gpu/vae eval $CK --device cuda --json && build-gpu/vae eval $CK --device cpu --json"
+  run "sample on cuda" 60 build-gpu/vae sample "$CK" --prior 1000000 --device cuda --no-npy --json --out /tmp/gpu-s
+  run "test_cuda_ops" 120 build-gpu/tests/test_cuda_ops
+  [ -x build-gpu/tests/test_cuda_train ] && run "test_cuda_train" 120 build-gpu/tests/test_cuda_train
+  run "ctest (all)" 240 bash -c "cd build-gpu && ctest -j 8 --timeout 300 --output-on-failure"
+  CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  if [ -n "$CS" ]; then
+    run "memcheck test_cuda_ops" 180 "$CS" --tool memcheck --leak-check full --error-exitcode 9 build-gpu/tests/test_cuda_ops
+    run "racecheck test_cuda_ops" 180 "$CS" --tool racecheck --error-exitcode 9 build-gpu/tests/test_cuda_ops
+    run "memcheck vae sample" 120 "$CS" --tool memcheck --error-exitcode 9 build-gpu/vae sample \
+      "$CK" --prior 3000 --device cuda --save-latents --png --out /tmp/gs
+    run "memcheck vae train" 180 "$CS" --tool memcheck --error-exitcode 9 build-gpu/vae train \
+      configs/mnist_mlp.ini --epochs 1 --device cuda --no-progress --out /tmp/gpu-mc
+  else
+    say "compute-sanitizer not found"
+  fi
+fi
+
+if [ "$STAGE" = bench ]; then
+  PY=$(command -v python3)
+  [ -x build-gpu/bench/vae_kernel_bench ] && run "kernel bench" 120 build-gpu/bench/vae_kernel_bench --md "$OUT/kernels.md"
+  [ -f bench/gpu_train_bench.py ] && run "training vs PyTorch" 300 "$PY" bench/gpu_train_bench.py \
+    --vae build-gpu/vae --device cuda --out "$OUT/train.md"
+  run "decoding vs PyTorch" 240 "$PY" bench/decode_bench.py --vae build-gpu/vae --device cuda \
+    --out "$OUT/decode.md"
+fi
+say "done in $(( $(date +%s) - START )) s"
