@@ -62,6 +62,13 @@ typedef struct {
     int n, iw_k;
 } vae_eval_result;
 
+/* The shuffle of epoch `epoch`: Fisher-Yates over 0..n-1 driven by Philox
+ * stream (seed, VAE_RNG_SHUFFLE, epoch), so a resumed run replays it. */
+void vae_shuffle_perm(int32_t *perm, int n, uint64_t seed, int64_t epoch);
+/* The KL weight of 0-based step `step`: beta, ramped linearly over the first
+ * kl_warmup_steps steps. */
+real vae_step_beta(const vae_config *cfg, int64_t step);
+
 /* Data resident in backend memory for gather_batch. */
 typedef struct {
     uint8_t *data;  /* [N, D] backend memory */

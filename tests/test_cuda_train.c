@@ -307,10 +307,9 @@ static double loss_floor(const vae_config *cfg, const vae_dataset *ds) {
 
 /* ------------------------------------------------- the training step */
 
-/* A mirror of train.c's `trainer`/step_forward (which are static there):
- * step s (0-based) is batch s % spe of epoch s / spe's Fisher-Yates shuffle
- * (Philox stream SHUFFLE, subsequence = epoch), beta ramped over
- * kl_warmup_steps, noise from (seed, TRAIN, s). */
+/* A mirror of train.c's `trainer`/step_forward (which are static there),
+ * built on the same vae_shuffle_perm and vae_step_beta: step s (0-based) is
+ * batch s % spe of epoch s / spe's shuffle, noise from (seed, TRAIN, s). */
 typedef struct {
     vae_model *m;
     const vae_config *cfg;
@@ -318,18 +317,6 @@ typedef struct {
     int32_t *perm;
     int64_t perm_epoch, spe;
 } trainer;
-
-static void shuffle_perm(int32_t *perm, int n, uint64_t seed, int64_t epoch) {
-    for (int i = 0; i < n; i++) perm[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        double u = vae_uniform_at(seed, VAE_RNG_SHUFFLE, (uint64_t)epoch, (uint64_t)(n - 1 - i));
-        int j = (int)(u * (double)(i + 1));
-        if (j > i) j = i;
-        int32_t t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
-}
 
 static void trainer_init(trainer *T, vae_model *m, vae_dev_data *dd) {
     memset(T, 0, sizeof *T);
@@ -347,26 +334,19 @@ static int batch_rows(const trainer *T, int64_t bi) {
     return T->dd->n - b0 < B ? (int)(T->dd->n - b0) : B;
 }
 
-static real step_beta(const vae_config *cfg, int64_t step) {
-    real beta = (real)cfg->beta;
-    if (cfg->kl_warmup_steps > 0 && step < cfg->kl_warmup_steps)
-        beta *= (real)((double)(step + 1) / cfg->kl_warmup_steps);
-    return beta;
-}
-
 static int step_forward(trainer *T, int64_t step) {
     vae_model *m = T->m;
     vae_backend *be = m->be;
     const vae_config *cfg = T->cfg;
     const int64_t epoch = step / T->spe, bi = step % T->spe;
     if (epoch != T->perm_epoch) {
-        shuffle_perm(T->perm, T->dd->n, cfg->seed, epoch);
+        vae_shuffle_perm(T->perm, T->dd->n, cfg->seed, epoch);
         be->upload(be, T->dd->idx, T->perm, (size_t)T->dd->n * sizeof(int32_t));
         T->perm_epoch = epoch;
     }
     const int bn = batch_rows(T, bi);
     be->gather_batch(be, m->x, T->dd->data, T->dd->idx + bi * cfg->batch, bn, T->dd->d);
-    vae_model_forward_backward(m, bn, step_beta(cfg, step), cfg->seed, VAE_RNG_TRAIN,
+    vae_model_forward_backward(m, bn, vae_step_beta(cfg, step), cfg->seed, VAE_RNG_TRAIN,
                                (uint64_t)step);
     return bn;
 }
@@ -442,7 +422,7 @@ static void compare_step(const char *cname, const char *when, trainer *Tr, train
     const int B = step_forward(Tr, step);
     CHECK(step_forward(Td, step) == B);
     printf("[%s] one step %s (step %" PRId64 ", %d images, beta %g):\n", cname, when, step + 1, B,
-           (double)step_beta(mr->cfg, step));
+           (double)vae_step_beta(mr->cfg, step));
 
     /* per-sample losses */
     real *rr = fetch(g_ref, mr->recon, (size_t)B), *rd = fetch(g_dev, md->recon, (size_t)B);

@@ -87,8 +87,14 @@ void vae_dev_data_free(vae_dev_data *dd, vae_backend *be) {
     memset(dd, 0, sizeof *dd);
 }
 
-/* Fisher-Yates shuffle of 0..n-1 for `epoch` (Philox stream SHUFFLE). */
-static void shuffle_perm(int32_t *perm, int n, uint64_t seed, int64_t epoch) {
+real vae_step_beta(const vae_config *cfg, int64_t step) {
+    real beta = (real)cfg->beta;
+    if (cfg->kl_warmup_steps > 0 && step < cfg->kl_warmup_steps)
+        beta *= (real)((double)(step + 1) / cfg->kl_warmup_steps);
+    return beta;
+}
+
+void vae_shuffle_perm(int32_t *perm, int n, uint64_t seed, int64_t epoch) {
     for (int i = 0; i < n; i++) perm[i] = i;
     for (int i = n - 1; i > 0; i--) {
         double u = vae_uniform_at(seed, VAE_RNG_SHUFFLE, (uint64_t)epoch, (uint64_t)(n - 1 - i));
@@ -383,14 +389,12 @@ static int step_forward(trainer *T, int64_t step) {
     const vae_config *cfg = T->cfg;
     const int64_t epoch = step / T->spe, bi = step % T->spe;
     if (epoch != T->perm_epoch) {
-        shuffle_perm(T->perm, T->dd->n, cfg->seed, epoch);
+        vae_shuffle_perm(T->perm, T->dd->n, cfg->seed, epoch);
         be->upload(be, T->dd->idx, T->perm, (size_t)T->dd->n * sizeof(int32_t));
         T->perm_epoch = epoch;
     }
     const int bn = batch_rows(T, bi);
-    real beta = (real)cfg->beta;
-    if (cfg->kl_warmup_steps > 0 && step < cfg->kl_warmup_steps)
-        beta *= (real)((double)(step + 1) / cfg->kl_warmup_steps);
+    const real beta = vae_step_beta(cfg, step);
     be->gather_batch(be, m->x, T->dd->data, T->dd->idx + bi * cfg->batch, bn, T->dd->d);
     if (is_fault(T, step)) {
         const real nan = (real)NAN;
