@@ -86,21 +86,25 @@ struct vae_backend {
     void (*act_backward)(vae_backend *be, real *din, const real *dout, const real *out,
                          size_t n, vae_act act, real slope);
 
-    /* ---- fused VAE ops ---- */
+    /* ---- fused VAE ops ----
+     * The values that change from step to step (noise subsequence, KL
+     * weight, batch offset, Adam's bias corrections, step index) come from a
+     * vae_step_vals block `sv` in backend memory (vae_math.h), never from
+     * arguments, so a step can be replayed as a captured graph. */
     /* head[B,2L] holds mu = head[:, :L], lv = head[:, L:].
-     * z[B,L] = mu + exp(lv/2) eps, eps[b*L+l] = vae_normal_at(seed, stream, sub, b*L+l). */
+     * z[B,L] = mu + exp(lv/2) eps, eps[b*L+l] = vae_normal_at(seed, stream, sv->sub, b*L+l). */
     void (*reparam_forward)(vae_backend *be, real *z, const real *head, int B, int L,
-                            uint64_t seed, uint32_t stream, uint64_t sub);
+                            uint64_t seed, uint32_t stream, const vae_step_vals *sv);
     /* KL + reparameterisation backward in one pass:
      *   kl[B]       = sum_l kl_term(mu, lv)                       (per sample)
-     *   dhead[B,2L] = (dz through reparam) + beta_scale * dKL      (dz may be NULL: AE/no decoder grad)
-     * eps is regenerated from the same (seed, stream, sub). */
+     *   dhead[B,2L] = (dz through reparam) + sv->kl_scale * dKL    (dz may be NULL: AE/no decoder grad)
+     * eps is regenerated from the same (seed, stream, sv->sub). */
     void (*kl_backward)(vae_backend *be, real *dhead, real *kl, const real *dz, const real *head,
-                        int B, int L, real beta_scale, uint64_t seed, uint32_t stream,
-                        uint64_t sub);
-    /* Per-sample sum over l of log q(z|x) - log p(z), for importance weighting. */
+                        int B, int L, uint64_t seed, uint32_t stream, const vae_step_vals *sv);
+    /* Per-sample sum over l of log q(z|x) - log p(z), for importance weighting
+     * (eps from (seed, stream, sv->sub)). */
     void (*log_q_minus_log_p)(vae_backend *be, real *out, const real *z, const real *head, int B,
-                              int L, uint64_t seed, uint32_t stream, uint64_t sub);
+                              int L, uint64_t seed, uint32_t stream, const vae_step_vals *sv);
     /* Reconstruction loss and its gradient in one pass:
      *   recon[B]  = sum_d l(out[b,d], x[b,d]) (+ D/2 log(2 pi sigma^2) for Gaussian)
      *   dout[B,D] = grad_scale * dl/dout      (dout may be NULL: loss only) */
@@ -114,7 +118,8 @@ struct vae_backend {
     void (*sumsq)(vae_backend *be, double *acc, const real *v, size_t n);
 
     /* ---- optimizer ---- */
-    /* Adam over the flat parameter buffer. gnorm2 (backend memory) holds
+    /* Adam over the flat parameter buffer, with the bias corrections
+     * sv->bc1, sv->bc2 (backend memory). gnorm2 (backend memory) holds
      * ||g||^2 from sumsq; with clip > 0 the gradient is scaled by
      * min(1, clip / (sqrt(gnorm2) + 1e-6)) (torch.nn.utils.clip_grad_norm_).
      * *bad (backend memory, one int) is the step's flag word, in training
@@ -123,18 +128,22 @@ struct vae_backend {
      * finite, the step is skipped and *bad = VAE_STEP_BAD (1). A skipped step
      * leaves parameters and moments unchanged, bit for bit. */
     void (*adam_step)(vae_backend *be, real *p, const real *g, real *m, real *v, size_t n,
-                      const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad);
-    /* Close training step `step` (0-based) on the device, after adam_step:
+                      const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad,
+                      const vae_step_vals *sv);
+    /* Open a training step: *sv = the block of step sv->next
+     * (vae_step_begin: every field from the plan, next advanced). */
+    void (*step_begin)(vae_backend *be, vae_step_vals *sv, const vae_step_plan *plan);
+    /* Close training step sv->step (0-based) with sv->rows images, after adam_step:
      * acc (double[VAE_COMMIT_ACC_N]) and state (int[VAE_STEP_STATE_N]) are
      * backend memory, laid out as vae_math.h documents. A good step adds its
-     * sums acc[STEP_RECON], acc[STEP_KL] and n_images to the epoch's
+     * sums acc[STEP_RECON], acc[STEP_KL] and its images to the epoch's
      * acc[RECON], acc[KL], acc[IMAGES]; a bad one (flag set by adam_step) is
      * counted instead, and the (max_bad + 1)-th sets VAE_STEP_HALTED, after
      * which adam_step and step_commit change nothing. Clears the step's flag
      * and its sums. The host need not look: it reads the state when it likes
      * (vae_step_commit is the reference; the CUDA backend runs it in one
      * thread). */
-    void (*step_commit)(vae_backend *be, double *acc, int *state, int64_t step, int n_images,
+    void (*step_commit)(vae_backend *be, double *acc, int *state, const vae_step_vals *sv,
                         int max_bad);
     /* acc_dst[0 .. VAE_COMMIT_ACC_N) = acc[..], state_dst[0 .. VAE_STEP_STATE_N) =
      * state[..], in stream order: a copy that later steps do not touch, for
@@ -143,9 +152,10 @@ struct vae_backend {
                           const int *state);
 
     /* ---- data ---- */
-    /* x[B,D] = data[idx[b], :] / 255 — data [N,D] uint8 and idx [B] int32 in backend memory */
+    /* x[B,D] = data[idx[sv->row0 + b], :] / 255 — data [N,D] uint8 and idx
+     * int32 in backend memory */
     void (*gather_batch)(vae_backend *be, real *x, const uint8_t *data, const int32_t *idx,
-                         int B, int D);
+                         const vae_step_vals *sv, int B, int D);
     /* px[n] = vae_to_u8(out[n], lik == BERNOULLI) */
     void (*to_u8)(vae_backend *be, uint8_t *px, const real *out, size_t n, vae_likelihood lik);
     /* z[n] = vae_normal_at(seed, stream, sub, first + i) */
@@ -185,6 +195,17 @@ struct vae_backend {
     /* Bytes of backend memory held in all (CUDA: the arena's size), 0 if none
      * yet. For the memory report at the start of a run. */
     size_t (*arena_bytes)(vae_backend *be);
+    /* Graphs (CUDA graphs): graph_capture records the work that fn(arg)
+     * issues, without running it, into a graph that graph_launch re-issues
+     * with one call, each launch doing what fn(arg) would have issued then.
+     * fn must issue only backend ops on memory that stays allocated, with
+     * everything that varies between launches in backend memory (as
+     * vae_step_vals); no upload, download or sync. Run fn once uncaptured
+     * first, so that lazily made state (cuDNN plans) exists. Returns NULL +
+     * vae_error_set if the capture failed; then nothing of fn ran. */
+    void *(*graph_capture)(vae_backend *be, void (*fn)(void *arg), void *arg);
+    void (*graph_launch)(vae_backend *be, void *graph);
+    void (*graph_free)(vae_backend *be, void *graph);
 };
 
 typedef enum { VAE_DEVICE_AUTO = 0, VAE_DEVICE_CPU = 1, VAE_DEVICE_CUDA = 2 } vae_device;

@@ -180,14 +180,16 @@ VAE_HD real vae_log_q_minus_log_p(real z, real lv, real eps) {
 typedef struct {
     real lr, beta1, beta2, eps, weight_decay;
     int decoupled; /* 0: L2 (PyTorch Adam, wd*p added to g); 1: AdamW */
-    real bc1, bc2; /* bias corrections 1 - beta^t, computed once per step */
 } vae_adam_hp;
 
 /* One Adam step for one parameter, following torch.optim.Adam/AdamW:
  *   g' = gscale*g (+ wd*p for L2);  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
  *   p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)   (AdamW first p *= 1 - lr*wd)
- * gscale carries global-norm clipping (1 when off). */
-VAE_HD void vae_adam_elem(real *p, real g, real *m, real *v, const vae_adam_hp *hp, real gscale) {
+ * gscale carries global-norm clipping (1 when off); bc1 = 1 - beta1^t and
+ * bc2 = 1 - beta2^t are the bias corrections of the 1-based step t
+ * (vae_step_vals, below). */
+VAE_HD void vae_adam_elem(real *p, real g, real *m, real *v, const vae_adam_hp *hp, real bc1,
+                          real bc2, real gscale) {
     real w = *p;
     g *= gscale;
     if (hp->weight_decay != 0) {
@@ -198,8 +200,86 @@ VAE_HD void vae_adam_elem(real *p, real g, real *m, real *v, const vae_adam_hp *
     real vv = hp->beta2 * *v + ((real)1 - hp->beta2) * g * g;
     *m = mm;
     *v = vv;
-    real denom = R_SQRT(vv) / R_SQRT(hp->bc2) + hp->eps;
-    *p = w - (hp->lr / hp->bc1) * mm / denom;
+    real denom = R_SQRT(vv) / R_SQRT(bc2) + hp->eps;
+    *p = w - (hp->lr / bc1) * mm / denom;
+}
+
+/* ---------------------------------------------------- per-step values */
+
+/* What the ops of one training step read besides tensors: a pure function of
+ * the 0-based step s and the run's constants (vae_step_plan). The block lives
+ * in backend memory, so that a step is issued — or replayed as one captured
+ * CUDA graph — with no argument from the host that changes from step to step:
+ * step_begin (vae_backend.h) fills the block for step `next` and advances
+ * `next`; gather_batch, reparam_forward, kl_backward, log_q_minus_log_p,
+ * adam_step and step_commit read it. Evaluation and replays of a past step
+ * fill a block on the host (vae_step_vals_at, or by hand) and upload it. */
+typedef struct {
+    int64_t step;  /* s, the step this block describes */
+    int64_t next;  /* the step the next step_begin describes: s + 1 */
+    int64_t row0;  /* first row of the step's batch in the index array: (s mod spe) B */
+    uint64_t sub;  /* Philox subsequence of the step's noise eps: s */
+    int32_t rows;  /* images in the batch: min(B, n - row0) */
+    real kl_scale; /* weight of dKL/dhead in kl_backward: beta(s) / rows */
+    real bc1, bc2; /* Adam's bias corrections 1 - beta1^(s+1), 1 - beta2^(s+1) */
+} vae_step_vals;
+
+/* The run's constants that the per-step values are computed from. */
+typedef struct {
+    int64_t n;           /* training images per epoch */
+    int32_t batch;       /* B; an epoch is ceil(n / B) steps, the last maybe short */
+    int64_t warmup;      /* KL warm-up steps, 0 for none */
+    double beta;         /* KL weight after the warm-up */
+    double beta1, beta2; /* Adam's moment decays */
+} vae_step_plan;
+
+/* KL weight of step s: beta * (s + 1) / warmup during the warm-up, then beta. */
+VAE_HD real vae_kl_beta_at(double beta, int64_t warmup, int64_t s) {
+    real b = (real)beta;
+    if (warmup > 0 && s < warmup) b *= (real)((double)(s + 1) / (double)warmup);
+    return b;
+}
+
+/* x^n for n >= 0 by binary powering in double: plain IEEE multiplies (no
+ * library pow, no fused operations), so host and device get the same bits.
+ * The relative error of x^n is about n/2 ulps of double (each squaring
+ * doubles it), so the error of 1 - x^n is about n x^n 2^-53, and relative to
+ * 1 - x^n >= n x^(n-1) (1 - x) at most 2^-53 / (x (1 - x)): 1.1e-13 for
+ * x = 0.999, 1.1e-12 for 0.9999 — far below the float rounding that follows. */
+#ifdef __CUDA_ARCH__
+#define VAE_DMUL(a, b) __dmul_rn((a), (b)) /* never fused into an FMA */
+#else
+#define VAE_DMUL(a, b) ((a) * (b)) /* ISO C11 build: no contraction */
+#endif
+VAE_HD double vae_pow_int(double x, int64_t n) {
+    double r = 1.0;
+    while (n > 0) {
+        if (n & 1) r = VAE_DMUL(r, x);
+        x = VAE_DMUL(x, x);
+        n >>= 1;
+    }
+    return r;
+}
+
+/* The block of step s (next = s + 1). The bias corrections are computed in
+ * double (vae_pow_int) and rounded once. */
+VAE_HD void vae_step_vals_at(vae_step_vals *v, const vae_step_plan *p, int64_t s) {
+    const int64_t spe = (p->n + p->batch - 1) / p->batch;
+    const int64_t row0 = (s % spe) * p->batch;
+    const int64_t left = p->n - row0;
+    v->step = s;
+    v->next = s + 1;
+    v->row0 = row0;
+    v->sub = (uint64_t)s;
+    v->rows = left < p->batch ? (int32_t)left : p->batch;
+    v->kl_scale = vae_kl_beta_at(p->beta, p->warmup, s) * ((real)1 / (real)v->rows);
+    v->bc1 = (real)(1.0 - vae_pow_int(p->beta1, s + 1));
+    v->bc2 = (real)(1.0 - vae_pow_int(p->beta2, s + 1));
+}
+
+/* step_begin: the block of step v->next. */
+VAE_HD void vae_step_begin(vae_step_vals *v, const vae_step_plan *p) {
+    vae_step_vals_at(v, p, v->next);
 }
 
 /* ------------------------------------------------- step bookkeeping */

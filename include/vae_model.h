@@ -75,6 +75,11 @@ typedef struct {
                             * step; state[VAE_STEP_FLAGS] is adam_step's `bad`.
                             * Followed by state_snap */
     int *state_snap;       /* [VAE_STEP_STATE_N] step_snapshot's copy of state */
+    vae_step_vals *step_vals; /* [1] the training step's values (vae_math.h): the
+                               * trainer sets `next` once, step_begin advances it;
+                               * followed by aux_vals */
+    vae_step_vals *aux_vals;  /* [1] values the host writes (vae_model_put_vals):
+                               * evaluation, encoding, replays of a past step */
     size_t max_act;        /* largest per-sample activation count */
     size_t bytes;          /* backend bytes held by this model */
     int round_bits;        /* vae_model_decode: 0 = fp32; else the input of every
@@ -115,25 +120,32 @@ size_t vae_model_plan_bytes(const vae_config *cfg, int B);
  * stream VAE_RNG_INIT; Adam moments zeroed. */
 void vae_model_init_params(vae_model *m, uint64_t seed);
 
+/* Uploads *v into m->aux_vals and returns it (backend memory), for the ops
+ * that read a vae_step_vals block outside a training step. */
+const vae_step_vals *vae_model_put_vals(vae_model *m, const vae_step_vals *v);
+
 /* Forward pass on m->x[:B] without gradients (evaluation): fills every
  * activation, m->recon[B] and m->kl[B] (zero for an AE). Noise eps from
- * (seed, stream, sub), element b*L + l. */
-void vae_model_forward(vae_model *m, int B, uint64_t seed, uint32_t stream, uint64_t sub);
+ * (seed, stream, sv->sub), element b*L + l; sv in backend memory. */
+void vae_model_forward(vae_model *m, int B, uint64_t seed, uint32_t stream,
+                       const vae_step_vals *sv);
 
-/* One training pass on m->x[:B]: forward, the fused loss gradient, backward.
+/* One training pass on m->x[:B]: forward, the fused loss gradient, backward,
+ * with the noise subsequence sv->sub and the KL weight sv->kl_scale = beta / B
+ * (sv in backend memory; B = sv->rows in a training step).
  * Writes d/dtheta of mean_b(recon_b + beta * kl_b) into m->g, fills
  * m->recon/m->kl, and adds sum_b recon_b and sum_b kl_b into the step slots
  * m->acc[VAE_ACC_STEP_RECON], m->acc[VAE_ACC_STEP_KL] (zero before the step:
  * step_commit moves them into the epoch's slots if the step is good, and
  * clears them). */
-void vae_model_forward_backward(vae_model *m, int B, real beta, uint64_t seed, uint32_t stream,
-                                uint64_t sub);
+void vae_model_forward_backward(vae_model *m, int B, uint64_t seed, uint32_t stream,
+                                const vae_step_vals *sv);
 
 /* ||g||^2 into m->acc[VAE_ACC_GNORM2], then Adam on the flat buffers, with
  * m->state[VAE_STEP_FLAGS] as the bad flag: a non-finite norm sets
  * VAE_STEP_BAD and skips the update, a halted state skips it too.
- * `t` is the 1-based optimizer step (bias correction). */
-void vae_model_adam(vae_model *m, const vae_config *cfg, int64_t t, real lr);
+ * The bias corrections are sv->bc1, sv->bc2 (backend memory). */
+void vae_model_adam(vae_model *m, const vae_config *cfg, real lr, const vae_step_vals *sv);
 
 /* Decoder only: decode z[B,L] (backend memory) into the decoder's output,
  * returned as a backend pointer [B, D]. */

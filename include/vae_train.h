@@ -65,9 +65,11 @@ typedef struct {
 /* The shuffle of epoch `epoch`: Fisher-Yates over 0..n-1 driven by Philox
  * stream (seed, VAE_RNG_SHUFFLE, epoch), so a resumed run replays it. */
 void vae_shuffle_perm(int32_t *perm, int n, uint64_t seed, int64_t epoch);
-/* The KL weight of 0-based step `step`: beta, ramped linearly over the first
- * kl_warmup_steps steps. */
-real vae_step_beta(const vae_config *cfg, int64_t step);
+/* The constants of a training run on n images that step_begin computes each
+ * step's values from (vae_step_vals_at in vae_math.h: batch offset, noise
+ * subsequence, KL weight ramped linearly over the first kl_warmup_steps
+ * steps, Adam's bias corrections). */
+vae_step_plan vae_train_plan(const vae_config *cfg, int64_t n);
 
 /* Data resident in backend memory for gather_batch. */
 typedef struct {
@@ -77,6 +79,51 @@ typedef struct {
 } vae_dev_data;
 int vae_dev_data_upload(vae_dev_data *dd, vae_backend *be, const vae_dataset *ds);
 void vae_dev_data_free(vae_dev_data *dd, vae_backend *be);
+
+/* The training step as vae_train issues it (public for the tests). Step s
+ * (0-based) is batch s % spe of epoch s / spe's shuffle (vae_shuffle_perm),
+ * with the values vae_step_vals_at(plan, s) gives: beta ramped by s, noise
+ * from Philox (seed, TRAIN, s), Adam's bias corrections for t = s + 1. A
+ * step takes nothing from the host that changes between steps — step_begin
+ * computes its values on the device — so on a backend with graphs each step
+ * is one graph launch: one graph for a full batch and one for an epoch's
+ * short last batch, each captured on the second step of its shape (the
+ * first, run directly, makes the backend's lazy state: cuDNN plans). */
+#define VAE_MAX_FAULTS 16
+typedef struct {
+    vae_model *m;
+    const vae_config *cfg;
+    vae_dev_data *dd;      /* the training set */
+    vae_step_plan plan;
+    int max_bad;           /* step_commit's max_bad (--max-bad-steps) */
+    int32_t *perm;         /* host copy of the shuffle [dd->n] */
+    int64_t perm_epoch;    /* the epoch whose shuffle is in dd->idx, -1: none */
+    int64_t spe;           /* steps per epoch */
+    int64_t faults[VAE_MAX_FAULTS]; /* 1-based steps whose batch gets a NaN */
+    int n_faults;
+    int rows;              /* rows of the step being issued */
+    int use_graphs;        /* the backend has graphs, asked for, no capture failed */
+    void *graph[2];        /* [0] full batch, [1] short last batch */
+    int ran[2];            /* a step of that shape has run directly */
+} vae_stepper;
+
+/* Sets up steps from `first` on (writes m->step_vals->next = first). graphs:
+ * use the backend's graphs if it has them. Reads VAE_FAULT_NAN_AT_STEP (the
+ * tests' fault injection: N[,M..] puts a NaN in the first pixel of the batch
+ * of 1-based step N, ...; those steps run outside graphs). VAE_OK or
+ * VAE_ENOMEM. */
+int vae_stepper_init(vae_stepper *T, vae_model *m, vae_dev_data *dd, int64_t first, int max_bad,
+                     int graphs);
+/* Issues step `step` — the one m->step_vals->next names — whole: values,
+ * gather, forward/backward, Adam, step_commit; directly or as a graph
+ * launch. Nothing waits for the device or reads it. Returns the rows. */
+int vae_stepper_run(vae_stepper *T, int64_t step);
+/* Gather and forward/backward of step `step` only, from values the host
+ * computes into m->aux_vals (the training step's values are not touched):
+ * the gradient lands in m->g and the step's sums in the step slots. Places
+ * the step's shuffle. Returns the rows. */
+int vae_stepper_grad(vae_stepper *T, int64_t step);
+void vae_stepper_free(vae_stepper *T);
 
 /* Test-set evaluation: the ELBO with fixed evaluation noise (stream
  * VAE_RNG_EVAL), and with iw_k > 0 the importance-weighted bound

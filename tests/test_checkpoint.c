@@ -21,9 +21,14 @@ static void train_a_little(vae_model *m, const vae_config *cfg) {
     real x[4 * 64];
     test_rand_fill_real(x, 4 * 64, 0, 1, 2);
     m->be->upload(m->be, m->x, x, sizeof x);
+    /* steps 0..2 over 4 images in batches of 4, beta 1, no warm-up */
+    const vae_step_plan plan = {4, 4, 0, 1.0, cfg->beta1, cfg->beta2};
     for (int s = 0; s < 3; s++) {
-        vae_model_forward_backward(m, 4, 1, cfg->seed, VAE_RNG_TRAIN, (uint64_t)s);
-        vae_model_adam(m, cfg, s + 1, (real)cfg->lr);
+        vae_step_vals v;
+        vae_step_vals_at(&v, &plan, s);
+        const vae_step_vals *sv = vae_model_put_vals(m, &v);
+        vae_model_forward_backward(m, 4, cfg->seed, VAE_RNG_TRAIN, sv);
+        vae_model_adam(m, cfg, (real)cfg->lr, sv);
     }
 }
 

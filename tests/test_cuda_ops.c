@@ -31,6 +31,21 @@
  *   Activations: bit-equal (compares and one multiply).
  *   Step bookkeeping (step_commit, step_snapshot, adam_step when halted):
  *     bit-equal (the same double additions in the same order, ints, copies).
+ *   step_begin: every field bit-equal. bc = 1 - beta^(s + 1) is computed
+ *     with vae_pow_int — IEEE double multiplies that nvcc may not fuse
+ *     (__dmul_rn) and the ISO C11 host build does not contract — then one
+ *     subtraction and one rounding to float; kl_scale is IEEE float division
+ *     and multiplication of the same values. So the GPU and the CPU compute
+ *     the same bits, and the GPU's values are those the host computes when
+ *     it replays a step (vae_step_vals_at). The CPU result must equal the
+ *     host's vae_step_vals_at bit for bit (the same C code).
+ *   Graphs: a captured step replayed K times against the same ops issued
+ *     eagerly K times on a second set of buffers: bit-equal (the same
+ *     kernels on the same inputs, in the same order).
+ *
+ * The per-step values (noise subsequence, KL weight, batch offset, bias
+ * corrections) are a vae_step_vals block in backend memory: each case makes
+ * one on the host and uploads it to both backends (vals_in).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -119,6 +134,36 @@ static pair out_new(size_t n) {
     p.n = n;
     free(h);
     return p;
+}
+
+/* An input that an op updates in place and cmp() checks: host[0..n) followed
+ * by the NaN guard. */
+static pair in_guarded(const real *host, size_t n) {
+    pair p = out_new(n);
+    g_cpu->upload(g_cpu, p.c, host, n * sizeof(real));
+    g_gpu->upload(g_gpu, p.g, host, n * sizeof(real));
+    return p;
+}
+
+static pair in_rand_guarded(size_t n, double lo, double hi, unsigned seed) {
+    real *h = xmalloc(n * sizeof(real));
+    test_rand_fill_real(h, n, lo, hi, seed);
+    pair p = in_guarded(h, n);
+    free(h);
+    return p;
+}
+
+/* The same vae_step_vals block on both backends (made on the host with
+ * testutil's test_step_vals). */
+typedef struct {
+    vae_step_vals *c, *g;
+} vals_pair;
+
+static vals_pair vals_in(const vae_step_vals *h) {
+    vals_pair v = {palloc(&g_pc, sizeof *h), palloc(&g_pg, sizeof *h)};
+    g_cpu->upload(g_cpu, v.c, h, sizeof *h);
+    g_gpu->upload(g_gpu, v.g, h, sizeof *h);
+    return v;
 }
 
 /* Downloads n + GUARD elements. */
@@ -401,8 +446,10 @@ static void test_reparam(int B, int L, uint64_t seed, uint64_t sub) {
     char what[96];
     pair head = in_rand((size_t)B * 2 * L, -2, 2, (unsigned)(seed + sub));
     pair z = out_new((size_t)B * L);
-    g_cpu->reparam_forward(g_cpu, z.c, head.c, B, L, seed, VAE_RNG_TRAIN, sub);
-    g_gpu->reparam_forward(g_gpu, z.g, head.g, B, L, seed, VAE_RNG_TRAIN, sub);
+    vae_step_vals hv = test_step_vals((int64_t)sub, 0, sub, B, (real)1 / (real)B, 1, 1);
+    vals_pair sv = vals_in(&hv);
+    g_cpu->reparam_forward(g_cpu, z.c, head.c, B, L, seed, VAE_RNG_TRAIN, sv.c);
+    g_gpu->reparam_forward(g_gpu, z.g, head.g, B, L, seed, VAE_RNG_TRAIN, sv.g);
     snprintf(what, sizeof what, "reparam_forward B=%d L=%d z", B, L);
     cmp(what, z, CMP_REL, 1e-6, 1);
     pools_reset();
@@ -414,10 +461,12 @@ static void test_kl(int B, int L, int with_dz, real beta, unsigned seed) {
     pair dz = in_rand((size_t)B * L, -1, 1, seed + 1);
     pair dhead = out_new((size_t)B * 2 * L), kl = out_new((size_t)B);
     uint64_t rs = 1234 + seed, sub = 77;
-    g_cpu->kl_backward(g_cpu, dhead.c, kl.c, with_dz ? dz.c : NULL, head.c, B, L, beta, rs,
-                       VAE_RNG_TRAIN, sub);
-    g_gpu->kl_backward(g_gpu, dhead.g, kl.g, with_dz ? dz.g : NULL, head.g, B, L, beta, rs,
-                       VAE_RNG_TRAIN, sub);
+    vae_step_vals hv = test_step_vals(77, 0, sub, B, beta, 1, 1); /* kl_scale = beta */
+    vals_pair sv = vals_in(&hv);
+    g_cpu->kl_backward(g_cpu, dhead.c, kl.c, with_dz ? dz.c : NULL, head.c, B, L, rs,
+                       VAE_RNG_TRAIN, sv.c);
+    g_gpu->kl_backward(g_gpu, dhead.g, kl.g, with_dz ? dz.g : NULL, head.g, B, L, rs,
+                       VAE_RNG_TRAIN, sv.g);
     snprintf(what, sizeof what, "kl_backward B=%d L=%d dz=%d dhead", B, L, with_dz);
     cmp(what, dhead, CMP_REL, 1e-6, 1);
     snprintf(what, sizeof what, "kl_backward B=%d L=%d dz=%d kl", B, L, with_dz);
@@ -425,8 +474,8 @@ static void test_kl(int B, int L, int with_dz, real beta, unsigned seed) {
 
     pair kl2 = out_new((size_t)B);
     pair dhead2 = out_new((size_t)B * 2 * L);
-    g_gpu->kl_backward(g_gpu, dhead2.g, kl2.g, with_dz ? dz.g : NULL, head.g, B, L, beta, rs,
-                       VAE_RNG_TRAIN, sub);
+    g_gpu->kl_backward(g_gpu, dhead2.g, kl2.g, with_dz ? dz.g : NULL, head.g, B, L, rs,
+                       VAE_RNG_TRAIN, sv.g);
     CHECK_MSG(gpu_bits_equal(kl.g, kl2.g, (size_t)B * sizeof(real)), "kl not reproducible");
     pools_reset();
 }
@@ -436,8 +485,10 @@ static void test_log_q(int B, int L, unsigned seed) {
     pair head = in_rand((size_t)B * 2 * L, -2, 2, seed);
     pair z = in_rand((size_t)B * L, -3, 3, seed + 1);
     pair out = out_new((size_t)B);
-    g_cpu->log_q_minus_log_p(g_cpu, out.c, z.c, head.c, B, L, 99, VAE_RNG_EVAL, 5);
-    g_gpu->log_q_minus_log_p(g_gpu, out.g, z.g, head.g, B, L, 99, VAE_RNG_EVAL, 5);
+    vae_step_vals hv = test_step_vals(0, 0, 5, B, 0, 1, 1); /* sub = 5 */
+    vals_pair sv = vals_in(&hv);
+    g_cpu->log_q_minus_log_p(g_cpu, out.c, z.c, head.c, B, L, 99, VAE_RNG_EVAL, sv.c);
+    g_gpu->log_q_minus_log_p(g_gpu, out.g, z.g, head.g, B, L, 99, VAE_RNG_EVAL, sv.g);
     snprintf(what, sizeof what, "log_q_minus_log_p B=%d L=%d", B, L);
     cmp(what, out, CMP_REL, 1e-6, L);
     pools_reset();
@@ -500,14 +551,17 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
     char what[128];
     snprintf(what, sizeof what, "adam n=%zu wd=%g decoupled=%d clip=%g gnorm2=%g", n, (double)wd,
              decoupled, (double)clip, gnorm2);
-    vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, wd, decoupled, 0, 0};
-    hp.bc1 = (real)(1 - pow(0.9, 3));
-    hp.bc2 = (real)(1 - pow(0.999, 3));
+    vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, wd, decoupled};
+    /* step 2 (t = 3) */
+    vae_step_vals hv =
+        test_step_vals(2, 0, 2, 1, 1, (real)(1 - pow(0.9, 3)), (real)(1 - pow(0.999, 3)));
+    vals_pair sv = vals_in(&hv);
     real *h0 = xmalloc(n * sizeof(real));
     test_rand_fill_real(h0, n, -1, 1, seed);
-    pair p = in_data(h0, n);
-    pair g = in_rand(n, -1, 1, seed + 1), m = in_rand(n, -0.1, 0.1, seed + 2);
-    pair v = in_rand(n, 0, 0.01, seed + 3);
+    /* p, m, v are compared by cmp(), which reads n + GUARD elements */
+    pair p = in_guarded(h0, n);
+    pair g = in_rand(n, -1, 1, seed + 1), m = in_rand_guarded(n, -0.1, 0.1, seed + 2);
+    pair v = in_rand_guarded(n, 0, 0.01, seed + 3);
     int zero2[2] = {0, 0}, badc[2], badg[2];
     int *bc = palloc(&g_pc, sizeof zero2), *bg = palloc(&g_pg, sizeof zero2);
     double *gc = palloc(&g_pc, sizeof(double)), *gg = palloc(&g_pg, sizeof(double));
@@ -515,8 +569,8 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
     g_gpu->upload(g_gpu, bg, zero2, sizeof zero2);
     g_cpu->upload(g_cpu, gc, &gnorm2, sizeof gnorm2);
     g_gpu->upload(g_gpu, gg, &gnorm2, sizeof gnorm2);
-    g_cpu->adam_step(g_cpu, p.c, g.c, m.c, v.c, n, &hp, clip, gc, bc);
-    g_gpu->adam_step(g_gpu, p.g, g.g, m.g, v.g, n, &hp, clip, gg, bg);
+    g_cpu->adam_step(g_cpu, p.c, g.c, m.c, v.c, n, &hp, clip, gc, bc, sv.c);
+    g_gpu->adam_step(g_gpu, p.g, g.g, m.g, v.g, n, &hp, clip, gg, bg, sv.g);
     g_cpu->download(g_cpu, badc, bc, sizeof badc);
     g_gpu->download(g_gpu, badg, bg, sizeof badg);
     int finite = isfinite(gnorm2);
@@ -544,8 +598,9 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
 /* adam_step with the HALTED flag set: nothing written on either backend,
  * also with a finite norm (parameters, moments and the flag word). */
 static void test_adam_halted(size_t n, double gnorm2, unsigned seed) {
-    vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, 0, 0, (real)0.1,
-                      (real)0.001};
+    vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, 0, 0};
+    vae_step_vals hsv = test_step_vals(0, 0, 0, 1, 1, (real)0.1, (real)0.001);
+    vals_pair sv = vals_in(&hsv);
     real *h0 = xmalloc(n * sizeof(real));
     test_rand_fill_real(h0, n, -1, 1, seed);
     pair p = in_data(h0, n), m = in_data(h0, n), v = in_rand(n, 0, 0.01, seed + 1);
@@ -559,8 +614,8 @@ static void test_adam_halted(size_t n, double gnorm2, unsigned seed) {
     g_gpu->upload(g_gpu, bg, flags, sizeof flags);
     g_cpu->upload(g_cpu, gc, &gnorm2, sizeof gnorm2);
     g_gpu->upload(g_gpu, gg, &gnorm2, sizeof gnorm2);
-    g_cpu->adam_step(g_cpu, p.c, g.c, m.c, v.c, n, &hp, 0, gc, bc);
-    g_gpu->adam_step(g_gpu, p.g, g.g, m.g, v.g, n, &hp, 0, gg, bg);
+    g_cpu->adam_step(g_cpu, p.c, g.c, m.c, v.c, n, &hp, 0, gc, bc, sv.c);
+    g_gpu->adam_step(g_gpu, p.g, g.g, m.g, v.g, n, &hp, 0, gg, bg, sv.g);
     g_cpu->download(g_cpu, fc, bc, sizeof fc);
     g_gpu->download(g_gpu, fg, bg, sizeof fg);
     CHECK_MSG(fc[0] == VAE_STEP_HALTED && fg[0] == VAE_STEP_HALTED && fg[1] == 0,
@@ -592,6 +647,8 @@ static void test_step_commit(int max_bad) {
     int *sg = palloc(&g_pg, VAE_STEP_STATE_N * sizeof(int));
     double *snap_a = palloc(&g_pg, VAE_COMMIT_ACC_N * sizeof(double));
     int *snap_s = palloc(&g_pg, VAE_STEP_STATE_N * sizeof(int));
+    vae_step_vals hv0 = test_step_vals(0, 0, 0, 1, 1, 1, 1);
+    vals_pair sv = vals_in(&hv0); /* rewritten before every commit */
     double a0[VAE_COMMIT_ACC_N] = {0, 0, 7.5, -1, 2, 0.125, 3.25, 100}; /* 2..4: caller's */
     int s0[VAE_STEP_STATE_N] = {0};
     g_cpu->upload(g_cpu, ac, a0, sizeof a0);
@@ -620,8 +677,12 @@ static void test_step_commit(int max_bad) {
             g_cpu->upload(g_cpu, sc, hsc, sizeof hsc);
             g_gpu->upload(g_gpu, sg, hsg, sizeof hsg);
         }
-        g_cpu->step_commit(g_cpu, ac, sc, s, 50 + k, max_bad);
-        g_gpu->step_commit(g_gpu, ag, sg, s, 50 + k, max_bad);
+        /* the step's index and image count, from its block */
+        vae_step_vals hv = test_step_vals(s, 0, (uint64_t)s, 50 + k, 1, 1, 1);
+        g_cpu->upload(g_cpu, sv.c, &hv, sizeof hv);
+        g_gpu->upload(g_gpu, sv.g, &hv, sizeof hv);
+        g_cpu->step_commit(g_cpu, ac, sc, sv.c, max_bad);
+        g_gpu->step_commit(g_gpu, ag, sg, sv.g, max_bad);
         g_cpu->download(g_cpu, ha, ac, sizeof ha);
         g_gpu->download(g_gpu, hg, ag, sizeof hg);
         g_cpu->download(g_cpu, hsc, sc, sizeof hsc);
@@ -657,30 +718,105 @@ static void test_step_commit(int max_bad) {
     pools_reset();
 }
 
+/* step_begin from the same `next` on both backends, `count` times; every
+ * field compared after every call (tolerances: header comment). The start
+ * block has nonsense in every field but `next`, so a field step_begin
+ * forgets to write shows. */
+static void test_step_begin(const vae_step_plan *plan, int64_t next, int count) {
+    char what[160];
+    snprintf(what, sizeof what,
+             "step_begin n=%lld B=%d warmup=%lld beta=%g beta1=%g beta2=%g from %lld",
+             (long long)plan->n, plan->batch, (long long)plan->warmup, plan->beta, plan->beta1,
+             plan->beta2, (long long)next);
+    if (!g_cpu->step_begin || !g_gpu->step_begin) {
+        CHECK_MSG(0, "%s: step_begin missing (CPU %p, CUDA %p)", what,
+                  (void *)g_cpu->step_begin, (void *)g_gpu->step_begin);
+        return;
+    }
+    vae_step_vals h0;
+    memset(&h0, 0x5a, sizeof h0);
+    h0.next = next;
+    h0.kl_scale = h0.bc1 = h0.bc2 = (real)NAN;
+    vals_pair sv = vals_in(&h0);
+    int64_t worst = 0;
+    for (int k = 0; k < count; k++) {
+        const int64_t s = next + k;
+        vae_step_vals c, g, ref;
+        g_cpu->step_begin(g_cpu, sv.c, plan);
+        g_gpu->step_begin(g_gpu, sv.g, plan);
+        g_cpu->download(g_cpu, &c, sv.c, sizeof c);
+        g_gpu->download(g_gpu, &g, sv.g, sizeof g);
+        vae_step_vals_at(&ref, plan, s);
+        CHECK_MSG(g.step == c.step && g.next == c.next && g.row0 == c.row0 && g.sub == c.sub &&
+                      g.rows == c.rows,
+                  "%s, step %lld: CUDA step %lld next %lld row0 %lld sub %llu rows %d, CPU %lld "
+                  "%lld %lld %llu %d",
+                  what, (long long)s, (long long)g.step, (long long)g.next, (long long)g.row0,
+                  (unsigned long long)g.sub, (int)g.rows, (long long)c.step, (long long)c.next,
+                  (long long)c.row0, (unsigned long long)c.sub, (int)c.rows);
+        CHECK_MSG(c.step == ref.step && c.next == ref.next && c.row0 == ref.row0 &&
+                      c.sub == ref.sub && c.rows == ref.rows && c.step == s && c.next == s + 1 &&
+                      memcmp(&c.kl_scale, &ref.kl_scale, sizeof(real)) == 0 &&
+                      memcmp(&c.bc1, &ref.bc1, sizeof(real)) == 0 &&
+                      memcmp(&c.bc2, &ref.bc2, sizeof(real)) == 0,
+                  "%s, step %lld: the CPU's block is not vae_step_vals_at's", what, (long long)s);
+        const real gf[3] = {g.kl_scale, g.bc1, g.bc2}, cf[3] = {c.kl_scale, c.bc1, c.bc2};
+        static const char *const names[3] = {"kl_scale", "bc1", "bc2"};
+        for (int f = 0; f < 3; f++) {
+            int64_t d = ulp_dist(gf[f], cf[f]);
+            CHECK_MSG(d == 0 && gf[f] == gf[f], "%s, step %lld: %s CUDA %.9g, CPU %.9g (%lld ulp)",
+                      what, (long long)s, names[f], (double)gf[f], (double)cf[f], (long long)d);
+            if (d > worst) worst = d;
+        }
+    }
+    printf("%s, %d steps: kl_scale/bc1/bc2 at most %lld ulp from the CPU\n", what, count,
+           (long long)worst);
+    pools_reset();
+}
+
 /* -------------------------------------------------------------- data */
 
-static void test_gather(int N, int B, int D, unsigned seed) {
+/* The batch is rows row0 .. row0 + B - 1 of the index array, row0 read from
+ * the step's block; the rows before it hold other valid images, so an op
+ * that ignored row0 would gather a wrong (not a crashing) batch, which the
+ * check against the host's own gather catches on both backends. */
+static void test_gather(int N, int B, int D, int row0, unsigned seed) {
     char what[96];
-    size_t nd = (size_t)N * D;
+    size_t nd = (size_t)N * D, ni = (size_t)row0 + (size_t)B;
     uint8_t *h = xmalloc(nd);
     for (size_t i = 0; i < nd; i++) h[i] = (uint8_t)((i * 2654435761u + seed) >> 7);
     h[0] = 0, h[nd - 1] = 255;
-    int32_t *idx = xmalloc((size_t)B * sizeof(int32_t));
-    for (int b = 0; b < B; b++) idx[b] = (int32_t)(((unsigned)b * 7919u + seed) % (unsigned)N);
-    idx[0] = N - 1; /* the last image */
-    if (B > 2) idx[2] = idx[1];
+    int32_t *idx = xmalloc(ni * sizeof(int32_t));
+    for (size_t r = 0; r < ni; r++) idx[r] = (int32_t)(((unsigned)r * 7919u + seed) % (unsigned)N);
+    idx[row0] = N - 1; /* the last image */
+    if (B > 2) idx[row0 + 2] = idx[row0 + 1];
     uint8_t *dc = palloc(&g_pc, nd), *dg = palloc(&g_pg, nd);
-    int32_t *ic = palloc(&g_pc, (size_t)B * sizeof(int32_t));
-    int32_t *ig = palloc(&g_pg, (size_t)B * sizeof(int32_t));
+    int32_t *ic = palloc(&g_pc, ni * sizeof(int32_t));
+    int32_t *ig = palloc(&g_pg, ni * sizeof(int32_t));
     g_cpu->upload(g_cpu, dc, h, nd);
     g_gpu->upload(g_gpu, dg, h, nd);
-    g_cpu->upload(g_cpu, ic, idx, (size_t)B * sizeof(int32_t));
-    g_gpu->upload(g_gpu, ig, idx, (size_t)B * sizeof(int32_t));
+    g_cpu->upload(g_cpu, ic, idx, ni * sizeof(int32_t));
+    g_gpu->upload(g_gpu, ig, idx, ni * sizeof(int32_t));
+    vae_step_vals hv = test_step_vals(1, row0, 1, B, 1, 1, 1);
+    vals_pair sv = vals_in(&hv);
     pair x = out_new((size_t)B * D);
-    g_cpu->gather_batch(g_cpu, x.c, dc, ic, B, D);
-    g_gpu->gather_batch(g_gpu, x.g, dg, ig, B, D);
-    snprintf(what, sizeof what, "gather_batch N=%d B=%d D=%d", N, B, D);
+    g_cpu->gather_batch(g_cpu, x.c, dc, ic, sv.c, B, D);
+    g_gpu->gather_batch(g_gpu, x.g, dg, ig, sv.g, B, D);
+    snprintf(what, sizeof what, "gather_batch N=%d B=%d D=%d row0=%d", N, B, D, row0);
     cmp(what, x, CMP_REL, 1e-6, 1e-6);
+    real *c = fetch(g_cpu, x.c, x.n), *g = fetch(g_gpu, x.g, x.n);
+    size_t wrong_c = 0, wrong_g = 0;
+    for (size_t i = 0; i < x.n; i++) {
+        size_t b = i / (size_t)D, d = i % (size_t)D;
+        real want = (real)h[(size_t)idx[(size_t)row0 + b] * (size_t)D + d] / (real)255;
+        wrong_c += c[i] != want;
+        wrong_g += g[i] != want;
+    }
+    CHECK_MSG(wrong_c == 0 && wrong_g == 0,
+              "%s: %zu CPU and %zu CUDA values differ from the host's gather", what, wrong_c,
+              wrong_g);
+    free(c);
+    free(g);
     free(h);
     free(idx);
     pools_reset();
@@ -712,6 +848,170 @@ static void test_to_u8(size_t n, vae_likelihood lik, unsigned seed) {
     free(a);
     free(b);
     free(h);
+    pools_reset();
+}
+
+/* ------------------------------------------------------------ graphs */
+
+/* One training-step-shaped piece of work on one set of buffers: open the
+ * step, gather its batch, use the batch as the gradient of B*D parameters
+ * (||g||^2 into acc[2], a caller's slot, then Adam with clipping and the
+ * step's bias corrections), commit. Everything that changes from step to
+ * step is in sv, so the captured version must replay it exactly. */
+typedef struct {
+    vae_backend *be;
+    const vae_step_plan *plan;
+    vae_step_vals *sv;
+    const uint8_t *data; /* [N, D] */
+    const int32_t *idx;  /* [steps per epoch * B]: the epoch's order, padded */
+    real *x, *p, *m, *v; /* [B, D] */
+    double *acc;         /* [VAE_COMMIT_ACC_N] */
+    int *state;          /* [VAE_STEP_STATE_N] */
+    int B, D;
+} graph_work;
+
+static void graph_work_run(void *arg) {
+    const graph_work *w = arg;
+    vae_backend *be = w->be;
+    const vae_adam_hp hp = {(real)1e-2, (real)w->plan->beta1, (real)w->plan->beta2, (real)1e-8,
+                            (real)0.01, 1};
+    const size_t n = (size_t)w->B * w->D;
+    be->step_begin(be, w->sv, w->plan);
+    be->gather_batch(be, w->x, w->data, w->idx, w->sv, w->B, w->D);
+    be->sumsq(be, w->acc + 2, w->x, n);
+    be->adam_step(be, w->p, w->x, w->m, w->v, n, &hp, (real)1, w->acc + 2,
+                  w->state + VAE_STEP_FLAGS, w->sv);
+    be->step_commit(be, w->acc, w->state, w->sv, 0);
+}
+
+/* A capture that calls a forbidden op (here: sync) must fail softly. */
+static void graph_bad_run(void *arg) {
+    graph_work *w = arg;
+    w->be->step_begin(w->be, w->sv, w->plan);
+    w->be->sync(w->be);
+}
+
+/* graph_capture of graph_work_run, launched K - 1 times after one eager
+ * warm-up run (as the contract asks), against K eager runs on a second set
+ * of buffers: every buffer bit-equal. */
+static void test_graph(int K) {
+    if (!g_gpu->graph_capture) {
+        printf("graph_capture: SKIPPED (the CUDA backend left the hook NULL; VAE_CUDA_GRAPH=0?)\n");
+        return;
+    }
+    CHECK(g_gpu->graph_launch != NULL && g_gpu->graph_free != NULL);
+    if (!g_gpu->graph_launch || !g_gpu->graph_free) return;
+    /* 97 images in batches of 16: 7 steps per epoch, the last one of 1 image;
+     * K steps cross the epoch boundary and the end of the KL warm-up */
+    enum { N = 97, B = 16, D = 50 };
+    const vae_step_plan plan = {N, B, 5, 0.5, 0.9, 0.999};
+    const int spe = (N + B - 1) / B;
+    const size_t ni = (size_t)spe * B, nd = (size_t)N * D, n = (size_t)B * D;
+    uint8_t *hd = xmalloc(nd);
+    for (size_t i = 0; i < nd; i++) hd[i] = (uint8_t)((i * 2654435761u) >> 9);
+    int32_t *hi = xmalloc(ni * sizeof(int32_t));
+    for (size_t r = 0; r < ni; r++) hi[r] = (int32_t)((r * 37u + 11u) % (unsigned)N);
+    real *hp = xmalloc(n * sizeof(real));
+    test_rand_fill_real(hp, n, -1, 1, 990);
+    uint8_t *data = palloc(&g_pg, nd);
+    int32_t *idx = palloc(&g_pg, ni * sizeof(int32_t));
+    g_gpu->upload(g_gpu, data, hd, nd);
+    g_gpu->upload(g_gpu, idx, hi, ni * sizeof(int32_t));
+    vae_step_vals sv0;
+    memset(&sv0, 0, sizeof sv0);
+    sv0.next = 3; /* the trainer sets `next` once */
+    graph_work w[2];
+    for (int k = 0; k < 2; k++) {
+        graph_work *a = &w[k];
+        a->be = g_gpu, a->plan = &plan, a->data = data, a->idx = idx, a->B = B, a->D = D;
+        a->sv = palloc(&g_pg, sizeof(vae_step_vals));
+        a->x = palloc(&g_pg, n * sizeof(real));
+        a->p = palloc(&g_pg, n * sizeof(real));
+        a->m = palloc(&g_pg, n * sizeof(real));
+        a->v = palloc(&g_pg, n * sizeof(real));
+        a->acc = palloc(&g_pg, VAE_COMMIT_ACC_N * sizeof(double));
+        a->state = palloc(&g_pg, VAE_STEP_STATE_N * sizeof(int));
+        g_gpu->upload(g_gpu, a->sv, &sv0, sizeof sv0);
+        g_gpu->zero(g_gpu, a->x, n * sizeof(real));
+        g_gpu->upload(g_gpu, a->p, hp, n * sizeof(real));
+        g_gpu->zero(g_gpu, a->m, n * sizeof(real));
+        g_gpu->zero(g_gpu, a->v, n * sizeof(real));
+        g_gpu->zero(g_gpu, a->acc, VAE_COMMIT_ACC_N * sizeof(double));
+        g_gpu->zero(g_gpu, a->state, VAE_STEP_STATE_N * sizeof(int));
+    }
+
+    /* w[0]: one eager run, then the capture, which must run nothing */
+    graph_work_run(&w[0]);
+    g_gpu->sync(g_gpu);
+    vae_step_vals got;
+    void *graph = g_gpu->graph_capture(g_gpu, graph_work_run, &w[0]);
+    CHECK_MSG(graph != NULL, "graph_capture: %s", vae_error_get());
+    if (!graph) {
+        pools_reset();
+        free(hd), free(hi), free(hp);
+        return;
+    }
+    g_gpu->download(g_gpu, &got, w[0].sv, sizeof got);
+    CHECK_MSG(got.next == sv0.next + 1, "graph_capture ran the work: next %lld, expected %lld",
+              (long long)got.next, (long long)sv0.next + 1);
+    for (int k = 1; k < K; k++) g_gpu->graph_launch(g_gpu, graph);
+    /* w[1]: K eager runs */
+    for (int k = 0; k < K; k++) graph_work_run(&w[1]);
+    g_gpu->sync(g_gpu);
+
+    g_gpu->download(g_gpu, &got, w[0].sv, sizeof got);
+    vae_step_vals want;
+    vae_step_vals_at(&want, &plan, sv0.next + K - 1);
+    CHECK_MSG(got.step == want.step && got.next == want.next && got.row0 == want.row0 &&
+                  got.rows == want.rows,
+              "graph: after %d launches the block is of step %lld (row0 %lld, rows %d), "
+              "expected %lld (%lld, %d)",
+              K, (long long)got.step, (long long)got.row0, (int)got.rows, (long long)want.step,
+              (long long)want.row0, (int)want.rows);
+    struct {
+        const char *name;
+        const void *a, *b;
+        size_t bytes;
+    } bufs[] = {
+        {"sv", w[0].sv, w[1].sv, sizeof(vae_step_vals)},
+        {"x", w[0].x, w[1].x, n * sizeof(real)},
+        {"p", w[0].p, w[1].p, n * sizeof(real)},
+        {"m", w[0].m, w[1].m, n * sizeof(real)},
+        {"v", w[0].v, w[1].v, n * sizeof(real)},
+        {"acc", w[0].acc, w[1].acc, VAE_COMMIT_ACC_N * sizeof(double)},
+        {"state", w[0].state, w[1].state, VAE_STEP_STATE_N * sizeof(int)},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        CHECK_MSG(gpu_bits_equal(bufs[i].a, bufs[i].b, bufs[i].bytes),
+                  "graph: %s after %d replayed steps differs from %d eager ones", bufs[i].name, K,
+                  K);
+    double acc[VAE_COMMIT_ACC_N];
+    g_gpu->download(g_gpu, acc, w[0].acc, sizeof acc);
+    double images = 0;
+    for (int k = 0; k < K; k++) {
+        vae_step_vals_at(&want, &plan, sv0.next + k);
+        images += want.rows;
+    }
+    CHECK_MSG(acc[VAE_COMMIT_IMAGES] == images, "graph: %g images committed, expected %g",
+              acc[VAE_COMMIT_IMAGES], images);
+    g_gpu->graph_free(g_gpu, graph);
+    g_gpu->graph_free(g_gpu, NULL);
+
+    /* a sync inside the capture: NULL with a message, nothing run, and the
+     * stream usable afterwards */
+    g_gpu->download(g_gpu, &want, w[1].sv, sizeof want);
+    void *bad = g_gpu->graph_capture(g_gpu, graph_bad_run, &w[1]);
+    CHECK_MSG(bad == NULL && strstr(vae_error_get(), "sync") != NULL,
+              "graph_capture of a sync: %p, message \"%s\"", bad, vae_error_get());
+    if (bad) g_gpu->graph_free(g_gpu, bad);
+    graph_work_run(&w[1]);
+    g_gpu->download(g_gpu, &got, w[1].sv, sizeof got);
+    CHECK_MSG(got.step == want.next, "after a failed capture: step %lld, expected %lld",
+              (long long)got.step, (long long)want.next);
+    printf("graph_capture: %d replayed steps bit-equal to eager ones\n", K);
+    free(hd);
+    free(hi);
+    free(hp);
     pools_reset();
 }
 
@@ -751,7 +1051,7 @@ static void test_latent_fill(int kind, int n, int64_t first, unsigned seed) {
 
 /* round_mantissa: integer operations on the bits, bit-equal. */
 static void test_round_mantissa(size_t n, int bits, unsigned seed) {
-    pair x = in_rand(n, -1e3, 1e3, seed);
+    pair x = in_rand_guarded(n, -1e3, 1e3, seed); /* fetch() reads n + GUARD */
     g_cpu->round_mantissa(g_cpu, x.c, n, bits);
     g_gpu->round_mantissa(g_gpu, x.g, n, bits);
     real *c = fetch(g_cpu, x.c, n), *g = fetch(g_gpu, x.g, n);
@@ -931,9 +1231,20 @@ int main(void) {
     test_step_commit(2);
     test_step_commit(1000);
 
-    test_gather(50, 1, 105, 900);
-    test_gather(50, 13, 105, 901);
-    test_gather(7, 64, 784, 902);
+    /* a short last batch (1000 = 15 * 64 + 40) and a KL warm-up of 37 steps */
+    const vae_step_plan sp1 = {1000, 64, 37, 0.5, 0.9, 0.999};
+    test_step_begin(&sp1, 0, 40);                        /* 2.5 epochs, the warm-up's end */
+    test_step_begin(&sp1, 990, 20);                      /* bc2 far from 0 and 1 */
+    test_step_begin(&sp1, ((int64_t)1 << 33) + 7, 20);  /* int64 steps; bc = 1 */
+    const vae_step_plan sp2 = {128, 64, 0, 1.0, 0.5, 0.75}; /* no short batch, no warm-up */
+    test_step_begin(&sp2, 5, 8);
+    const vae_step_plan sp3 = {5, 8, 3, 2.0, 0.9, 0.999}; /* batch larger than the data */
+    test_step_begin(&sp3, 0, 4);
+
+    test_gather(50, 1, 105, 0, 900);
+    test_gather(50, 13, 105, 39, 901);
+    test_gather(7, 64, 784, 128, 902);
+    test_gather(100, 40, 33, 960, 903); /* a short last batch's offset */
 
     test_to_u8(1, VAE_LIK_BERNOULLI, 950);
     test_to_u8(1001, VAE_LIK_BERNOULLI, 951);
@@ -944,6 +1255,8 @@ int main(void) {
         test_latent_fill(kind, 300, 1000, 964 + (unsigned)kind);
         test_latent_fill(kind, 1089, 0, 968 + (unsigned)kind);
     }
+    test_graph(12);
+
     test_round_mantissa(100003, 10, 970);
     test_round_mantissa(100003, 7, 971);
     test_sample_run(VAE_LATENT_PRIOR, 1000, 23);

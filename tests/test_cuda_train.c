@@ -14,10 +14,11 @@
  *      the decoder output and every parameter's gradient. Again after
  *      training, at the CPU's trained parameters (beta past the warm-up, a
  *      non-trivial posterior).
- *   2. 100 steps as vae_train runs them (run_step mirrors train.c's
- *      step_forward and loop, which are static there: the epoch's shuffle,
- *      gather, beta warm-up, forward_backward, vae_model_adam, step_commit,
- *      the per-epoch reset of the epoch sums), twice:
+ *   2. 100 steps as vae_train runs them (run_step: train.c's
+ *      vae_stepper_grad — the epoch's shuffle, gather, beta warm-up,
+ *      forward_backward — then vae_model_adam and step_commit as
+ *      vae_stepper_run issues them, with the step's sums read between; the
+ *      per-epoch reset of the epoch sums), twice:
  *      a. in lockstep: before each step the device is given the CPU's
  *         parameters and moments, and the step's loss, every tensor's Adam
  *         update and new moments are compared from that same state: the
@@ -32,7 +33,10 @@
  *      each commit, the images counted are the epoch's, no step is bad.
  *   3. Determinism: the 100 GPU steps again from the same start on the same
  *      backend must give bit-identical parameters, moments and loss curve;
- *      and on two fresh CUDA backends with VAE_CUDNN_ALGO=heuristic, which
+ *      so must the 100 steps issued as vae_train issues them
+ *      (vae_stepper_run: the values from step_begin on the device), without
+ *      and with graphs (a full-batch and a short-batch graph, both captured),
+ *      against the instrumented run (parameters, moments, epoch means); and on two fresh CUDA backends with VAE_CUDNN_ALGO=heuristic, which
  *      stand for two processes (a run and its resume), bit-identical to each
  *      other. cuDNN's default choice is by timing (cudnnFind*), which may pick
  *      another (deterministic) algorithm in another process, so bit-identity
@@ -307,48 +311,16 @@ static double loss_floor(const vae_config *cfg, const vae_dataset *ds) {
 
 /* ------------------------------------------------- the training step */
 
-/* A mirror of train.c's `trainer`/step_forward (which are static there),
- * built on the same vae_shuffle_perm and vae_step_beta: step s (0-based) is
- * batch s % spe of epoch s / spe's shuffle, noise from (seed, TRAIN, s). */
-typedef struct {
-    vae_model *m;
-    const vae_config *cfg;
-    vae_dev_data *dd;
-    int32_t *perm;
-    int64_t perm_epoch, spe;
-} trainer;
-
-static void trainer_init(trainer *T, vae_model *m, vae_dev_data *dd) {
-    memset(T, 0, sizeof *T);
-    T->m = m;
-    T->cfg = m->cfg;
-    T->dd = dd;
-    T->perm = xmalloc((size_t)dd->n * sizeof(int32_t));
-    T->perm_epoch = -1;
-    T->spe = (dd->n + m->cfg->batch - 1) / m->cfg->batch;
-}
-
-static int batch_rows(const trainer *T, int64_t bi) {
-    const int B = T->cfg->batch;
-    const int64_t b0 = bi * B;
-    return T->dd->n - b0 < B ? (int)(T->dd->n - b0) : B;
-}
-
-static int step_forward(trainer *T, int64_t step) {
-    vae_model *m = T->m;
-    vae_backend *be = m->be;
-    const vae_config *cfg = T->cfg;
-    const int64_t epoch = step / T->spe, bi = step % T->spe;
-    if (epoch != T->perm_epoch) {
-        vae_shuffle_perm(T->perm, T->dd->n, cfg->seed, epoch);
-        be->upload(be, T->dd->idx, T->perm, (size_t)T->dd->n * sizeof(int32_t));
-        T->perm_epoch = epoch;
+/* Steps go through train.c's own vae_stepper: vae_stepper_grad (gather and
+ * forward/backward of step s from the values vae_step_vals_at gives, in the
+ * model's aux_vals) for the instrumented steps below, which read the step's
+ * sums before Adam; vae_stepper_run (step_begin on the device, graphs where
+ * the backend has them) for part 3's runs exactly as vae_train issues them. */
+static void stepper_init(vae_stepper *T, vae_model *m, vae_dev_data *dd, int graphs) {
+    if (vae_stepper_init(T, m, dd, 0, 0, graphs) != VAE_OK) {
+        fprintf(stderr, "%s\n", vae_error_get());
+        exit(1);
     }
-    const int bn = batch_rows(T, bi);
-    be->gather_batch(be, m->x, T->dd->data, T->dd->idx + bi * cfg->batch, bn, T->dd->d);
-    vae_model_forward_backward(m, bn, vae_step_beta(cfg, step), cfg->seed, VAE_RNG_TRAIN,
-                               (uint64_t)step);
-    return bn;
 }
 
 /* The state a run segment starts from: acc and state zeroed (with their
@@ -413,16 +385,16 @@ static int relu_ties(const char *cname, const char *when, vae_model *mr, vae_mod
 
 /* Forward/backward of training step `step` on both models (same parameters
  * expected) and the comparisons of part 1. */
-static void compare_step(const char *cname, const char *when, trainer *Tr, trainer *Td,
+static void compare_step(const char *cname, const char *when, vae_stepper *Tr, vae_stepper *Td,
                          int64_t step) {
     vae_model *mr = Tr->m, *md = Td->m;
     Tr->perm_epoch = Td->perm_epoch = -1; /* a training run may have placed another shuffle */
     reset_bookkeeping(mr);
     reset_bookkeeping(md);
-    const int B = step_forward(Tr, step);
-    CHECK(step_forward(Td, step) == B);
+    const int B = vae_stepper_grad(Tr, step);
+    CHECK(vae_stepper_grad(Td, step) == B);
     printf("[%s] one step %s (step %" PRId64 ", %d images, beta %g):\n", cname, when, step + 1, B,
-           (double)vae_step_beta(mr->cfg, step));
+           (double)vae_kl_beta_at(mr->cfg->beta, mr->cfg->kl_warmup_steps, step));
 
     /* per-sample losses */
     real *rr = fetch(g_ref, mr->recon, (size_t)B), *rd = fetch(g_dev, md->recon, (size_t)B);
@@ -512,7 +484,7 @@ typedef struct {
 typedef struct {
     const char *cname;
     vae_model *m;
-    trainer T;
+    vae_stepper T;
     curve *c;
     double sum_rec, sum_kl; /* the epoch's step sums, added up on the host */
     int64_t images;
@@ -523,26 +495,28 @@ static void run_begin(runner *r, const char *cname, vae_model *m, vae_dev_data *
     r->cname = cname;
     r->m = m;
     r->c = c;
-    trainer_init(&r->T, m, dd);
+    stepper_init(&r->T, m, dd, 0);
     reset_bookkeeping(m);
     memset(c, 0, sizeof *c);
 }
 
-/* Step s as vae_train runs it; returns its batch rows. */
+/* Step s as vae_train runs it (its values from the host, in aux_vals, rather
+ * than from step_begin: the same bits, vae_step_vals_at), with the step's
+ * sums read before Adam; returns its batch rows. */
 static int run_step(runner *r, int64_t s) {
     vae_model *m = r->m;
     vae_backend *be = m->be;
     const vae_config *cfg = m->cfg;
     curve *c = r->c;
-    const int bn = step_forward(&r->T, s);
+    const int bn = vae_stepper_grad(&r->T, s);
     double a[VAE_ACC_N];
     be->download(be, a, m->acc, sizeof a);
     c->loss[s] = (a[VAE_ACC_STEP_RECON] + a[VAE_ACC_STEP_KL]) / bn;
     r->sum_rec += a[VAE_ACC_STEP_RECON];
     r->sum_kl += a[VAE_ACC_STEP_KL];
     r->images += bn;
-    vae_model_adam(m, cfg, s + 1, (real)cfg->lr);
-    be->step_commit(be, m->acc, m->state, s, bn, 0);
+    vae_model_adam(m, cfg, (real)cfg->lr, m->aux_vals);
+    be->step_commit(be, m->acc, m->state, m->aux_vals, 0);
     if ((s + 1) % r->T.spe == 0 || s + 1 == STEPS) {
         int st[VAE_STEP_STATE_N];
         be->download(be, a, m->acc, sizeof a);
@@ -566,7 +540,32 @@ static int run_step(runner *r, int64_t s) {
     return bn;
 }
 
-static void run_end(runner *r) { free(r->T.perm); }
+static void run_end(runner *r) { vae_stepper_free(&r->T); }
+
+/* STEPS steps through vae_stepper_run, as vae_train issues them, with the
+ * epoch means read at each epoch's end into c->epoch_mean (c->loss is not
+ * filled: a step's sums are not read). *captured: graphs made. Returns
+ * whether the backend has graphs. */
+static int stepper_train(vae_model *m, vae_dev_data *dd, int graphs, curve *c, int *captured) {
+    vae_backend *be = m->be;
+    vae_stepper T;
+    stepper_init(&T, m, dd, graphs);
+    reset_bookkeeping(m);
+    memset(c, 0, sizeof *c);
+    for (int64_t s = 0; s < STEPS; s++) {
+        vae_stepper_run(&T, s);
+        if ((s + 1) % T.spe == 0 || s + 1 == STEPS) {
+            double a[VAE_ACC_N];
+            be->download(be, a, m->acc, sizeof a);
+            c->epoch_mean[c->n_epochs++] = (a[VAE_ACC_RECON] + a[VAE_ACC_KL]) / a[VAE_ACC_IMAGES];
+            be->zero(be, m->acc + VAE_ACC_RECON, 3 * sizeof(double));
+        }
+    }
+    *captured = (T.graph[0] != NULL) + (T.graph[1] != NULL);
+    const int has = graphs && be->graph_capture != NULL;
+    vae_stepper_free(&T);
+    return has;
+}
 
 /* STEPS training steps from the model's current parameters and moments, as
  * vae_train runs them; the step sums are read before each step_commit (the
@@ -768,9 +767,9 @@ static void run_case(const tcase *tc, unsigned data_seed) {
     set_params(md, p0d);
 
     /* 1. one step at the initial parameters */
-    trainer Tr, Td;
-    trainer_init(&Tr, mr, &R.train);
-    trainer_init(&Td, md, &G.train);
+    vae_stepper Tr, Td;
+    stepper_init(&Tr, mr, &R.train, 0);
+    stepper_init(&Td, md, &G.train, 0);
     compare_step(cn, "at init", &Tr, &Td, 0);
 
     /* 2. 100 steps: the reference's run with the device in lockstep, then
@@ -870,6 +869,27 @@ static void run_case(const tcase *tc, unsigned data_seed) {
     CHECK_MSG(same, "[%s] two %d-step runs on the same %s backend differ", cn, STEPS, g_dev->name);
     snap_free(&s2);
 
+    /* ... and as vae_train issues it (vae_stepper_run: step_begin on the
+     * device, with and without graphs): the same kernels on the same values,
+     * so bit-identical to the instrumented run */
+    for (int graphs = 0; graphs < 2; graphs++) {
+        set_params(md, p0d);
+        int captured = 0;
+        const int has = stepper_train(md, &G.train, graphs, &cd2, &captured);
+        snapshot s3;
+        snap_take(&s3, md);
+        same = snap_equal(&sd, &s3, n) &&
+               memcmp(cd.epoch_mean, cd2.epoch_mean, sizeof cd.epoch_mean) == 0 &&
+               cd.n_epochs == cd2.n_epochs;
+        printf("[%s] %s, vae_stepper_run %s: %s to the instrumented run\n", cn, g_dev->name,
+               !graphs ? "without graphs" : has ? (captured == 2 ? "with 2 graphs (full and short batch)" : "with graphs, NOT CAPTURED")
+                                                : "(no graphs on this backend)",
+               same ? "bit-identical" : "NOT bit-identical");
+        CHECK_MSG(same, "[%s] vae_stepper_run (graphs %d) differs from the instrumented run", cn, graphs);
+        if (graphs && has) CHECK_MSG(captured == 2, "[%s] %d of 2 graphs captured", cn, captured);
+        snap_free(&s3);
+    }
+
     /* ... and on two fresh backends with the heuristic algorithm choice */
     snapshot sh[2];
     for (int i = 0; i < 2; i++) {
@@ -894,8 +914,8 @@ static void run_case(const tcase *tc, unsigned data_seed) {
 
     snap_free(&sr);
     snap_free(&sd);
-    free(Tr.perm);
-    free(Td.perm);
+    vae_stepper_free(&Tr);
+    vae_stepper_free(&Td);
     free(p0d);
     rig_free(&G);
     rig_free(&R);

@@ -13,7 +13,9 @@
  *   - a transcription of cuRAND's curand_init/skipahead state arithmetic;
  *   - Box-Muller, BCE, Gaussian densities, KL and the reparameterisation written
  *     out from their definitions in long double;
- *   - torch.optim.Adam / AdamW's documented update in double.
+ *   - torch.optim.Adam / AdamW's documented update in double;
+ *   - the per-step values (batch layout, KL warm-up, Adam's bias corrections)
+ *     from their definitions, in integers and long double.
  */
 #include <float.h>
 #include <stdint.h>
@@ -693,11 +695,11 @@ static void test_adam(void) {
         double lr = hp.lr, b1 = hp.beta1, b2 = hp.beta2, eps = hp.eps, wd = hp.weight_decay;
         real gs = (real)cfg[c].gscale;
         for (int t = 1; t <= STEPS; t++) {
-            hp.bc1 = (real)(1 - pow(b1, t));
-            hp.bc2 = (real)(1 - pow(b2, t));
+            const real bc1 = (real)(1 - pow(b1, t));
+            const real bc2 = (real)(1 - pow(b2, t));
             for (int j = 0; j < NP; j++) {
                 real g = (real)adam_grad(t, j);
-                vae_adam_elem(&p[j], g, &m[j], &v[j], &hp, gs);
+                vae_adam_elem(&p[j], g, &m[j], &v[j], &hp, bc1, bc2, gs);
                 adam_ref(&pr[j], &mr[j], &vr[j], (double)g, t, lr, b1, b2, eps, wd, hp.decoupled, (double)gs);
             }
         }
@@ -715,18 +717,230 @@ static void test_adam(void) {
      * the first Adam step (no decay) moves p by lr g/(|g| + eps) ~ lr sign(g).
      * Tolerance: one rounding of p = 1 (EPS_R) relative to lr = 1e-3, plus eps/|g|. */
     {
-        vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, 0, 0, 0, 0};
-        hp.bc1 = 1 - hp.beta1;
-        hp.bc2 = 1 - hp.beta2;
+        vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, 0, 0};
+        const real bc1 = 1 - hp.beta1;
+        const real bc2 = 1 - hp.beta2;
         real p = 1, m = 0, v = 0;
-        vae_adam_elem(&p, (real)0.25, &m, &v, &hp, 1);
+        vae_adam_elem(&p, (real)0.25, &m, &v, &hp, bc1, bc2, 1);
         CHECK_CLOSE(1 - (double)p, 1e-3, 2 * EPS_R / 1e-3 + 1e-7, 0);
         p = 1;
         m = 0;
         v = 0;
-        vae_adam_elem(&p, (real)-4.0, &m, &v, &hp, 1);
+        vae_adam_elem(&p, (real)-4.0, &m, &v, &hp, bc1, bc2, 1);
         CHECK_CLOSE((double)p - 1, 1e-3, 2 * EPS_R / 1e-3 + 1e-7, 0);
     }
+}
+
+/* ========================================================= per-step values */
+
+/* vae_step_vals_at / vae_step_begin (vae_math.h, "per-step values") against
+ * their definitions, computed here independently:
+ *   - batch layout from a running offset that starts at 0, advances by each
+ *     batch's rows and wraps at n (no division): row0, rows;
+ *   - step = sub = s, next = s + 1;
+ *   - kl_scale = beta min(1, (s + 1) / warmup) / rows, in long double;
+ *   - bc_i = 1 - beta_i^(s + 1), powl in long double.
+ * Tolerances:
+ *   kl_scale: bit-equal to vae_kl_beta_at(...) * (1 / rows) in real, which is
+ *     what the documented expression rounds to; against the long double value
+ *     it is off by the rounding of beta, of the ramp (s + 1) / warmup (double,
+ *     then real), of 1 / rows and of two products: <= 5 roundings of EPS_R / 2
+ *     = 2.5 EPS_R, allowed 4 EPS_R (float: 4.8e-7, inside 1e-6).
+ *   bc_i: computed in double and rounded once to real (the float rounding of
+ *     a double). The power x^t (t = s + 1) is a product tree of t factors x
+ *     (vae_pow_int), so its relative error is <= (t - 1) u with u = 2^-53 =
+ *     DBL_EPSILON / 2, i.e. <= t x^t DBL_EPSILON / 2 absolute; 1 - x^t is
+ *     exact by Sterbenz's lemma while x^t >= 1/2, else one rounding of
+ *     <= u bc; the final (real) rounding is <= EPS_R / 2 relative. Allowed:
+ *     EPS_R relative + (t x^t + 1) DBL_EPSILON absolute, twice the bound. In
+ *     the float build the EPS_R term dominates (the double part is < 1e-13);
+ *     in the double build the absolute part matters, as 1 - beta2 = 0.001
+ *     amplifies the power's error up to ~1000-fold relative to bc2. */
+#define KL_TOL (4 * EPS_R)
+#define BC_RTOL EPS_R
+static long double bc_atol(double x, int64_t t) {
+    return ((long double)t * powl((long double)x, (long double)t) + 1) * DBL_EPSILON;
+}
+
+static long double kl_ref(const vae_step_plan *p, int64_t s, int rows) {
+    long double ramp = 1;
+    if (p->warmup > 0 && (long double)(s + 1) < (long double)p->warmup)
+        ramp = (long double)(s + 1) / (long double)p->warmup;
+    return (long double)p->beta * ramp / rows;
+}
+
+static int close_l(long double got, long double want, long double rtol, long double atol) {
+    return fabsl(got - want) <= atol + rtol * fabsl(want);
+}
+
+/* Every field of the block of step s, against the references above, given
+ * the expected batch layout (row0, rows). Returns the number of bad fields
+ * and prints the first few. */
+static int check_vals_at(const vae_step_plan *p, int64_t s, int64_t row0, int rows) {
+    static int printed = 0;
+    vae_step_vals v;
+    memset(&v, 0x5A, sizeof v); /* every field must be written */
+    vae_step_vals_at(&v, p, s);
+    const real kl_exact = vae_kl_beta_at(p->beta, p->warmup, s) * ((real)1 / (real)rows);
+    const long double b1 = 1 - powl((long double)p->beta1, (long double)(s + 1));
+    const long double b2 = 1 - powl((long double)p->beta2, (long double)(s + 1));
+    int bad = 0;
+    bad += v.step != s;
+    bad += v.next != s + 1;
+    bad += v.sub != (uint64_t)s;
+    bad += v.row0 != row0;
+    bad += v.rows != rows;
+    bad += !(v.kl_scale == kl_exact);
+    bad += !close_l((long double)v.kl_scale, kl_ref(p, s, rows), KL_TOL, 0);
+    bad += !close_l((long double)v.bc1, b1, BC_RTOL, bc_atol(p->beta1, s + 1));
+    bad += !close_l((long double)v.bc2, b2, BC_RTOL, bc_atol(p->beta2, s + 1));
+    if (bad && printed++ < 5)
+        fprintf(stderr,
+                "plan n %lld B %d warmup %lld, step %lld: got step %lld next %lld sub %llu "
+                "row0 %lld rows %d kl_scale %.9g bc1 %.9g bc2 %.9g; want row0 %lld rows %d "
+                "kl_scale %.9g (%.12Lg) bc1 %.12Lg bc2 %.12Lg\n",
+                (long long)p->n, p->batch, (long long)p->warmup, (long long)s,
+                (long long)v.step, (long long)v.next, (unsigned long long)v.sub,
+                (long long)v.row0, v.rows, (double)v.kl_scale, (double)v.bc1, (double)v.bc2,
+                (long long)row0, rows, (double)kl_exact, kl_ref(p, s, rows), b1, b2);
+    return bad;
+}
+
+/* Steps 0 .. steps-1 of plan p with the batch layout from a running offset;
+ * also the chain of vae_step_begin from next = 0 over the same steps, which
+ * must give vae_step_vals_at's block each time; the first epoch's rows must
+ * add up to n. */
+static void check_plan(const vae_step_plan *p, int64_t steps, const char *what) {
+    int bad = 0, bad_chain = 0, epochs = 0;
+    int64_t off = 0, first_epoch_images = -1, images = 0;
+    vae_step_vals chain;
+    memset(&chain, 0x5A, sizeof chain);
+    chain.next = 0;
+    for (int64_t s = 0; s < steps; s++) {
+        const int64_t left = p->n - off;
+        const int rows = (int)(left < p->batch ? left : p->batch);
+        bad += check_vals_at(p, s, off, rows);
+
+        vae_step_vals at;
+        vae_step_vals_at(&at, p, s);
+        vae_step_begin(&chain, p);
+        bad_chain += !test_step_vals_equal(&chain, &at);
+
+        images += rows;
+        off += rows;
+        if (off >= p->n) {
+            if (first_epoch_images < 0) first_epoch_images = images;
+            off = 0;
+            epochs++;
+        }
+    }
+    CHECK_MSG(bad == 0, "%s: %d fields of vae_step_vals_at off over %lld steps", what, bad,
+              (long long)steps);
+    CHECK_MSG(bad_chain == 0, "%s: %d of %lld vae_step_begin blocks differ from vae_step_vals_at",
+              what, bad_chain, (long long)steps);
+    CHECK_MSG(first_epoch_images == p->n && epochs >= 3, "%s: first epoch %lld images, %d epochs",
+              what, (long long)first_epoch_images, epochs);
+}
+
+/* vae_pow_int(x, n) = x^n by products only: against powl in long double,
+ * within the bound of any product tree of n factors, (n - 1) u relative
+ * (u = DBL_EPSILON / 2), allowed (n + 1) u; exact where every partial product
+ * is exact; 0 once x^n underflows. */
+static void test_pow_int(void) {
+    const double xs[] = {0.9, 0.999, 0.9999, 0.5, 0.75, 0.99, 1.0, 1.5, -0.9};
+    const int64_t ns[] = {0, 1, 2, 3, 7, 8, 42, 255, 300, 1000, 4097, 123457};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++)
+        for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++) {
+            const double x = xs[i];
+            const int64_t n = ns[j];
+            const long double want = powl((long double)x, (long double)n);
+            if (fabsl(want) > 1e300L || (want != 0 && fabsl(want) < 1e-300L)) continue;
+            const double got = vae_pow_int(x, n);
+            const long double tol = (long double)(n + 1) * (DBL_EPSILON / 2) * fabsl(want);
+            if (!(fabsl((long double)got - want) <= tol)) {
+                bad++;
+                fprintf(stderr, "vae_pow_int(%.17g, %lld) = %.17g, powl %.20Lg\n", x,
+                        (long long)n, got, want);
+            }
+        }
+    CHECK_MSG(bad == 0, "%d vae_pow_int values off", bad);
+    CHECK(vae_pow_int(0.9, 0) == 1.0 && vae_pow_int(0.0, 0) == 1.0 && vae_pow_int(0.9, 1) == 0.9);
+    CHECK(vae_pow_int(0.5, 10) == 0x1p-10 && vae_pow_int(-2.0, 5) == -32.0 &&
+          vae_pow_int(3.0, 20) == 3486784401.0);
+    CHECK(vae_pow_int(1.0, (int64_t)1 << 40) == 1.0);
+    CHECK(vae_pow_int(0.999, (int64_t)1 << 40) == 0.0); /* underflow */
+}
+
+static void test_per_step_vals(void) {
+    test_pow_int();
+
+    /* n = 1000, batch 128: 8 steps per epoch, the 8th of 1000 - 7 * 128 = 104 */
+    const vae_step_plan p = {1000, 128, 300, 0.7, 0.9, 0.999};
+    /* 400 steps: 50 epochs, the warm-up boundary (s + 1 = 300) and 100 steps after */
+    check_plan(&p, 400, "n 1000 B 128 warmup 300");
+
+    /* the same steps with the layout written as constants */
+    int bad = 0;
+    for (int64_t s = 0; s < 400; s++) {
+        const int rows = s % 8 == 7 ? 104 : 128;
+        bad += check_vals_at(&p, s, (s % 8) * 128, rows);
+    }
+    /* far steps: past 2^31 and 2^32 (int64 step, uint64 sub) */
+    const int64_t far[] = {1000003, ((int64_t)1 << 31) - 1, (int64_t)1 << 31,
+                           ((int64_t)1 << 33) + 7, ((int64_t)1 << 40) + 5};
+    for (size_t i = 0; i < sizeof far / sizeof far[0]; i++) {
+        const int64_t s = far[i];
+        bad += check_vals_at(&p, s, (s % 8) * 128, s % 8 == 7 ? 104 : 128);
+    }
+    CHECK_MSG(bad == 0, "%d fields off (explicit layout, far steps)", bad);
+
+    /* the KL ramp: rising by beta / warmup a step up to s = warmup - 1, where
+     * it reaches beta exactly, then flat */
+    int bad_ramp = 0;
+    for (int64_t s = 0; s < 400; s++) {
+        const real b = vae_kl_beta_at(0.7, 300, s);
+        if (s >= 299) bad_ramp += b != (real)0.7;
+        else bad_ramp += !(b < vae_kl_beta_at(0.7, 300, s + 1)) ||
+                         !close_l((long double)b, 0.7L * (s + 1) / 300, 2 * EPS_R, 0);
+    }
+    CHECK_MSG(bad_ramp == 0, "%d KL ramp values off", bad_ramp);
+    CHECK(vae_kl_beta_at(0.7, 300, 0) > 0);
+    CHECK(vae_kl_beta_at(0.7, 0, 0) == (real)0.7 && vae_kl_beta_at(0.7, 0, 5) == (real)0.7);
+
+    /* vae_step_begin from next = s gives vae_step_vals_at(s), whatever else
+     * the block held, chained across the 2^31 and 2^32 boundaries */
+    int bad_chain = 0;
+    const int64_t starts[] = {299 - 20, ((int64_t)1 << 31) - 10, ((int64_t)1 << 32) - 10};
+    for (size_t i = 0; i < sizeof starts / sizeof starts[0]; i++) {
+        vae_step_vals c, at;
+        memset(&c, 0xA5, sizeof c);
+        c.next = starts[i];
+        for (int64_t s = starts[i]; s < starts[i] + 40; s++) {
+            vae_step_begin(&c, &p);
+            vae_step_vals_at(&at, &p, s);
+            bad_chain += !test_step_vals_equal(&c, &at) || c.next != s + 1 || c.step != s;
+        }
+    }
+    CHECK_MSG(bad_chain == 0, "%d chained vae_step_begin blocks off", bad_chain);
+
+    /* edges: n divisible by the batch (no short batch), no warm-up */
+    const vae_step_plan even = {1024, 128, 0, 0.7, 0.9, 0.999};
+    check_plan(&even, 100, "n 1024 B 128 warmup 0");
+    bad = 0;
+    for (int64_t s = 0; s < 100; s++) {
+        vae_step_vals v;
+        vae_step_vals_at(&v, &even, s);
+        bad += v.rows != 128 || v.row0 != (s % 8) * 128;
+        bad += !(v.kl_scale == (real)0.7 * ((real)1 / (real)128));
+    }
+    CHECK_MSG(bad == 0, "%d blocks of the even plan off", bad);
+    /* one short batch per epoch (n < B), other Adam betas */
+    const vae_step_plan tiny = {100, 128, 7, 2.5, 0.5, 0.75};
+    check_plan(&tiny, 20, "n 100 B 128 warmup 7");
+    /* batch 1 */
+    const vae_step_plan one = {3, 1, 2, 1.0, 0.9, 0.999};
+    check_plan(&one, 12, "n 3 B 1 warmup 2");
 }
 
 /* ============================================================== conversion */
@@ -911,6 +1125,7 @@ int main(void) {
     test_kl();
     test_reparam();
     test_adam();
+    test_per_step_vals();
     test_to_u8();
     test_norm_quantile();
     test_latents();

@@ -379,17 +379,20 @@ static void test_memory(void) {
 }
 
 static void test_gather(void) {
-    enum { N = 5, D = 7, B = 4 };
+    enum { N = 5, D = 7, B = 4, NIDX = 11 };
     uint8_t data[N * D];
     for (int i = 0; i < N * D; i++) data[i] = (uint8_t)(i * 37);
     data[0] = 0, data[4 * D + 1] = 255;
-    const int32_t idx[B] = {4, 0, 2, 4};
+    /* an epoch's index array; the step's batch starts at sv->row0 */
+    const int32_t idx[NIDX] = {4, 0, 2, 4, 1, 3, 0, 2, 4, 0, 3};
     uint8_t *ddata = (uint8_t *)g_be->alloc(g_be, sizeof data);
     int32_t *didx = (int32_t *)g_be->alloc(g_be, sizeof idx);
     g_be->upload(g_be, ddata, data, sizeof data);
     g_be->upload(g_be, didx, idx, sizeof idx);
+    const vae_step_vals v0 = test_step_vals(0, 0, 0, B, 0, 1, 1);
+    vae_step_vals *sv = test_step_vals_dev(g_be, &v0);
     gbuf x = gb_new(B * D);
-    g_be->gather_batch(g_be, x.p, ddata, didx, B, D);
+    g_be->gather_batch(g_be, x.p, ddata, didx, sv, B, D);
     int ok = 1;
     for (int b = 0; b < B; b++)
         for (int d = 0; d < D; d++)
@@ -399,8 +402,23 @@ static void test_gather(void) {
     CHECK(x.p[0 * D + 1] == 1);     /* 255 -> exactly 1 */
     CHECK(x.p[3 * D + 1] == 1);
     CHECK(gb_intact(&x));
+
+    /* row0 = 7 (step 1 with batch 7 over 11 images): rows idx[7 .. 10], the
+     * epoch's short last batch of 4 */
+    const vae_step_vals v1 = test_step_vals(1, 7, 1, B, 0, 1, 1);
+    g_be->upload(g_be, sv, &v1, sizeof v1);
+    memset(x.base, SENTINEL_BYTE, (B * D + 2 * G) * sizeof(real));
+    g_be->gather_batch(g_be, x.p, ddata, didx, sv, B, D);
+    ok = 1;
+    for (int b = 0; b < B; b++)
+        for (int d = 0; d < D; d++)
+            ok &= fabs((double)x.p[b * D + d] - data[idx[7 + b] * D + d] / 255.0) <= 1e-7;
+    CHECK(ok);
+    CHECK(x.p[1 * D + 1] == 1);     /* idx[8] = 4: 255 -> exactly 1 */
+    CHECK(x.p[2 * D + 0] == 0);     /* idx[9] = 0 */
+    CHECK(gb_intact(&x));
     gb_free(&x);
-    g_be->release(g_be, ddata), g_be->release(g_be, didx);
+    g_be->release(g_be, ddata), g_be->release(g_be, didx), g_be->release(g_be, sv);
 }
 
 static void test_to_u8(void) {
@@ -450,12 +468,15 @@ static void test_normals(void) {
     gbuf head = gb_new(B * 2 * L), zz = gb_new(B * L);
     for (int b = 0; b < B; b++)
         for (int l = 0; l < L; l++) head.p[b * 2 * L + l] = 1, head.p[b * 2 * L + L + l] = 0;
-    g_be->reparam_forward(g_be, zz.p, head.p, B, L, 9, VAE_RNG_TRAIN, 5);
+    const vae_step_vals v5 = test_step_vals(5, 0, 5, B, 0, 1, 1);
+    vae_step_vals *sv = test_step_vals_dev(g_be, &v5);
+    g_be->reparam_forward(g_be, zz.p, head.p, B, L, 9, VAE_RNG_TRAIN, sv);
     ok = 1;
     for (int i = 0; i < B * L; i++) ok &= zz.p[i] == 1 + vae_normal_at(9, VAE_RNG_TRAIN, 5, (uint64_t)i);
     CHECK(ok);
     CHECK(gb_intact(&zz));
     gb_free(&head), gb_free(&zz);
+    g_be->release(g_be, sv);
 }
 
 static void test_reductions(void) {

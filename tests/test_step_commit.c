@@ -14,7 +14,10 @@
  *   - step indices beyond 2^32 survive the two-int encoding;
  *   - step_snapshot copies both blocks;
  *   - through the model: forward_backward writes the step slots (not the
- *     epoch's), vae_model_adam uses state[FLAGS] as its flag.
+ *     epoch's), vae_model_adam uses state[FLAGS] as its flag; the steps'
+ *     values come from step_begin on m.step_vals, as vae_step_vals_at says.
+ * The step index and image count that step_commit uses, and Adam's bias
+ * corrections, come from the step's vae_step_vals block (backend memory).
  */
 #include <math.h>
 #include <stdint.h>
@@ -34,6 +37,7 @@ typedef struct {
     int *state;   /* [VAE_STEP_STATE_N] */
     real *p, *g, *m, *v;
     double *gn2;
+    vae_step_vals *sv; /* the step's values */
 } rig;
 
 static void rig_init(rig *r, vae_backend *be) {
@@ -45,7 +49,8 @@ static void rig_init(rig *r, vae_backend *be) {
     r->m = be->alloc(be, N * sizeof(real));
     r->v = be->alloc(be, N * sizeof(real));
     r->gn2 = be->alloc(be, sizeof(double));
-    if (!r->acc || !r->state || !r->p || !r->g || !r->m || !r->v || !r->gn2) {
+    r->sv = be->alloc(be, sizeof(vae_step_vals));
+    if (!r->acc || !r->state || !r->p || !r->g || !r->m || !r->v || !r->gn2 || !r->sv) {
         fprintf(stderr, "alloc: %s\n", vae_error_get());
         exit(1);
     }
@@ -59,9 +64,17 @@ static void rig_init(rig *r, vae_backend *be) {
 
 static void rig_free(rig *r) {
     vae_backend *be = r->be;
+    be->release(be, r->sv);
     be->release(be, r->gn2), be->release(be, r->v), be->release(be, r->m);
     be->release(be, r->g), be->release(be, r->p), be->release(be, r->state);
     be->release(be, r->acc);
+}
+
+/* The values of step s with n_images images and the bias corrections bc1, bc2,
+ * into the rig's block. */
+static void put_vals(rig *r, int64_t s, int n_images, real bc1, real bc2) {
+    const vae_step_vals v = test_step_vals(s, 0, (uint64_t)s, n_images, 0, bc1, bc2);
+    r->be->upload(r->be, r->sv, &v, sizeof v);
 }
 
 /* One training step as train.c issues it: the model's sums into the step
@@ -69,13 +82,14 @@ static void rig_free(rig *r) {
 static void step(rig *r, int64_t s, double recon, double kl, double gnorm2, int n_images,
                  int max_bad) {
     vae_backend *be = r->be;
-    vae_adam_hp hp = {(real)1e-2, (real)0.9, (real)0.999, (real)1e-8, 0, 0,
-                      (real)(1 - 0.9), (real)(1 - 0.999)};
+    const vae_adam_hp hp = {(real)1e-2, (real)0.9, (real)0.999, (real)1e-8, 0, 0};
+    put_vals(r, s, n_images, (real)(1 - 0.9), (real)(1 - 0.999));
     r->acc[VAE_COMMIT_STEP_RECON] += recon;
     r->acc[VAE_COMMIT_STEP_KL] += kl;
     *r->gn2 = gnorm2;
-    be->adam_step(be, r->p, r->g, r->m, r->v, N, &hp, 0, r->gn2, r->state + VAE_STEP_FLAGS);
-    be->step_commit(be, r->acc, r->state, s, n_images, max_bad);
+    be->adam_step(be, r->p, r->g, r->m, r->v, N, &hp, 0, r->gn2, r->state + VAE_STEP_FLAGS,
+                  r->sv);
+    be->step_commit(be, r->acc, r->state, r->sv, max_bad);
 }
 
 static int64_t st64(const int *state, int slot) { return vae_step_state_i64(state + slot); }
@@ -100,11 +114,11 @@ static void test_sequence(vae_backend *be) {
     r.acc[VAE_COMMIT_STEP_RECON] = NAN; /* as a NaN loss leaves them */
     *r.gn2 = INFINITY;
     {
-        vae_adam_hp hp = {(real)1e-2, (real)0.9, (real)0.999, (real)1e-8, 0, 0, (real)0.1,
-                          (real)0.001};
-        be->adam_step(be, r.p, r.g, r.m, r.v, N, &hp, 0, r.gn2, r.state + VAE_STEP_FLAGS);
+        const vae_adam_hp hp = {(real)1e-2, (real)0.9, (real)0.999, (real)1e-8, 0, 0};
+        put_vals(&r, 1, 50, (real)0.1, (real)0.001);
+        be->adam_step(be, r.p, r.g, r.m, r.v, N, &hp, 0, r.gn2, r.state + VAE_STEP_FLAGS, r.sv);
         CHECK(r.state[VAE_STEP_FLAGS] == VAE_STEP_BAD);
-        be->step_commit(be, r.acc, r.state, 1, 50, 1);
+        be->step_commit(be, r.acc, r.state, r.sv, 1);
     }
     CHECK(memcmp(p0, r.p, sizeof p0) == 0);
     CHECK(r.acc[VAE_COMMIT_RECON] == 10.5 && r.acc[VAE_COMMIT_KL] == 2.25);
@@ -175,6 +189,19 @@ static const char *TINY =
     "[encoder]\nlayer = flatten\nlayer = dense 6\nlayer = relu\n"
     "[decoder]\nlayer = dense 16\nlayer = reshape 1x4x4\n";
 
+/* Opens step s as train.c does (step_begin on m.step_vals) and checks the
+ * block against vae_step_vals_at. */
+static const vae_step_vals *begin_step(vae_model *m, const vae_step_plan *plan, int64_t s) {
+    vae_backend *be = m->be;
+    be->step_begin(be, m->step_vals, plan);
+    vae_step_vals got, want;
+    be->download(be, &got, m->step_vals, sizeof got);
+    vae_step_vals_at(&want, plan, s);
+    CHECK_MSG(test_step_vals_equal(&got, &want), "step_begin's block of step %lld",
+              (long long)s);
+    return m->step_vals;
+}
+
 static void test_model(vae_backend *be) {
     vae_config cfg;
     vae_config_defaults(&cfg);
@@ -196,9 +223,14 @@ static void test_model(vae_backend *be) {
     test_rand_fill_real(x, 3 * 16, 0, 1, 9);
     be->upload(be, m.x, x, sizeof x);
     for (int i = 0; i < VAE_STEP_STATE_N; i++) CHECK(m.state[i] == 0);
+    /* one batch of B per epoch, beta 1 (kl_scale 1/B), no warm-up; Adam's
+     * betas from the config; the model starts with next = 0 */
+    const vae_step_plan plan = {B, B, 0, 1.0, cfg.beta1, cfg.beta2};
+    const vae_step_vals *sv;
 
     /* a good step: the sums land in the step slots, the commit moves them */
-    vae_model_forward_backward(&m, B, 1, 7, VAE_RNG_TRAIN, 0);
+    sv = begin_step(&m, &plan, 0);
+    vae_model_forward_backward(&m, B, 7, VAE_RNG_TRAIN, sv);
     double rsum = 0, ksum = 0;
     for (int b = 0; b < B; b++) rsum += m.recon[b], ksum += m.kl[b];
     CHECK_CLOSE(m.acc[VAE_ACC_STEP_RECON], rsum, 1e-12, 0);
@@ -207,33 +239,35 @@ static void test_model(vae_backend *be) {
     const double r0 = m.acc[VAE_ACC_STEP_RECON], k0 = m.acc[VAE_ACC_STEP_KL];
     real *p0 = malloc(m.n_real * sizeof(real));
     memcpy(p0, m.p, m.n_real * sizeof(real));
-    vae_model_adam(&m, &cfg, 1, (real)1e-2);
+    vae_model_adam(&m, &cfg, (real)1e-2, sv);
     CHECK(m.state[VAE_STEP_FLAGS] == 0);
     CHECK(memcmp(p0, m.p, m.n_real * sizeof(real)) != 0);
-    be->step_commit(be, m.acc, m.state, 0, B, 0);
+    be->step_commit(be, m.acc, m.state, sv, 0);
     CHECK(m.acc[VAE_ACC_RECON] == r0 && m.acc[VAE_ACC_KL] == k0 && m.acc[VAE_ACC_IMAGES] == B);
     CHECK(m.acc[VAE_ACC_STEP_RECON] == 0 && m.acc[VAE_ACC_STEP_KL] == 0);
 
     /* a bad step (a NaN pixel), max_bad = 0: flagged, dropped, halted */
     x[0] = NAN;
     be->upload(be, m.x, x, sizeof x);
-    vae_model_forward_backward(&m, B, 1, 7, VAE_RNG_TRAIN, 1);
+    sv = begin_step(&m, &plan, 1);
+    vae_model_forward_backward(&m, B, 7, VAE_RNG_TRAIN, sv);
     CHECK(isnan(m.acc[VAE_ACC_STEP_RECON]));
     memcpy(p0, m.p, m.n_real * sizeof(real));
-    vae_model_adam(&m, &cfg, 2, (real)1e-2);
+    vae_model_adam(&m, &cfg, (real)1e-2, sv);
     CHECK(m.state[VAE_STEP_FLAGS] == VAE_STEP_BAD);
     CHECK(memcmp(p0, m.p, m.n_real * sizeof(real)) == 0);
-    be->step_commit(be, m.acc, m.state, 1, B, 0);
+    be->step_commit(be, m.acc, m.state, sv, 0);
     CHECK(m.state[VAE_STEP_FLAGS] == VAE_STEP_HALTED && m.state[VAE_STEP_NBAD] == 1);
     CHECK(m.acc[VAE_ACC_RECON] == r0 && m.acc[VAE_ACC_IMAGES] == B);
 
     /* halted: a good batch again, Adam does nothing */
     x[0] = 0.5;
     be->upload(be, m.x, x, sizeof x);
-    vae_model_forward_backward(&m, B, 1, 7, VAE_RNG_TRAIN, 2);
-    vae_model_adam(&m, &cfg, 3, (real)1e-2);
+    sv = begin_step(&m, &plan, 2);
+    vae_model_forward_backward(&m, B, 7, VAE_RNG_TRAIN, sv);
+    vae_model_adam(&m, &cfg, (real)1e-2, sv);
     CHECK(memcmp(p0, m.p, m.n_real * sizeof(real)) == 0);
-    be->step_commit(be, m.acc, m.state, 2, B, 0);
+    be->step_commit(be, m.acc, m.state, sv, 0);
     CHECK(m.acc[VAE_ACC_RECON] == r0 && m.acc[VAE_ACC_IMAGES] == B);
     CHECK(m.state[VAE_STEP_FLAGS] == VAE_STEP_HALTED && m.state[VAE_STEP_NBAD] == 1);
     CHECK(vae_step_state_i64(m.state + VAE_STEP_LAST_BAD) == 1);
@@ -249,7 +283,7 @@ int main(void) {
         fprintf(stderr, "cpu backend: %s\n", vae_error_get());
         return 1;
     }
-    CHECK(be->step_commit != NULL && be->step_snapshot != NULL);
+    CHECK(be->step_commit != NULL && be->step_snapshot != NULL && be->step_begin != NULL);
     test_sequence(be);
     test_model(be);
     be->destroy(be);

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vae_core.h"
+#include "vae_backend.h" /* vae_core.h, vae_math.h */
 
 extern int g_test_pass, g_test_fail;
 
@@ -82,5 +82,17 @@ void test_rand_fill(double *dst, size_t n, double lo, double hi, unsigned seed);
 void test_rand_fill_real(real *dst, size_t n, double lo, double hi, unsigned seed);
 /* Max relative error max_i |a-b| / max(|b|, floor). */
 double test_max_rel(const real *a, const real *b, size_t n, double floor);
+
+/* Per-step values (vae_math.h) for tests that call the ops directly.
+ * test_step_vals: a block filled by hand on the host, every field given:
+ * step (next = step + 1), row0, sub, rows, kl_scale, bc1, bc2. */
+vae_step_vals test_step_vals(int64_t step, int64_t row0, uint64_t sub, int rows, real kl_scale,
+                             real bc1, real bc2);
+/* 1 when a and b agree in every field (compared field by field, not with
+ * memcmp: the double build's struct has padding). */
+int test_step_vals_equal(const vae_step_vals *a, const vae_step_vals *b);
+/* A block in backend memory (be->alloc, uploaded from *v); the caller
+ * releases it with be->release. Exits if the allocation fails. */
+vae_step_vals *test_step_vals_dev(vae_backend *be, const vae_step_vals *v);
 
 #endif

@@ -488,13 +488,14 @@ static void cpu_act_backward(vae_backend *be, real *din, const real *dout, const
 /* ================================================= 7. fused VAE ops */
 
 /* head[B, 2L]: mu = head[b, l], lv = head[b, L + l].
- * eps[b, l] = vae_normal_at(seed, stream, sub, b*L + l), regenerated wherever
- * needed rather than stored. */
+ * eps[b, l] = vae_normal_at(seed, stream, sv->sub, b*L + l), regenerated
+ * wherever needed rather than stored. */
 
 /* z[B,L] = mu + exp(lv/2) eps */
 static void cpu_reparam_forward(vae_backend *be, real *z, const real *head, int B, int L,
-                                uint64_t seed, uint32_t stream, uint64_t sub) {
+                                uint64_t seed, uint32_t stream, const vae_step_vals *sv) {
     (void)be;
+    const uint64_t sub = sv->sub;
     for (int b = 0; b < B; b++) {
         const real *mu = head + (size_t)b * 2 * L, *lv = mu + L;
         for (int l = 0; l < L; l++) {
@@ -507,11 +508,14 @@ static void cpu_reparam_forward(vae_backend *be, real *z, const real *head, int 
 /* kl[b] = sum_l KL(N(mu, e^lv) || N(0,1));
  * dhead[b, l]     = dz[b,l]                     + beta_scale * dKL/dmu
  * dhead[b, L + l] = dz[b,l] eps e^(lv/2) / 2    + beta_scale * dKL/dlv
- * (the dz terms vanish when dz is NULL). kl or dhead may be NULL. */
+ * with beta_scale = sv->kl_scale (the dz terms vanish when dz is NULL).
+ * kl or dhead may be NULL. */
 static void cpu_kl_backward(vae_backend *be, real *dhead, real *kl, const real *dz,
-                            const real *head, int B, int L, real beta_scale, uint64_t seed,
-                            uint32_t stream, uint64_t sub) {
+                            const real *head, int B, int L, uint64_t seed, uint32_t stream,
+                            const vae_step_vals *sv) {
     (void)be;
+    const uint64_t sub = sv->sub;
+    const real beta_scale = sv->kl_scale;
     for (int b = 0; b < B; b++) {
         const real *mu = head + (size_t)b * 2 * L, *lv = mu + L;
         double acc = 0;
@@ -535,8 +539,10 @@ static void cpu_kl_backward(vae_backend *be, real *dhead, real *kl, const real *
 
 /* out[b] = sum_l log q(z|x) - log p(z) = sum_l (z^2 - eps^2 - lv) / 2 */
 static void cpu_log_q_minus_log_p(vae_backend *be, real *out, const real *z, const real *head,
-                                  int B, int L, uint64_t seed, uint32_t stream, uint64_t sub) {
+                                  int B, int L, uint64_t seed, uint32_t stream,
+                                  const vae_step_vals *sv) {
     (void)be;
+    const uint64_t sub = sv->sub;
     for (int b = 0; b < B; b++) {
         const real *lv = head + (size_t)b * 2 * L + L;
         double acc = 0;
@@ -601,7 +607,8 @@ static void cpu_sumsq(vae_backend *be, double *acc, const real *v, size_t n) {
  * A halted run (*bad has VAE_STEP_HALTED) changes nothing; a non-finite
  * gnorm2 skips the step (*bad = VAE_STEP_BAD, nothing else touched). */
 static void cpu_adam_step(vae_backend *be, real *p, const real *g, real *m, real *v, size_t n,
-                          const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad) {
+                          const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad,
+                          const vae_step_vals *sv) {
     (void)be;
     if (*bad & VAE_STEP_HALTED) return;
     const double g2 = *gnorm2;
@@ -614,15 +621,21 @@ static void cpu_adam_step(vae_backend *be, real *p, const real *g, real *m, real
         const double c = (double)clip / (sqrt(g2) + 1e-6);
         if (c < 1) gscale = (real)c;
     }
-    for (size_t i = 0; i < n; i++) vae_adam_elem(&p[i], g[i], &m[i], &v[i], hp, gscale);
+    const real bc1 = sv->bc1, bc2 = sv->bc2;
+    for (size_t i = 0; i < n; i++) vae_adam_elem(&p[i], g[i], &m[i], &v[i], hp, bc1, bc2, gscale);
 }
 
-/* The step's bookkeeping: vae_step_commit (vae_math.h), the lines the CUDA
- * backend's one-thread kernel runs. */
-static void cpu_step_commit(vae_backend *be, double *acc, int *state, int64_t step, int n_images,
+/* The step's values and bookkeeping: vae_step_begin and vae_step_commit
+ * (vae_math.h), the lines the CUDA backend's one-thread kernels run. */
+static void cpu_step_begin(vae_backend *be, vae_step_vals *sv, const vae_step_plan *plan) {
+    (void)be;
+    vae_step_begin(sv, plan);
+}
+
+static void cpu_step_commit(vae_backend *be, double *acc, int *state, const vae_step_vals *sv,
                             int max_bad) {
     (void)be;
-    vae_step_commit(acc, state, step, n_images, max_bad);
+    vae_step_commit(acc, state, sv->step, sv->rows, max_bad);
 }
 
 /* acc_dst = acc, state_dst = state (the commit blocks, whole) */
@@ -633,10 +646,11 @@ static void cpu_step_snapshot(vae_backend *be, double *acc_dst, int *state_dst, 
     memmove(state_dst, state, VAE_STEP_STATE_N * sizeof(int));
 }
 
-/* x[b, d] = data[idx[b], d] / 255 */
+/* x[b, d] = data[idx[sv->row0 + b], d] / 255 */
 static void cpu_gather_batch(vae_backend *be, real *x, const uint8_t *data, const int32_t *idx,
-                             int B, int D) {
+                             const vae_step_vals *sv, int B, int D) {
     (void)be;
+    idx += sv->row0;
     for (int b = 0; b < B; b++) {
         const uint8_t *src = data + (size_t)idx[b] * D;
         real *dst = x + (size_t)b * D;
@@ -708,6 +722,7 @@ vae_backend *vae_backend_cpu_create(int threads) {
     be->sum_into = cpu_sum_into;
     be->sumsq = cpu_sumsq;
     be->adam_step = cpu_adam_step;
+    be->step_begin = cpu_step_begin;
     be->step_commit = cpu_step_commit;
     be->step_snapshot = cpu_step_snapshot;
     be->gather_batch = cpu_gather_batch;

@@ -55,10 +55,38 @@
  * no usable GPU at creation, an arena too small — return NULL/an error code
  * with vae_error_set(), as the table's contract says.
  *
- * Not implemented: CUDA-graph capture (the Adam hyper-parameters and the RNG
- * subsequence change every step and are kernel arguments, so a captured step
- * would need them in device memory first), cuBLASLt epilogues (the handle is
- * created; dense bias uses a small kernel).
+ * Per-step values: the ops that depend on the step (gather_batch,
+ * reparam_forward, kl_backward, log_q_minus_log_p, adam_step, step_commit)
+ * take a device pointer to a vae_step_vals block and their kernels read the
+ * values from it; step_begin advances the block on the device (one thread).
+ * So the launches of a step are the same from step to step, and a step can
+ * be captured once and replayed.
+ *
+ * Graphs: graph_capture puts the compute stream into capture
+ * (cudaStreamBeginCapture, thread-local mode: only this thread's unsafe calls
+ * are refused), calls fn(arg) — whose kernels, cuBLAS GEMMs and cuDNN
+ * convolutions are recorded, not run — ends the capture, instantiates the
+ * graph and returns the cudaGraphExec_t; graph_launch is one cudaGraphLaunch
+ * on the compute stream, in order with everything else issued there. What
+ * must not happen inside a capture, and why it does not:
+ *   - cuDNN algorithm choice (cudnnFind* runs convolutions and synchronises)
+ *     and the workspace growth it may bring happen at a plan's first use;
+ *     the caller runs fn once uncaptured first, so every plan fn needs
+ *     exists. A plan missing during a capture is refused softly: the op is
+ *     not recorded and graph_capture returns NULL with a message, as it does
+ *     for an upload, download, sync, download_async or copy_wait issued from
+ *     fn. A graph captured earlier survives a later plan's growth: the
+ *     workspace grows downward, so the old one lies inside the new one, and
+ *     no buffer is ever placed there;
+ *   - cuBLAS allocates nothing: its workspace is ours (cublasSetWorkspace in
+ *     the arena), which is what makes cuBLAS capture-safe;
+ *   - no cudaMalloc: the arena exists before any buffer does.
+ * A graph keeps raw pointers into the arena, so the buffers fn used must
+ * stay allocated while the graph lives. $VAE_CUDA_GRAPH=0 leaves
+ * graph_capture NULL, so callers run every step eagerly.
+ *
+ * Not implemented: cuBLASLt epilogues (the handle is created; dense bias
+ * uses a small kernel).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +150,11 @@ typedef struct {
 
     conv_plan **plans;
     int nplan, capplan;
+
+    /* graph_capture in progress: ops that cannot be captured refuse, and the
+     * first refusal is kept for the error message */
+    int capturing;
+    char capture_err[160];
 } cuda_ctx;
 
 static cuda_ctx *ctx_of(vae_backend *be) { return (cuda_ctx *)be->ctx; }
@@ -144,6 +177,15 @@ static int soft_cublas(cublasStatus_t s, const char *what) {
 static int soft_cudnn(cudnnStatus_t s, const char *what) {
     if (s == CUDNN_STATUS_SUCCESS) return 0;
     vae_error_set(VAE_EDEVICE, "CUDA backend: %s: %s", what, cudnnGetErrorString(s));
+    return 1;
+}
+
+/* Inside graph_capture: 1 (and the first such `what` noted) if the caller
+ * must skip an op that cannot be captured; the capture then fails softly.
+ * Outside a capture: 0. */
+static int capture_refuse(cuda_ctx *c, const char *what) {
+    if (!c->capturing) return 0;
+    if (!c->capture_err[0]) snprintf(c->capture_err, sizeof c->capture_err, "%s", what);
     return 1;
 }
 
@@ -393,9 +435,12 @@ static void plan_panic(const conv_plan *p, const char *dir, size_t cap, int line
 }
 
 /* The searches run the convolutions on the caller's buffers (outputs are
- * overwritten right after) and synchronise the device: first use only. */
-static void plan_fwd(cuda_ctx *c, conv_plan *p, const void *x, const void *w, void *y) {
-    if (p->have_fwd) return;
+ * overwritten right after) and synchronise the device: first use only, and
+ * never inside a graph capture (then they return 0 and the op is skipped;
+ * see the header comment). 1: the algorithm is chosen. */
+static int plan_fwd(cuda_ctx *c, conv_plan *p, const void *x, const void *w, void *y) {
+    if (p->have_fwd) return 1;
+    if (capture_refuse(c, "a convolution's first use (cuDNN forward algorithm choice)")) return 0;
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int got = 0, pick;
     void *ws;
@@ -413,10 +458,13 @@ static void plan_fwd(cuda_ctx *c, conv_plan *p, const void *x, const void *w, vo
     p->fwd = perf[pick].algo;
     ws_require(c, perf[pick].memory);
     p->have_fwd = 1;
+    return 1;
 }
 
-static void plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *dy, void *dx) {
-    if (p->have_bwd_data) return;
+static int plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *dy, void *dx) {
+    if (p->have_bwd_data) return 1;
+    if (capture_refuse(c, "a convolution's first use (cuDNN backward-data algorithm choice)"))
+        return 0;
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int got = 0, pick;
     void *ws;
@@ -433,10 +481,13 @@ static void plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *
     p->bwd_data = perf[pick].algo;
     ws_require(c, perf[pick].memory);
     p->have_bwd_data = 1;
+    return 1;
 }
 
-static void plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void *dy, void *dw) {
-    if (p->have_bwd_filter) return;
+static int plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void *dy, void *dw) {
+    if (p->have_bwd_filter) return 1;
+    if (capture_refuse(c, "a convolution's first use (cuDNN backward-filter algorithm choice)"))
+        return 0;
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int got = 0, pick;
     void *ws;
@@ -454,19 +505,20 @@ static void plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void
     p->bwd_filter = perf[pick].algo;
     ws_require(c, perf[pick].memory);
     p->have_bwd_filter = 1;
+    return 1;
 }
 
 /* y = conv(x, w) */
 static void run_fwd(cuda_ctx *c, conv_plan *p, const real *x, const real *w, real *y) {
     const float one = 1.0f, zero = 0.0f;
-    plan_fwd(c, p, x, w, y);
+    if (!plan_fwd(c, p, x, w, y)) return;
     CUDNN_CHECK(cudnnConvolutionForward(c->dnn, &one, p->xd, x, p->fd, w, p->cd, p->fwd,
                                         ws_ptr(c), ws_size(c), &zero, p->yd, y));
 }
 /* dx = conv^T(dy, w) */
 static void run_bwd_data(cuda_ctx *c, conv_plan *p, const real *w, const real *dy, real *dx) {
     const float one = 1.0f, zero = 0.0f;
-    plan_bwd_data(c, p, w, dy, dx);
+    if (!plan_bwd_data(c, p, w, dy, dx)) return;
     CUDNN_CHECK(cudnnConvolutionBackwardData(c->dnn, &one, p->fd, w, p->yd, dy, p->cd,
                                              p->bwd_data, ws_ptr(c), ws_size(c), &zero, p->xd,
                                              dx));
@@ -474,7 +526,7 @@ static void run_bwd_data(cuda_ctx *c, conv_plan *p, const real *w, const real *d
 /* dw = sum over the batch of x (*) dy */
 static void run_bwd_filter(cuda_ctx *c, conv_plan *p, const real *x, const real *dy, real *dw) {
     const float one = 1.0f, zero = 0.0f;
-    plan_bwd_filter(c, p, x, dy, dw);
+    if (!plan_bwd_filter(c, p, x, dy, dw)) return;
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(c->dnn, &one, p->xd, x, p->yd, dy, p->cd,
                                                p->bwd_filter, ws_ptr(c), ws_size(c), &zero,
                                                p->fd, dw));
@@ -483,7 +535,7 @@ static void run_bwd_filter(cuda_ctx *c, conv_plan *p, const real *x, const real 
 /* ------------------------------------------------------------ memory */
 
 static void cuda_upload(vae_backend *be, void *dst, const void *src, size_t bytes) {
-    if (bytes == 0) return;
+    if (bytes == 0 || capture_refuse(ctx_of(be), "upload")) return;
     /* from pageable memory the call returns once src has been staged, so the
      * caller may free src right away */
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx_of(be)->stream));
@@ -491,7 +543,7 @@ static void cuda_upload(vae_backend *be, void *dst, const void *src, size_t byte
 
 static void cuda_download(vae_backend *be, void *dst, const void *src, size_t bytes) {
     cuda_ctx *c = ctx_of(be);
-    if (bytes == 0) return;
+    if (bytes == 0 || capture_refuse(c, "download")) return;
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
 }
@@ -501,7 +553,11 @@ static void cuda_zero(vae_backend *be, void *dst, size_t bytes) {
     CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, ctx_of(be)->stream));
 }
 
-static void cuda_sync(vae_backend *be) { CUDA_CHECK(cudaStreamSynchronize(ctx_of(be)->stream)); }
+static void cuda_sync(vae_backend *be) {
+    cuda_ctx *c = ctx_of(be);
+    if (capture_refuse(c, "sync")) return;
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
 
 static void *cuda_host_alloc(vae_backend *be, size_t bytes) {
     (void)be;
@@ -523,14 +579,16 @@ static void cuda_host_free(vae_backend *be, void *p) {
 
 static void cuda_download_async(vae_backend *be, void *dst, const void *src, size_t bytes) {
     cuda_ctx *c = ctx_of(be);
-    if (bytes == 0) return;
+    if (bytes == 0 || capture_refuse(c, "download_async")) return;
     CUDA_CHECK(cudaEventRecord(c->ev_issued, c->stream));
     CUDA_CHECK(cudaStreamWaitEvent(c->copy_stream, c->ev_issued, 0));
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->copy_stream));
 }
 
 static void cuda_copy_wait(vae_backend *be) {
-    CUDA_CHECK(cudaStreamSynchronize(ctx_of(be)->copy_stream));
+    cuda_ctx *c = ctx_of(be);
+    if (capture_refuse(c, "copy_wait")) return;
+    CUDA_CHECK(cudaStreamSynchronize(c->copy_stream));
 }
 
 /* ------------------------------------------------------------ layers */
@@ -618,21 +676,22 @@ static void cuda_act_backward(vae_backend *be, real *din, const real *dout, cons
 
 /* ------------------------------------------------------- fused VAE ops */
 
+/* sv: device memory, read by the kernels (never dereferenced here) */
 static void cuda_reparam_forward(vae_backend *be, real *z, const real *head, int B, int L,
-                                 uint64_t seed, uint32_t stream, uint64_t sub) {
-    vae_cuda_reparam_forward(ctx_of(be)->stream, z, head, B, L, seed, stream, sub);
+                                 uint64_t seed, uint32_t stream, const vae_step_vals *sv) {
+    vae_cuda_reparam_forward(ctx_of(be)->stream, z, head, B, L, seed, stream, sv);
 }
 
 static void cuda_kl_backward(vae_backend *be, real *dhead, real *kl, const real *dz,
-                             const real *head, int B, int L, real beta_scale, uint64_t seed,
-                             uint32_t stream, uint64_t sub) {
-    vae_cuda_kl_backward(ctx_of(be)->stream, dhead, kl, dz, head, B, L, beta_scale, seed, stream,
-                         sub);
+                             const real *head, int B, int L, uint64_t seed, uint32_t stream,
+                             const vae_step_vals *sv) {
+    vae_cuda_kl_backward(ctx_of(be)->stream, dhead, kl, dz, head, B, L, seed, stream, sv);
 }
 
 static void cuda_log_q_minus_log_p(vae_backend *be, real *out, const real *z, const real *head,
-                                   int B, int L, uint64_t seed, uint32_t stream, uint64_t sub) {
-    vae_cuda_log_q_minus_log_p(ctx_of(be)->stream, out, z, head, B, L, seed, stream, sub);
+                                   int B, int L, uint64_t seed, uint32_t stream,
+                                   const vae_step_vals *sv) {
+    vae_cuda_log_q_minus_log_p(ctx_of(be)->stream, out, z, head, B, L, seed, stream, sv);
 }
 
 static void cuda_recon_loss(vae_backend *be, real *dout, real *recon, const real *out,
@@ -656,14 +715,22 @@ static void cuda_sumsq(vae_backend *be, double *acc, const real *v, size_t n) {
     vae_cuda_sum(c->stream, acc, v, n, 1, 0, c->partials);
 }
 
+/* hp (host memory) travels by value into the kernel: it is constant over a
+ * run, so a captured graph may keep it; the bias corrections come from sv. */
 static void cuda_adam_step(vae_backend *be, real *p, const real *g, real *m, real *v, size_t n,
-                           const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad) {
-    vae_cuda_adam(ctx_of(be)->stream, p, g, m, v, n, hp, clip, gnorm2, bad);
+                           const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad,
+                           const vae_step_vals *sv) {
+    vae_cuda_adam(ctx_of(be)->stream, p, g, m, v, n, hp, clip, gnorm2, bad, sv);
 }
 
-static void cuda_step_commit(vae_backend *be, double *acc, int *state, int64_t step, int n_images,
+/* plan (host memory) travels by value, likewise constant over a run. */
+static void cuda_step_begin(vae_backend *be, vae_step_vals *sv, const vae_step_plan *plan) {
+    vae_cuda_step_begin(ctx_of(be)->stream, sv, *plan);
+}
+
+static void cuda_step_commit(vae_backend *be, double *acc, int *state, const vae_step_vals *sv,
                              int max_bad) {
-    vae_cuda_step_commit(ctx_of(be)->stream, acc, state, step, n_images, max_bad);
+    vae_cuda_step_commit(ctx_of(be)->stream, acc, state, sv, max_bad);
 }
 
 static void cuda_step_snapshot(vae_backend *be, double *acc_dst, int *state_dst,
@@ -674,8 +741,8 @@ static void cuda_step_snapshot(vae_backend *be, double *acc_dst, int *state_dst,
 /* ------------------------------------------------------------- data */
 
 static void cuda_gather_batch(vae_backend *be, real *x, const uint8_t *data, const int32_t *idx,
-                              int B, int D) {
-    vae_cuda_gather_batch(ctx_of(be)->stream, x, data, idx, B, D);
+                              const vae_step_vals *sv, int B, int D) {
+    vae_cuda_gather_batch(ctx_of(be)->stream, x, data, idx, sv, B, D);
 }
 
 static void cuda_to_u8(vae_backend *be, uint8_t *px, const real *out, size_t n,
@@ -698,6 +765,52 @@ static void cuda_round_mantissa(vae_backend *be, real *x, size_t n, int bits) {
 }
 
 static size_t cuda_arena_bytes(vae_backend *be) { return ctx_of(be)->size; }
+
+/* ------------------------------------------------------------ graphs */
+
+/* Records what fn(arg) issues on the compute stream (header comment). A
+ * failure is soft: NULL + vae_error_set, the stream out of capture, nothing
+ * of fn run on the device. */
+static void *cuda_graph_capture(vae_backend *be, void (*fn)(void *arg), void *arg) {
+    cuda_ctx *c = ctx_of(be);
+    if (soft_cuda(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal),
+                  "graph capture: cudaStreamBeginCapture"))
+        return NULL;
+    c->capturing = 1;
+    c->capture_err[0] = '\0';
+    fn(arg);
+    c->capturing = 0;
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+    if (e != cudaSuccess) {
+        if (graph) (void)cudaGraphDestroy(graph);
+        soft_cuda(e, "graph capture: cudaStreamEndCapture");
+        return NULL;
+    }
+    if (c->capture_err[0]) {
+        CUDA_CHECK(cudaGraphDestroy(graph));
+        vae_error_set(VAE_EDEVICE,
+                      "CUDA backend: graph capture: %s is not allowed while capturing (run the "
+                      "work once uncaptured first, and capture only device work)",
+                      c->capture_err);
+        return NULL;
+    }
+    cudaGraphExec_t exec = NULL;
+    e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+    CUDA_CHECK(cudaGraphDestroy(graph)); /* the exec is independent of it */
+    if (soft_cuda(e, "graph capture: cudaGraphInstantiateWithFlags")) return NULL;
+    return (void *)exec;
+}
+
+static void cuda_graph_launch(vae_backend *be, void *graph) {
+    CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)graph, ctx_of(be)->stream));
+}
+
+/* A graph still running is freed when it completes (cudaGraphExecDestroy). */
+static void cuda_graph_free(vae_backend *be, void *graph) {
+    (void)be;
+    if (graph) CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)graph));
+}
 
 /* bits < 23: cuBLAS may use TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH)
  * and convolution plans made from now on use CUDNN_TENSOR_OP_MATH (plans are
@@ -868,6 +981,7 @@ vae_backend *vae_backend_cuda_create(int device) {
     be->sum_into = cuda_sum_into;
     be->sumsq = cuda_sumsq;
     be->adam_step = cuda_adam_step;
+    be->step_begin = cuda_step_begin;
     be->step_commit = cuda_step_commit;
     be->step_snapshot = cuda_step_snapshot;
     be->gather_batch = cuda_gather_batch;
@@ -882,6 +996,11 @@ vae_backend *vae_backend_cuda_create(int device) {
     be->copy_wait = cuda_copy_wait;
     be->set_precision = cuda_set_precision;
     be->arena_bytes = cuda_arena_bytes;
+    /* graph_launch/graph_free stay set either way (free of NULL is a no-op) */
+    const char *graphs = getenv("VAE_CUDA_GRAPH");
+    be->graph_capture = graphs && strcmp(graphs, "0") == 0 ? NULL : cuda_graph_capture;
+    be->graph_launch = cuda_graph_launch;
+    be->graph_free = cuda_graph_free;
     return be;
 
 fail:

@@ -176,6 +176,8 @@ int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B
     m->acc_snap = ok ? m->acc + VAE_ACC_N : NULL;
     m->state = balloc(m, 2 * VAE_STEP_STATE_N * sizeof(int), &ok);
     m->state_snap = ok ? m->state + VAE_STEP_STATE_N : NULL;
+    m->step_vals = balloc(m, 2 * sizeof(vae_step_vals), &ok);
+    m->aux_vals = ok ? m->step_vals + 1 : NULL;
     if (!ok) {
         vae_error_prefix(VAE_ENOMEM, "allocating the model for batch %d (%zu parameters)", B,
                          m->n_real);
@@ -188,6 +190,7 @@ int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B
     be->zero(be, m->kl, (size_t)B * sizeof(real));
     be->zero(be, m->acc, 2 * VAE_ACC_N * sizeof(double));
     be->zero(be, m->state, 2 * VAE_STEP_STATE_N * sizeof(int));
+    be->zero(be, m->step_vals, 2 * sizeof(vae_step_vals));
     return VAE_OK;
 }
 
@@ -246,7 +249,7 @@ void vae_model_free(vae_model *m) {
         prev = m->dec[i].out;
     }
     bufs[n++] = m->recon, bufs[n++] = m->kl, bufs[n++] = m->gbuf[0], bufs[n++] = m->gbuf[1];
-    bufs[n++] = m->acc, bufs[n++] = m->state;
+    bufs[n++] = m->acc, bufs[n++] = m->state, bufs[n++] = m->step_vals;
     for (int i = n - 1; i >= 0; i--)
         if (bufs[i]) be->release(be, bufs[i]);
     memset(m, 0, sizeof *m);
@@ -417,32 +420,38 @@ real *vae_model_decode(vae_model *m, const real *z, int B) {
 real *vae_model_head(vae_model *m) { return m->enc[m->n_enc - 1].out; }
 real *vae_model_output(vae_model *m) { return m->n_dec ? m->dec[m->n_dec - 1].out : m->z; }
 
-static void sample_latent(vae_model *m, int B, uint64_t seed, uint32_t stream, uint64_t sub) {
-    if (m->cfg->type == VAE_MODEL_VAE)
-        m->be->reparam_forward(m->be, m->z, vae_model_head(m), B, m->L, seed, stream, sub);
+const vae_step_vals *vae_model_put_vals(vae_model *m, const vae_step_vals *v) {
+    m->be->upload(m->be, m->aux_vals, v, sizeof *v);
+    return m->aux_vals;
 }
 
-void vae_model_forward(vae_model *m, int B, uint64_t seed, uint32_t stream, uint64_t sub) {
+static void sample_latent(vae_model *m, int B, uint64_t seed, uint32_t stream,
+                          const vae_step_vals *sv) {
+    if (m->cfg->type == VAE_MODEL_VAE)
+        m->be->reparam_forward(m->be, m->z, vae_model_head(m), B, m->L, seed, stream, sv);
+}
+
+void vae_model_forward(vae_model *m, int B, uint64_t seed, uint32_t stream,
+                       const vae_step_vals *sv) {
     VAE_ASSERT(B <= m->B);
     vae_backend *be = m->be;
     encode(m, B);
-    sample_latent(m, B, seed, stream, sub);
+    sample_latent(m, B, seed, stream, sv);
     vae_model_decode(m, m->z, B);
     be->recon_loss(be, NULL, m->recon, vae_model_output(m), m->x, B, m->D, m->cfg->likelihood,
                    (real)m->cfg->sigma, 0);
     if (m->cfg->type == VAE_MODEL_VAE)
         /* KL per sample; the gradient written to gbuf[0] is not used */
-        be->kl_backward(be, m->gbuf[0], m->kl, NULL, vae_model_head(m), B, m->L, 0, seed, stream,
-                        sub);
+        be->kl_backward(be, m->gbuf[0], m->kl, NULL, vae_model_head(m), B, m->L, seed, stream, sv);
 }
 
-void vae_model_forward_backward(vae_model *m, int B, real beta, uint64_t seed, uint32_t stream,
-                                uint64_t sub) {
+void vae_model_forward_backward(vae_model *m, int B, uint64_t seed, uint32_t stream,
+                                const vae_step_vals *sv) {
     VAE_ASSERT(B <= m->B);
     vae_backend *be = m->be;
     const real inv_b = (real)1 / (real)B;
     encode(m, B);
-    sample_latent(m, B, seed, stream, sub);
+    sample_latent(m, B, seed, stream, sv);
     vae_model_decode(m, m->z, B);
 
     /* loss = mean_b (recon_b + beta kl_b): d/d out = (1/B) dl/dout */
@@ -456,8 +465,7 @@ void vae_model_forward_backward(vae_model *m, int B, real beta, uint64_t seed, u
     /* latent: KL and reparameterisation backward fused into dhead
      * (for an AE dhead is dz itself) */
     if (m->cfg->type == VAE_MODEL_VAE)
-        be->kl_backward(be, m->dhead, m->kl, m->dz, vae_model_head(m), B, m->L, beta * inv_b, seed,
-                        stream, sub);
+        be->kl_backward(be, m->dhead, m->kl, m->dz, vae_model_head(m), B, m->L, seed, stream, sv);
 
     /* encoder backward, head first; the input gradient is not needed */
     sweep_backward(m, m->enc, m->n_enc, m->x, m->dhead, NULL, B);
@@ -467,7 +475,7 @@ void vae_model_forward_backward(vae_model *m, int B, real beta, uint64_t seed, u
     be->sum_into(be, m->acc + VAE_ACC_STEP_KL, m->kl, (size_t)B);
 }
 
-void vae_model_adam(vae_model *m, const vae_config *cfg, int64_t t, real lr) {
+void vae_model_adam(vae_model *m, const vae_config *cfg, real lr, const vae_step_vals *sv) {
     vae_adam_hp hp;
     hp.lr = lr;
     hp.beta1 = (real)cfg->beta1;
@@ -475,11 +483,9 @@ void vae_model_adam(vae_model *m, const vae_config *cfg, int64_t t, real lr) {
     hp.eps = (real)cfg->eps;
     hp.weight_decay = (real)cfg->weight_decay;
     hp.decoupled = cfg->decoupled_weight_decay;
-    hp.bc1 = (real)(1.0 - pow((double)cfg->beta1, (double)t));
-    hp.bc2 = (real)(1.0 - pow((double)cfg->beta2, (double)t));
     m->be->sumsq(m->be, m->acc + VAE_ACC_GNORM2, m->g, m->n_real);
     m->be->adam_step(m->be, m->p, m->g, m->m, m->v, m->n_real, &hp, (real)cfg->clip_grad_norm,
-                     m->acc + VAE_ACC_GNORM2, m->state + VAE_STEP_FLAGS);
+                     m->acc + VAE_ACC_GNORM2, m->state + VAE_STEP_FLAGS, sv);
 }
 
 int vae_model_find_param(const vae_model *m, const char *name) {

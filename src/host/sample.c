@@ -32,13 +32,16 @@ void vae_encode_means(vae_model *m, const vae_dataset *ds, const int *idx, int n
     real *x = vae_malloc((size_t)m->B * m->D, sizeof(real));
     real *head = vae_malloc((size_t)m->B * m->head_out, sizeof(real));
     VAE_ASSERT(x && head);
+    vae_step_vals v; /* the noise is drawn but not used: only mu is kept */
+    memset(&v, 0, sizeof v);
+    const vae_step_vals *sv = vae_model_put_vals(m, &v);
     for (int i = 0; i < n; i += m->B) {
         int c = n - i < m->B ? n - i : m->B;
         for (int b = 0; b < c; b++)
             for (int d = 0; d < m->D; d++)
                 x[(size_t)b * m->D + d] = (real)ds->images[(size_t)idx[i + b] * m->D + d] / (real)255;
         m->be->upload(m->be, m->x, x, (size_t)c * m->D * sizeof(real));
-        vae_model_forward(m, c, 0, VAE_RNG_EVAL, 0);
+        vae_model_forward(m, c, 0, VAE_RNG_EVAL, sv);
         m->be->download(m->be, head, vae_model_head(m), (size_t)c * m->head_out * sizeof(real));
         for (int b = 0; b < c; b++)
             memcpy(mu + (size_t)(i + b) * m->L, head + (size_t)b * m->head_out, (size_t)m->L * sizeof(real));

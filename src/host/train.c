@@ -8,8 +8,11 @@
  * also from the middle of an epoch (the partial epoch's loss sums are in the
  * checkpoint too).
  *
- * No host decision inside a step depends on device data: a step is
- * forward/backward, Adam and step_commit, all issued without a read. The
+ * No host decision inside a step depends on device data, and nothing the
+ * host passes changes between steps: a step is step_begin (the step's
+ * values, vae_step_vals, computed on the device), gather, forward/backward,
+ * Adam and step_commit, all issued without a read, so on CUDA it is captured
+ * once as a graph and replayed (vae_stepper in vae_train.h). The
  * NaN guard lives on the device (vae_math.h, "step bookkeeping"): adam_step
  * flags a non-finite gradient norm and skips the update, step_commit adds a
  * good step's loss sums and images to the epoch's, counts a bad one instead,
@@ -87,11 +90,16 @@ void vae_dev_data_free(vae_dev_data *dd, vae_backend *be) {
     memset(dd, 0, sizeof *dd);
 }
 
-real vae_step_beta(const vae_config *cfg, int64_t step) {
-    real beta = (real)cfg->beta;
-    if (cfg->kl_warmup_steps > 0 && step < cfg->kl_warmup_steps)
-        beta *= (real)((double)(step + 1) / cfg->kl_warmup_steps);
-    return beta;
+vae_step_plan vae_train_plan(const vae_config *cfg, int64_t n) {
+    vae_step_plan p;
+    memset(&p, 0, sizeof p);
+    p.n = n;
+    p.batch = cfg->batch;
+    p.warmup = cfg->kl_warmup_steps;
+    p.beta = cfg->beta;
+    p.beta1 = cfg->beta1;
+    p.beta2 = cfg->beta2;
+    return p;
 }
 
 void vae_shuffle_perm(int32_t *perm, int n, uint64_t seed, int64_t epoch) {
@@ -143,15 +151,25 @@ int vae_evaluate(vae_model *m, const vae_dev_data *dd, uint64_t seed, int iw_k,
     be->zero(be, m->acc + VAE_ACC_EVAL_RECON, 2 * sizeof(double));
     for (int bi = 0; bi < nb; bi++) {
         int b0 = bi * B, bn = dd->n - b0 < B ? dd->n - b0 : B;
-        be->gather_batch(be, m->x, dd->data, dd->idx + b0, bn, dd->d);
         /* the ELBO with fixed evaluation noise: sample k = 0 of this batch */
-        vae_model_forward(m, bn, seed, VAE_RNG_EVAL, (uint64_t)bi);
+        vae_step_vals v;
+        memset(&v, 0, sizeof v);
+        v.step = bi;
+        v.row0 = b0;
+        v.rows = bn;
+        v.sub = (uint64_t)bi;
+        const vae_step_vals *sv = vae_model_put_vals(m, &v);
+        be->gather_batch(be, m->x, dd->data, dd->idx, sv, bn, dd->d);
+        vae_model_forward(m, bn, seed, VAE_RNG_EVAL, sv);
         be->sum_into(be, m->acc + VAE_ACC_EVAL_RECON, m->recon, (size_t)bn);
         be->sum_into(be, m->acc + VAE_ACC_EVAL_KL, m->kl, (size_t)bn);
         for (int k = 0; k < iw_k; k++) {
-            uint64_t sub = (uint64_t)k * (uint64_t)nb + (uint64_t)bi;
-            if (k > 0) vae_model_forward(m, bn, seed, VAE_RNG_EVAL, sub);
-            be->log_q_minus_log_p(be, lqd, m->z, vae_model_head(m), bn, L, seed, VAE_RNG_EVAL, sub);
+            v.sub = (uint64_t)k * (uint64_t)nb + (uint64_t)bi;
+            if (k > 0) {
+                sv = vae_model_put_vals(m, &v);
+                vae_model_forward(m, bn, seed, VAE_RNG_EVAL, sv);
+            }
+            be->log_q_minus_log_p(be, lqd, m->z, vae_model_head(m), bn, L, seed, VAE_RNG_EVAL, sv);
             be->download(be, rec, m->recon, (size_t)bn * sizeof(real));
             be->download(be, lq, lqd, (size_t)bn * sizeof(real));
             /* log w = log p(x|z) + log p(z) - log q(z|x) */
@@ -337,28 +355,13 @@ static void describe_bad(vae_model *m, int B, char *out, size_t len) {
 
 /* ------------------------------------------------------------ one step */
 
-/* What a training step needs besides the model: step s (0-based) is batch
- * s % spe of epoch s / spe's shuffle, with beta ramped by s and noise from
- * Philox (seed, TRAIN, s), so step_forward can replay any step. */
-#define MAX_FAULTS 16
-typedef struct {
-    vae_model *m;
-    const vae_config *cfg;
-    vae_dev_data *dd;
-    int32_t *perm;         /* host copy of the shuffle */
-    int64_t perm_epoch;    /* the epoch whose shuffle is in dd->idx, -1: none */
-    int64_t spe;           /* steps per epoch */
-    int64_t faults[MAX_FAULTS]; /* 1-based steps whose batch gets a NaN */
-    int n_faults;
-} trainer;
+/* The step machinery (vae_stepper, vae_train.h). */
 
-/* Fault injection for the tests: VAE_FAULT_NAN_AT_STEP=N[,M...] puts a NaN
- * into the first pixel of the batch of step N, M, ... (1-based), as a corrupt
- * input would. */
-static void parse_faults(trainer *T) {
+/* Fault injection for the tests: VAE_FAULT_NAN_AT_STEP=N[,M...]. */
+static void parse_faults(vae_stepper *T) {
     const char *s = getenv("VAE_FAULT_NAN_AT_STEP");
     T->n_faults = 0;
-    while (s && *s && T->n_faults < MAX_FAULTS) {
+    while (s && *s && T->n_faults < VAE_MAX_FAULTS) {
         char *end;
         long long v = strtoll(s, &end, 10);
         if (end == s) break;
@@ -367,54 +370,123 @@ static void parse_faults(trainer *T) {
     }
 }
 
-static int is_fault(const trainer *T, int64_t step) {
+static int is_fault(const vae_stepper *T, int64_t step) {
     for (int i = 0; i < T->n_faults; i++)
         if (T->faults[i] == step + 1) return 1;
     return 0;
 }
 
-/* Rows in batch bi of an epoch: B, the last one possibly fewer. */
-static int batch_rows(const trainer *T, int64_t bi) {
-    const int B = T->cfg->batch;
-    const int64_t b0 = bi * B;
-    return T->dd->n - b0 < B ? (int)(T->dd->n - b0) : B;
+int vae_stepper_init(vae_stepper *T, vae_model *m, vae_dev_data *dd, int64_t first, int max_bad,
+                     int graphs) {
+    vae_backend *be = m->be;
+    memset(T, 0, sizeof *T);
+    T->perm = vae_malloc((size_t)dd->n, sizeof(int32_t));
+    if (!T->perm) return vae_error_prefix(VAE_ENOMEM, "the shuffle of %d images", dd->n);
+    T->m = m;
+    T->cfg = m->cfg;
+    T->dd = dd;
+    T->plan = vae_train_plan(m->cfg, dd->n);
+    T->max_bad = max_bad;
+    T->perm_epoch = -1;
+    T->spe = (dd->n + m->cfg->batch - 1) / m->cfg->batch;
+    T->use_graphs = graphs && be->graph_capture && be->graph_launch && be->graph_free;
+    parse_faults(T);
+    vae_step_vals v0; /* step_begin takes it from here */
+    memset(&v0, 0, sizeof v0);
+    v0.next = first;
+    be->upload(be, m->step_vals, &v0, sizeof v0);
+    return VAE_OK;
 }
 
-/* Forward/backward of training step `step`: places the epoch's shuffle if it
- * is not in place, gathers the batch, applies the fault hook, and leaves the
- * gradient in m->g and the step's sums in the step slots. Returns the rows. */
-static int step_forward(trainer *T, int64_t step) {
+void vae_stepper_free(vae_stepper *T) {
+    if (!T->m) return;
+    for (int i = 0; i < 2; i++)
+        if (T->graph[i]) T->m->be->graph_free(T->m->be, T->graph[i]);
+    free(T->perm);
+    memset(T, 0, sizeof *T);
+}
+
+/* Places the shuffle of `epoch` in dd->idx unless it is there (an upload,
+ * outside any graph: graphs read dd->idx, which stays where it is). */
+static void place_shuffle(vae_stepper *T, int64_t epoch) {
+    if (epoch == T->perm_epoch) return;
+    vae_backend *be = T->m->be;
+    vae_shuffle_perm(T->perm, T->dd->n, T->cfg->seed, epoch);
+    be->upload(be, T->dd->idx, T->perm, (size_t)T->dd->n * sizeof(int32_t));
+    T->perm_epoch = epoch;
+}
+
+/* Gather, fault hook, forward/backward of the step whose values sv holds
+ * (backend memory), `rows` rows. */
+static void step_grad(vae_stepper *T, const vae_step_vals *sv, int rows, int fault) {
     vae_model *m = T->m;
     vae_backend *be = m->be;
-    const vae_config *cfg = T->cfg;
-    const int64_t epoch = step / T->spe, bi = step % T->spe;
-    if (epoch != T->perm_epoch) {
-        vae_shuffle_perm(T->perm, T->dd->n, cfg->seed, epoch);
-        be->upload(be, T->dd->idx, T->perm, (size_t)T->dd->n * sizeof(int32_t));
-        T->perm_epoch = epoch;
-    }
-    const int bn = batch_rows(T, bi);
-    const real beta = vae_step_beta(cfg, step);
-    be->gather_batch(be, m->x, T->dd->data, T->dd->idx + bi * cfg->batch, bn, T->dd->d);
-    if (is_fault(T, step)) {
+    be->gather_batch(be, m->x, T->dd->data, T->dd->idx, sv, rows, T->dd->d);
+    if (fault) {
         const real nan = (real)NAN;
         be->upload(be, m->x, &nan, sizeof nan);
     }
-    vae_model_forward_backward(m, bn, beta, cfg->seed, VAE_RNG_TRAIN, (uint64_t)step);
-    return bn;
+    vae_model_forward_backward(m, rows, T->cfg->seed, VAE_RNG_TRAIN, sv);
+}
+
+int vae_stepper_grad(vae_stepper *T, int64_t step) {
+    vae_step_vals v;
+    vae_step_vals_at(&v, &T->plan, step);
+    place_shuffle(T, step / T->spe);
+    step_grad(T, vae_model_put_vals(T->m, &v), v.rows, is_fault(T, step));
+    return v.rows;
+}
+
+/* The whole step of T->rows rows: values, gradient, Adam, commit. */
+static void step_issue(vae_stepper *T, int fault) {
+    vae_model *m = T->m;
+    vae_backend *be = m->be;
+    be->step_begin(be, m->step_vals, &T->plan);
+    step_grad(T, m->step_vals, T->rows, fault);
+    vae_model_adam(m, T->cfg, (real)T->cfg->lr, m->step_vals);
+    be->step_commit(be, m->acc, m->state, m->step_vals, T->max_bad);
+}
+static void step_issue_captured(void *arg) { step_issue((vae_stepper *)arg, 0); }
+
+int vae_stepper_run(vae_stepper *T, int64_t step) {
+    vae_backend *be = T->m->be;
+    const int64_t bi = step % T->spe;
+    place_shuffle(T, step / T->spe);
+    const int64_t left = T->dd->n - bi * T->cfg->batch;
+    T->rows = left < T->cfg->batch ? (int)left : T->cfg->batch;
+    const int shape = T->rows == T->cfg->batch ? 0 : 1;
+    const int fault = is_fault(T, step);
+    if (fault || !T->use_graphs || (!T->graph[shape] && !T->ran[shape])) {
+        step_issue(T, fault);
+        T->ran[shape] |= !fault;
+        return T->rows;
+    }
+    if (!T->graph[shape]) {
+        T->graph[shape] = be->graph_capture(be, step_issue_captured, T);
+        if (!T->graph[shape]) {
+            fprintf(stderr, "\nvae: could not capture the training step as a graph (%s); "
+                            "running it without graphs\n", vae_error_get());
+            T->use_graphs = 0;
+            step_issue(T, 0);
+            return T->rows;
+        }
+    }
+    be->graph_launch(be, T->graph[shape]);
+    return T->rows;
 }
 
 /* Names the first non-finite tensor of bad step `step` by replaying its
- * forward/backward (step_forward: same shuffle, batch, beta, noise, fault)
- * from the current parameters. At a halt those are the parameters the step
- * saw (Adam changed nothing from the halting step on), so the replay is the
- * step itself; for a skipped step that later good steps moved past it may
- * not reproduce, and says so. Parameters and moments are not touched; the
- * step slots are left zero, as step_commit leaves them. */
-static void name_bad_step(trainer *T, int64_t step, char *out, size_t len) {
+ * forward/backward (vae_stepper_grad: same shuffle, batch, beta, noise,
+ * fault) from the current parameters. At a halt those are the parameters the
+ * step saw (Adam changed nothing from the halting step on), so the replay is
+ * the step itself; for a skipped step that later good steps moved past it
+ * may not reproduce, and says so. Parameters, moments and the training
+ * step's values are not touched; the step slots are left zero, as
+ * step_commit leaves them. */
+static void name_bad_step(vae_stepper *T, int64_t step, char *out, size_t len) {
     vae_model *m = T->m;
     vae_backend *be = m->be;
-    const int bn = step_forward(T, step);
+    const int rows = vae_stepper_grad(T, step);
     double g2;
     be->sumsq(be, m->acc + VAE_ACC_GNORM2, m->g, m->n_real);
     be->download(be, &g2, m->acc + VAE_ACC_GNORM2, sizeof g2);
@@ -422,7 +494,7 @@ static void name_bad_step(trainer *T, int64_t step, char *out, size_t len) {
         snprintf(out, len, "a tensor not found again (replaying the step from the current "
                            "parameters gives finite gradients)");
     else
-        describe_bad(m, bn, out, len);
+        describe_bad(m, rows, out, len);
     be->zero(be, m->acc + VAE_ACC_STEP_RECON, 2 * sizeof(double));
 }
 
@@ -516,7 +588,7 @@ static int view_has_news(const step_view *v, int seen_bad) {
  * they were before the halting step h (adam_step skipped every update from
  * h on), step = h, and the epoch's sums of its good steps before h (where
  * step_commit stopped adding). Returns 0 to go on, 3 after a halt. */
-static int report_bad_steps(trainer *T, const step_view *v, int *seen, vae_train_state *st,
+static int report_bad_steps(vae_stepper *T, const step_view *v, int *seen, vae_train_state *st,
                             const vae_train_opts *o, double run_start) {
     const int nbad = v->state[VAE_STEP_NBAD];
     const int halted = (v->state[VAE_STEP_FLAGS] & VAE_STEP_HALTED) != 0;
@@ -570,7 +642,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
     vae_dev_data dtrain = {0}, dtest = {0};
     vae_model model = {0};
     step_reader rd = {0};
-    int32_t *perm = NULL;
+    vae_stepper T = {0};
     char path[2048];
 
     if ((rc = vae_dataset_load(&train, cfg, o->data_dir, 1)) ||
@@ -603,12 +675,6 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
     if ((rc = vae_model_create(&model, cfg, be, B)) || (rc = vae_dev_data_upload(&dtrain, be, &train)) ||
         (rc = vae_dev_data_upload(&dtest, be, &test))) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
-        goto done;
-    }
-    perm = vae_malloc((size_t)train.n, sizeof(int32_t));
-    if (!perm) {
-        fprintf(stderr, "vae: %s\n", vae_error_get());
-        rc = 1;
         goto done;
     }
 
@@ -683,15 +749,15 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
                 be->name, be->arena_bytes(be) / 1048576.0, 4.0 * model.n_real * sizeof(real) / 1048576.0,
                 B, (plan_model - 4.0 * model.n_real * sizeof(real)) / 1048576.0, plan_data / 1048576.0);
 
-    trainer T = {0};
-    T.m = &model;
-    T.cfg = cfg;
-    T.dd = &dtrain;
-    T.perm = perm;
-    T.perm_epoch = -1;
-    T.spe = st.steps_per_epoch;
-    parse_faults(&T);
+    if ((rc = vae_stepper_init(&T, &model, &dtrain, st.step, o->max_bad_steps, 1))) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        goto done;
+    }
     reader_init(&rd, &model);
+    if (T.use_graphs)
+        fprintf(stderr, "vae: each training step runs as one %s graph launch "
+                        "(captured on the second step of each batch shape; VAE_CUDA_GRAPH=0 turns this off)\n",
+                be->name);
 
     install_signals();
     const int64_t spe = st.steps_per_epoch;
@@ -707,9 +773,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         double last_bar = 0, shown_loss = NAN;
         for (int64_t bi = first; bi < spe; bi++) {
             /* the step: nothing here waits for the device or reads it */
-            const int bn = step_forward(&T, st.step);
-            vae_model_adam(&model, cfg, st.step + 1, (real)cfg->lr);
-            be->step_commit(be, model.acc, model.state, st.step, bn, o->max_bad_steps);
+            const int bn = vae_stepper_run(&T, st.step);
             st.step++;
             imgs += bn;
 
@@ -828,7 +892,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
 done:
     restore_signals();
     reader_free(&rd);
-    free(perm);
+    vae_stepper_free(&T);
     if (model.be) vae_model_free(&model);
     vae_dev_data_free(&dtest, be);
     vae_dev_data_free(&dtrain, be);

@@ -4,6 +4,9 @@
  *   per element (vae_adam_elem, vae_math.h):
  *     g' = gscale g (+ wd p for L2);  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
  *     p -= lr/bc1 m / (sqrt(v)/sqrt(bc2) + eps)      (AdamW: p *= 1 - lr wd first)
+ *   with bc1 = sv->bc1, bc2 = sv->bc2 read from the step's vae_step_vals
+ *   block in device memory (vae_math.h; once per thread, into registers), so
+ *   a captured step applies the bias corrections of the step being run.
  *   If gnorm2 (||g||^2 from sumsq, on the device) is NaN or infinite the whole
  *   step is skipped — p, m, v untouched — and *bad = VAE_STEP_BAD (1).
  *   If *bad has VAE_STEP_HALTED (the run stopped on bad steps, step_commit)
@@ -12,18 +15,22 @@
  * The clip scale is computed on the device from gnorm2, so the step needs no
  * host round trip. Every thread derives the same gscale from the same double
  * (in double, rounded once), so all elements see the same scale.
- * Bytes per element: 16 read (p, g, m, v) + 12 written (p, m, v).
+ * Bytes per element: 16 read (p, g, m, v) + 12 written (p, m, v)
+ * (gnorm2, *bad and the 48-byte sv are per launch, from cache).
  *
- * Also here: the step's bookkeeping after Adam (step_commit: vae_step_commit
- * of vae_math.h in one thread — a handful of scalar updates, so one launch
- * with no host round trip) and the snapshot of its blocks for an
- * asynchronous read-back.
+ * Also here, each one launch of one thread that runs the reference lines of
+ * vae_math.h (a handful of scalar updates, with no host round trip):
+ *   step_begin   *sv = vae_step_vals_at(plan, sv->next): the block of the
+ *                next step (batch offset, noise subsequence, KL weight, bias
+ *                corrections via vae_pow_int: the host's bits), next advanced
+ *   step_commit  vae_step_commit(acc, state, sv->step, sv->rows, max_bad)
+ * and the snapshot of the bookkeeping blocks for an asynchronous read-back.
  */
 #include "common.cuh"
 #include "vae_kernels.cuh"
 
 __global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, vae_adam_hp hp,
-                            real clip, const double *gnorm2, int *bad) {
+                            real clip, const double *gnorm2, int *bad, const vae_step_vals *sv) {
     /* Only thread 0 ever writes *bad, and only VAE_STEP_BAD over a word
      * without VAE_STEP_HALTED, so every thread sees the same HALTED bit. */
     if (*bad & VAE_STEP_HALTED) return;
@@ -32,6 +39,7 @@ __global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, 
         if (blockIdx.x == 0 && threadIdx.x == 0) *bad = VAE_STEP_BAD;
         return;
     }
+    const real bc1 = sv->bc1, bc2 = sv->bc2;
     real gscale = (real)1;
     if (clip > 0) {
         double c = (double)clip / (sqrt(g2) + 1e-6);
@@ -39,7 +47,7 @@ __global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, 
     }
     VAE_GRID_STRIDE_LOOP(i, n) {
         real pi = p[i], mi = m[i], vi = v[i];
-        vae_adam_elem(&pi, g[i], &mi, &vi, &hp, gscale);
+        vae_adam_elem(&pi, g[i], &mi, &vi, &hp, bc1, bc2, gscale);
         p[i] = pi;
         m[i] = mi;
         v[i] = vi;
@@ -47,22 +55,35 @@ __global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, 
 }
 
 extern "C" void vae_cuda_adam(cudaStream_t s, real *p, const real *g, real *m, real *v, size_t n,
-                              const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad) {
+                              const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad,
+                              const vae_step_vals *sv) {
     if (n == 0) return;
     adam_kernel<<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(p, g, m, v, n, *hp, clip, gnorm2,
-                                                             bad);
+                                                             bad, sv);
     CUDA_LAUNCH_CHECK();
 }
 
-/* One thread: the reference lines of vae_math.h on the device blocks. */
-__global__ void step_commit_kernel(double *acc, int *state, int64_t step, int n_images,
-                                   int max_bad) {
-    if (blockIdx.x == 0 && threadIdx.x == 0) vae_step_commit(acc, state, step, n_images, max_bad);
+/* One thread: the reference lines of vae_math.h on the device blocks. The
+ * plan is constant over a run, so it travels by value (a captured graph
+ * keeps it); everything that changes lives in *sv. */
+__global__ void step_begin_kernel(vae_step_vals *sv, vae_step_plan plan) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) vae_step_begin(sv, &plan);
 }
 
-extern "C" void vae_cuda_step_commit(cudaStream_t s, double *acc, int *state, int64_t step,
-                                     int n_images, int max_bad) {
-    step_commit_kernel<<<1, 1, 0, s>>>(acc, state, step, n_images, max_bad);
+extern "C" void vae_cuda_step_begin(cudaStream_t s, vae_step_vals *sv, vae_step_plan plan) {
+    step_begin_kernel<<<1, 1, 0, s>>>(sv, plan);
+    CUDA_LAUNCH_CHECK();
+}
+
+__global__ void step_commit_kernel(double *acc, int *state, const vae_step_vals *sv,
+                                   int max_bad) {
+    if (blockIdx.x == 0 && threadIdx.x == 0)
+        vae_step_commit(acc, state, sv->step, (int)sv->rows, max_bad);
+}
+
+extern "C" void vae_cuda_step_commit(cudaStream_t s, double *acc, int *state,
+                                     const vae_step_vals *sv, int max_bad) {
+    step_commit_kernel<<<1, 1, 0, s>>>(acc, state, sv, max_bad);
     CUDA_LAUNCH_CHECK();
 }
 

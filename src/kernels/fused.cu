@@ -3,14 +3,21 @@
  * elements to threads and reduces.
  *
  * head[B, 2L] holds mu = head[b, :L] and lv = head[b, L:];
- * eps[b, l] = vae_normal_at(seed, stream, sub, b*L + l) (Philox4x32-10 +
+ * eps[b, l] = vae_normal_at(seed, stream, sv->sub, b*L + l) (Philox4x32-10 +
  * Box-Muller in double, so eps is the CPU's float to the last bit).
+ * sv is the step's vae_step_vals block in device memory (vae_math.h): the
+ * values that change from step to step are read there, never passed by
+ * value, so a captured step replays with the current ones. Each thread loads
+ * the fields it needs once into registers; every thread reads the same few
+ * bytes of the 48-byte struct, a cached broadcast that is negligible beside
+ * the tensors (not counted below).
  *
  *   reparam_forward   z = mu + e^(lv/2) eps
  *                     bytes/elem: 8 read + 4 written (+ ~10 Philox rounds,
  *                     one double log/sqrt/sin-or-cos)
  *   kl_backward       kl[b] = sum_l 1/2 (mu^2 + e^lv - 1 - lv)
- *                     dmu = dz + beta dKL/dmu,  dlv = dz eps e^(lv/2)/2 + beta dKL/dlv
+ *                     dmu = dz + s dKL/dmu,  dlv = dz eps e^(lv/2)/2 + s dKL/dlv
+ *                     with s = sv->kl_scale (beta / rows)
  *                     bytes/elem: 8 (+4 dz) read, 8 written; 4/B per kl
  *   log_q_minus_log_p out[b] = sum_l 1/2 (z^2 - eps^2 - lv)
  *                     bytes/elem: 8 read; 4/B written
@@ -18,7 +25,9 @@
  *                     dout = grad_scale dl/dout
  *                     bytes/elem: 8 read + 4 written (loss only: 8 read)
  *   to_u8             px = vae_to_u8(out)      bytes/elem: 4 read + 1 written
- *   normal_fill       z = vae_normal_at(first + i)   bytes/elem: 4 written
+ *   normal_fill       z = vae_normal_at(seed, stream, sub, first + i)
+ *                     (sub an argument: sampling is not a training step)
+ *                     bytes/elem: 4 written
  *
  * The per-sample sums (kl, log q - log p, recon) use one block per sample:
  * thread t takes elements t, t+256, ... in order, accumulating in double, and
@@ -30,8 +39,9 @@
 #include "vae_backend.h" /* vae_math.h, VAE_LIK_* */
 
 __global__ void reparam_forward_kernel(real *z, const real *head, int B, int L, uint64_t seed,
-                                       uint32_t rng_stream, uint64_t sub) {
+                                       uint32_t rng_stream, const vae_step_vals *sv) {
     const size_t n = (size_t)B * L;
+    const uint64_t sub = sv->sub;
     VAE_GRID_STRIDE_LOOP(i, n) {
         size_t b = i / (size_t)L, l = i % (size_t)L;
         const real *h = head + b * 2 * (size_t)L;
@@ -41,9 +51,11 @@ __global__ void reparam_forward_kernel(real *z, const real *head, int B, int L, 
 }
 
 __global__ void kl_backward_kernel(real *dhead, real *kl, const real *dz, const real *head,
-                                   int L, real beta_scale, uint64_t seed, uint32_t rng_stream,
-                                   uint64_t sub) {
+                                   int L, uint64_t seed, uint32_t rng_stream,
+                                   const vae_step_vals *sv) {
     __shared__ double shm[VAE_CUDA_THREADS / 32];
+    const real beta_scale = sv->kl_scale;
+    const uint64_t sub = sv->sub;
     const size_t b = blockIdx.x;
     const real *h = head + b * 2 * (size_t)L;
     real *dh = dhead ? dhead + b * 2 * (size_t)L : NULL;
@@ -70,8 +82,10 @@ __global__ void kl_backward_kernel(real *dhead, real *kl, const real *dz, const 
 }
 
 __global__ void log_q_minus_log_p_kernel(real *out, const real *z, const real *head, int L,
-                                         uint64_t seed, uint32_t rng_stream, uint64_t sub) {
+                                         uint64_t seed, uint32_t rng_stream,
+                                         const vae_step_vals *sv) {
     __shared__ double shm[VAE_CUDA_THREADS / 32];
+    const uint64_t sub = sv->sub;
     const size_t b = blockIdx.x;
     const real *h = head + b * 2 * (size_t)L;
     double acc = 0;
@@ -126,29 +140,30 @@ __global__ void normal_fill_kernel(real *z, size_t n, uint64_t seed, uint32_t rn
 /* ------------------------------------------------------------ launchers */
 
 extern "C" void vae_cuda_reparam_forward(cudaStream_t s, real *z, const real *head, int B, int L,
-                                         uint64_t seed, uint32_t rng_stream, uint64_t sub) {
+                                         uint64_t seed, uint32_t rng_stream,
+                                         const vae_step_vals *sv) {
     size_t n = (size_t)B * L;
     if (n == 0) return;
     reparam_forward_kernel<<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(z, head, B, L, seed,
-                                                                        rng_stream, sub);
+                                                                        rng_stream, sv);
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void vae_cuda_kl_backward(cudaStream_t s, real *dhead, real *kl, const real *dz,
-                                     const real *head, int B, int L, real beta_scale,
-                                     uint64_t seed, uint32_t rng_stream, uint64_t sub) {
+                                     const real *head, int B, int L, uint64_t seed,
+                                     uint32_t rng_stream, const vae_step_vals *sv) {
     if (B <= 0) return;
-    kl_backward_kernel<<<B, VAE_CUDA_THREADS, 0, s>>>(dhead, kl, dz, head, L, beta_scale, seed,
-                                                      rng_stream, sub);
+    kl_backward_kernel<<<B, VAE_CUDA_THREADS, 0, s>>>(dhead, kl, dz, head, L, seed, rng_stream,
+                                                      sv);
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void vae_cuda_log_q_minus_log_p(cudaStream_t s, real *out, const real *z,
                                            const real *head, int B, int L, uint64_t seed,
-                                           uint32_t rng_stream, uint64_t sub) {
+                                           uint32_t rng_stream, const vae_step_vals *sv) {
     if (B <= 0) return;
     log_q_minus_log_p_kernel<<<B, VAE_CUDA_THREADS, 0, s>>>(out, z, head, L, seed, rng_stream,
-                                                            sub);
+                                                            sv);
     CUDA_LAUNCH_CHECK();
 }
 

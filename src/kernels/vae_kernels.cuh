@@ -6,6 +6,10 @@
  * Pointers are device memory; shapes follow include/vae_backend.h
  * (B batch, L latent, D pixels per image, C channels, HW = H*W).
  * All launchers return without launching when the element count is zero.
+ * `sv` is always a device pointer to the step's vae_step_vals block
+ * (vae_math.h): the kernels read the per-step values (noise subsequence, KL
+ * weight, batch offset, bias corrections, step index) from it at run time,
+ * so the launches can be captured into a CUDA graph and replayed.
  *
  * Families and files:
  *   act.cu     relu / leaky relu forward and backward
@@ -13,7 +17,8 @@
  *   fused.cu   reparameterisation, KL + reparam backward, log q - log p,
  *              reconstruction loss + gradient, to_u8, normal_fill
  *   reduce.cu  deterministic sum / sum of squares into a double
- *   adam.cu    Adam/AdamW with on-device clipping and non-finite skip
+ *   adam.cu    Adam/AdamW with on-device clipping and non-finite skip;
+ *              step_begin, step_commit, step_snapshot (one-thread bookkeeping)
  *   data.cu    batch gather uint8 -> real
  */
 #ifndef VAE_KERNELS_CUH
@@ -49,13 +54,15 @@ void vae_cuda_bias_add_nchw(cudaStream_t s, real *out, const real *bias, int B, 
 void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *dout, int B, int C, int HW);
 
 /* ---- fused.cu ---- */
+/* eps from (seed, rng_stream, sv->sub); kl_backward weights dKL by sv->kl_scale */
 void vae_cuda_reparam_forward(cudaStream_t s, real *z, const real *head, int B, int L,
-                              uint64_t seed, uint32_t rng_stream, uint64_t sub);
+                              uint64_t seed, uint32_t rng_stream, const vae_step_vals *sv);
 void vae_cuda_kl_backward(cudaStream_t s, real *dhead, real *kl, const real *dz,
-                          const real *head, int B, int L, real beta_scale, uint64_t seed,
-                          uint32_t rng_stream, uint64_t sub);
+                          const real *head, int B, int L, uint64_t seed, uint32_t rng_stream,
+                          const vae_step_vals *sv);
 void vae_cuda_log_q_minus_log_p(cudaStream_t s, real *out, const real *z, const real *head,
-                                int B, int L, uint64_t seed, uint32_t rng_stream, uint64_t sub);
+                                int B, int L, uint64_t seed, uint32_t rng_stream,
+                                const vae_step_vals *sv);
 /* lik: 0 Bernoulli (logits), 1 Gaussian with std sigma */
 void vae_cuda_recon_loss(cudaStream_t s, real *dout, real *recon, const real *out,
                          const real *x, int B, int D, int lik, real sigma, real grad_scale);
@@ -71,19 +78,24 @@ void vae_cuda_sum(cudaStream_t s, double *acc, const real *v, size_t n, int squa
                   int accumulate, double *partials);
 
 /* ---- adam.cu ---- */
+/* bias corrections sv->bc1, sv->bc2 */
 void vae_cuda_adam(cudaStream_t s, real *p, const real *g, real *m, real *v, size_t n,
-                   const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad);
-/* vae_step_commit(acc, state, step, n_images, max_bad) in one thread
+                   const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad,
+                   const vae_step_vals *sv);
+/* vae_step_begin(sv, &plan) in one thread: *sv = the block of step sv->next */
+void vae_cuda_step_begin(cudaStream_t s, vae_step_vals *sv, vae_step_plan plan);
+/* vae_step_commit(acc, state, sv->step, sv->rows, max_bad) in one thread
  * (acc [VAE_COMMIT_ACC_N], state [VAE_STEP_STATE_N]; see vae_math.h) */
-void vae_cuda_step_commit(cudaStream_t s, double *acc, int *state, int64_t step, int n_images,
+void vae_cuda_step_commit(cudaStream_t s, double *acc, int *state, const vae_step_vals *sv,
                           int max_bad);
 /* acc_dst = acc [VAE_COMMIT_ACC_N], state_dst = state [VAE_STEP_STATE_N] */
 void vae_cuda_step_snapshot(cudaStream_t s, double *acc_dst, int *state_dst, const double *acc,
                             const int *state);
 
 /* ---- data.cu ---- */
+/* x[b, :] = data[idx[sv->row0 + b], :] / 255, b < B */
 void vae_cuda_gather_batch(cudaStream_t s, real *x, const uint8_t *data, const int32_t *idx,
-                           int B, int D);
+                           const vae_step_vals *sv, int B, int D);
 
 /* ---- sample.cu ---- */
 /* z[k, l] = vae_latent_elem(spec, vec, first + k, l), k < n, l < spec->L */

@@ -30,9 +30,10 @@
 #include "testutil.h"
 #include "vae_model.h"
 
-static double loss_of(vae_model *m, int B, double beta) {
+/* sv: the step's values in backend memory (noise subsequence 3) */
+static double loss_of(vae_model *m, int B, double beta, const vae_step_vals *sv) {
     vae_backend *be = m->be;
-    vae_model_forward(m, B, 42, VAE_RNG_TRAIN, 3);
+    vae_model_forward(m, B, 42, VAE_RNG_TRAIN, sv);
     real rec[16], kl[16];
     be->download(be, rec, m->recon, (size_t)B * sizeof(real));
     be->download(be, kl, m->kl, (size_t)B * sizeof(real));
@@ -65,7 +66,11 @@ static void check_model(const char *name, const char *text, int per_tensor) {
     for (int i = 0; i < B * m.D; i += 7) x[i] = (i % 2) ? 1 : 0;
     be->upload(be, m.x, x, sizeof(real) * (size_t)B * m.D);
 
-    vae_model_forward_backward(&m, B, (real)beta, 42, VAE_RNG_TRAIN, 3);
+    /* the step's values: noise subsequence 3, KL weight beta / B */
+    const vae_step_vals vals =
+        test_step_vals(3, 0, 3, B, (real)beta * ((real)1 / (real)B), 1, 1);
+    const vae_step_vals *sv = vae_model_put_vals(&m, &vals);
+    vae_model_forward_backward(&m, B, 42, VAE_RNG_TRAIN, sv);
     real *g = malloc(sizeof(real) * m.n_real);
     real *p = m.p; /* CPU backend: backend memory is host memory */
     be->download(be, g, m.g, sizeof(real) * m.n_real);
@@ -73,7 +78,7 @@ static void check_model(const char *name, const char *text, int per_tensor) {
     /* accumulated recon/kl must equal the per-sample sums */
     double acc[2];
     be->download(be, acc, m.acc, sizeof acc);
-    double L0 = loss_of(&m, B, beta);
+    double L0 = loss_of(&m, B, beta, sv);
     CHECK_CLOSE((acc[0] + beta * acc[1]) / B, L0, 1e-12, 0);
 
     const double h = 1e-5;
@@ -89,9 +94,9 @@ static void check_model(const char *name, const char *text, int per_tensor) {
                                      : ((size_t)k * 2654435761u) % pp->count);
             real save = p[i];
             p[i] = save + (real)h;
-            double lp = loss_of(&m, B, beta);
+            double lp = loss_of(&m, B, beta, sv);
             p[i] = save - (real)h;
-            double lm = loss_of(&m, B, beta);
+            double lm = loss_of(&m, B, beta, sv);
             p[i] = save;
             double fd = (lp - lm) / (2 * h);
             /* rounding noise of the difference quotient: ~eps |L| / h */
@@ -119,9 +124,9 @@ static void check_model(const char *name, const char *text, int per_tensor) {
     double gu = 0;
     for (size_t i = 0; i < m.n_real; i++) gu += (double)g[i] * u[i];
     for (size_t i = 0; i < m.n_real; i++) p[i] = save[i] + (real)(h * u[i]);
-    double lp = loss_of(&m, B, beta);
+    double lp = loss_of(&m, B, beta, sv);
     for (size_t i = 0; i < m.n_real; i++) p[i] = save[i] - (real)(h * u[i]);
-    double lm = loss_of(&m, B, beta);
+    double lm = loss_of(&m, B, beta, sv);
     memcpy(p, save, sizeof(real) * m.n_real);
     double fdu = (lp - lm) / (2 * h);
     CHECK_CLOSE(gu, fdu, 1e-5, 1e-9);

@@ -260,31 +260,37 @@ static void test_act(vae_act act, real slope) {
 #define SUB 17ull
 
 /* S = sum(dzw * z) + beta * sum_b kl[b], z = reparam(head), so that
- * dS/dhead is exactly what kl_backward(dz = dzw, beta_scale = beta) returns. */
+ * dS/dhead is exactly what kl_backward(dz = dzw, sv->kl_scale = beta) returns. */
 typedef struct {
     int B, L;
     real beta;
     real *head, *z, *kl, *dzw; /* dzw NULL: KL term only */
     real *scratch;             /* [B, 2L] dhead of the loss-only evaluations */
+    vae_step_vals *sv0;        /* sub SUB, kl_scale 0: the loss-only evaluations */
 } kl_case;
 
 static double kl_S(void *p) {
     kl_case *c = (kl_case *)p;
     double s = 0;
-    g_be->kl_backward(g_be, c->scratch, c->kl, NULL, c->head, c->B, c->L, 0, SEED, VAE_RNG_TRAIN, SUB);
+    g_be->kl_backward(g_be, c->scratch, c->kl, NULL, c->head, c->B, c->L, SEED, VAE_RNG_TRAIN,
+                      c->sv0);
     for (int b = 0; b < c->B; b++) s += (double)c->beta * c->kl[b];
     if (c->dzw) {
-        g_be->reparam_forward(g_be, c->z, c->head, c->B, c->L, SEED, VAE_RNG_TRAIN, SUB);
+        g_be->reparam_forward(g_be, c->z, c->head, c->B, c->L, SEED, VAE_RNG_TRAIN, c->sv0);
         s += dot(c->dzw, c->z, (size_t)c->B * c->L);
     }
     return s;
 }
 
 static void test_kl(int B, int L, real beta, int with_dz) {
+    const vae_step_vals v0 = test_step_vals(SUB, 0, SUB, B, 0, 1, 1);
+    const vae_step_vals vb = test_step_vals(SUB, 0, SUB, B, beta, 1, 1);
     kl_case c = {B, L, beta, rnd((size_t)B * 2 * L, -1, 1), zeros((size_t)B * L), zeros((size_t)B),
-                 with_dz ? rnd((size_t)B * L, -1, 1) : NULL, zeros((size_t)B * 2 * L)};
+                 with_dz ? rnd((size_t)B * L, -1, 1) : NULL, zeros((size_t)B * 2 * L),
+                 test_step_vals_dev(g_be, &v0)};
+    vae_step_vals *svb = test_step_vals_dev(g_be, &vb);
     real *dhead = garbage((size_t)B * 2 * L), *kl = garbage((size_t)B);
-    g_be->kl_backward(g_be, dhead, kl, c.dzw, c.head, B, L, beta, SEED, VAE_RNG_TRAIN, SUB);
+    g_be->kl_backward(g_be, dhead, kl, c.dzw, c.head, B, L, SEED, VAE_RNG_TRAIN, svb);
     char name[64];
     snprintf(name, sizeof name, "reparam+kl B%d L%d beta %.2f%s", B, L, beta,
              with_dz ? "" : " dz=NULL");
@@ -299,7 +305,7 @@ static void test_kl(int B, int L, real beta, int with_dz) {
         }
         CHECK_CLOSE(kl[b], ref, 1e-13, 1e-15);
     }
-    rel(c.head), rel(c.z), rel(c.kl), rel(c.scratch), rel(dhead), rel(kl);
+    rel(c.head), rel(c.z), rel(c.kl), rel(c.scratch), rel(dhead), rel(kl), rel(c.sv0), rel(svb);
     if (c.dzw) rel(c.dzw);
 }
 
@@ -310,15 +316,18 @@ static void test_log_q_minus_log_p(void) {
     const int B = 3, L = 5;
     real *head = zeros((size_t)B * 2 * L), *z = zeros((size_t)B * L), *out = rnd((size_t)B, 1, 2);
     real *eps = zeros((size_t)B * L);
-    g_be->reparam_forward(g_be, z, head, B, L, SEED, VAE_RNG_EVAL, 3);
+    const vae_step_vals v3 = test_step_vals(3, 0, 3, B, 0, 1, 1);
+    const vae_step_vals v4 = test_step_vals(4, 0, 4, B, 0, 1, 1);
+    vae_step_vals *sv3 = test_step_vals_dev(g_be, &v3), *sv4 = test_step_vals_dev(g_be, &v4);
+    g_be->reparam_forward(g_be, z, head, B, L, SEED, VAE_RNG_EVAL, sv3);
     g_be->normal_fill(g_be, eps, (size_t)B * L, SEED, VAE_RNG_EVAL, 3, 0);
     CHECK(memcmp(z, eps, (size_t)B * L * sizeof(real)) == 0);
-    g_be->log_q_minus_log_p(g_be, out, z, head, B, L, SEED, VAE_RNG_EVAL, 3);
+    g_be->log_q_minus_log_p(g_be, out, z, head, B, L, SEED, VAE_RNG_EVAL, sv3);
     for (int b = 0; b < B; b++) CHECK(out[b] == 0);
 
     test_rand_fill_real(head, (size_t)B * 2 * L, -1, 1, 99);
-    g_be->reparam_forward(g_be, z, head, B, L, SEED, VAE_RNG_EVAL, 4);
-    g_be->log_q_minus_log_p(g_be, out, z, head, B, L, SEED, VAE_RNG_EVAL, 4);
+    g_be->reparam_forward(g_be, z, head, B, L, SEED, VAE_RNG_EVAL, sv4);
+    g_be->log_q_minus_log_p(g_be, out, z, head, B, L, SEED, VAE_RNG_EVAL, sv4);
     for (int b = 0; b < B; b++) {
         double ref = 0;
         for (int l = 0; l < L; l++) {
@@ -330,7 +339,7 @@ static void test_log_q_minus_log_p(void) {
         }
         CHECK_CLOSE(out[b], ref, 1e-12, 1e-12);
     }
-    rel(head), rel(z), rel(out), rel(eps);
+    rel(head), rel(z), rel(out), rel(eps), rel(sv3), rel(sv4);
 }
 
 /* -------------------------------------------------- reconstruction */
@@ -428,6 +437,10 @@ static void test_adam(double wd, int decoupled, double clip, double gmag) {
     double *gn2 = (double *)g_be->alloc(g_be, sizeof(double));
     int *bad = (int *)g_be->alloc(g_be, sizeof(int));
     *bad = 0;
+    /* the step's values: Adam's bias corrections of the 1-based step t */
+    const vae_step_vals v1 = test_step_vals(0, 0, 0, 1, 0, 1, 1);
+    vae_step_vals *sv = test_step_vals_dev(g_be, &v1);
+    const vae_adam_hp hp = {(real)lr, (real)b1, (real)b2, (real)eps, (real)wd, decoupled};
     double rp[N], rm[N] = {0}, rv[N] = {0}, rg[N];
     for (int i = 0; i < N; i++) rp[i] = p[i];
     for (int t = 1; t <= 3; t++) {
@@ -437,9 +450,10 @@ static void test_adam(double wd, int decoupled, double clip, double gmag) {
         double ref2 = 0;
         for (int i = 0; i < N; i++) ref2 += rg[i] * rg[i];
         CHECK_CLOSE(*gn2, ref2, 1e-15, 0);
-        vae_adam_hp hp = {(real)lr, (real)b1, (real)b2, (real)eps, (real)wd, decoupled,
-                          (real)(1 - pow(b1, t)), (real)(1 - pow(b2, t))};
-        g_be->adam_step(g_be, p, g, m, v, N, &hp, (real)clip, gn2, bad);
+        const vae_step_vals vt = test_step_vals(t - 1, 0, (uint64_t)(t - 1), 1, 0,
+                                                (real)(1 - pow(b1, t)), (real)(1 - pow(b2, t)));
+        g_be->upload(g_be, sv, &vt, sizeof vt);
+        g_be->adam_step(g_be, p, g, m, v, N, &hp, (real)clip, gn2, bad, sv);
         adam_ref(rp, rg, rm, rv, N, t, lr, b1, b2, eps, wd, decoupled, clip);
     }
     CHECK(*bad == 0);
@@ -460,14 +474,16 @@ static void test_adam(double wd, int decoupled, double clip, double gmag) {
         memcpy(p0, p, sizeof p0), memcpy(m0, m, sizeof m0), memcpy(v0, v, sizeof v0);
         *gn2 = bad_norms[k];
         *bad = 0;
-        vae_adam_hp hp = {(real)lr, (real)b1, (real)b2, (real)eps, (real)wd, decoupled,
-                          (real)(1 - pow(b1, 4)), (real)(1 - pow(b2, 4))};
-        g_be->adam_step(g_be, p, g, m, v, N, &hp, (real)clip, gn2, bad);
+        const vae_step_vals v4 = test_step_vals(3, 0, 3, 1, 0, (real)(1 - pow(b1, 4)),
+                                                (real)(1 - pow(b2, 4)));
+        g_be->upload(g_be, sv, &v4, sizeof v4);
+        g_be->adam_step(g_be, p, g, m, v, N, &hp, (real)clip, gn2, bad, sv);
         CHECK(*bad == 1);
         CHECK(memcmp(p, p0, sizeof p0) == 0 && memcmp(m, m0, sizeof m0) == 0 &&
               memcmp(v, v0, sizeof v0) == 0);
     }
     rel(p), rel(g), rel(m), rel(v), g_be->release(g_be, gn2), g_be->release(g_be, bad);
+    g_be->release(g_be, sv);
 }
 
 int main(void) {

@@ -196,8 +196,18 @@ int main(int argc, char **argv) {
     fprintf(stderr, "vae_refdump: %s, B = %d, x: %s\n", cfg_path, B, x_source);
     be->upload(be, m.x, x, (size_t)B * D * sizeof(real));
 
+    /* the dumped step's values: noise subsequence SUB, KL weight beta / B
+     * (the other fields are not read by forward_backward) */
     const real beta = (real)cfg.beta;
-    vae_model_forward_backward(&m, B, beta, cfg.seed, VAE_RNG_TRAIN, SUB);
+    vae_step_vals vals;
+    memset(&vals, 0, sizeof vals);
+    vals.step = SUB;
+    vals.next = SUB + 1;
+    vals.sub = SUB;
+    vals.rows = B;
+    vals.kl_scale = beta * ((real)1 / (real)B);
+    vals.bc1 = vals.bc2 = 1;
+    vae_model_forward_backward(&m, B, cfg.seed, VAE_RNG_TRAIN, vae_model_put_vals(&m, &vals));
     be->sync(be);
     be->download(be, head, vae_model_head(&m), (size_t)B * H * sizeof(real));
     be->download(be, out, vae_model_output(&m), (size_t)B * D * sizeof(real));
