@@ -7,7 +7,7 @@ the same device.
       [--configs mnist_conv,cifar10_conv] [--batches 128,1024] [--epochs E]
       [--steps N] [--warmup W] [--repeats R] [--compile MODE|none]
       [--no-compile-optimizer] [--tf32] [--threads T] [--data DIR]
-      [--train-images N] [--synthetic] [--out results.md]
+      [--train-images N] [--synthetic] [--no-graph-ab] [--out results.md]
 
 Engine: `vae train CONFIG --epochs E --batch B --device D --no-progress
 --out TMP --data DIR` (plus --threads T on the CPU). Its metrics.jsonl has
@@ -16,7 +16,10 @@ training steps only (batch gather, forward, backward, Adam, the step's
 bookkeeping; not the test-set evaluation or the checkpoint after it). The
 first epoch includes cuDNN's algorithm search and start-up, so the figure
 reported is the median over epochs 2..E (the best is shown beside it); with
-E = 1 it is that epoch.
+E = 1 it is that epoch. On CUDA the engine also runs a second time with
+VAE_CUDA_GRAPH=0 (every kernel of a step launched from the host instead of
+one graph launch per step), so the table shows what the graphs buy
+(--no-graph-ab skips that run).
 
 PyTorch: the model of tests/reference/vae_ref.py (same layers, same loss) in
 float32, Adam at the config's learning rate (torch's default implementation,
@@ -222,18 +225,22 @@ def engine_version(vae):
         return f"? ({e})"
 
 
-def run_engine(args, config, batch, data, work):
+def run_engine(args, config, batch, data, work, graphs=True):
     """{"ips": median images/s over epochs 2..E, "best", "epoch_s", "epochs": [...],
-    "cmd", "wall"} or {"error": text, "cmd"}."""
+    "cmd", "wall"} or {"error": text, "cmd"}. graphs=False runs it with
+    VAE_CUDA_GRAPH=0 (each step's kernels launched one by one)."""
     out = tempfile.mkdtemp(prefix="run-", dir=work)
     cmd = [args.vae, "train", config, "--epochs", str(args.epochs), "--batch", str(batch),
            "--device", args.device, "--no-progress", "--out", out, "--data", data, "--keep", "1"]
     if args.device == "cpu":
         cmd += ["--threads", str(args.threads)]
-    say(f"engine:  {q(cmd)}")
+    env = dict(os.environ)
+    if not graphs:
+        env["VAE_CUDA_GRAPH"] = "0"
+    say(f"engine:  {'' if graphs else 'VAE_CUDA_GRAPH=0 '}{q(cmd)}")
     t0 = time.perf_counter()
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.engine_timeout)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.engine_timeout, env=env)
     except subprocess.TimeoutExpired:
         shutil.rmtree(out, ignore_errors=True)
         return {"error": f"timed out after {args.engine_timeout} s", "cmd": cmd}
@@ -431,6 +438,8 @@ def main():
     ap.add_argument("--compile-reserve", type=float, default=120,
                     help="seconds a compiled variant needs (compilation + timing), for --time-limit")
     ap.add_argument("--skip-engine", action="store_true")
+    ap.add_argument("--no-graph-ab", dest="graph_ab", action="store_false",
+                    help="on CUDA, do not also run the engine with VAE_CUDA_GRAPH=0")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--work", default=None, help="temp files here (default $TMPDIR)")
     ap.add_argument("--out", default=None, help="also write the results as markdown here")
@@ -535,6 +544,17 @@ def main():
                                                    f"{m['epoch_time_s'] * 1e3:.1f} ms, test nelbo "
                                                    f"{m.get('test_nelbo', float('nan')):.2f}"
                                                    for m in e["epochs"]))
+                    if args.device == "cuda" and args.graph_ab:
+                        e0 = run_engine(args, path, b, dd, work, graphs=False)
+                        row["engine_nograph"] = e0
+                        if "error" in e0:
+                            details.append(f"{name} b{b}: engine without graphs failed: {e0['error']}")
+                        else:
+                            say(f"[{name}] engine  batch {b} without graphs (VAE_CUDA_GRAPH=0): "
+                                f"{e0['ips']:12,.0f} images/s (best {e0['best']:,.0f})")
+                            details.append(f"{name} b{b}: engine without graphs: "
+                                           + "; ".join(f"{m['epoch']:.0f}: {m['images_per_s']:,.0f} img/s"
+                                                       for m in e0["epochs"]))
                     write_report(ctx, rows, details, final=False)
                 if not args.skip_torch:
                     allow_compile = not over_time(args.compile_reserve)
@@ -587,9 +607,9 @@ def make_table(rows, device):
                 return None
         return r.get("ips")
 
-    table = ["| config | batch | engine images/s | engine ms/epoch | PyTorch eager images/s "
-             "| torch.compile images/s | engine / eager | engine / compile |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    table = ["| config | batch | engine images/s | engine ms/epoch | engine without graphs images/s "
+             "| PyTorch eager images/s | torch.compile images/s | engine / eager | engine / compile |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     targets = []
     for row in rows:
         e, te, tc = ips_of(row, "engine"), ips_of(row, "torch", "eager"), ips_of(row, "torch", "compile")
@@ -597,7 +617,8 @@ def make_table(rows, device):
         ms = n_ep / e * 1e3 if e else None
         re_ = e / te if e and te else None
         rc_ = e / tc if e and tc else None
-        table.append(f"| {row['config']} | {row['batch']} | {fmt(e)} | {fmt(ms, '.1f')} | {fmt(te)} | "
+        e0 = ips_of(row, "engine_nograph")
+        table.append(f"| {row['config']} | {row['batch']} | {fmt(e)} | {fmt(ms, '.1f')} | {fmt(e0)} | {fmt(te)} | "
                      f"{fmt(tc)} | {fmt(re_, '.2f')} | {fmt(rc_, '.2f')} |")
         if row["config"] == "mnist_conv" and row["batch"] == 128 and device.type == "cuda":
             def verdict(x, ok):

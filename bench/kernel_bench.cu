@@ -13,7 +13,11 @@
  *     the header comments of src/kernels/NAME.cu (checked against the code;
  *     where a header is loose the count here follows the code). Small
  *     broadcast operands that stay in cache (a bias row, idx, gnorm2) are
- *     counted once, not per element.
+ *     counted once, not per element. The step's vae_step_vals block (48
+ *     bytes in device memory, from which the kernels read the noise
+ *     subsequence, KL weight, batch offset or bias corrections) is not
+ *     counted: every thread reads the same few bytes of it once, a cached
+ *     broadcast that is negligible beside even the smallest case here.
  *   - Reference: cudaMemcpyAsync device-to-device of a large buffer, counted
  *     as read + written (2 x bytes), median of 20. "% D2D" = the kernel's
  *     GB/s over that figure. The theoretical peak (memory clock x bus width)
@@ -194,6 +198,24 @@ template <class T> static T dget(const T *p, size_t i) {
     T v;
     CK(cudaMemcpy(&v, p + i, sizeof(T), cudaMemcpyDeviceToHost));
     return v;
+}
+
+/* The per-step values of a case, as step_begin would leave them, uploaded to
+ * the one-element device buffer `d` that the launchers read. */
+static void put_vals(vae_step_vals *d, int64_t step, uint64_t sub, int64_t row0, int rows,
+                     float kl_scale, float bc1, float bc2) {
+    vae_step_vals h;
+    memset(&h, 0, sizeof h);
+    h.step = step;
+    h.next = step + 1;
+    h.row0 = row0;
+    h.sub = sub;
+    h.rows = rows;
+    h.kl_scale = kl_scale;
+    h.bc1 = bc1;
+    h.bc2 = bc2;
+    CK(cudaMemcpyAsync(d, &h, sizeof h, cudaMemcpyHostToDevice, g_s));
+    CK(cudaStreamSynchronize(g_s));
 }
 
 static unsigned long long count_nonfinite(const float *x, size_t n) {
@@ -443,6 +465,7 @@ static void case_adam(size_t n, bool clip) {
     DBuf<float> p(n), g(n), m(n), v(n);
     DBuf<double> g2(1);
     DBuf<int> bad(1);
+    DBuf<vae_step_vals> sv(1);
     fill(p.p, n, T_A, -1, 2);
     fill(g.p, n, T_B, -0.5f, 1);
     fill(m.p, n, T_C, -0.125f, 0.25f);
@@ -458,10 +481,10 @@ static void case_adam(size_t n, bool clip) {
     hp.eps = 1e-8f;
     hp.weight_decay = 0;
     hp.decoupled = 0;
-    hp.bc1 = 1.0f - 0.9f;
-    hp.bc2 = 1.0f - 0.999f;
+    const float bc1 = 1.0f - 0.9f, bc2 = 1.0f - 0.999f; /* step 0 */
+    put_vals(sv.p, 0, 0, 0, 1, 1.0f, bc1, bc2);
     const real clipv = clip ? 1.0f : 0.0f;
-    auto launch = [&] { vae_cuda_adam(g_s, p.p, g.p, m.p, v.p, n, &hp, clipv, g2.p, bad.p); };
+    auto launch = [&] { vae_cuda_adam(g_s, p.p, g.p, m.p, v.p, n, &hp, clipv, g2.p, bad.p, sv.p); };
     auto check = [&] {
         Check c;
         real gscale = 1;
@@ -471,7 +494,7 @@ static void case_adam(size_t n, bool clip) {
         }
         for (size_t i : samples(n)) {
             real pi = hval(T_A, i, -1, 2), mi = hval(T_C, i, -0.125f, 0.25f), vi = hval(T_D, i, 0, 0.0625f);
-            vae_adam_elem(&pi, hval(T_B, i, -0.5f, 1), &mi, &vi, &hp, gscale);
+            vae_adam_elem(&pi, hval(T_B, i, -0.5f, 1), &mi, &vi, &hp, bc1, bc2, gscale);
             c.near("p", i, dget(p.p, i), pi, 1e-5);
             c.near("m", i, dget(m.p, i), mi, 1e-5);
             c.near("v", i, dget(v.p, i), vi, 1e-5);
@@ -600,8 +623,10 @@ static void case_reparam(int B, int L) {
     size_t n = (size_t)B * L;
     if (!want("reparam_fwd") || !fits(12.0 * n)) return;
     DBuf<float> head(2 * n), z(n);
+    DBuf<vae_step_vals> sv(1);
     fill(head.p, 2 * n, T_A, -1, 2);
-    auto launch = [&] { vae_cuda_reparam_forward(g_s, z.p, head.p, B, L, SEED, VAE_RNG_TRAIN, SUB); };
+    put_vals(sv.p, (int64_t)SUB, SUB, 0, B, 1.0f / B, 1, 1);
+    auto launch = [&] { vae_cuda_reparam_forward(g_s, z.p, head.p, B, L, SEED, VAE_RNG_TRAIN, sv.p); };
     auto check = [&] {
         Check c;
         for (size_t i : samples(n)) {
@@ -620,11 +645,13 @@ static void case_kl_backward(int B, int L) {
     size_t n = (size_t)B * L;
     if (!want("kl_bwd") || !fits(20.0 * n + 4.0 * B)) return;
     DBuf<float> head(2 * n), dz(n), dhead(2 * n), kl(B);
+    DBuf<vae_step_vals> sv(1);
     fill(head.p, 2 * n, T_A, -1, 2);
     fill(dz.p, n, T_B, -1, 2);
-    const float beta = 1.0f / B;
+    const float beta = 1.0f / B; /* sv->kl_scale: beta 1 over B rows */
+    put_vals(sv.p, (int64_t)SUB, SUB, 0, B, beta, 1, 1);
     auto launch = [&] {
-        vae_cuda_kl_backward(g_s, dhead.p, kl.p, dz.p, head.p, B, L, beta, SEED, VAE_RNG_TRAIN, SUB);
+        vae_cuda_kl_backward(g_s, dhead.p, kl.p, dz.p, head.p, B, L, SEED, VAE_RNG_TRAIN, sv.p);
     };
     auto check = [&] {
         Check c;
@@ -654,9 +681,11 @@ static void case_log_q(int B, int L) {
     size_t n = (size_t)B * L;
     if (!want("log_q_minus_log_p") || !fits(12.0 * n + 4.0 * B)) return;
     DBuf<float> head(2 * n), z(n), out(B);
+    DBuf<vae_step_vals> sv(1);
     fill(head.p, 2 * n, T_A, -1, 2);
     fill(z.p, n, T_B, -2, 4);
-    auto launch = [&] { vae_cuda_log_q_minus_log_p(g_s, out.p, z.p, head.p, B, L, SEED, VAE_RNG_EVAL, SUB); };
+    put_vals(sv.p, 0, SUB, 0, B, 0, 1, 1);
+    auto launch = [&] { vae_cuda_log_q_minus_log_p(g_s, out.p, z.p, head.p, B, L, SEED, VAE_RNG_EVAL, sv.p); };
     auto check = [&] {
         Check c;
         for (size_t b : samples((size_t)B)) {
@@ -716,19 +745,23 @@ static void case_recon(int B, int D, int lik, bool grad) {
 static void case_gather(int B, int D, int N) {
     size_t n = (size_t)B * D;
     if (!want("gather_batch") || !fits(4.0 * n + (double)N * D)) return;
+    /* the index array of two batches; the step gathers the second one
+     * (sv->row0 = B), so the offset read from sv is exercised */
     DBuf<uint8_t> data((size_t)N * D);
-    DBuf<int32_t> idx(B);
+    DBuf<int32_t> idx(2 * (size_t)B);
     DBuf<float> x(n);
+    DBuf<vae_step_vals> sv(1);
     fill_u8_kernel<<<grid_for((size_t)N * D), 256, 0, g_s>>>(data.p, (size_t)N * D, T_U8);
     CK(cudaGetLastError());
-    fill_idx_kernel<<<grid_for((size_t)B), 256, 0, g_s>>>(idx.p, (size_t)B, T_IDX, (uint32_t)N);
+    fill_idx_kernel<<<grid_for(2 * (size_t)B), 256, 0, g_s>>>(idx.p, 2 * (size_t)B, T_IDX, (uint32_t)N);
     CK(cudaGetLastError());
-    auto launch = [&] { vae_cuda_gather_batch(g_s, x.p, data.p, idx.p, B, D); };
+    put_vals(sv.p, 1, 1, B, B, 0, 1, 1);
+    auto launch = [&] { vae_cuda_gather_batch(g_s, x.p, data.p, idx.p, sv.p, B, D); };
     auto check = [&] {
         Check c;
         for (size_t i : samples(n)) {
             size_t b = i / D, d = i % D;
-            uint8_t u = hu8(T_U8, (size_t)hidx(T_IDX, b, (uint32_t)N) * D + d);
+            uint8_t u = hu8(T_U8, (size_t)hidx(T_IDX, (uint64_t)B + b, (uint32_t)N) * D + d);
             c.near("x", i, dget(x.p, i), (float)u / 255.0f, 0);
         }
         return c.msg;
