@@ -674,7 +674,7 @@ static void case_kl_backward(int B, int L) {
         return c.msg;
     };
     run_case("kl_bwd", fmt("B=%d L=%d", B, L), (double)n, 20.0 * n + 4.0 * B, launch, check,
-             {{dhead.p, 2 * n}, {kl.p, (size_t)B}}, "one 256-thread block per sample");
+             {{dhead.p, 2 * n}, {kl.p, (size_t)B}}, "one warp per sample, 8 samples per block");
 }
 
 static void case_log_q(int B, int L) {
@@ -700,7 +700,7 @@ static void case_log_q(int B, int L) {
         return c.msg;
     };
     run_case("log_q_minus_log_p", fmt("B=%d L=%d", B, L), (double)n, 8.0 * n + 4.0 * B, launch, check,
-             {{out.p, (size_t)B}}, "one 256-thread block per sample");
+             {{out.p, (size_t)B}}, "one warp per sample, 8 samples per block");
 }
 
 static void case_recon(int B, int D, int lik, bool grad) {
@@ -800,7 +800,7 @@ static void case_bias_rows(int rows, int cols) {
             return c.msg;
         };
         run_case("bias_grad_rows", fmt("%d x %d", rows, cols), (double)n, 4.0 * n + 4.0 * cols, launch,
-                 check, {{db.p, (size_t)cols}}, "one thread per column");
+                 check, {{db.p, (size_t)cols}}, "two-pass: row chunks x 32-column tiles, then one warp per column");
     }
 }
 
@@ -836,7 +836,7 @@ static void case_bias_nchw(int B, int C, int HW) {
             return c.msg;
         };
         run_case("bias_grad_nchw", sh, (double)n, 4.0 * n + 4.0 * C, launch, check, {{db.p, (size_t)C}},
-                 "one block per channel");
+                 "two-pass: chunks of each channel, then one warp per channel");
     }
 }
 

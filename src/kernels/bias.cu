@@ -4,74 +4,273 @@
  *   NCHW:        out[b, c, hw] += bias[c]          db[c] = sum_{b, hw} dout[b, c, hw]
  *
  * Bytes per output element: add 4 read + 4 written (+ the bias, cached).
- * Gradients read each dout element once (4 bytes) and write C floats.
+ * Gradients read each dout element once (4 bytes) and write C floats; when
+ * the sum takes two passes, P*C double partials (8 bytes each, one per pass-1
+ * block and column/channel: P*C <= 2048 for NCHW, <= 64 Ki for rows) are
+ * written and read back in between — small beside dout.
  *
- * Gradient sums are deterministic (no atomics) and accumulate in double:
- *   rows: one thread per column walks the rows in order (coalesced across
- *         columns);
- *   NCHW: one block per channel; thread t takes elements t, t+256, ... of the
- *         channel's B*HW values in (b, hw) order, then the fixed-order block
- *         tree of common.cuh.
+ * Adds: grid-stride loops; the column / channel index (i % cols,
+ * (i / HW) % C) is computed in 32-bit unsigned arithmetic when n < 2^31
+ * (vae_index_fits_u32), in size_t otherwise.
+ *
+ * Gradient sums: deterministic (no atomics, no arrival-order sums) and
+ * accumulated in double, in an order fixed by the shape alone — never by the
+ * GPU model, its SM count or timing — so every run on every GPU gives the
+ * same bits. A size-only rule (bias_grad_plan below) splits each column's /
+ * channel's terms into P consecutive chunks:
+ *   pass 1: one 256-thread block per (chunk, column tile / channel) sums its
+ *           chunk in double (each thread its terms in increasing order, then
+ *           a fixed tree) and writes partial[c * P + p] — or, when P = 1,
+ *           db[c] directly (then there is no pass 2);
+ *   pass 2: one warp per column / channel: lane k adds partials k, k+32, ...
+ *           in increasing p, then the xor butterfly of common.cuh.
+ * P = terms / (smallest chunk), capped so that pass 1 has at most
+ * VAE_BIAS_TARGET_BLOCKS blocks (2048: enough to fill an H100/H200, 132 SMs x
+ * 8 resident blocks, whatever C is) and the partials fit the scratch; below
+ * two smallest chunks P = 1, and the sum takes one launch.
+ *   rows [rows, cols]: a block covers 32 columns (one per lane, so each warp
+ *         reads 128 contiguous bytes of a row: coalesced) and one chunk of
+ *         rows; warp w takes rows r0+w, r0+w+8, ... of its chunk (8 loads in
+ *         flight per thread), and the 8 warp sums of a column are added in
+ *         warp order through shared memory;
+ *   NCHW [B, C, HW]: channel c's terms in (b, hw) order, j = b*HW + hw <
+ *         B*HW, are cut into chunks of K (a multiple of 256); thread t takes
+ *         j = j0+t, j0+t+256, ... (8 loads in flight), stepping (b, hw)
+ *         incrementally without a division, then the block tree.
+ *
+ * Scratch: the partials live in g_bias_partials, a __device__ array of this
+ * file (launcher signatures carry no scratch pointer). It is one per process
+ * (per device), shared by every launch: correct because all the backend's
+ * kernels run on its one compute stream, in order (pass 2 of one gradient
+ * finishes before pass 1 of the next starts), eagerly or replayed from a CUDA
+ * graph. Two CUDA backends driving the same device from different streams
+ * *concurrently* would race on it; the tests create their backends and use
+ * them one after the other, synchronously, and the engine uses one.
  */
 #include "common.cuh"
 #include "vae_kernels.cuh"
 
+/* Loads issued before their additions, per thread (the terms are still added
+ * one by one, in increasing order). */
+#define VAE_BIAS_UNROLL 8
+#define VAE_BIAS_WARPS (VAE_CUDA_THREADS / 32)
+/* Upper bound on the pass-1 blocks a plan aims for: a full wave on a
+ * 132-SM GPU is ~1056 resident 256-thread blocks. */
+#define VAE_BIAS_TARGET_BLOCKS 2048
+/* Smallest chunk: NCHW terms per block (one unrolled group of 8 per thread);
+ * rows per block (16 per warp, so a batch of up to 255 rows takes one
+ * launch). Below twice this a column / channel is summed by one block. */
+#define VAE_BIAS_NCHW_MIN_CHUNK ((size_t)VAE_BIAS_UNROLL * VAE_CUDA_THREADS)
+#define VAE_BIAS_ROWS_MIN_CHUNK ((size_t)16 * VAE_BIAS_WARPS)
+
+/* Pass-1 partials, [C][P] (see the header): 64 Ki doubles = 512 KiB.
+ * P * C <= VAE_BIAS_SCRATCH whenever P > 1 (the plan caps P; the launchers
+ * check). */
+#define VAE_BIAS_SCRATCH 65536
+static __device__ double g_bias_partials[VAE_BIAS_SCRATCH];
+
+/* ------------------------------------------------------------ adds */
+
+template <typename I>
 __global__ void bias_add_rows_kernel(real *out, const real *b, size_t n, int cols) {
-    VAE_GRID_STRIDE_LOOP(i, n) out[i] += b[i % (size_t)cols];
+    const I ucols = (I)cols;
+    VAE_GRID_STRIDE_LOOP_T(I, i, n) out[i] += b[i % ucols];
 }
 
-__global__ void bias_grad_rows_kernel(real *db, const real *dout, int rows, int cols) {
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x) {
-        double acc = 0;
-        for (int r = 0; r < rows; r++) acc += (double)dout[(size_t)r * cols + c];
-        db[c] = (real)acc;
-    }
-}
-
+template <typename I>
 __global__ void bias_add_nchw_kernel(real *out, const real *bias, size_t n, int C, int HW) {
-    VAE_GRID_STRIDE_LOOP(i, n) out[i] += bias[(i / (size_t)HW) % (size_t)C];
+    const I uC = (I)C, uHW = (I)HW;
+    VAE_GRID_STRIDE_LOOP_T(I, i, n) out[i] += bias[(i / uHW) % uC];
 }
 
-__global__ void bias_grad_nchw_kernel(real *db, const real *dout, int B, int C, int HW) {
-    __shared__ double shm[VAE_CUDA_THREADS / 32];
-    const int c = blockIdx.x;
-    const size_t per = (size_t)B * HW;
+/* ------------------------------------------------------------ gradients */
+
+/* db[c] = sum_p partial[c * P + p]: one warp per c, 8 per block. Lane k adds
+ * p = k, k+32, ... in order, then the butterfly; fixed by P alone. */
+__global__ void bias_grad_pass2_kernel(real *db, int C, int P) {
+    const int lane = threadIdx.x & 31;
+    const int c = blockIdx.x * VAE_BIAS_WARPS + (threadIdx.x >> 5);
+    if (c >= C) return; /* whole warps leave together (C is uniform) */
+    const double *part = g_bias_partials + (size_t)c * P;
     double acc = 0;
-    for (size_t j = threadIdx.x; j < per; j += blockDim.x) {
-        size_t b = j / (size_t)HW, hw = j % (size_t)HW;
-        acc += (double)dout[(b * C + c) * (size_t)HW + hw];
+    for (int p = lane; p < P; p += 32) acc += part[p];
+    acc = vae_warp_sum(acc);
+    if (lane == 0) db[c] = (real)acc;
+}
+
+/* Rows pass 1. Grid (ceil(cols / 32), P); block (x, p) sums rows
+ * [p*chunk, min((p+1)*chunk, rows)) of columns 32x .. 32x+31. */
+__global__ void bias_grad_rows_kernel(real *db, const real *dout, int rows, int cols, int chunk,
+                                      int P) {
+    __shared__ double shm[VAE_BIAS_WARPS][32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int c = blockIdx.x * 32 + lane;
+    const int p = blockIdx.y;
+    const int r0 = p * chunk;
+    const int r1 = rows - r0 < chunk ? rows : r0 + chunk; /* no int overflow */
+    double acc = 0;
+    if (c < cols && r0 + w < r1) {
+        const size_t step = (size_t)VAE_BIAS_WARPS * cols; /* 8 rows */
+        const real *src = dout + (size_t)(r0 + w) * cols + c;
+        /* left: rows of the chunk from the current one on (r1 - r > 0) */
+        for (int left = r1 - (r0 + w);; left -= VAE_BIAS_WARPS * VAE_BIAS_UNROLL) {
+            real v[VAE_BIAS_UNROLL];
+#pragma unroll
+            for (int u = 0; u < VAE_BIAS_UNROLL; u++)
+                v[u] = u * VAE_BIAS_WARPS < left ? src[u * step] : (real)0;
+#pragma unroll
+            for (int u = 0; u < VAE_BIAS_UNROLL; u++)
+                if (u * VAE_BIAS_WARPS < left) acc += (double)v[u];
+            if (left <= VAE_BIAS_WARPS * VAE_BIAS_UNROLL) break;
+            src += VAE_BIAS_UNROLL * step;
+        }
     }
-    acc = vae_block_sum(acc, shm);
-    if (threadIdx.x == 0) db[c] = (real)acc;
+    shm[w][lane] = acc;
+    __syncthreads();
+    if (w == 0 && c < cols) {
+        double s = shm[0][lane];
+#pragma unroll
+        for (int k = 1; k < VAE_BIAS_WARPS; k++) s += shm[k][lane];
+        if (P == 1) db[c] = (real)s;
+        else g_bias_partials[(size_t)c * P + p] = s;
+    }
+}
+
+/* NCHW pass 1. Grid (P, min(C, 65535)); block (p, y) sums, for channels
+ * c = y, y + gridDim.y, ..., the terms j in [p*K, min((p+1)*K, per)) of
+ * channel c, j = b*HW + hw <-> dout[(b*C + c)*HW + hw], per = B*HW. */
+__global__ void bias_grad_nchw_kernel(real *db, const real *dout, int C, int HW, size_t per,
+                                      size_t K, int P) {
+    __shared__ double shm[VAE_CUDA_THREADS / 32];
+    const int p = blockIdx.x;
+    const size_t j0 = (size_t)p * K;
+    const size_t j1 = per - j0 < K ? per : j0 + K;
+    for (int c = blockIdx.y; c < C; c += gridDim.y) {
+        double acc = 0;
+        size_t j = j0 + threadIdx.x;
+        if (j < j1) {
+            /* one division per thread; then each step of 256 terms moves
+             * (b, hw) by (qb, rh) with one carry, since rh < HW */
+            const unsigned uHW = (unsigned)HW;
+            const unsigned qb = VAE_CUDA_THREADS / uHW, rh = VAE_CUDA_THREADS % uHW;
+            const size_t CHW = (size_t)C * uHW;
+            const size_t step = (size_t)qb * CHW + rh, carry = CHW - uHW;
+            size_t b = j / uHW;
+            unsigned hw = (unsigned)(j - b * uHW);
+            size_t off = (b * (size_t)C + (size_t)c) * uHW + hw;
+            while (j < j1) {
+                real v[VAE_BIAS_UNROLL];
+                bool ok[VAE_BIAS_UNROLL];
+#pragma unroll
+                for (int u = 0; u < VAE_BIAS_UNROLL; u++) {
+                    ok[u] = j < j1;
+                    v[u] = ok[u] ? dout[off] : (real)0;
+                    j += VAE_CUDA_THREADS;
+                    off += step;
+                    hw += rh;
+                    if (hw >= uHW) {
+                        hw -= uHW;
+                        off += carry;
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < VAE_BIAS_UNROLL; u++)
+                    if (ok[u]) acc += (double)v[u];
+            }
+        }
+        acc = vae_block_sum(acc, shm); /* ends with a barrier: shm reusable */
+        if (threadIdx.x == 0) {
+            if (P == 1) db[c] = (real)acc;
+            else g_bias_partials[(size_t)c * P + p] = acc;
+        }
+    }
+}
+
+/* P and the chunk length from the shape alone (never from the device).
+ * `terms` per column/channel, `min_chunk` the smallest chunk, `per_p` the
+ * pass-1 blocks of one chunk index (column tiles or channels), `cnt` the
+ * columns/channels (partials per chunk index). Returns P >= 1 and *chunk
+ * with P * chunk >= terms, (P - 1) * chunk < terms (no empty chunk), chunk a
+ * multiple of `align` when P > 1; P > 1 only when P * per_p <=
+ * VAE_BIAS_TARGET_BLOCKS and P * cnt <= VAE_BIAS_SCRATCH. */
+static int bias_grad_plan(size_t terms, size_t min_chunk, size_t per_p, size_t cnt, size_t align,
+                          size_t *chunk) {
+    size_t cap = VAE_BIAS_TARGET_BLOCKS / per_p;
+    if (cap > VAE_BIAS_SCRATCH / cnt) cap = VAE_BIAS_SCRATCH / cnt;
+    size_t P = terms / min_chunk; /* chunks of at least min_chunk */
+    if (P > cap) P = cap;
+    if (P <= 1) {
+        *chunk = terms > 0 ? terms : 1;
+        return 1;
+    }
+    size_t k = (terms + P - 1) / P;
+    k = (k + align - 1) / align * align;
+    *chunk = k;
+    P = (terms + k - 1) / k; /* <= the P above, so still within the cap */
+    return (int)P;
 }
 
 extern "C" void vae_cuda_bias_add_rows(cudaStream_t s, real *out, const real *b, int rows,
                                        int cols) {
+    if (rows <= 0 || cols <= 0) return;
     size_t n = (size_t)rows * cols;
-    if (n == 0) return;
-    bias_add_rows_kernel<<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(out, b, n, cols);
+    if (vae_index_fits_u32(n))
+        bias_add_rows_kernel<unsigned><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(out, b, n, cols);
+    else
+        bias_add_rows_kernel<size_t><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(out, b, n, cols);
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *dout, int rows,
                                         int cols) {
     if (cols <= 0) return;
-    bias_grad_rows_kernel<<<vae_grid_for((size_t)cols), VAE_CUDA_THREADS, 0, s>>>(db, dout, rows,
-                                                                                  cols);
+    if (rows < 0) rows = 0; /* no rows: db = 0 */
+    const unsigned tiles = (unsigned)((cols + 31) / 32);
+    size_t chunk = 1;
+    int P = bias_grad_plan((size_t)rows, VAE_BIAS_ROWS_MIN_CHUNK, tiles, (size_t)cols,
+                           VAE_BIAS_WARPS * VAE_BIAS_UNROLL, &chunk);
+    if (P > 1 && (size_t)P * (size_t)cols > VAE_BIAS_SCRATCH)
+        vae_panic(__FILE__, __LINE__, "bias_grad_rows: %d x %d partials exceed the scratch", P,
+                  cols);
+    dim3 grid(tiles, (unsigned)P);
+    bias_grad_rows_kernel<<<grid, VAE_CUDA_THREADS, 0, s>>>(db, dout, rows, cols, (int)chunk, P);
     CUDA_LAUNCH_CHECK();
+    if (P > 1) {
+        bias_grad_pass2_kernel<<<(unsigned)((cols + VAE_BIAS_WARPS - 1) / VAE_BIAS_WARPS),
+                                 VAE_CUDA_THREADS, 0, s>>>(db, cols, P);
+        CUDA_LAUNCH_CHECK();
+    }
 }
 
 extern "C" void vae_cuda_bias_add_nchw(cudaStream_t s, real *out, const real *bias, int B, int C,
                                        int HW) {
+    if (B <= 0 || C <= 0 || HW <= 0) return;
     size_t n = (size_t)B * C * HW;
-    if (n == 0) return;
-    bias_add_nchw_kernel<<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(out, bias, n, C, HW);
+    if (vae_index_fits_u32(n))
+        bias_add_nchw_kernel<unsigned><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(out, bias, n,
+                                                                                    C, HW);
+    else
+        bias_add_nchw_kernel<size_t><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(out, bias, n, C,
+                                                                                  HW);
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *dout, int B, int C,
                                         int HW) {
     if (C <= 0) return;
-    bias_grad_nchw_kernel<<<C, VAE_CUDA_THREADS, 0, s>>>(db, dout, B, C, HW);
+    /* no terms (B or HW zero): one block per channel writes db = 0 */
+    const size_t per = B > 0 && HW > 0 ? (size_t)B * (size_t)HW : 0;
+    size_t K = 1;
+    int P = bias_grad_plan(per, VAE_BIAS_NCHW_MIN_CHUNK, (size_t)C, (size_t)C, VAE_CUDA_THREADS,
+                           &K);
+    if (P > 1 && (size_t)P * (size_t)C > VAE_BIAS_SCRATCH)
+        vae_panic(__FILE__, __LINE__, "bias_grad_nchw: %d x %d partials exceed the scratch", P, C);
+    dim3 grid((unsigned)P, (unsigned)(C < 65535 ? C : 65535));
+    bias_grad_nchw_kernel<<<grid, VAE_CUDA_THREADS, 0, s>>>(db, dout, C, HW, per, K, P);
     CUDA_LAUNCH_CHECK();
+    if (P > 1) {
+        bias_grad_pass2_kernel<<<(unsigned)((C + VAE_BIAS_WARPS - 1) / VAE_BIAS_WARPS),
+                                 VAE_CUDA_THREADS, 0, s>>>(db, C, P);
+        CUDA_LAUNCH_CHECK();
+    }
 }

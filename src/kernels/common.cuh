@@ -96,6 +96,28 @@ static inline unsigned vae_grid_for(size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                \
          i += (size_t)gridDim.x * blockDim.x)
 
+/* The same loop with the index of type I (a kernel template parameter), so
+ * that kernels which divide the index (i / L, i % C) can use 32-bit unsigned
+ * division when vae_index_fits_u32(n): a 64-bit division is a long software
+ * sequence, a 32-bit one a few instructions. With n < 2^31 and a stride of at
+ * most VAE_CUDA_MAX_GRID * VAE_CUDA_THREADS < 2^24, i + stride < 2^32 never
+ * wraps. */
+#define VAE_GRID_STRIDE_LOOP_T(I, i, n)                                                     \
+    for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < (I)(n);                 \
+         i += (I)gridDim.x * (I)blockDim.x)
+
+/* Whether a grid-stride loop over n elements may use a 32-bit unsigned index. */
+static inline int vae_index_fits_u32(size_t n) { return n < ((size_t)1 << 31); }
+
+/* Sum of one double per lane over a full warp (all 32 lanes must call it), in
+ * a fixed order: the xor butterfly, offsets 16, 8, 4, 2, 1. Addition is
+ * commutative in IEEE arithmetic, so every lane ends with the same bits; the
+ * order depends on nothing but the lane values. */
+__device__ __forceinline__ double vae_warp_sum(double x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
 /* Sum of one double per thread over a block of VAE_CUDA_THREADS threads, in a
  * fixed order: a butterfly (xor shuffle) inside each warp, the warp sums
  * written to shared memory by warp index, then the same butterfly over those
@@ -104,13 +126,13 @@ static inline unsigned vae_grid_for(size_t n) {
  * returned to every thread of warp 0 (use it from thread 0). `shm` holds
  * VAE_CUDA_THREADS / 32 doubles; the trailing barrier makes it reusable. */
 __device__ __forceinline__ double vae_block_sum(double x, double *shm) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    x = vae_warp_sum(x);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) shm[warp] = x;
     __syncthreads();
     if (warp == 0) {
         x = lane < VAE_CUDA_THREADS / 32 ? shm[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+        x = vae_warp_sum(x);
     }
     __syncthreads();
     return x;

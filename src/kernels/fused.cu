@@ -29,73 +29,102 @@
  *                     (sub an argument: sampling is not a training step)
  *                     bytes/elem: 4 written
  *
- * The per-sample sums (kl, log q - log p, recon) use one block per sample:
- * thread t takes elements t, t+256, ... in order, accumulating in double, and
- * the block tree of common.cuh adds the 256 partials in a fixed order, so the
- * sums are bit-identical from run to run (no atomics).
+ * Per-sample sums, accumulated in double in an order fixed by the shape
+ * alone, so they are bit-identical from run to run and across GPUs (no
+ * atomics):
+ *   kl, log q - log p (L = 2..128 terms per sample): one warp per sample,
+ *     8 samples per 256-thread block (warp w of block k takes samples
+ *     8k + w, then + 8 * gridDim.x, ...); lane j adds l = j, j+32, ... in
+ *     order, then the xor butterfly (vae_warp_sum, common.cuh);
+ *   recon (D = 784 or 3072 per sample): one block per sample; thread t adds
+ *     d = t, t+256, ... in order, then the block tree of common.cuh.
+ * reparam_forward splits i = b*L + l in 32-bit unsigned arithmetic when
+ * B*L < 2^31 (vae_index_fits_u32), in size_t otherwise.
  */
 #include "common.cuh"
 #include "vae_kernels.cuh"
 #include "vae_backend.h" /* vae_math.h, VAE_LIK_* */
 
-__global__ void reparam_forward_kernel(real *z, const real *head, int B, int L, uint64_t seed,
+template <typename I>
+__global__ void reparam_forward_kernel(real *z, const real *head, size_t n, int L, uint64_t seed,
                                        uint32_t rng_stream, const vae_step_vals *sv) {
-    const size_t n = (size_t)B * L;
     const uint64_t sub = sv->sub;
-    VAE_GRID_STRIDE_LOOP(i, n) {
-        size_t b = i / (size_t)L, l = i % (size_t)L;
-        const real *h = head + b * 2 * (size_t)L;
+    const I uL = (I)L;
+    VAE_GRID_STRIDE_LOOP_T(I, i, n) {
+        I b = i / uL, l = i - b * uL;
+        const real *h = head + (size_t)b * 2 * (size_t)L;
         real eps = vae_normal_at(seed, rng_stream, sub, (uint64_t)i);
-        z[i] = vae_reparam(h[l], h[L + l], eps);
+        z[i] = vae_reparam(h[l], h[(size_t)L + l], eps);
     }
 }
 
+/* Samples per block of the warp-per-sample kernels. */
+#define VAE_SAMPLES_PER_BLOCK (VAE_CUDA_THREADS / 32)
+
+/* Blocks for B samples, one warp each (the sample loop covers the rest). */
+static unsigned vae_grid_for_samples(int B) {
+    unsigned g = (unsigned)((B + VAE_SAMPLES_PER_BLOCK - 1) / VAE_SAMPLES_PER_BLOCK);
+    if (g > VAE_CUDA_MAX_GRID) g = VAE_CUDA_MAX_GRID;
+    return g ? g : 1u;
+}
+
+/* One warp per sample (b is uniform over the warp, so whole warps run the
+ * loop body and the full-mask shuffles of vae_warp_sum together). b is
+ * unsigned: b < B < 2^31 and the stride is below 2^22, so b + stride does not
+ * wrap. */
 __global__ void kl_backward_kernel(real *dhead, real *kl, const real *dz, const real *head,
-                                   int L, uint64_t seed, uint32_t rng_stream,
+                                   int B, int L, uint64_t seed, uint32_t rng_stream,
                                    const vae_step_vals *sv) {
-    __shared__ double shm[VAE_CUDA_THREADS / 32];
     const real beta_scale = sv->kl_scale;
     const uint64_t sub = sv->sub;
-    const size_t b = blockIdx.x;
-    const real *h = head + b * 2 * (size_t)L;
-    real *dh = dhead ? dhead + b * 2 * (size_t)L : NULL;
-    double acc = 0;
-    for (int l = threadIdx.x; l < L; l += blockDim.x) {
-        real mu = h[l], lv = h[L + l];
-        acc += (double)vae_kl_term(mu, lv);
-        if (dh) {
-            real gmu = beta_scale * vae_kl_grad_mu(mu);
-            real glv = beta_scale * vae_kl_grad_lv(lv);
-            if (dz) {
-                uint64_t idx = (uint64_t)(b * (size_t)L + (size_t)l);
-                real eps = vae_normal_at(seed, rng_stream, sub, idx);
-                real d = dz[idx];
-                gmu = d + gmu;
-                glv = vae_reparam_grad_lv(d, lv, eps) + glv;
+    const int lane = threadIdx.x & 31;
+    for (unsigned b = blockIdx.x * VAE_SAMPLES_PER_BLOCK + (threadIdx.x >> 5); b < (unsigned)B;
+         b += gridDim.x * VAE_SAMPLES_PER_BLOCK) {
+        const size_t row = (size_t)b * (size_t)L; /* b*L: index of sample b's first term */
+        const real *h = head + 2 * row;
+        real *dh = dhead ? dhead + 2 * row : NULL;
+        double acc = 0;
+        for (int l = lane; l < L; l += 32) {
+            real mu = h[l], lv = h[L + l];
+            acc += (double)vae_kl_term(mu, lv);
+            if (dh) {
+                real gmu = beta_scale * vae_kl_grad_mu(mu);
+                real glv = beta_scale * vae_kl_grad_lv(lv);
+                if (dz) {
+                    uint64_t idx = (uint64_t)(row + (size_t)l);
+                    real eps = vae_normal_at(seed, rng_stream, sub, idx);
+                    real d = dz[idx];
+                    gmu = d + gmu;
+                    glv = vae_reparam_grad_lv(d, lv, eps) + glv;
+                }
+                dh[l] = gmu;
+                dh[L + l] = glv;
             }
-            dh[l] = gmu;
-            dh[L + l] = glv;
         }
+        acc = vae_warp_sum(acc);
+        if (lane == 0 && kl) kl[b] = (real)acc;
     }
-    acc = vae_block_sum(acc, shm);
-    if (threadIdx.x == 0 && kl) kl[b] = (real)acc;
 }
 
-__global__ void log_q_minus_log_p_kernel(real *out, const real *z, const real *head, int L,
+/* One warp per sample, as kl_backward_kernel. */
+__global__ void log_q_minus_log_p_kernel(real *out, const real *z, const real *head, int B, int L,
                                          uint64_t seed, uint32_t rng_stream,
                                          const vae_step_vals *sv) {
-    __shared__ double shm[VAE_CUDA_THREADS / 32];
     const uint64_t sub = sv->sub;
-    const size_t b = blockIdx.x;
-    const real *h = head + b * 2 * (size_t)L;
-    double acc = 0;
-    for (int l = threadIdx.x; l < L; l += blockDim.x) {
-        uint64_t idx = (uint64_t)(b * (size_t)L + (size_t)l);
-        real eps = vae_normal_at(seed, rng_stream, sub, idx);
-        acc += (double)vae_log_q_minus_log_p(z[idx], h[L + l], eps);
+    const int lane = threadIdx.x & 31;
+    for (unsigned b = blockIdx.x * VAE_SAMPLES_PER_BLOCK + (threadIdx.x >> 5); b < (unsigned)B;
+         b += gridDim.x * VAE_SAMPLES_PER_BLOCK) {
+        const size_t row = (size_t)b * (size_t)L;
+        const real *lv = head + 2 * row + L;
+        double acc = 0;
+        for (int l = lane; l < L; l += 32) {
+            uint64_t idx = (uint64_t)(row + (size_t)l);
+            real eps = vae_normal_at(seed, rng_stream, sub, idx);
+            acc += (double)vae_log_q_minus_log_p(z[idx], lv[l], eps);
+        }
+        acc = vae_warp_sum(acc);
+        if (lane == 0) out[b] = (real)acc;
     }
-    acc = vae_block_sum(acc, shm);
-    if (threadIdx.x == 0) out[b] = (real)acc;
 }
 
 /* lik is uniform over the launch, so the branch does not diverge. */
@@ -142,10 +171,14 @@ __global__ void normal_fill_kernel(real *z, size_t n, uint64_t seed, uint32_t rn
 extern "C" void vae_cuda_reparam_forward(cudaStream_t s, real *z, const real *head, int B, int L,
                                          uint64_t seed, uint32_t rng_stream,
                                          const vae_step_vals *sv) {
+    if (B <= 0 || L <= 0) return;
     size_t n = (size_t)B * L;
-    if (n == 0) return;
-    reparam_forward_kernel<<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(z, head, B, L, seed,
-                                                                        rng_stream, sv);
+    if (vae_index_fits_u32(n))
+        reparam_forward_kernel<unsigned><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(
+            z, head, n, L, seed, rng_stream, sv);
+    else
+        reparam_forward_kernel<size_t><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(
+            z, head, n, L, seed, rng_stream, sv);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -153,8 +186,8 @@ extern "C" void vae_cuda_kl_backward(cudaStream_t s, real *dhead, real *kl, cons
                                      const real *head, int B, int L, uint64_t seed,
                                      uint32_t rng_stream, const vae_step_vals *sv) {
     if (B <= 0) return;
-    kl_backward_kernel<<<B, VAE_CUDA_THREADS, 0, s>>>(dhead, kl, dz, head, L, seed, rng_stream,
-                                                      sv);
+    kl_backward_kernel<<<vae_grid_for_samples(B), VAE_CUDA_THREADS, 0, s>>>(
+        dhead, kl, dz, head, B, L, seed, rng_stream, sv);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -162,8 +195,8 @@ extern "C" void vae_cuda_log_q_minus_log_p(cudaStream_t s, real *out, const real
                                            const real *head, int B, int L, uint64_t seed,
                                            uint32_t rng_stream, const vae_step_vals *sv) {
     if (B <= 0) return;
-    log_q_minus_log_p_kernel<<<B, VAE_CUDA_THREADS, 0, s>>>(out, z, head, L, seed, rng_stream,
-                                                            sv);
+    log_q_minus_log_p_kernel<<<vae_grid_for_samples(B), VAE_CUDA_THREADS, 0, s>>>(
+        out, z, head, B, L, seed, rng_stream, sv);
     CUDA_LAUNCH_CHECK();
 }
 
