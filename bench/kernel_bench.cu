@@ -788,8 +788,9 @@ static void case_bias_rows(int rows, int cols) {
     }
     if (want("bias_grad_rows") && fits(4.0 * n)) {
         DBuf<float> dout(n), db(cols);
+        DBuf<double> part(VAE_CUDA_BIAS_SCRATCH);
         fill(dout.p, n, T_A, -1, 2);
-        auto launch = [&] { vae_cuda_bias_grad_rows(g_s, db.p, dout.p, rows, cols); };
+        auto launch = [&] { vae_cuda_bias_grad_rows(g_s, db.p, dout.p, rows, cols, part.p); };
         auto check = [&] {
             Check c;
             for (size_t col : samples((size_t)cols)) {
@@ -822,8 +823,9 @@ static void case_bias_nchw(int B, int C, int HW) {
     }
     if (want("bias_grad_nchw") && fits(4.0 * n)) {
         DBuf<float> dout(n), db(C);
+        DBuf<double> part(VAE_CUDA_BIAS_SCRATCH);
         fill(dout.p, n, T_A, -1, 2);
-        auto launch = [&] { vae_cuda_bias_grad_nchw(g_s, db.p, dout.p, B, C, HW); };
+        auto launch = [&] { vae_cuda_bias_grad_nchw(g_s, db.p, dout.p, B, C, HW, part.p); };
         auto check = [&] {
             Check c;
             std::vector<size_t> cs = {0, (size_t)C - 1};

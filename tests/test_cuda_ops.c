@@ -15,6 +15,15 @@
  *     grows like sqrt(K) ulps of the largest partial sum; relative to the
  *     largest output that is ~1e-6 at K ~ 1000. A per-element relative
  *     test would be meaningless for outputs that cancel to near zero.
+ *     The dense bias gradient is such a reduction too (K = B): the CUDA
+ *     backend computes it in the dw GEMM's cuBLASLt epilogue, in fp32.
+ *   Dense layers on the GPU run twice: on the default backend (cuBLASLt
+ *     bias epilogues where available) and on a second one created with
+ *     VAE_CUBLASLT=0 (cuBLAS + bias kernels); each against the CPU and the
+ *     two against each other, all with the GEMM tolerance. Weights and
+ *     biases also sit at odd float offsets (4-, 8-, 16-byte aligned): the
+ *     epilogue path must pick algorithms for the real alignment, and fall
+ *     back per call for a bias below 16 bytes.
  *   Fused elementwise ops: |a-b| <= 1e-6 max(|b|, scale), scale the
  *     magnitude of the operands (1 here). CUDA's expf/log1pf are within
  *     2 ulp, glibc's within 1, and nvcc contracts a*b+c into one FMA, so
@@ -62,6 +71,7 @@
 static const uint32_t SENTINEL_BITS = 0x7fa5a5a5u; /* a quiet NaN */
 
 static vae_backend *g_cpu, *g_gpu;
+static vae_backend *g_gpu_nolt; /* CUDA created with VAE_CUBLASLT=0 */
 
 /* ------------------------------------------------------------ buffers */
 
@@ -72,7 +82,7 @@ typedef struct {
     void *p[512];
     int n;
 } pool;
-static pool g_pc, g_pg;
+static pool g_pc, g_pg, g_pg_nolt;
 
 static void *palloc(pool *pl, size_t bytes) {
     void *p = pl->be->alloc(pl->be, bytes);
@@ -91,8 +101,10 @@ static void *palloc(pool *pl, size_t bytes) {
 static void pools_reset(void) {
     g_cpu->sync(g_cpu);
     g_gpu->sync(g_gpu);
+    if (g_gpu_nolt) g_gpu_nolt->sync(g_gpu_nolt);
     while (g_pc.n) g_cpu->release(g_cpu, g_pc.p[--g_pc.n]);
     while (g_pg.n) g_gpu->release(g_gpu, g_pg.p[--g_pg.n]);
+    while (g_pg_nolt.n) g_gpu_nolt->release(g_gpu_nolt, g_pg_nolt.p[--g_pg_nolt.n]);
 }
 
 static void *xmalloc(size_t bytes) {
@@ -210,15 +222,20 @@ static void cmp(const char *what, pair p, int how, double tol, double floor) {
     free(g);
 }
 
-/* Bit equality of two GPU buffers of n elements of `size` bytes. */
-static int gpu_bits_equal(const void *a, const void *b, size_t bytes) {
+/* Bit equality of two buffers of `bytes` bytes on backend be. */
+static int be_bits_equal(vae_backend *be, const void *a, const void *b, size_t bytes) {
     void *ha = xmalloc(bytes), *hb = xmalloc(bytes);
-    g_gpu->download(g_gpu, ha, a, bytes);
-    g_gpu->download(g_gpu, hb, b, bytes);
+    be->download(be, ha, a, bytes);
+    be->download(be, hb, b, bytes);
     int eq = memcmp(ha, hb, bytes) == 0;
     free(ha);
     free(hb);
     return eq;
+}
+
+/* Bit equality of two GPU buffers. */
+static int gpu_bits_equal(const void *a, const void *b, size_t bytes) {
+    return be_bits_equal(g_gpu, a, b, bytes);
 }
 
 /* Distance in units in the last place between two floats. */
@@ -279,34 +296,123 @@ static void test_memory(void) {
 
 /* ------------------------------------------------------------- dense */
 
-static void test_dense(int B, int I, int O, unsigned seed) {
-    char what[128];
-    pair in = in_rand((size_t)B * I, -1, 1, seed);
-    pair w = in_rand((size_t)O * I, -0.5, 0.5, seed + 1);
-    pair b = in_rand((size_t)O, -0.5, 0.5, seed + 2);
-    pair dout = in_rand((size_t)B * O, -1, 1, seed + 3);
-    pair out = out_new((size_t)B * O);
-    pair din = out_new((size_t)B * I), dw = out_new((size_t)O * I), db = out_new((size_t)O);
+/* The buffers of one dense case on one backend. */
+typedef struct {
+    vae_backend *be;
+    const char *name;
+    real *in, *w, *b, *dout;  /* inputs */
+    real *out, *din, *dw, *db; /* outputs, each followed by the NaN guard */
+    real *out2, *dw2, *db2;    /* the same ops again (cached plans): bit-equal */
+} dense_bufs;
 
-    g_cpu->dense_forward(g_cpu, out.c, in.c, w.c, b.c, B, I, O);
-    g_gpu->dense_forward(g_gpu, out.g, in.g, w.g, b.g, B, I, O);
-    snprintf(what, sizeof what, "dense_forward B=%d I=%d O=%d out", B, I, O);
-    cmp(what, out, CMP_NORM, gemm_tol(I), 0);
+/* n floats of host data at `off` floats past a 256-byte boundary of a new
+ * buffer of pool pl (the pool keeps the buffer's start for release). */
+static real *dev_put(pool *pl, const real *h, size_t n, size_t off) {
+    real *p = (real *)palloc(pl, (n + off) * sizeof(real)) + off;
+    pl->be->upload(pl->be, p, h, n * sizeof(real));
+    return p;
+}
 
-    g_cpu->dense_backward(g_cpu, din.c, dw.c, db.c, dout.c, in.c, w.c, B, I, O);
-    g_gpu->dense_backward(g_gpu, din.g, dw.g, db.g, dout.g, in.g, w.g, B, I, O);
-    snprintf(what, sizeof what, "dense_backward B=%d I=%d O=%d din", B, I, O);
-    cmp(what, din, CMP_NORM, gemm_tol(O), 0);
-    snprintf(what, sizeof what, "dense_backward B=%d I=%d O=%d dw", B, I, O);
-    cmp(what, dw, CMP_NORM, gemm_tol(B), 0);
-    snprintf(what, sizeof what, "dense_backward B=%d I=%d O=%d db", B, I, O);
-    cmp(what, db, CMP_NORM, 1e-5, 0);
+/* n floats + GUARD of NaN sentinel at `off` floats past a 256-byte boundary. */
+static real *dev_sentinel(pool *pl, size_t n, size_t off) {
+    size_t tot = n + GUARD;
+    real *h = xmalloc(tot * sizeof(real));
+    for (size_t i = 0; i < tot; i++) memcpy(&h[i], &SENTINEL_BITS, sizeof(real));
+    real *p = dev_put(pl, h, tot, off);
+    free(h);
+    return p;
+}
 
-    /* first layer: no input gradient; the rest unchanged and deterministic */
-    pair dw2 = out_new((size_t)O * I), db2 = out_new((size_t)O);
-    g_gpu->dense_backward(g_gpu, NULL, dw2.g, db2.g, dout.g, in.g, w.g, B, I, O);
-    CHECK_MSG(gpu_bits_equal(dw.g, dw2.g, dw.n * sizeof(real)), "dense dw not reproducible");
-    CHECK_MSG(gpu_bits_equal(db.g, db2.g, db.n * sizeof(real)), "dense db not reproducible");
+/* Uploads the case to pl's backend (the weight and dw `woff` floats, the
+ * bias and db `boff` floats off a 256-byte boundary) and runs forward,
+ * backward, then both again (backward without din, as for a first layer). */
+static dense_bufs dense_run(pool *pl, const char *name, const real *hin, const real *hw,
+                            const real *hb, const real *hdout, int B, int I, int O, int woff,
+                            int boff) {
+    const size_t nin = (size_t)B * I, nw = (size_t)O * I, nout = (size_t)B * O;
+    dense_bufs r;
+    r.be = pl->be;
+    r.name = name;
+    r.in = dev_put(pl, hin, nin, 0);
+    r.w = dev_put(pl, hw, nw, (size_t)woff);
+    r.b = dev_put(pl, hb, (size_t)O, (size_t)boff);
+    r.dout = dev_put(pl, hdout, nout, 0);
+    r.out = dev_sentinel(pl, nout, 0);
+    r.din = dev_sentinel(pl, nin, 0);
+    r.dw = dev_sentinel(pl, nw, (size_t)woff);
+    r.db = dev_sentinel(pl, (size_t)O, (size_t)boff);
+    r.out2 = dev_sentinel(pl, nout, 0);
+    r.dw2 = dev_sentinel(pl, nw, (size_t)woff);
+    r.db2 = dev_sentinel(pl, (size_t)O, (size_t)boff);
+    vae_backend *be = r.be;
+    be->dense_forward(be, r.out, r.in, r.w, r.b, B, I, O);
+    be->dense_backward(be, r.din, r.dw, r.db, r.dout, r.in, r.w, B, I, O);
+    be->dense_forward(be, r.out2, r.in, r.w, r.b, B, I, O);
+    be->dense_backward(be, NULL, r.dw2, r.db2, r.dout, r.in, r.w, B, I, O);
+    return r;
+}
+
+/* x (on x.be) against ref (on ref.be): norm_err <= tol, both guards intact. */
+static void dense_cmp(const char *what, const dense_bufs *x, const real *xp,
+                      const dense_bufs *ref, const real *rp, size_t n, double tol) {
+    real *hx = fetch(x->be, xp, n), *hr = fetch(ref->be, rp, n);
+    double e = norm_err(hx, hr, n);
+    CHECK_MSG(e <= tol, "%s: %s vs %s: error %.3g > %.1g (n = %zu)", what, x->name, ref->name, e,
+              tol, n);
+    CHECK_MSG(guard_intact(hx, n), "%s: %s wrote past the end", what, x->name);
+    CHECK_MSG(guard_intact(hr, n), "%s: %s wrote past the end", what, ref->name);
+    free(hx);
+    free(hr);
+}
+
+static void test_dense(int B, int I, int O, int woff, int boff, unsigned seed) {
+    char what[160];
+    const size_t nin = (size_t)B * I, nw = (size_t)O * I, nout = (size_t)B * O;
+    real *hin = xmalloc(nin * sizeof(real)), *hw = xmalloc(nw * sizeof(real));
+    real *hb = xmalloc((size_t)O * sizeof(real)), *hdout = xmalloc(nout * sizeof(real));
+    test_rand_fill_real(hin, nin, -1, 1, seed);
+    test_rand_fill_real(hw, nw, -0.5, 0.5, seed + 1);
+    test_rand_fill_real(hb, (size_t)O, -0.5, 0.5, seed + 2);
+    test_rand_fill_real(hdout, nout, -1, 1, seed + 3);
+
+    dense_bufs r[3];
+    r[0] = dense_run(&g_pc, "cpu", hin, hw, hb, hdout, B, I, O, woff, boff);
+    r[1] = dense_run(&g_pg, "cuda", hin, hw, hb, hdout, B, I, O, woff, boff);
+    r[2] = dense_run(&g_pg_nolt, "cuda VAE_CUBLASLT=0", hin, hw, hb, hdout, B, I, O, woff, boff);
+    /* each GPU path against the CPU, and the epilogue path against the other */
+    static const int pairs[3][2] = {{1, 0}, {2, 0}, {1, 2}};
+    for (int k = 0; k < 3; k++) {
+        const dense_bufs *x = &r[pairs[k][0]], *ref = &r[pairs[k][1]];
+        snprintf(what, sizeof what, "dense B=%d I=%d O=%d (w +%d, b +%d floats) out", B, I, O,
+                 woff, boff);
+        dense_cmp(what, x, x->out, ref, ref->out, nout, gemm_tol(I));
+        snprintf(what, sizeof what, "dense B=%d I=%d O=%d (w +%d, b +%d floats) din", B, I, O,
+                 woff, boff);
+        dense_cmp(what, x, x->din, ref, ref->din, nin, gemm_tol(O));
+        snprintf(what, sizeof what, "dense B=%d I=%d O=%d (w +%d, b +%d floats) dw", B, I, O,
+                 woff, boff);
+        dense_cmp(what, x, x->dw, ref, ref->dw, nw, gemm_tol(B));
+        snprintf(what, sizeof what, "dense B=%d I=%d O=%d (w +%d, b +%d floats) db", B, I, O,
+                 woff, boff);
+        dense_cmp(what, x, x->db, ref, ref->db, (size_t)O, gemm_tol(B));
+    }
+    /* the second runs (plans from the cache; no din): bit-equal on each GPU */
+    for (int k = 1; k < 3; k++) {
+        const dense_bufs *x = &r[k];
+        CHECK_MSG(be_bits_equal(x->be, x->out, x->out2, nout * sizeof(real)),
+                  "dense B=%d I=%d O=%d (w +%d, b +%d): %s forward not reproducible", B, I, O,
+                  woff, boff, x->name);
+        CHECK_MSG(be_bits_equal(x->be, x->dw, x->dw2, nw * sizeof(real)),
+                  "dense B=%d I=%d O=%d (w +%d, b +%d): %s dw not reproducible", B, I, O, woff,
+                  boff, x->name);
+        CHECK_MSG(be_bits_equal(x->be, x->db, x->db2, (size_t)O * sizeof(real)),
+                  "dense B=%d I=%d O=%d (w +%d, b +%d): %s db not reproducible", B, I, O, woff,
+                  boff, x->name);
+    }
+    free(hin);
+    free(hw);
+    free(hb);
+    free(hdout);
     pools_reset();
 }
 
@@ -1154,6 +1260,21 @@ int main(void) {
     if (!vae_cuda_available(why, sizeof why)) TEST_SKIP("no usable GPU: %s", why);
     g_gpu = vae_backend_cuda_create(0);
     if (!g_gpu) TEST_SKIP("no usable GPU: %s", vae_error_get());
+    /* the backend reads VAE_CUBLASLT when it is created */
+    const char *lt_env = getenv("VAE_CUBLASLT");
+    if (lt_env && strcmp(lt_env, "0") == 0)
+        printf("note: VAE_CUBLASLT=0 in the environment: both CUDA backends run without the "
+               "cuBLASLt epilogues\n");
+    char *lt_saved = lt_env ? strdup(lt_env) : NULL;
+    setenv("VAE_CUBLASLT", "0", 1);
+    g_gpu_nolt = vae_backend_cuda_create(0);
+    if (lt_saved) setenv("VAE_CUBLASLT", lt_saved, 1);
+    else unsetenv("VAE_CUBLASLT");
+    free(lt_saved);
+    if (!g_gpu_nolt) {
+        fprintf(stderr, "second CUDA backend (VAE_CUBLASLT=0): %s\n", vae_error_get());
+        return 1;
+    }
     g_cpu = vae_backend_cpu_create(1);
     if (!g_cpu) {
         fprintf(stderr, "CPU backend: %s\n", vae_error_get());
@@ -1161,20 +1282,35 @@ int main(void) {
     }
     g_pc.be = g_cpu;
     g_pg.be = g_gpu;
+    g_pg_nolt.be = g_gpu_nolt;
     CHECK(strcmp(g_gpu->name, "cuda") == 0);
     if (g_gpu->reserve) CHECK(g_gpu->reserve(g_gpu, (size_t)256 << 20) == VAE_OK);
+    if (g_gpu_nolt->reserve) CHECK(g_gpu_nolt->reserve(g_gpu_nolt, (size_t)64 << 20) == VAE_OK);
 
     test_memory();
 
-    static const int dense[][3] = {{1, 1, 1},    {1, 7, 3},     {5, 33, 17},  {3, 257, 129},
-                                   {64, 784, 400}, {128, 20, 784}, {2, 1030, 9}, {1500, 5, 3}};
+    /* B, I, O, weight offset, bias offset (floats past a 256-byte boundary):
+     * +1 is 4-byte, +2 8-byte, +4 16-byte, +8 32-byte aligned; a bias at
+     * +1 or +2 takes the fallback per call */
+    static const int dense[][5] = {
+        {1, 1, 1, 0, 0},      {1, 7, 3, 0, 0},     {5, 33, 17, 0, 0},    {3, 257, 129, 0, 0},
+        {64, 784, 400, 0, 0}, {128, 20, 784, 0, 0}, {2, 1030, 9, 0, 0},  {1500, 5, 3, 0, 0},
+        {128, 784, 20, 0, 0}, {128, 20, 400, 0, 0}, {4, 3, 5, 0, 0},     {7, 5, 3, 0, 0},
+        {1, 1, 1, 0, 1},      {128, 784, 20, 0, 1}, {3, 5, 3, 3, 2},     {128, 20, 400, 1, 0},
+        {33, 400, 40, 2, 4},  {64, 400, 784, 1, 8}, {128, 3136, 128, 4, 4}, {17, 128, 3136, 8, 8},
+        /* bias gradients over >= 256 rows (two-pass kernel: several row
+         * chunks) with widths not a multiple of 32 */
+        {300, 40, 45, 0, 0},  {1024, 64, 33, 0, 1}};
     for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
-        test_dense(dense[i][0], dense[i][1], dense[i][2], 100 + (unsigned)i);
+        test_dense(dense[i][0], dense[i][1], dense[i][2], dense[i][3], dense[i][4],
+                   100 + 4 * (unsigned)i);
 
     /* B, cin, h, w, cout, k, stride, pad */
     static const int conv[][8] = {{1, 1, 28, 28, 8, 3, 1, 1}, {4, 3, 15, 13, 5, 4, 2, 1},
                                   {5, 16, 7, 7, 32, 3, 2, 0}, {2, 32, 14, 14, 64, 4, 2, 1},
-                                  {3, 7, 9, 11, 3, 5, 1, 2},  {1, 2, 1, 1, 3, 1, 1, 0}};
+                                  {3, 7, 9, 11, 3, 5, 1, 2},  {1, 2, 1, 1, 3, 1, 1, 0},
+                                  /* B*HW >= 4096: the bias gradient in several chunks */
+                                  {128, 1, 28, 28, 32, 4, 2, 1}};
     for (size_t i = 0; i < sizeof conv / sizeof conv[0]; i++) {
         const int *c = conv[i];
         test_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 200 + (unsigned)i);
@@ -1182,7 +1318,9 @@ int main(void) {
     /* B, cin, h, w, cout, k, stride, pad, out_pad */
     static const int convt[][9] = {{1, 8, 7, 7, 4, 4, 2, 1, 0},  {3, 3, 5, 6, 2, 3, 2, 1, 1},
                                    {2, 5, 1, 1, 7, 3, 1, 0, 0},  {4, 64, 7, 7, 32, 4, 2, 1, 0},
-                                   {2, 6, 4, 5, 1, 5, 3, 2, 2},  {1, 32, 14, 14, 1, 3, 1, 1, 0}};
+                                   {2, 6, 4, 5, 1, 5, 3, 2, 2},  {1, 32, 14, 14, 1, 3, 1, 1, 0},
+                                   /* one channel of 64 x 28 x 28: many chunks */
+                                   {64, 32, 14, 14, 1, 4, 2, 1, 0}};
     for (size_t i = 0; i < sizeof convt / sizeof convt[0]; i++) {
         const int *c = convt[i];
         test_convt(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], 300 + (unsigned)i);
@@ -1199,7 +1337,8 @@ int main(void) {
     test_normal_fill(1001, 42, VAE_RNG_TRAIN, 7, 3);
     test_normal_fill(4096, 0xDEADBEEFCAFEull, VAE_RNG_EVAL, 123456789, (uint64_t)1 << 40);
 
-    static const int bl[][2] = {{1, 1}, {3, 7}, {64, 32}, {5, 33}, {2, 300}};
+    /* (B, L): also more samples than one block's 8 warps, and L > 32 */
+    static const int bl[][2] = {{1, 1}, {3, 7}, {64, 32}, {5, 33}, {2, 300}, {203, 20}, {1000, 3}};
     for (size_t i = 0; i < sizeof bl / sizeof bl[0]; i++) {
         test_reparam(bl[i][0], bl[i][1], 11 + i, 1000 + i);
         test_kl(bl[i][0], bl[i][1], 1, (real)0.7, 500 + (unsigned)i);
@@ -1265,6 +1404,7 @@ int main(void) {
     test_sample_run(VAE_LATENT_PRIOR, 500, 10);
     test_sample_run(VAE_LATENT_PRIOR, 500, 7);
 
+    g_gpu_nolt->destroy(g_gpu_nolt);
     g_gpu->destroy(g_gpu);
     g_cpu->destroy(g_cpu);
     return test_finish();

@@ -12,9 +12,11 @@
  * Memory: one arena, one cudaMalloc, laid out as
  *
  *   [ scratch | buffers from alloc(), bump upward ->  ...  <- cuDNN workspace ]
- *     scratch: the reduction partials (VAE_CUDA_REDUCE_MAX_BLOCKS doubles) and
- *              cuBLAS's workspace (cublasSetWorkspace, 32 MiB), so cuBLAS never
- *              allocates behind our back;
+ *     scratch: the reduction partials (VAE_CUDA_REDUCE_MAX_BLOCKS doubles),
+ *              the bias gradients' partials (VAE_CUDA_BIAS_SCRATCH doubles) and
+ *              cuBLAS's workspace (cublasSetWorkspace, 32 MiB; also passed to
+ *              every cublasLtMatmul), so cuBLAS never allocates behind our
+ *              back;
  *     buffers: 256-byte aligned bump allocation. release() pops LIFO: freeing
  *              the newest live buffer lowers the bump pointer (past any older
  *              buffers already released); freeing an older one only marks it,
@@ -45,9 +47,10 @@
  * Precision: fp32 by default. cuDNN runs with CUDNN_FMA_MATH (on Ampere and
  * later CUDNN_DEFAULT_MATH permits TF32 tensor cores for float convolutions,
  * which would cost ~3 decimal digits); cuBLAS with CUBLAS_DEFAULT_MATH, which
- * never uses TF32 for cublasSgemm. set_precision (`vae sample --precision
- * tf32|bf16`, whose caller rounds weights and layer inputs first) switches
- * both to tensor-op math for the plans made from then on.
+ * never uses TF32 for cublasSgemm; cuBLASLt with CUBLAS_COMPUTE_32F.
+ * set_precision (`vae sample --precision tf32|bf16`, whose caller rounds
+ * weights and layer inputs first) switches all three to tensor-op math
+ * (cuBLASLt: CUBLAS_COMPUTE_32F_FAST_TF32) for the plans made from then on.
  *
  * Errors: a failing library call is a device fault and aborts through
  * CUDA_CHECK / CUBLAS_CHECK / CUDNN_CHECK (common.cuh), naming the statement,
@@ -79,15 +82,61 @@
  *     workspace grows downward, so the old one lies inside the new one, and
  *     no buffer is ever placed there;
  *   - cuBLAS allocates nothing: its workspace is ours (cublasSetWorkspace in
- *     the arena), which is what makes cuBLAS capture-safe;
+ *     the arena), which is what makes cuBLAS capture-safe; cuBLASLt gets the
+ *     same workspace with each call, and its plans (descriptors and the
+ *     heuristic's algorithm) are host-side, so one may be made mid-capture;
  *   - no cudaMalloc: the arena exists before any buffer does.
  * A graph keeps raw pointers into the arena, so the buffers fn used must
  * stay allocated while the graph lives. $VAE_CUDA_GRAPH=0 leaves
  * graph_capture NULL, so callers run every step eagerly.
  *
- * Not implemented: cuBLASLt epilogues (the handle is created; dense bias
- * uses a small kernel).
+ * Dense layers: cuBLASLt with bias epilogues, where cuBLASLt offers them.
+ * In cuBLAS's column-major terms (row-major [r, c] arrays are column-major
+ * [c, r] matrices; the same transposes as the cublasSgemm calls):
+ *   forward   out^T[O,B] = op_T(w-view[I,O]) in^T[I,B] + b:    m = O, n = B,
+ *             k = I, A = w (T, lda I), B = in (N, ldb I), D = out (ldd O);
+ *             CUBLASLT_EPILOGUE_BIAS adds a vector of m = O entries, one per
+ *             row of D and broadcast over its columns: exactly b.
+ *   backward  dw^T[I,O] = in^T[I,B] op_T(dout^T[O,B]):         m = I, n = O,
+ *             k = B, A = in (N, lda I), B = dout (T, ldb O), D = dw (ldd I);
+ *             CUBLASLT_EPILOGUE_BGRADB writes the sums over k of op(B), one
+ *             per column of D: sum_b dout[b, o] = db[o]. (BGRADA would sum
+ *             op(A) over k per row of D, i.e. sum_b in[b, i]: not a bias
+ *             gradient here.) This is the combination NVIDIA's Apex (and
+ *             flash-attention's fused_dense) use for Linear's weight and
+ *             bias gradient (N, T with A = input, B = grad output).
+ *   din stays one cublasSgemm (no epilogue to fuse).
+ * A plan per (kind, B, I, O, tf32, alignment of A, B, D and the bias) holds
+ * the matmul descriptor (CUBLAS_COMPUTE_32F, or CUBLAS_COMPUTE_32F_FAST_TF32
+ * after set_precision(tf32); scale type R_32F), the three layouts and one
+ * algorithm from cublasLtMatmulAlgoGetHeuristic — deterministic, no timing,
+ * so every process picks the same one. Its preference offers the cuBLAS
+ * workspace we already own (CUBLAS_WS_BYTES in the arena's scratch: cuBLAS
+ * and cuBLASLt use it one after the other on the one stream), states the
+ * real alignment of each pointer (the default assumes 256 bytes; parameters
+ * are carved from the flat buffer at float offsets) and allows no in-place
+ * split-K reduction (see LT_REDUCTION_OK). The bias pointer changes from
+ * call to call: it is set on the plan's descriptor before each cublasLtMatmul
+ * (a host-side attribute, fine during a graph capture; a plan may even be
+ * made during one, since the heuristic query is host-only). The bias / bias
+ * gradient must be 16-byte aligned (LT_BIAS_ALIGN), checked per call. If a
+ * plan cannot be made, the heuristic offers no algorithm, or cublasLtMatmul
+ * refuses (e.g. CUBLAS_STATUS_NOT_SUPPORTED), the plan is marked unusable,
+ * stderr says why (a few lines per backend at most) and the op runs as
+ * before: cublasSgemm + our bias kernel (bias.cu). So does every call with
+ * $VAE_CUBLASLT=0 (read at creation), which is how the two paths are
+ * compared on one GPU (test_cuda_ops). In the shipped configs (configs/
+ * *.ini: parameter table of model.c, weight then bias per layer, from a
+ * 256-byte aligned buffer) every dense bias starts at a float offset that
+ * is a multiple of 8, i.e. is at least 32-byte aligned, so every dense layer
+ * takes the epilogue path, if cuBLASLt supports it on the GPU.
+ * Numerics: the epilogue adds b to the fp32 accumulator (the kernel adds it
+ * to the stored result: the same float operation); BGRADB sums dout in fp32
+ * inside the GEMM where the kernel sums in double, so db agrees with the
+ * CPU to the GEMM tolerance of a k = B reduction, not to 1 ulp.
  */
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,7 +181,7 @@ typedef struct {
     cudaStream_t copy_stream; /* download_async */
     cudaEvent_t ev_issued;    /* "work issued so far" on the compute stream */
     cublasHandle_t blas;
-    cublasLtHandle_t lt; /* created for later use (epilogues); unused today */
+    cublasLtHandle_t lt; /* dense layers with bias epilogues (lt_plan) */
     cudnnHandle_t dnn;
     int use_find; /* cuDNN algorithm choice by timing (1) or heuristics (0) */
     int tf32;     /* set_precision: tensor-core TF32 math allowed (0: fp32 FMA only) */
@@ -147,9 +196,17 @@ typedef struct {
     arena_rec *recs;
     int nrec, caprec;
     double *partials; /* [VAE_CUDA_REDUCE_MAX_BLOCKS] reduction scratch */
+    double *bias_partials; /* [VAE_CUDA_BIAS_SCRATCH] the bias gradients' pass-1 scratch */
 
     conv_plan **plans;
     int nplan, capplan;
+
+    /* cuBLASLt dense plans; use_lt: 0 with $VAE_CUBLASLT=0 */
+    int use_lt;
+    struct lt_plan **lt_plans;
+    int nlt, caplt;
+    int lt_notes;          /* fallback lines printed so far (LT_NOTES_MAX) */
+    int lt_noted_unaligned; /* the unaligned-bias line was printed */
 
     /* graph_capture in progress: ops that cannot be captured refuse, and the
      * first refusal is kept for the error message */
@@ -191,8 +248,15 @@ static int capture_refuse(cuda_ctx *c, const char *what) {
 
 /* ------------------------------------------------------------- arena */
 
+/* cuBLAS's (and cuBLASLt's) workspace, in the arena's scratch. */
+static void *blas_ws(const cuda_ctx *c) {
+    return c->base + align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)) +
+           align_up(VAE_CUDA_BIAS_SCRATCH * sizeof(double));
+}
+
 static size_t scratch_bytes(void) {
-    return align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)) + align_up(CUBLAS_WS_BYTES);
+    return align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)) +
+           align_up(VAE_CUDA_BIAS_SCRATCH * sizeof(double)) + align_up(CUBLAS_WS_BYTES);
 }
 
 /* Makes the arena. user_bytes > 0: room for that many bytes of buffers plus
@@ -243,9 +307,10 @@ static int arena_create(cuda_ctx *c, size_t user_bytes) {
     c->base = (char *)p;
     c->size = size;
     c->partials = (double *)(void *)c->base;
+    c->bias_partials =
+        (double *)(void *)(c->base + align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)));
     /* after cublasSetStream, which resets the workspace to cuBLAS's own pool */
-    CUBLAS_CHECK(cublasSetWorkspace(
-        c->blas, c->base + align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)), CUBLAS_WS_BYTES));
+    CUBLAS_CHECK(cublasSetWorkspace(c->blas, blas_ws(c), CUBLAS_WS_BYTES));
     c->floor_ = c->top = scratch_bytes();
     c->ws_lo = c->size - align_up(c->ws_need);
     return VAE_OK;
@@ -257,7 +322,7 @@ static void arena_free(cuda_ctx *c) {
     CUDA_CHECK(cudaFree(c->base));
     c->base = NULL;
     c->size = c->floor_ = c->top = c->ws_lo = 0;
-    c->partials = NULL;
+    c->partials = c->bias_partials = NULL;
 }
 
 /* Bytes between the bump pointer and the workspace. */
@@ -591,6 +656,261 @@ static void cuda_copy_wait(vae_backend *be) {
     CUDA_CHECK(cudaStreamSynchronize(c->copy_stream));
 }
 
+/* --------------------------------------------------- cuBLASLt dense plans */
+
+/* The split-K reductions an algorithm may use. cublasLt.h describes every
+ * scheme as ordered (NONE: one sequence; INPLACE: in the output, ordered by
+ * counters kept in the workspace; COMPUTE_TYPE / OUTPUT_TYPE: partial results
+ * in the workspace, summed in a separate step), and cuBLAS documents bitwise
+ * reproducible results run to run on one GPU model given one stream and a
+ * workspace of our own ("Results reproducibility"). We still leave out
+ * INPLACE, the one whose order rests on counter state in the shared
+ * workspace: NONE (which no mask bit can exclude) and the two separate-step
+ * reductions remain. */
+#define LT_REDUCTION_OK \
+    ((uint32_t)(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE | CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE))
+/* Bias / bias-gradient alignment the epilogue path requires. The headers
+ * state none, but the heuristic takes the alignment from the pointer it is
+ * given, and users report alignment faults on A100 below 16 bytes (Marian
+ * NMT, src/tensors/gpu/prod.cpp). A smaller one: that call falls back. */
+#define LT_BIAS_ALIGN 16u
+#define LT_NOTES_MAX 8 /* fallback lines per backend, then one "not reported" */
+#define LT_HEUR_MAX 8  /* heuristic results asked for */
+
+enum { LT_FWD_BIAS = 0, LT_BWD_BGRADB = 1 };
+
+typedef struct lt_plan {
+    int kind, B, I, O, tf32;
+    unsigned al_a, al_b, al_d, al_bias; /* pointer alignments, bytes (<= 256) */
+    int usable;                         /* 0: plan or call failed; fall back */
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, ld; /* ld: C and D (C = D, beta = 0) */
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+/* The largest power of two (<= 256) dividing the address. */
+static unsigned ptr_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    unsigned r = 1;
+    while (r < 256 && !(a & r)) r <<= 1;
+    return r;
+}
+
+static const char *lt_what(int kind) {
+    return kind == LT_FWD_BIAS ? "bias epilogue (forward)" : "bias-gradient epilogue (backward)";
+}
+
+/* One line on stderr about a fallback, at most LT_NOTES_MAX per backend. */
+static void lt_note(cuda_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void lt_note(cuda_ctx *c, const char *fmt, ...) {
+    if (c->lt_notes > LT_NOTES_MAX) return;
+    if (c->lt_notes++ == LT_NOTES_MAX) {
+        fprintf(stderr, "vae: further cuBLASLt fallbacks are not reported\n");
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("vae: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void lt_plan_release(lt_plan *p, int checked) {
+    if (checked) {
+        if (p->desc) CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
+        if (p->la) CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->la));
+        if (p->lb) CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lb));
+        if (p->ld) CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->ld));
+    } else {
+        if (p->desc) (void)cublasLtMatmulDescDestroy(p->desc);
+        if (p->la) (void)cublasLtMatrixLayoutDestroy(p->la);
+        if (p->lb) (void)cublasLtMatrixLayoutDestroy(p->lb);
+        if (p->ld) (void)cublasLtMatrixLayoutDestroy(p->ld);
+    }
+    p->desc = NULL;
+    p->la = p->lb = p->ld = NULL;
+}
+
+/* 1 if the algorithm splits k only with a reduction LT_REDUCTION_OK allows
+ * (a second check behind the preference's mask); unreadable: trust the mask. */
+static int lt_algo_ordered(const cublasLtMatmulAlgo_t *algo) {
+    int32_t splits = 1;
+    uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
+    size_t got = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
+                                             sizeof splits, &got) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                                             sizeof scheme, &got) != CUBLAS_STATUS_SUCCESS)
+        return 1;
+    return splits <= 1 || scheme == CUBLASLT_REDUCTION_SCHEME_NONE ||
+           (scheme & ~LT_REDUCTION_OK) == 0;
+}
+
+#define LT_TRY(call)                                                                      \
+    do {                                                                                  \
+        cublasStatus_t st_ = (call);                                                      \
+        if (st_ != CUBLAS_STATUS_SUCCESS) {                                               \
+            snprintf(why, why_len, "%s: %s", #call, cublasGetStatusString(st_));          \
+            goto out;                                                                     \
+        }                                                                                 \
+    } while (0)
+
+/* Descriptors, layouts and algorithm of p (its key filled in); `bias` is the
+ * first call's bias pointer, from which the heuristic reads the alignment.
+ * Host-only calls. 1: usable; 0: `why` says why not. */
+static int lt_plan_make(cuda_ctx *c, lt_plan *p, const void *bias, char *why, size_t why_len) {
+    const int fwd = p->kind == LT_FWD_BIAS;
+    /* the GEMMs of the header comment */
+    const uint64_t m = (uint64_t)(fwd ? p->O : p->I), n = (uint64_t)(fwd ? p->B : p->O),
+                   k = (uint64_t)(fwd ? p->I : p->B);
+    const int32_t ta = fwd ? CUBLAS_OP_T : CUBLAS_OP_N, tb = fwd ? CUBLAS_OP_N : CUBLAS_OP_T;
+    const int64_t lda = p->I, ldb = fwd ? p->I : p->O, ldd = fwd ? p->O : p->I;
+    const uint32_t epi = fwd ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
+    const cublasComputeType_t ct = p->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    const uint64_t ws_max = CUBLAS_WS_BYTES;
+    const uint32_t red = LT_REDUCTION_OK;
+    const uint32_t al_a = p->al_a, al_b = p->al_b, al_d = p->al_d;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res[LT_HEUR_MAX];
+    int got = 0, ok = 0;
+
+    LT_TRY(cublasLtMatmulDescCreate(&p->desc, ct, CUDA_R_32F));
+    LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                          sizeof epi));
+    LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                          sizeof bias));
+    /* stored shapes: op N stores [rows of op(X), cols of op(X)], op T the transpose */
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, ta == CUBLAS_OP_N ? m : k,
+                                      ta == CUBLAS_OP_N ? k : m, lda));
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_32F, tb == CUBLAS_OP_N ? k : n,
+                                      tb == CUBLAS_OP_N ? n : k, ldb));
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->ld, CUDA_R_32F, m, n, ldd));
+    LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                &ws_max, sizeof ws_max));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                &red, sizeof red));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                &al_a, sizeof al_a));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                &al_b, sizeof al_b));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                &al_d, sizeof al_d));
+    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                &al_d, sizeof al_d));
+    memset(res, 0, sizeof res);
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->ld, p->ld,
+                                                       pref, LT_HEUR_MAX, res, &got);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        snprintf(why, why_len, "no algorithm (cublasLtMatmulAlgoGetHeuristic: %s)",
+                 cublasGetStatusString(st));
+        goto out;
+    }
+    for (int i = 0; i < got && i < LT_HEUR_MAX; i++) {
+        if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= CUBLAS_WS_BYTES &&
+            lt_algo_ordered(&res[i].algo)) {
+            p->algo = res[i].algo;
+            ok = 1;
+            break;
+        }
+    }
+    if (!ok && got > 0)
+        snprintf(why, why_len,
+                 "none of the %d algorithms of the heuristic fits (workspace <= %zu bytes, no "
+                 "in-place split-K)",
+                 got, (size_t)CUBLAS_WS_BYTES);
+    else if (!ok)
+        snprintf(why, why_len, "the heuristic found no algorithm");
+out:
+    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
+    if (!ok) lt_plan_release(p, 0);
+    return ok;
+}
+#undef LT_TRY
+
+/* The plan for this call, made at first use (host-only calls: allowed during
+ * a graph capture); NULL if the plan table cannot grow (then the op falls
+ * back). An unusable plan is returned too: the caller checks p->usable. */
+static lt_plan *lt_plan_get(cuda_ctx *c, int kind, int B, int I, int O, const void *a,
+                            const void *b, const void *d, const void *bias) {
+    const unsigned aa = ptr_align(a), ab = ptr_align(b), ad = ptr_align(d), abias = ptr_align(bias);
+    for (int i = 0; i < c->nlt; i++) {
+        lt_plan *p = c->lt_plans[i];
+        if (p->kind == kind && p->B == B && p->I == I && p->O == O && p->tf32 == c->tf32 &&
+            p->al_a == aa && p->al_b == ab && p->al_d == ad && p->al_bias == abias)
+            return p;
+    }
+    if (c->nlt == c->caplt) {
+        int cap = c->caplt ? 2 * c->caplt : 16;
+        lt_plan **np = realloc(c->lt_plans, (size_t)cap * sizeof *np);
+        if (!np) return NULL;
+        c->lt_plans = np;
+        c->caplt = cap;
+    }
+    lt_plan *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->kind = kind, p->B = B, p->I = I, p->O = O, p->tf32 = c->tf32;
+    p->al_a = aa, p->al_b = ab, p->al_d = ad, p->al_bias = abias;
+    char why[256] = "";
+    p->usable = lt_plan_make(c, p, bias, why, sizeof why);
+    if (!p->usable)
+        lt_note(c,
+                "cuBLASLt %s not used for dense %d->%d (batch %d%s): %s; using cuBLAS + bias "
+                "kernel",
+                lt_what(kind), I, O, B, p->tf32 ? ", tf32" : "", why);
+    c->lt_plans[c->nlt++] = p;
+    return p;
+}
+
+/* D = op(A) op(B) with the plan's epilogue on `bias` (a bias, or the bias
+ * gradient written), through cuBLASLt. 1: issued; 0: the caller must do the
+ * op the other way (nothing of it is left to rely on: D and the bias
+ * gradient are overwritten entirely by the fallback). */
+static int lt_dense(cuda_ctx *c, int kind, int B, int I, int O, const void *a, const void *b,
+                    void *d, const void *bias) {
+    if (!c->use_lt || !c->base || B <= 0 || I <= 0 || O <= 0) return 0;
+    if (ptr_align(bias) < LT_BIAS_ALIGN) {
+        if (!c->lt_noted_unaligned) {
+            c->lt_noted_unaligned = 1;
+            lt_note(c, "cuBLASLt bias epilogues not used for a bias at %p (dense %d->%d): not "
+                       "%u-byte aligned; using cuBLAS + bias kernel (for such biases only)",
+                    bias, I, O, LT_BIAS_ALIGN);
+        }
+        return 0;
+    }
+    lt_plan *p = lt_plan_get(c, kind, B, I, O, a, b, d, bias);
+    if (!p || !p->usable) return 0;
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                       &bias, sizeof bias);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmul(c->lt, p->desc, &one, a, p->la, b, p->lb, &zero, d, p->ld, d, p->ld,
+                            &p->algo, blas_ws(c), CUBLAS_WS_BYTES, c->stream);
+    if (st == CUBLAS_STATUS_SUCCESS) return 1;
+    /* a refused launch leaves a (non-sticky) error behind; a sticky one
+     * resurfaces at the next CUDA_CHECK */
+    (void)cudaGetLastError();
+    p->usable = 0;
+    lt_plan_release(p, 0);
+    lt_note(c, "cuBLASLt %s not used for dense %d->%d (batch %d%s): cublasLtMatmul: %s; using "
+               "cuBLAS + bias kernel",
+            lt_what(kind), I, O, B, p->tf32 ? ", tf32" : "", cublasGetStatusString(st));
+    /* A failure that invalidated a capture in progress: the fallback could
+     * not be recorded either (its launches would fail, and CUBLAS_CHECK
+     * abort), so the op is skipped and the capture fails softly; the
+     * caller's eager run then takes the fallback. */
+    enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (c->capturing && cudaStreamIsCapturing(c->stream, &cs) == cudaSuccess &&
+        cs == cudaStreamCaptureStatusInvalidated) {
+        capture_refuse(c, "a cuBLASLt matmul that failed");
+        return 1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------ layers */
 
 /* Row-major out[B,O] = in[B,I] w[O,I]^T is column-major out^T[O,B] =
@@ -599,6 +919,7 @@ static void cuda_copy_wait(vae_backend *be) {
 static void cuda_dense_forward(vae_backend *be, real *out, const real *in, const real *w,
                                const real *b, int B, int I, int O) {
     cuda_ctx *c = ctx_of(be);
+    if (b && lt_dense(c, LT_FWD_BIAS, B, I, O, w, in, out, b)) return;
     const float one = 1.0f, zero = 0.0f;
     CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, O, B, I, &one, w, I, in, I, &zero,
                              out, O));
@@ -606,7 +927,8 @@ static void cuda_dense_forward(vae_backend *be, real *out, const real *in, const
 }
 
 /* din^T[I,B] = w-view[I,O] dout^T[O,B];  dw^T[I,O] = in^T[I,B] (dout^T)^T[B,O];
- * db = column sums of dout (deterministic kernel). */
+ * db = column sums of dout: with dw, in the dw GEMM's BGRADB epilogue
+ * (header comment), else (or as the fallback) by a deterministic kernel. */
 static void cuda_dense_backward(vae_backend *be, real *din, real *dw, real *db, const real *dout,
                                 const real *in, const real *w, int B, int I, int O) {
     cuda_ctx *c = ctx_of(be);
@@ -614,10 +936,11 @@ static void cuda_dense_backward(vae_backend *be, real *din, real *dw, real *db, 
     if (din)
         CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, I, B, O, &one, w, I, dout, O,
                                  &zero, din, I));
+    if (dw && db && lt_dense(c, LT_BWD_BGRADB, B, I, O, in, dout, dw, db)) return;
     if (dw)
         CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, I, O, B, &one, in, I, dout, O,
                                  &zero, dw, I));
-    if (db) vae_cuda_bias_grad_rows(c->stream, db, dout, B, O);
+    if (db) vae_cuda_bias_grad_rows(c->stream, db, dout, B, O, c->bias_partials);
 }
 
 static conv_plan *conv_plan_of(cuda_ctx *c, const vae_conv_geom *g, int B) {
@@ -642,7 +965,9 @@ static void cuda_conv2d_backward(vae_backend *be, real *din, real *dw, real *db,
                                  const real *in, const real *w, const vae_conv_geom *g, int B) {
     cuda_ctx *c = ctx_of(be);
     conv_plan *p = conv_plan_of(c, g, B);
-    if (db) vae_cuda_bias_grad_nchw(c->stream, db, dout, B, g->cout, g->hout * g->wout);
+    if (db)
+        vae_cuda_bias_grad_nchw(c->stream, db, dout, B, g->cout, g->hout * g->wout,
+                                c->bias_partials);
     if (dw) run_bwd_filter(c, p, in, dout, dw);
     if (din) run_bwd_data(c, p, w, dout, din);
 }
@@ -659,7 +984,9 @@ static void cuda_convt2d_backward(vae_backend *be, real *din, real *dw, real *db
                                   const vae_convt_geom *g, int B) {
     cuda_ctx *c = ctx_of(be);
     conv_plan *p = convt_plan_of(c, g, B);
-    if (db) vae_cuda_bias_grad_nchw(c->stream, db, dout, B, g->cout, g->hout * g->wout);
+    if (db)
+        vae_cuda_bias_grad_nchw(c->stream, db, dout, B, g->cout, g->hout * g->wout,
+                                c->bias_partials);
     if (dw) run_bwd_filter(c, p, dout, in, dw);
     if (din) run_fwd(c, p, dout, w, din);
 }
@@ -812,9 +1139,10 @@ static void cuda_graph_free(vae_backend *be, void *graph) {
     if (graph) CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)graph));
 }
 
-/* bits < 23: cuBLAS may use TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH)
- * and convolution plans made from now on use CUDNN_TENSOR_OP_MATH (plans are
- * keyed by the mode, so fp32 plans stay as they were). With inputs already
+/* bits < 23: cuBLAS may use TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH),
+ * convolution plans made from now on use CUDNN_TENSOR_OP_MATH and cuBLASLt
+ * dense plans CUBLAS_COMPUTE_32F_FAST_TF32 (both kinds of plans are keyed by
+ * the mode, so fp32 plans stay as they were). With inputs already
  * rounded to <= 10 mantissa bits the tensor-core products are exact. */
 static int cuda_set_precision(vae_backend *be, int bits) {
     cuda_ctx *c = ctx_of(be);
@@ -876,6 +1204,11 @@ static void ctx_teardown(cuda_ctx *c, int checked) {
     if (checked && c->copy_stream) CUDA_CHECK(cudaStreamSynchronize(c->copy_stream));
     for (int i = 0; i < c->nplan; i++) plan_destroy(c->plans[i]);
     free(c->plans);
+    for (int i = 0; i < c->nlt; i++) {
+        lt_plan_release(c->lt_plans[i], checked);
+        free(c->lt_plans[i]);
+    }
+    free(c->lt_plans);
     free(c->recs);
     if (checked) {
         if (c->dnn) CUDNN_CHECK(cudnnDestroy(c->dnn));
@@ -956,6 +1289,8 @@ vae_backend *vae_backend_cuda_create(int device) {
         goto fail;
     const char *algo = getenv("VAE_CUDNN_ALGO");
     c->use_find = !(algo && strcmp(algo, "heuristic") == 0);
+    const char *lt = getenv("VAE_CUBLASLT");
+    c->use_lt = !(lt && strcmp(lt, "0") == 0);
 
     be->name = "cuda";
     be->ctx = c;

@@ -38,14 +38,12 @@
  *         j = j0+t, j0+t+256, ... (8 loads in flight), stepping (b, hw)
  *         incrementally without a division, then the block tree.
  *
- * Scratch: the partials live in g_bias_partials, a __device__ array of this
- * file (launcher signatures carry no scratch pointer). It is one per process
- * (per device), shared by every launch: correct because all the backend's
- * kernels run on its one compute stream, in order (pass 2 of one gradient
- * finishes before pass 1 of the next starts), eagerly or replayed from a CUDA
- * graph. Two CUDA backends driving the same device from different streams
- * *concurrently* would race on it; the tests create their backends and use
- * them one after the other, synchronously, and the engine uses one.
+ * Scratch: the partials go to the caller's `partials` buffer of
+ * VAE_CUDA_BIAS_SCRATCH doubles (the backend's, in its arena), shared by the
+ * launches of one stream: correct because they run in order (pass 2 of one
+ * gradient finishes before pass 1 of the next starts), eagerly or replayed
+ * from a CUDA graph. Each backend has its own, so two backends on two
+ * streams never share one.
  */
 #include "common.cuh"
 #include "vae_kernels.cuh"
@@ -63,11 +61,10 @@
 #define VAE_BIAS_NCHW_MIN_CHUNK ((size_t)VAE_BIAS_UNROLL * VAE_CUDA_THREADS)
 #define VAE_BIAS_ROWS_MIN_CHUNK ((size_t)16 * VAE_BIAS_WARPS)
 
-/* Pass-1 partials, [C][P] (see the header): 64 Ki doubles = 512 KiB.
- * P * C <= VAE_BIAS_SCRATCH whenever P > 1 (the plan caps P; the launchers
- * check). */
-#define VAE_BIAS_SCRATCH 65536
-static __device__ double g_bias_partials[VAE_BIAS_SCRATCH];
+/* Pass-1 partials, [C][P] (see the header), in the caller's scratch:
+ * P * C <= VAE_CUDA_BIAS_SCRATCH whenever P > 1 (the plan caps P; the
+ * launchers check). */
+#define VAE_BIAS_SCRATCH VAE_CUDA_BIAS_SCRATCH
 
 /* ------------------------------------------------------------ adds */
 
@@ -87,11 +84,11 @@ __global__ void bias_add_nchw_kernel(real *out, const real *bias, size_t n, int 
 
 /* db[c] = sum_p partial[c * P + p]: one warp per c, 8 per block. Lane k adds
  * p = k, k+32, ... in order, then the butterfly; fixed by P alone. */
-__global__ void bias_grad_pass2_kernel(real *db, int C, int P) {
+__global__ void bias_grad_pass2_kernel(real *db, const double *partials, int C, int P) {
     const int lane = threadIdx.x & 31;
     const int c = blockIdx.x * VAE_BIAS_WARPS + (threadIdx.x >> 5);
     if (c >= C) return; /* whole warps leave together (C is uniform) */
-    const double *part = g_bias_partials + (size_t)c * P;
+    const double *part = partials + (size_t)c * P;
     double acc = 0;
     for (int p = lane; p < P; p += 32) acc += part[p];
     acc = vae_warp_sum(acc);
@@ -100,8 +97,8 @@ __global__ void bias_grad_pass2_kernel(real *db, int C, int P) {
 
 /* Rows pass 1. Grid (ceil(cols / 32), P); block (x, p) sums rows
  * [p*chunk, min((p+1)*chunk, rows)) of columns 32x .. 32x+31. */
-__global__ void bias_grad_rows_kernel(real *db, const real *dout, int rows, int cols, int chunk,
-                                      int P) {
+__global__ void bias_grad_rows_kernel(real *db, double *partials, const real *dout, int rows,
+                                      int cols, int chunk, int P) {
     __shared__ double shm[VAE_BIAS_WARPS][32];
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int c = blockIdx.x * 32 + lane;
@@ -132,15 +129,15 @@ __global__ void bias_grad_rows_kernel(real *db, const real *dout, int rows, int 
 #pragma unroll
         for (int k = 1; k < VAE_BIAS_WARPS; k++) s += shm[k][lane];
         if (P == 1) db[c] = (real)s;
-        else g_bias_partials[(size_t)c * P + p] = s;
+        else partials[(size_t)c * P + p] = s;
     }
 }
 
 /* NCHW pass 1. Grid (P, min(C, 65535)); block (p, y) sums, for channels
  * c = y, y + gridDim.y, ..., the terms j in [p*K, min((p+1)*K, per)) of
  * channel c, j = b*HW + hw <-> dout[(b*C + c)*HW + hw], per = B*HW. */
-__global__ void bias_grad_nchw_kernel(real *db, const real *dout, int C, int HW, size_t per,
-                                      size_t K, int P) {
+__global__ void bias_grad_nchw_kernel(real *db, double *partials, const real *dout, int C, int HW,
+                                      size_t per, size_t K, int P) {
     __shared__ double shm[VAE_CUDA_THREADS / 32];
     const int p = blockIdx.x;
     const size_t j0 = (size_t)p * K;
@@ -181,7 +178,7 @@ __global__ void bias_grad_nchw_kernel(real *db, const real *dout, int C, int HW,
         acc = vae_block_sum(acc, shm); /* ends with a barrier: shm reusable */
         if (threadIdx.x == 0) {
             if (P == 1) db[c] = (real)acc;
-            else g_bias_partials[(size_t)c * P + p] = acc;
+            else partials[(size_t)c * P + p] = acc;
         }
     }
 }
@@ -222,7 +219,7 @@ extern "C" void vae_cuda_bias_add_rows(cudaStream_t s, real *out, const real *b,
 }
 
 extern "C" void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *dout, int rows,
-                                        int cols) {
+                                        int cols, double *partials) {
     if (cols <= 0) return;
     if (rows < 0) rows = 0; /* no rows: db = 0 */
     const unsigned tiles = (unsigned)((cols + 31) / 32);
@@ -233,11 +230,12 @@ extern "C" void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *do
         vae_panic(__FILE__, __LINE__, "bias_grad_rows: %d x %d partials exceed the scratch", P,
                   cols);
     dim3 grid(tiles, (unsigned)P);
-    bias_grad_rows_kernel<<<grid, VAE_CUDA_THREADS, 0, s>>>(db, dout, rows, cols, (int)chunk, P);
+    bias_grad_rows_kernel<<<grid, VAE_CUDA_THREADS, 0, s>>>(db, partials, dout, rows, cols,
+                                                            (int)chunk, P);
     CUDA_LAUNCH_CHECK();
     if (P > 1) {
         bias_grad_pass2_kernel<<<(unsigned)((cols + VAE_BIAS_WARPS - 1) / VAE_BIAS_WARPS),
-                                 VAE_CUDA_THREADS, 0, s>>>(db, cols, P);
+                                 VAE_CUDA_THREADS, 0, s>>>(db, partials, cols, P);
         CUDA_LAUNCH_CHECK();
     }
 }
@@ -256,7 +254,7 @@ extern "C" void vae_cuda_bias_add_nchw(cudaStream_t s, real *out, const real *bi
 }
 
 extern "C" void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *dout, int B, int C,
-                                        int HW) {
+                                        int HW, double *partials) {
     if (C <= 0) return;
     /* no terms (B or HW zero): one block per channel writes db = 0 */
     const size_t per = B > 0 && HW > 0 ? (size_t)B * (size_t)HW : 0;
@@ -266,11 +264,11 @@ extern "C" void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *do
     if (P > 1 && (size_t)P * (size_t)C > VAE_BIAS_SCRATCH)
         vae_panic(__FILE__, __LINE__, "bias_grad_nchw: %d x %d partials exceed the scratch", P, C);
     dim3 grid((unsigned)P, (unsigned)(C < 65535 ? C : 65535));
-    bias_grad_nchw_kernel<<<grid, VAE_CUDA_THREADS, 0, s>>>(db, dout, C, HW, per, K, P);
+    bias_grad_nchw_kernel<<<grid, VAE_CUDA_THREADS, 0, s>>>(db, partials, dout, C, HW, per, K, P);
     CUDA_LAUNCH_CHECK();
     if (P > 1) {
         bias_grad_pass2_kernel<<<(unsigned)((C + VAE_BIAS_WARPS - 1) / VAE_BIAS_WARPS),
-                                 VAE_CUDA_THREADS, 0, s>>>(db, C, P);
+                                 VAE_CUDA_THREADS, 0, s>>>(db, partials, C, P);
         CUDA_LAUNCH_CHECK();
     }
 }

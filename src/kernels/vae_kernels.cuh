@@ -36,6 +36,9 @@ extern "C" {
 /* Blocks used by the first pass of vae_cuda_sum; the caller provides a
  * scratch buffer of this many doubles (the partial sums). */
 #define VAE_CUDA_REDUCE_MAX_BLOCKS 1024
+/* Doubles of scratch the bias-gradient launchers take (their pass-1 partials;
+ * 512 KiB), one buffer per stream. */
+#define VAE_CUDA_BIAS_SCRATCH 65536
 
 /* ---- act.cu (act: 0 relu, 1 leaky relu; see vae_act) ---- */
 void vae_cuda_act_forward(cudaStream_t s, real *out, const real *in, size_t n, int act,
@@ -47,11 +50,13 @@ void vae_cuda_act_backward(cudaStream_t s, real *din, const real *dout, const re
 /* out[r, c] += b[c] for out [rows, cols] */
 void vae_cuda_bias_add_rows(cudaStream_t s, real *out, const real *b, int rows, int cols);
 /* db[c] = sum_r dout[r, c] */
-void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *dout, int rows, int cols);
+void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *dout, int rows, int cols,
+                             double *partials);
 /* out[b, c, hw] += bias[c] for out [B, C, HW] */
 void vae_cuda_bias_add_nchw(cudaStream_t s, real *out, const real *bias, int B, int C, int HW);
 /* db[c] = sum_{b, hw} dout[b, c, hw] */
-void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *dout, int B, int C, int HW);
+void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *dout, int B, int C, int HW,
+                             double *partials);
 
 /* ---- fused.cu ---- */
 /* eps from (seed, rng_stream, sv->sub); kl_backward weights dKL by sv->kl_scale */
