@@ -204,16 +204,7 @@ template <class T> static T dget(const T *p, size_t i) {
  * the one-element device buffer `d` that the launchers read. */
 static void put_vals(vae_step_vals *d, int64_t step, uint64_t sub, int64_t row0, int rows,
                      float kl_scale, float bc1, float bc2) {
-    vae_step_vals h;
-    memset(&h, 0, sizeof h);
-    h.step = step;
-    h.next = step + 1;
-    h.row0 = row0;
-    h.sub = sub;
-    h.rows = rows;
-    h.kl_scale = kl_scale;
-    h.bc1 = bc1;
-    h.bc2 = bc2;
+    const vae_step_vals h = vae_step_vals_make(step, row0, sub, rows, kl_scale, bc1, bc2);
     CK(cudaMemcpyAsync(d, &h, sizeof h, cudaMemcpyHostToDevice, g_s));
     CK(cudaStreamSynchronize(g_s));
 }

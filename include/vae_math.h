@@ -277,6 +277,23 @@ VAE_HD void vae_step_vals_at(vae_step_vals *v, const vae_step_plan *p, int64_t s
     v->bc2 = (real)(1.0 - vae_pow_int(p->beta2, s + 1));
 }
 
+/* A block made by hand (evaluation, encoding, tests): step, next = step + 1
+ * and the given values. */
+VAE_HD vae_step_vals vae_step_vals_make(int64_t step, int64_t row0, uint64_t sub, int32_t rows,
+                                        real kl_scale, real bc1, real bc2) {
+    vae_step_vals v;
+    memset(&v, 0, sizeof v); /* padding too, so blocks compare with memcmp */
+    v.step = step;
+    v.next = step + 1;
+    v.row0 = row0;
+    v.sub = sub;
+    v.rows = rows;
+    v.kl_scale = kl_scale;
+    v.bc1 = bc1;
+    v.bc2 = bc2;
+    return v;
+}
+
 /* step_begin: the block of step v->next. */
 VAE_HD void vae_step_begin(vae_step_vals *v, const vae_step_plan *p) {
     vae_step_vals_at(v, p, v->next);

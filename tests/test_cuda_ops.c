@@ -129,12 +129,19 @@ static pair in_data(const real *host, size_t n) {
     return p;
 }
 
-static pair in_rand(size_t n, double lo, double hi, unsigned seed) {
+/* n uniform values in [lo, hi) on both backends, through make (in_data or
+ * in_guarded). */
+static pair rand_with(pair (*make)(const real *, size_t), size_t n, double lo, double hi,
+                      unsigned seed) {
     real *h = xmalloc(n * sizeof(real));
     test_rand_fill_real(h, n, lo, hi, seed);
-    pair p = in_data(h, n);
+    pair p = make(h, n);
     free(h);
     return p;
+}
+
+static pair in_rand(size_t n, double lo, double hi, unsigned seed) {
+    return rand_with(in_data, n, lo, hi, seed);
 }
 
 /* An output of n elements plus the guard, all set to the NaN sentinel. */
@@ -158,11 +165,7 @@ static pair in_guarded(const real *host, size_t n) {
 }
 
 static pair in_rand_guarded(size_t n, double lo, double hi, unsigned seed) {
-    real *h = xmalloc(n * sizeof(real));
-    test_rand_fill_real(h, n, lo, hi, seed);
-    pair p = in_guarded(h, n);
-    free(h);
-    return p;
+    return rand_with(in_guarded, n, lo, hi, seed);
 }
 
 /* The same vae_step_vals block on both backends (made on the host with
@@ -552,7 +555,7 @@ static void test_reparam(int B, int L, uint64_t seed, uint64_t sub) {
     char what[96];
     pair head = in_rand((size_t)B * 2 * L, -2, 2, (unsigned)(seed + sub));
     pair z = out_new((size_t)B * L);
-    vae_step_vals hv = test_step_vals((int64_t)sub, 0, sub, B, (real)1 / (real)B, 1, 1);
+    vae_step_vals hv = vae_step_vals_make((int64_t)sub, 0, sub, B, (real)1 / (real)B, 1, 1);
     vals_pair sv = vals_in(&hv);
     g_cpu->reparam_forward(g_cpu, z.c, head.c, B, L, seed, VAE_RNG_TRAIN, sv.c);
     g_gpu->reparam_forward(g_gpu, z.g, head.g, B, L, seed, VAE_RNG_TRAIN, sv.g);
@@ -567,7 +570,7 @@ static void test_kl(int B, int L, int with_dz, real beta, unsigned seed) {
     pair dz = in_rand((size_t)B * L, -1, 1, seed + 1);
     pair dhead = out_new((size_t)B * 2 * L), kl = out_new((size_t)B);
     uint64_t rs = 1234 + seed, sub = 77;
-    vae_step_vals hv = test_step_vals(77, 0, sub, B, beta, 1, 1); /* kl_scale = beta */
+    vae_step_vals hv = vae_step_vals_make(77, 0, sub, B, beta, 1, 1); /* kl_scale = beta */
     vals_pair sv = vals_in(&hv);
     g_cpu->kl_backward(g_cpu, dhead.c, kl.c, with_dz ? dz.c : NULL, head.c, B, L, rs,
                        VAE_RNG_TRAIN, sv.c);
@@ -591,7 +594,7 @@ static void test_log_q(int B, int L, unsigned seed) {
     pair head = in_rand((size_t)B * 2 * L, -2, 2, seed);
     pair z = in_rand((size_t)B * L, -3, 3, seed + 1);
     pair out = out_new((size_t)B);
-    vae_step_vals hv = test_step_vals(0, 0, 5, B, 0, 1, 1); /* sub = 5 */
+    vae_step_vals hv = vae_step_vals_make(0, 0, 5, B, 0, 1, 1); /* sub = 5 */
     vals_pair sv = vals_in(&hv);
     g_cpu->log_q_minus_log_p(g_cpu, out.c, z.c, head.c, B, L, 99, VAE_RNG_EVAL, sv.c);
     g_gpu->log_q_minus_log_p(g_gpu, out.g, z.g, head.g, B, L, 99, VAE_RNG_EVAL, sv.g);
@@ -660,7 +663,7 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
     vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, wd, decoupled};
     /* step 2 (t = 3) */
     vae_step_vals hv =
-        test_step_vals(2, 0, 2, 1, 1, (real)(1 - pow(0.9, 3)), (real)(1 - pow(0.999, 3)));
+        vae_step_vals_make(2, 0, 2, 1, 1, (real)(1 - pow(0.9, 3)), (real)(1 - pow(0.999, 3)));
     vals_pair sv = vals_in(&hv);
     real *h0 = xmalloc(n * sizeof(real));
     test_rand_fill_real(h0, n, -1, 1, seed);
@@ -705,7 +708,7 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
  * also with a finite norm (parameters, moments and the flag word). */
 static void test_adam_halted(size_t n, double gnorm2, unsigned seed) {
     vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, 0, 0};
-    vae_step_vals hsv = test_step_vals(0, 0, 0, 1, 1, (real)0.1, (real)0.001);
+    vae_step_vals hsv = vae_step_vals_make(0, 0, 0, 1, 1, (real)0.1, (real)0.001);
     vals_pair sv = vals_in(&hsv);
     real *h0 = xmalloc(n * sizeof(real));
     test_rand_fill_real(h0, n, -1, 1, seed);
@@ -753,7 +756,7 @@ static void test_step_commit(int max_bad) {
     int *sg = palloc(&g_pg, VAE_STEP_STATE_N * sizeof(int));
     double *snap_a = palloc(&g_pg, VAE_COMMIT_ACC_N * sizeof(double));
     int *snap_s = palloc(&g_pg, VAE_STEP_STATE_N * sizeof(int));
-    vae_step_vals hv0 = test_step_vals(0, 0, 0, 1, 1, 1, 1);
+    vae_step_vals hv0 = vae_step_vals_make(0, 0, 0, 1, 1, 1, 1);
     vals_pair sv = vals_in(&hv0); /* rewritten before every commit */
     double a0[VAE_COMMIT_ACC_N] = {0, 0, 7.5, -1, 2, 0.125, 3.25, 100}; /* 2..4: caller's */
     int s0[VAE_STEP_STATE_N] = {0};
@@ -784,7 +787,7 @@ static void test_step_commit(int max_bad) {
             g_gpu->upload(g_gpu, sg, hsg, sizeof hsg);
         }
         /* the step's index and image count, from its block */
-        vae_step_vals hv = test_step_vals(s, 0, (uint64_t)s, 50 + k, 1, 1, 1);
+        vae_step_vals hv = vae_step_vals_make(s, 0, (uint64_t)s, 50 + k, 1, 1, 1);
         g_cpu->upload(g_cpu, sv.c, &hv, sizeof hv);
         g_gpu->upload(g_gpu, sv.g, &hv, sizeof hv);
         g_cpu->step_commit(g_cpu, ac, sc, sv.c, max_bad);
@@ -903,7 +906,7 @@ static void test_gather(int N, int B, int D, int row0, unsigned seed) {
     g_gpu->upload(g_gpu, dg, h, nd);
     g_cpu->upload(g_cpu, ic, idx, ni * sizeof(int32_t));
     g_gpu->upload(g_gpu, ig, idx, ni * sizeof(int32_t));
-    vae_step_vals hv = test_step_vals(1, row0, 1, B, 1, 1, 1);
+    vae_step_vals hv = vae_step_vals_make(1, row0, 1, B, 1, 1, 1);
     vals_pair sv = vals_in(&hv);
     pair x = out_new((size_t)B * D);
     g_cpu->gather_batch(g_cpu, x.c, dc, ic, sv.c, B, D);

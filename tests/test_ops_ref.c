@@ -389,7 +389,7 @@ static void test_gather(void) {
     int32_t *didx = (int32_t *)g_be->alloc(g_be, sizeof idx);
     g_be->upload(g_be, ddata, data, sizeof data);
     g_be->upload(g_be, didx, idx, sizeof idx);
-    const vae_step_vals v0 = test_step_vals(0, 0, 0, B, 0, 1, 1);
+    const vae_step_vals v0 = vae_step_vals_make(0, 0, 0, B, 0, 1, 1);
     vae_step_vals *sv = test_step_vals_dev(g_be, &v0);
     gbuf x = gb_new(B * D);
     g_be->gather_batch(g_be, x.p, ddata, didx, sv, B, D);
@@ -405,7 +405,7 @@ static void test_gather(void) {
 
     /* row0 = 7 (step 1 with batch 7 over 11 images): rows idx[7 .. 10], the
      * epoch's short last batch of 4 */
-    const vae_step_vals v1 = test_step_vals(1, 7, 1, B, 0, 1, 1);
+    const vae_step_vals v1 = vae_step_vals_make(1, 7, 1, B, 0, 1, 1);
     g_be->upload(g_be, sv, &v1, sizeof v1);
     memset(x.base, SENTINEL_BYTE, (B * D + 2 * G) * sizeof(real));
     g_be->gather_batch(g_be, x.p, ddata, didx, sv, B, D);
@@ -468,7 +468,7 @@ static void test_normals(void) {
     gbuf head = gb_new(B * 2 * L), zz = gb_new(B * L);
     for (int b = 0; b < B; b++)
         for (int l = 0; l < L; l++) head.p[b * 2 * L + l] = 1, head.p[b * 2 * L + L + l] = 0;
-    const vae_step_vals v5 = test_step_vals(5, 0, 5, B, 0, 1, 1);
+    const vae_step_vals v5 = vae_step_vals_make(5, 0, 5, B, 0, 1, 1);
     vae_step_vals *sv = test_step_vals_dev(g_be, &v5);
     g_be->reparam_forward(g_be, zz.p, head.p, B, L, 9, VAE_RNG_TRAIN, sv);
     ok = 1;

@@ -73,7 +73,7 @@ static void rig_free(rig *r) {
 /* The values of step s with n_images images and the bias corrections bc1, bc2,
  * into the rig's block. */
 static void put_vals(rig *r, int64_t s, int n_images, real bc1, real bc2) {
-    const vae_step_vals v = test_step_vals(s, 0, (uint64_t)s, n_images, 0, bc1, bc2);
+    const vae_step_vals v = vae_step_vals_make(s, 0, (uint64_t)s, n_images, 0, bc1, bc2);
     r->be->upload(r->be, r->sv, &v, sizeof v);
 }
 

@@ -69,21 +69,6 @@ double test_max_rel(const real *a, const real *b, size_t n, double floor) {
     return worst;
 }
 
-vae_step_vals test_step_vals(int64_t step, int64_t row0, uint64_t sub, int rows, real kl_scale,
-                             real bc1, real bc2) {
-    vae_step_vals v;
-    memset(&v, 0, sizeof v);
-    v.step = step;
-    v.next = step + 1;
-    v.row0 = row0;
-    v.sub = sub;
-    v.rows = rows;
-    v.kl_scale = kl_scale;
-    v.bc1 = bc1;
-    v.bc2 = bc2;
-    return v;
-}
-
 int test_step_vals_equal(const vae_step_vals *a, const vae_step_vals *b) {
     return a->step == b->step && a->next == b->next && a->row0 == b->row0 && a->sub == b->sub &&
            a->rows == b->rows && a->kl_scale == b->kl_scale && a->bc1 == b->bc1 &&

@@ -83,11 +83,8 @@ void test_rand_fill_real(real *dst, size_t n, double lo, double hi, unsigned see
 /* Max relative error max_i |a-b| / max(|b|, floor). */
 double test_max_rel(const real *a, const real *b, size_t n, double floor);
 
-/* Per-step values (vae_math.h) for tests that call the ops directly.
- * test_step_vals: a block filled by hand on the host, every field given:
- * step (next = step + 1), row0, sub, rows, kl_scale, bc1, bc2. */
-vae_step_vals test_step_vals(int64_t step, int64_t row0, uint64_t sub, int rows, real kl_scale,
-                             real bc1, real bc2);
+/* Per-step values (vae_math.h) for tests that call the ops directly; a
+ * block filled by hand is vae_step_vals_make. */
 /* 1 when a and b agree in every field (compared field by field, not with
  * memcmp: the double build's struct has padding). */
 int test_step_vals_equal(const vae_step_vals *a, const vae_step_vals *b);

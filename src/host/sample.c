@@ -32,8 +32,8 @@ void vae_encode_means(vae_model *m, const vae_dataset *ds, const int *idx, int n
     real *x = vae_malloc((size_t)m->B * m->D, sizeof(real));
     real *head = vae_malloc((size_t)m->B * m->head_out, sizeof(real));
     VAE_ASSERT(x && head);
-    vae_step_vals v; /* the noise is drawn but not used: only mu is kept */
-    memset(&v, 0, sizeof v);
+    /* the noise is drawn but not used: only mu is kept */
+    const vae_step_vals v = vae_step_vals_make(0, 0, 0, 0, 0, 1, 1);
     const vae_step_vals *sv = vae_model_put_vals(m, &v);
     for (int i = 0; i < n; i += m->B) {
         int c = n - i < m->B ? n - i : m->B;

@@ -152,12 +152,7 @@ int vae_evaluate(vae_model *m, const vae_dev_data *dd, uint64_t seed, int iw_k,
     for (int bi = 0; bi < nb; bi++) {
         int b0 = bi * B, bn = dd->n - b0 < B ? dd->n - b0 : B;
         /* the ELBO with fixed evaluation noise: sample k = 0 of this batch */
-        vae_step_vals v;
-        memset(&v, 0, sizeof v);
-        v.step = bi;
-        v.row0 = b0;
-        v.rows = bn;
-        v.sub = (uint64_t)bi;
+        vae_step_vals v = vae_step_vals_make(bi, b0, (uint64_t)bi, bn, 0, 1, 1);
         const vae_step_vals *sv = vae_model_put_vals(m, &v);
         be->gather_batch(be, m->x, dd->data, dd->idx, sv, bn, dd->d);
         vae_model_forward(m, bn, seed, VAE_RNG_EVAL, sv);

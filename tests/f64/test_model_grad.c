@@ -68,7 +68,7 @@ static void check_model(const char *name, const char *text, int per_tensor) {
 
     /* the step's values: noise subsequence 3, KL weight beta / B */
     const vae_step_vals vals =
-        test_step_vals(3, 0, 3, B, (real)beta * ((real)1 / (real)B), 1, 1);
+        vae_step_vals_make(3, 0, 3, B, (real)beta * ((real)1 / (real)B), 1, 1);
     const vae_step_vals *sv = vae_model_put_vals(&m, &vals);
     vae_model_forward_backward(&m, B, 42, VAE_RNG_TRAIN, sv);
     real *g = malloc(sizeof(real) * m.n_real);

@@ -283,8 +283,8 @@ static double kl_S(void *p) {
 }
 
 static void test_kl(int B, int L, real beta, int with_dz) {
-    const vae_step_vals v0 = test_step_vals(SUB, 0, SUB, B, 0, 1, 1);
-    const vae_step_vals vb = test_step_vals(SUB, 0, SUB, B, beta, 1, 1);
+    const vae_step_vals v0 = vae_step_vals_make(SUB, 0, SUB, B, 0, 1, 1);
+    const vae_step_vals vb = vae_step_vals_make(SUB, 0, SUB, B, beta, 1, 1);
     kl_case c = {B, L, beta, rnd((size_t)B * 2 * L, -1, 1), zeros((size_t)B * L), zeros((size_t)B),
                  with_dz ? rnd((size_t)B * L, -1, 1) : NULL, zeros((size_t)B * 2 * L),
                  test_step_vals_dev(g_be, &v0)};
@@ -316,8 +316,8 @@ static void test_log_q_minus_log_p(void) {
     const int B = 3, L = 5;
     real *head = zeros((size_t)B * 2 * L), *z = zeros((size_t)B * L), *out = rnd((size_t)B, 1, 2);
     real *eps = zeros((size_t)B * L);
-    const vae_step_vals v3 = test_step_vals(3, 0, 3, B, 0, 1, 1);
-    const vae_step_vals v4 = test_step_vals(4, 0, 4, B, 0, 1, 1);
+    const vae_step_vals v3 = vae_step_vals_make(3, 0, 3, B, 0, 1, 1);
+    const vae_step_vals v4 = vae_step_vals_make(4, 0, 4, B, 0, 1, 1);
     vae_step_vals *sv3 = test_step_vals_dev(g_be, &v3), *sv4 = test_step_vals_dev(g_be, &v4);
     g_be->reparam_forward(g_be, z, head, B, L, SEED, VAE_RNG_EVAL, sv3);
     g_be->normal_fill(g_be, eps, (size_t)B * L, SEED, VAE_RNG_EVAL, 3, 0);
@@ -438,7 +438,7 @@ static void test_adam(double wd, int decoupled, double clip, double gmag) {
     int *bad = (int *)g_be->alloc(g_be, sizeof(int));
     *bad = 0;
     /* the step's values: Adam's bias corrections of the 1-based step t */
-    const vae_step_vals v1 = test_step_vals(0, 0, 0, 1, 0, 1, 1);
+    const vae_step_vals v1 = vae_step_vals_make(0, 0, 0, 1, 0, 1, 1);
     vae_step_vals *sv = test_step_vals_dev(g_be, &v1);
     const vae_adam_hp hp = {(real)lr, (real)b1, (real)b2, (real)eps, (real)wd, decoupled};
     double rp[N], rm[N] = {0}, rv[N] = {0}, rg[N];
@@ -450,7 +450,7 @@ static void test_adam(double wd, int decoupled, double clip, double gmag) {
         double ref2 = 0;
         for (int i = 0; i < N; i++) ref2 += rg[i] * rg[i];
         CHECK_CLOSE(*gn2, ref2, 1e-15, 0);
-        const vae_step_vals vt = test_step_vals(t - 1, 0, (uint64_t)(t - 1), 1, 0,
+        const vae_step_vals vt = vae_step_vals_make(t - 1, 0, (uint64_t)(t - 1), 1, 0,
                                                 (real)(1 - pow(b1, t)), (real)(1 - pow(b2, t)));
         g_be->upload(g_be, sv, &vt, sizeof vt);
         g_be->adam_step(g_be, p, g, m, v, N, &hp, (real)clip, gn2, bad, sv);
@@ -474,7 +474,7 @@ static void test_adam(double wd, int decoupled, double clip, double gmag) {
         memcpy(p0, p, sizeof p0), memcpy(m0, m, sizeof m0), memcpy(v0, v, sizeof v0);
         *gn2 = bad_norms[k];
         *bad = 0;
-        const vae_step_vals v4 = test_step_vals(3, 0, 3, 1, 0, (real)(1 - pow(b1, 4)),
+        const vae_step_vals v4 = vae_step_vals_make(3, 0, 3, 1, 0, (real)(1 - pow(b1, 4)),
                                                 (real)(1 - pow(b2, 4)));
         g_be->upload(g_be, sv, &v4, sizeof v4);
         g_be->adam_step(g_be, p, g, m, v, N, &hp, (real)clip, gn2, bad, sv);

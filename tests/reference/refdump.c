@@ -199,14 +199,7 @@ int main(int argc, char **argv) {
     /* the dumped step's values: noise subsequence SUB, KL weight beta / B
      * (the other fields are not read by forward_backward) */
     const real beta = (real)cfg.beta;
-    vae_step_vals vals;
-    memset(&vals, 0, sizeof vals);
-    vals.step = SUB;
-    vals.next = SUB + 1;
-    vals.sub = SUB;
-    vals.rows = B;
-    vals.kl_scale = beta * ((real)1 / (real)B);
-    vals.bc1 = vals.bc2 = 1;
+    const vae_step_vals vals = vae_step_vals_make(SUB, 0, SUB, B, beta * ((real)1 / (real)B), 1, 1);
     vae_model_forward_backward(&m, B, cfg.seed, VAE_RNG_TRAIN, vae_model_put_vals(&m, &vals));
     be->sync(be);
     be->download(be, head, vae_model_head(&m), (size_t)B * H * sizeof(real));
