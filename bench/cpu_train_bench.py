@@ -26,9 +26,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+from benchlib import ROOT, cpu_name  # also puts tests/reference on sys.path
 
 try:
     import torch
@@ -36,17 +34,6 @@ try:
 except ImportError as e:
     print(f"cpu_train_bench: needs torch and numpy ({e}); use Debian's /usr/bin/python3")
     sys.exit(77)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def run_engine(vae, config, threads, data, epochs=1):

@@ -58,18 +58,14 @@ import json
 import os
 import platform
 import re
-import shlex
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+from benchlib import ROOT, LOG, cpu_name, median, q, say  # also puts tests/reference on sys.path
 
 try:
     import numpy as np
@@ -83,32 +79,6 @@ VAE_RNG_PRIOR = 2
 DEFAULT_N = {"cpu": {"mnist_conv": 20000, "cifar10_conv": 5000},
              "cuda": {"mnist_conv": 1 << 20, "cifar10_conv": 1 << 19}}
 DEFAULT_BATCHES = {"cpu": "64,256,1024,4096", "cuda": "1024,4096,16384,65536"}
-
-LOG = []  # every line printed, for --out
-
-
-def say(msg=""):
-    print(msg, flush=True)
-    LOG.append(msg)
-
-
-def q(cmd):
-    return " ".join(shlex.quote(str(c)) for c in cmd)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 # ------------------------------------------------------------- Philox

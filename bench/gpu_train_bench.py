@@ -57,19 +57,15 @@ import json
 import math
 import os
 import platform
-import shlex
 import shutil
 import signal
-import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+from benchlib import ROOT, LOG, cpu_name, median, q, say  # also puts tests/reference on sys.path
 
 try:
     import numpy as np
@@ -85,35 +81,9 @@ DEFAULTS = {  # per device: epochs, steps, warmup, repeats
     "cpu": dict(epochs=2, steps=20, warmup=3, repeats=3),
 }
 
-LOG = []  # every line printed, for --out
-
-
-def say(msg=""):
-    print(msg, flush=True)
-    LOG.append(msg)
-
-
-def q(cmd):
-    return " ".join(shlex.quote(str(c)) for c in cmd)
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
-
 
 def fmt(x, spec=",.0f"):
     return "n/a" if x is None or x != x else format(x, spec)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def nvidia_smi():

@@ -29,9 +29,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+from benchlib import ROOT  # also puts tests/reference on sys.path
 
 try:
     import torch
