@@ -107,15 +107,6 @@ static void pools_reset(void) {
     while (g_pg_nolt.n) g_gpu_nolt->release(g_gpu_nolt, g_pg_nolt.p[--g_pg_nolt.n]);
 }
 
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    return p;
-}
-
 /* The same tensor on both backends. */
 typedef struct {
     real *c, *g;
@@ -133,7 +124,7 @@ static pair in_data(const real *host, size_t n) {
  * in_guarded). */
 static pair rand_with(pair (*make)(const real *, size_t), size_t n, double lo, double hi,
                       unsigned seed) {
-    real *h = xmalloc(n * sizeof(real));
+    real *h = test_xmalloc(n * sizeof(real));
     test_rand_fill_real(h, n, lo, hi, seed);
     pair p = make(h, n);
     free(h);
@@ -147,7 +138,7 @@ static pair in_rand(size_t n, double lo, double hi, unsigned seed) {
 /* An output of n elements plus the guard, all set to the NaN sentinel. */
 static pair out_new(size_t n) {
     size_t tot = n + GUARD;
-    real *h = xmalloc(tot * sizeof(real));
+    real *h = test_xmalloc(tot * sizeof(real));
     for (size_t i = 0; i < tot; i++) memcpy(&h[i], &SENTINEL_BITS, sizeof(real));
     pair p = in_data(h, tot);
     p.n = n;
@@ -183,7 +174,7 @@ static vals_pair vals_in(const vae_step_vals *h) {
 
 /* Downloads n + GUARD elements. */
 static real *fetch(vae_backend *be, const real *p, size_t n) {
-    real *h = xmalloc((n + GUARD) * sizeof(real));
+    real *h = test_xmalloc((n + GUARD) * sizeof(real));
     be->download(be, h, p, (n + GUARD) * sizeof(real));
     return h;
 }
@@ -199,25 +190,13 @@ static int guard_intact(const real *h, size_t n) {
 
 /* ------------------------------------------------------- comparisons */
 
-/* max|a-b| / max|b| (NaN anywhere: infinity) */
-static double norm_err(const real *a, const real *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (d != d) return INFINITY;
-        if (d > num) num = d;
-        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
-    }
-    return num / (den + 1e-30);
-}
-
 enum { CMP_NORM, CMP_REL };
 
 /* Compares the GPU result with the CPU one: CMP_NORM uses norm_err <= tol,
  * CMP_REL max |a-b| / max(|b|, floor) <= tol. Checks both guards. */
 static void cmp(const char *what, pair p, int how, double tol, double floor) {
     real *c = fetch(g_cpu, p.c, p.n), *g = fetch(g_gpu, p.g, p.n);
-    double e = how == CMP_NORM ? norm_err(g, c, p.n) : test_max_rel(g, c, p.n, floor);
+    double e = how == CMP_NORM ? test_norm_err(g, c, p.n) : test_max_rel(g, c, p.n, floor);
     CHECK_MSG(e <= tol, "%s: error %.3g > %.1g (n = %zu)", what, e, tol, p.n);
     CHECK_MSG(guard_intact(c, p.n), "%s: CPU wrote past the end", what);
     CHECK_MSG(guard_intact(g, p.n), "%s: CUDA wrote past the end", what);
@@ -227,7 +206,7 @@ static void cmp(const char *what, pair p, int how, double tol, double floor) {
 
 /* Bit equality of two buffers of `bytes` bytes on backend be. */
 static int be_bits_equal(vae_backend *be, const void *a, const void *b, size_t bytes) {
-    void *ha = xmalloc(bytes), *hb = xmalloc(bytes);
+    void *ha = test_xmalloc(bytes), *hb = test_xmalloc(bytes);
     be->download(be, ha, a, bytes);
     be->download(be, hb, b, bytes);
     int eq = memcmp(ha, hb, bytes) == 0;
@@ -259,7 +238,7 @@ static double gemm_tol(long K) { return K <= 1024 ? 1e-5 : 1e-4; }
 static void test_memory(void) {
     /* byte round trip at an odd size, and zero() of an inner range */
     size_t nb = 1001;
-    uint8_t *h = xmalloc(nb), *back = xmalloc(nb);
+    uint8_t *h = test_xmalloc(nb), *back = test_xmalloc(nb);
     for (size_t i = 0; i < nb; i++) h[i] = (uint8_t)(i * 37 + 11);
     uint8_t *d = palloc(&g_pg, nb);
     CHECK(((uintptr_t)d & 255) == 0);
@@ -319,7 +298,7 @@ static real *dev_put(pool *pl, const real *h, size_t n, size_t off) {
 /* n floats + GUARD of NaN sentinel at `off` floats past a 256-byte boundary. */
 static real *dev_sentinel(pool *pl, size_t n, size_t off) {
     size_t tot = n + GUARD;
-    real *h = xmalloc(tot * sizeof(real));
+    real *h = test_xmalloc(tot * sizeof(real));
     for (size_t i = 0; i < tot; i++) memcpy(&h[i], &SENTINEL_BITS, sizeof(real));
     real *p = dev_put(pl, h, tot, off);
     free(h);
@@ -359,7 +338,7 @@ static dense_bufs dense_run(pool *pl, const char *name, const real *hin, const r
 static void dense_cmp(const char *what, const dense_bufs *x, const real *xp,
                       const dense_bufs *ref, const real *rp, size_t n, double tol) {
     real *hx = fetch(x->be, xp, n), *hr = fetch(ref->be, rp, n);
-    double e = norm_err(hx, hr, n);
+    double e = test_norm_err(hx, hr, n);
     CHECK_MSG(e <= tol, "%s: %s vs %s: error %.3g > %.1g (n = %zu)", what, x->name, ref->name, e,
               tol, n);
     CHECK_MSG(guard_intact(hx, n), "%s: %s wrote past the end", what, x->name);
@@ -371,8 +350,8 @@ static void dense_cmp(const char *what, const dense_bufs *x, const real *xp,
 static void test_dense(int B, int I, int O, int woff, int boff, unsigned seed) {
     char what[160];
     const size_t nin = (size_t)B * I, nw = (size_t)O * I, nout = (size_t)B * O;
-    real *hin = xmalloc(nin * sizeof(real)), *hw = xmalloc(nw * sizeof(real));
-    real *hb = xmalloc((size_t)O * sizeof(real)), *hdout = xmalloc(nout * sizeof(real));
+    real *hin = test_xmalloc(nin * sizeof(real)), *hw = test_xmalloc(nw * sizeof(real));
+    real *hb = test_xmalloc((size_t)O * sizeof(real)), *hdout = test_xmalloc(nout * sizeof(real));
     test_rand_fill_real(hin, nin, -1, 1, seed);
     test_rand_fill_real(hw, nw, -0.5, 0.5, seed + 1);
     test_rand_fill_real(hb, (size_t)O, -0.5, 0.5, seed + 2);
@@ -496,7 +475,7 @@ static void test_convt(int B, int cin, int hin, int win, int cout, int k, int st
 static void test_act(size_t n, vae_act act, real slope, unsigned seed) {
     char what[96];
     snprintf(what, sizeof what, "act %d slope %g n=%zu", (int)act, (double)slope, n);
-    real *h = xmalloc(n * sizeof(real));
+    real *h = test_xmalloc(n * sizeof(real));
     test_rand_fill_real(h, n, -2, 2, seed);
     if (n > 3) h[0] = 0, h[1] = -0.0f, h[2] = 1e-30f; /* the branch edges */
     pair in = in_data(h, n), dout = in_rand(n, -1, 1, seed + 1);
@@ -512,7 +491,7 @@ static void test_act(size_t n, vae_act act, real slope, unsigned seed) {
     g_gpu->act_forward(g_gpu, in.g, in.g, n, act, slope);
     g_cpu->act_backward(g_cpu, dout.c, dout.c, in.c, n, act, slope);
     g_gpu->act_backward(g_gpu, dout.g, dout.g, in.g, n, act, slope);
-    real *a = xmalloc(n * sizeof(real)), *b = xmalloc(n * sizeof(real));
+    real *a = test_xmalloc(n * sizeof(real)), *b = test_xmalloc(n * sizeof(real));
     g_gpu->download(g_gpu, a, in.g, n * sizeof(real));
     g_gpu->download(g_gpu, b, out.g, n * sizeof(real));
     CHECK_MSG(memcmp(a, b, n * sizeof(real)) == 0, "%s: in-place forward differs", what);
@@ -665,7 +644,7 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
     vae_step_vals hv =
         vae_step_vals_make(2, 0, 2, 1, 1, (real)(1 - pow(0.9, 3)), (real)(1 - pow(0.999, 3)));
     vals_pair sv = vals_in(&hv);
-    real *h0 = xmalloc(n * sizeof(real));
+    real *h0 = test_xmalloc(n * sizeof(real));
     test_rand_fill_real(h0, n, -1, 1, seed);
     /* p, m, v are compared by cmp(), which reads n + GUARD elements */
     pair p = in_guarded(h0, n);
@@ -686,7 +665,7 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
     CHECK_MSG(badg[0] == !finite && badg[1] == 0, "%s: bad flag %d (CPU %d)", what, badg[0],
               badc[0]);
     if (!finite) { /* skipped: the parameters are untouched, bit for bit */
-        real *a = xmalloc(n * sizeof(real));
+        real *a = test_xmalloc(n * sizeof(real));
         g_gpu->download(g_gpu, a, p.g, n * sizeof(real));
         CHECK_MSG(memcmp(a, h0, n * sizeof(real)) == 0, "%s: parameters changed", what);
         free(a);
@@ -710,11 +689,11 @@ static void test_adam_halted(size_t n, double gnorm2, unsigned seed) {
     vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, 0, 0};
     vae_step_vals hsv = vae_step_vals_make(0, 0, 0, 1, 1, (real)0.1, (real)0.001);
     vals_pair sv = vals_in(&hsv);
-    real *h0 = xmalloc(n * sizeof(real));
+    real *h0 = test_xmalloc(n * sizeof(real));
     test_rand_fill_real(h0, n, -1, 1, seed);
     pair p = in_data(h0, n), m = in_data(h0, n), v = in_rand(n, 0, 0.01, seed + 1);
     pair g = in_rand(n, -1, 1, seed + 2);
-    real *hv = xmalloc(n * sizeof(real));
+    real *hv = test_xmalloc(n * sizeof(real));
     g_gpu->download(g_gpu, hv, v.g, n * sizeof(real));
     int flags[2] = {VAE_STEP_HALTED, 0}, fc[2], fg[2];
     int *bc = palloc(&g_pc, sizeof flags), *bg = palloc(&g_pg, sizeof flags);
@@ -729,7 +708,7 @@ static void test_adam_halted(size_t n, double gnorm2, unsigned seed) {
     g_gpu->download(g_gpu, fg, bg, sizeof fg);
     CHECK_MSG(fc[0] == VAE_STEP_HALTED && fg[0] == VAE_STEP_HALTED && fg[1] == 0,
               "adam halted gnorm2=%g: flag word %d (CPU %d)", gnorm2, fg[0], fc[0]);
-    real *a = xmalloc(n * sizeof(real));
+    real *a = test_xmalloc(n * sizeof(real));
     const pair *bufs[3] = {&p, &m, &v};
     const real *want[3] = {h0, h0, hv};
     for (int k = 0; k < 3; k++) {
@@ -892,10 +871,10 @@ static void test_step_begin(const vae_step_plan *plan, int64_t next, int count) 
 static void test_gather(int N, int B, int D, int row0, unsigned seed) {
     char what[96];
     size_t nd = (size_t)N * D, ni = (size_t)row0 + (size_t)B;
-    uint8_t *h = xmalloc(nd);
+    uint8_t *h = test_xmalloc(nd);
     for (size_t i = 0; i < nd; i++) h[i] = (uint8_t)((i * 2654435761u + seed) >> 7);
     h[0] = 0, h[nd - 1] = 255;
-    int32_t *idx = xmalloc(ni * sizeof(int32_t));
+    int32_t *idx = test_xmalloc(ni * sizeof(int32_t));
     for (size_t r = 0; r < ni; r++) idx[r] = (int32_t)(((unsigned)r * 7919u + seed) % (unsigned)N);
     idx[row0] = N - 1; /* the last image */
     if (B > 2) idx[row0 + 2] = idx[row0 + 1];
@@ -932,7 +911,7 @@ static void test_gather(int N, int B, int D, int row0, unsigned seed) {
 }
 
 static void test_to_u8(size_t n, vae_likelihood lik, unsigned seed) {
-    real *h = xmalloc(n * sizeof(real));
+    real *h = test_xmalloc(n * sizeof(real));
     test_rand_fill_real(h, n, lik == VAE_LIK_BERNOULLI ? -8 : -0.2, lik == VAE_LIK_BERNOULLI ? 8 : 1.2,
                         seed);
     if (n >= 6) {
@@ -943,7 +922,7 @@ static void test_to_u8(size_t n, vae_likelihood lik, unsigned seed) {
     uint8_t *pc = palloc(&g_pc, n), *pg = palloc(&g_pg, n);
     g_cpu->to_u8(g_cpu, pc, out.c, n, lik);
     g_gpu->to_u8(g_gpu, pg, out.g, n, lik);
-    uint8_t *a = xmalloc(n), *b = xmalloc(n);
+    uint8_t *a = test_xmalloc(n), *b = test_xmalloc(n);
     g_cpu->download(g_cpu, a, pc, n);
     g_gpu->download(g_gpu, b, pg, n);
     int worst = 0;
@@ -1016,11 +995,11 @@ static void test_graph(int K) {
     const vae_step_plan plan = {N, B, 5, 0.5, 0.9, 0.999};
     const int spe = (N + B - 1) / B;
     const size_t ni = (size_t)spe * B, nd = (size_t)N * D, n = (size_t)B * D;
-    uint8_t *hd = xmalloc(nd);
+    uint8_t *hd = test_xmalloc(nd);
     for (size_t i = 0; i < nd; i++) hd[i] = (uint8_t)((i * 2654435761u) >> 9);
-    int32_t *hi = xmalloc(ni * sizeof(int32_t));
+    int32_t *hi = test_xmalloc(ni * sizeof(int32_t));
     for (size_t r = 0; r < ni; r++) hi[r] = (int32_t)((r * 37u + 11u) % (unsigned)N);
-    real *hp = xmalloc(n * sizeof(real));
+    real *hp = test_xmalloc(n * sizeof(real));
     test_rand_fill_real(hp, n, -1, 1, 990);
     uint8_t *data = palloc(&g_pg, nd);
     int32_t *idx = palloc(&g_pg, ni * sizeof(int32_t));
@@ -1197,7 +1176,7 @@ static void test_sample_run(int kind, int64_t n, int bits) {
     CHECK(vae_model_create(&mc, &cfg, g_cpu, cfg.batch) == VAE_OK);
     CHECK(vae_model_create(&mg, &cfg, g_gpu, cfg.batch) == VAE_OK);
     vae_model_init_params(&mc, 77);
-    real *p = xmalloc(mc.n_real * sizeof(real));
+    real *p = test_xmalloc(mc.n_real * sizeof(real));
     g_cpu->download(g_cpu, p, mc.p, mc.n_real * sizeof(real));
     g_gpu->upload(g_gpu, mg.p, p, mc.n_real * sizeof(real));
     if (bits < 23) {

@@ -185,31 +185,10 @@ static const tcase CASES[] = {
 
 /* ------------------------------------------------------------ helpers */
 
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    return p;
-}
-
 static real *fetch(vae_backend *be, const real *p, size_t n) {
-    real *h = xmalloc(n * sizeof(real));
+    real *h = test_xmalloc(n * sizeof(real));
     be->download(be, h, p, n * sizeof(real));
     return h;
-}
-
-/* max|a-b| / max|b|; NaN anywhere: infinity; both all-zero: 0 */
-static double norm_err(const real *a, const real *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (d != d) return INFINITY;
-        if (d > num) num = d;
-        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
-    }
-    return num == 0 ? 0 : num / (den + 1e-30);
 }
 
 static double max_abs(const real *a, size_t n) {
@@ -270,7 +249,7 @@ static void make_images(vae_dataset *ds, int n, vae_shape s, unsigned seed) {
     memset(ds, 0, sizeof *ds);
     ds->n = n, ds->c = s.c, ds->h = s.h, ds->w = s.w;
     const size_t D = (size_t)s.c * s.h * s.w;
-    ds->images = xmalloc((size_t)n * D);
+    ds->images = test_xmalloc((size_t)n * D);
     double prm[10];
     for (int i = 0; i < n; i++)
         for (int c = 0; c < s.c; c++) {
@@ -438,7 +417,7 @@ static void compare_step(const char *cname, const char *when, vae_stepper *Tr, v
     real *hr_ = fetch(g_ref, vae_model_head(mr), nh), *hd_ = fetch(g_dev, vae_model_head(md), nh);
     real *or_ = fetch(g_ref, vae_model_output(mr), no);
     real *od = fetch(g_dev, vae_model_output(md), no);
-    double e_h = norm_err(hd_, hr_, nh), e_o = norm_err(od, or_, no);
+    double e_h = test_norm_err(hd_, hr_, nh), e_o = test_norm_err(od, or_, no);
     printf("  head err %.2e, decoder output err %.2e\n", e_h, e_o);
     CHECK_MSG(e_h <= TOL_ACT, "[%s] %s: head error %.3g > %g", cname, when, e_h, TOL_ACT);
     CHECK_MSG(e_o <= TOL_ACT, "[%s] %s: decoder output error %.3g > %g", cname, when, e_o, TOL_ACT);
@@ -458,7 +437,7 @@ static void compare_step(const char *cname, const char *when, vae_stepper *Tr, v
         const vae_param *p = &mr->params[t];
         char shp[64];
         shape_str(p, shp, sizeof shp);
-        double e = norm_err(gd + p->offset, gr + p->offset, p->count);
+        double e = test_norm_err(gd + p->offset, gr + p->offset, p->count);
         double mx = max_abs(gr + p->offset, p->count);
         printf("  grad %-18s %-16s max|g| %.3e  err %.2e\n", p->name, shp, mx, e);
         CHECK_MSG(e <= tol, "[%s] %s: gradient of %s: error %.3g > %g (max|g| %.3g)", cname,
@@ -591,7 +570,7 @@ static void train_lockstep(const char *cn, vae_model *mr, vae_dev_data *tr, vae_
     runner rr, rd;
     run_begin(&rr, cn, mr, tr, cr);
     run_begin(&rd, cn, md, td, cs);
-    real *pre = xmalloc(3 * P), *a = xmalloc(3 * P), *b = xmalloc(3 * P);
+    real *pre = test_xmalloc(3 * P), *a = test_xmalloc(3 * P), *b = test_xmalloc(3 * P);
     double w_loss = 0, w_upd = 0, w_mom = 0;
     int64_t s_loss = 0, s_upd = 0, s_mom = 0;
     const char *n_upd = "", *n_mom = "";
@@ -632,8 +611,8 @@ static void train_lockstep(const char *cn, vae_model *mr, vae_dev_data *tr, vae_
             }
             double eu = sqrt(num / (double)k) / (double)mr->cfg->lr;
             if (eu != eu) eu = INFINITY;
-            const double em = fmax(norm_err(b + n + o, a + n + o, k),
-                                   norm_err(b + 2 * n + o, a + 2 * n + o, k));
+            const double em = fmax(test_norm_err(b + n + o, a + n + o, k),
+                                   test_norm_err(b + 2 * n + o, a + 2 * n + o, k));
             CHECK_MSG(eu <= tol_u, "[%s] %s: Adam update of %s: rms(a-b) / lr = %.3g > %g", cn,
                       when, p->name, eu, tol_u);
             CHECK_MSG(em <= tol_m, "[%s] %s: Adam moments of %s: error %.3g > %g", cn, when,
@@ -836,7 +815,7 @@ static void run_case(const tcase *tc, unsigned data_seed) {
     for (int t = 0; t < mr->n_params; t++) {
         const vae_param *p = &mr->params[t];
         double e = l2_err(sd.p + p->offset, sr.p + p->offset, p->count);
-        double em = norm_err(sd.p + p->offset, sr.p + p->offset, p->count);
+        double em = test_norm_err(sd.p + p->offset, sr.p + p->offset, p->count);
         CHECK_MSG(e <= TOL_PARAM,
                   "[%s] final %s: ||a-b|| / ||b|| = %.3g > %g (max-norm error %.3g)",
                   cn, p->name, e, TOL_PARAM, em);

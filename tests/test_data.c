@@ -44,18 +44,9 @@ static size_t make_idx_labels(uint8_t *buf, int n, const uint8_t *labels) {
     return 8 + (size_t)n;
 }
 
-/* dir/name in a static slot (8 slots, rotating). */
-static const char *tmp_path(const char *name) {
-    static char slots[8][640];
-    static int k = 0;
-    char *p = slots[k++ % 8];
-    snprintf(p, 640, "%s/%s", test_tmpdir(), name);
-    return p;
-}
-
 /* Write `len` bytes gzip-compressed with zlib's gz* API; returns the path. */
 static const char *write_gz(const char *name, const void *data, size_t len) {
-    const char *p = tmp_path(name);
+    const char *p = test_tmp_path(name);
     gzFile g = gzopen(p, "wb6");
     if (!g || (len && gzwrite(g, data, (unsigned)len) != (int)len) || gzclose(g) != Z_OK) {
         fprintf(stderr, "cannot write %s\n", p);
@@ -81,7 +72,7 @@ static uint8_t *slurp(const char *path, size_t *len) {
 }
 
 static void make_dir(const char *name) {
-    const char *p = tmp_path(name);
+    const char *p = test_tmp_path(name);
     if (mkdir(p, 0755) != 0 && errno != EEXIST) {
         perror(p);
         exit(1);
@@ -168,7 +159,7 @@ static void test_read_file(void) {
     free(b);
 
     /* Missing file and a directory. */
-    CHECK_ERR(vae_read_file(tmp_path("nope.bin"), &b, &n, 100), "nope.bin: No such file or directory");
+    CHECK_ERR(vae_read_file(test_tmp_path("nope.bin"), &b, &n, 100), "nope.bin: No such file or directory");
     CHECK_ERR(vae_read_file(test_tmpdir(), &b, &n, 100), "Is a directory");
 }
 
@@ -275,7 +266,7 @@ static void test_idx_broken(void) {
     CHECK_ERR(vae_load_idx(&ds, p, NULL), "zero.idx: header says 0 images");
     p = test_write_file("empty.idx", "", 0);
     CHECK_ERR(vae_load_idx(&ds, p, NULL), "empty.idx: empty file");
-    CHECK_ERR(vae_load_idx(&ds, tmp_path("missing.idx"), NULL), "missing.idx: No such file or directory");
+    CHECK_ERR(vae_load_idx(&ds, test_tmp_path("missing.idx"), NULL), "missing.idx: No such file or directory");
 
     /* Labels: count mismatch, truncated, wrong magic, missing. */
     len = make_idx_images(buf, 0x00000803u, 3, 2, 3, 0);
@@ -292,7 +283,7 @@ static void test_idx_broken(void) {
     put_be32(lb, 0x00000803u);
     p = test_write_file("img.lab", lb, ll);
     CHECK_ERR(vae_load_idx(&ds, ip, p), "img.lab: bad magic 0x00000803: IDX file with 3 dimensions");
-    CHECK_ERR(vae_load_idx(&ds, ip, tmp_path("nolabels")), "nolabels: No such file or directory");
+    CHECK_ERR(vae_load_idx(&ds, ip, test_tmp_path("nolabels")), "nolabels: No such file or directory");
     CHECK(ds.images == NULL && ds.labels == NULL);
 
     /* Truncated gzip: the first half of a valid .gz file. */
@@ -376,7 +367,7 @@ static void test_cifar(void) {
     snprintf(pc, sizeof pc, "%s", test_write_file("badlabel.bin", buf, make_cifar(buf, 0, 3, bad)));
     const char *mix[2] = {pa, pc};
     CHECK_ERR(vae_load_cifar10(&ds, mix, 2), "badlabel.bin: record 1 has label 10; expected 0..9");
-    const char *miss[2] = {pa, tmp_path("data_batch_9.bin")};
+    const char *miss[2] = {pa, test_tmp_path("data_batch_9.bin")};
     CHECK_ERR(vae_load_cifar10(&ds, miss, 2), "data_batch_9.bin: No such file or directory");
     CHECK(ds.images == NULL && ds.labels == NULL && ds.n == 0);
 }
@@ -412,7 +403,7 @@ static void test_dataset_load(void) {
 
     /* idx: file names from the config, shape checked against the input. */
     make_dir("ds_idx");
-    snprintf(dir, sizeof dir, "%s", tmp_path("ds_idx"));
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("ds_idx"));
     size_t len = make_idx_images(buf, 0x00000803u, 4, 2, 3, 0);
     test_write_file("ds_idx/tr.idx", buf, len);
     len = make_idx_images(buf, 0x00000803u, 2, 2, 3, 0);
@@ -438,7 +429,7 @@ static void test_dataset_load(void) {
     /* mnist: dir/mnist/<name>[.gz], also dir/<name>; labels picked up. */
     make_dir("ds_mnist");
     make_dir("ds_mnist/mnist");
-    snprintf(dir, sizeof dir, "%s", tmp_path("ds_mnist"));
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("ds_mnist"));
     vae_config mn = idx_cfg(VAE_DATA_MNIST, 1, 28, 28);
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 1), "MNIST training images not found");
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 1), "ds_mnist/mnist");
@@ -466,7 +457,7 @@ static void test_dataset_load(void) {
     /* cifar10: dir/cifar-10-batches-bin/, also dir/. */
     make_dir("ds_cifar");
     make_dir("ds_cifar/cifar-10-batches-bin");
-    snprintf(dir, sizeof dir, "%s", tmp_path("ds_cifar"));
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("ds_cifar"));
     vae_config cf = idx_cfg(VAE_DATA_CIFAR10, 3, 32, 32);
     CHECK_ERR(vae_dataset_load(&ds, &cf, dir, 0), "CIFAR-10 test batches not found");
     CHECK_ERR(vae_dataset_load(&ds, &cf, dir, 0), "scripts/get-data.sh cifar10");

@@ -15,23 +15,9 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    b[n] = 0;
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return b;
-}
-
 static int file_is(const char *path, const char *want) {
     size_t n;
-    char *b = slurp(path, &n);
+    char *b = test_slurp(path, &n);
     int ok = b && n == strlen(want) && memcmp(b, want, n) == 0;
     free(b);
     return ok;
@@ -50,19 +36,11 @@ static int count_tmp(const char *dir) {
     return n;
 }
 
-static const char *tpath(const char *name) {
-    static char buf[8][700];
-    static int slot;
-    char *p = buf[slot++ % 8];
-    snprintf(p, 700, "%s/%s", test_tmpdir(), name);
-    return p;
-}
-
 /* ---------------------------------------------------------------- atomic */
 
 static void test_atomic(void) {
     const char *dir = test_tmpdir();
-    const char *p = tpath("atomic.txt");
+    const char *p = test_tmp_path("atomic.txt");
     vae_atomic_file af;
 
     CHECK(vae_atomic_open(&af, p) == VAE_OK);
@@ -91,18 +69,18 @@ static void test_atomic(void) {
     CHECK(file_is(p, "world!"));
 
     /* non-existent directory: error names the path and errno's text */
-    const char *bad = tpath("no/such/dir/x.bin");
+    const char *bad = test_tmp_path("no/such/dir/x.bin");
     CHECK_ERR(vae_atomic_open(&af, bad), bad);
     CHECK_ERR(vae_atomic_open(&af, bad), "No such file or directory");
     CHECK(af.f == NULL);
     vae_atomic_abort(&af); /* safe after a failed open */
 
     /* parent is a regular file (ENOTDIR, fails even for root) */
-    const char *notdir = tpath("atomic.txt/x.bin");
+    const char *notdir = test_tmp_path("atomic.txt/x.bin");
     CHECK_ERR(vae_atomic_open(&af, notdir), "Not a directory");
 
     /* read-only directory (root ignores permissions: skip there) */
-    const char *ro = tpath("ro");
+    const char *ro = test_tmp_path("ro");
     CHECK(mkdir(ro, 0555) == 0);
     if (geteuid() != 0) {
         char rp[800];
@@ -155,7 +133,7 @@ static uint64_t rd_u64(const uint8_t *b) {
 }
 
 static void test_st_roundtrip(void) {
-    const char *p = tpath("rt.safetensors");
+    const char *p = test_tmp_path("rt.safetensors");
     float a[2 * 3], b[4], c[1 * 2 * 2 * 3];
     for (int i = 0; i < 6; i++) a[i] = (float)i * 0.5f - 1.0f;
     for (int i = 0; i < 4; i++) b[i] = 1e-30f * (float)(i + 1);
@@ -185,7 +163,7 @@ static void test_st_roundtrip(void) {
     CHECK(vae_st_write(p, t, 5, meta, 2) == VAE_OK);
 
     size_t len;
-    uint8_t *raw = (uint8_t *)slurp(p, &len);
+    uint8_t *raw = (uint8_t *)test_slurp(p, &len);
     CHECK(raw && len >= 8);
     uint64_t n = rd_u64(raw);
     CHECK(n % 8 == 0);
@@ -229,13 +207,13 @@ static void test_st_roundtrip(void) {
     vae_st_free(&f); /* safe twice */
 
     /* in-memory parse of the same bytes */
-    raw = (uint8_t *)slurp(p, &len);
+    raw = (uint8_t *)test_slurp(p, &len);
     CHECK(vae_st_parse(&f, raw, len, "mem") == VAE_OK && f.n_t == 5);
     vae_st_free(&f);
     free(raw);
 
     /* no tensors at all */
-    const char *p0 = tpath("empty.safetensors");
+    const char *p0 = test_tmp_path("empty.safetensors");
     CHECK(vae_st_write(p0, NULL, 0, NULL, 0) == VAE_OK);
     CHECK(vae_st_read(&f, p0) == VAE_OK && f.n_t == 0 && f.n_meta == 1);
     vae_st_free(&f);
@@ -259,7 +237,7 @@ static void test_st_roundtrip(void) {
     CHECK_ERR(vae_st_write(p0, mis, 2, NULL, 0), "not a multiple of its 4-byte element size");
     CHECK(vae_st_read(&f, p0) == VAE_OK && f.n_t == 0); /* failed writes left the old file */
     vae_st_free(&f);
-    const char *nodir = tpath("missing/dir/w.safetensors");
+    const char *nodir = test_tmp_path("missing/dir/w.safetensors");
     CHECK_ERR(vae_st_write(nodir, t, 1, NULL, 0), nodir);
     CHECK_ERR(vae_st_read(&f, nodir), "No such file or directory");
     CHECK(count_tmp(test_tmpdir()) == 0);
@@ -361,7 +339,7 @@ static void test_st_broken(void) {
     st_expect(st_craft("name.st", longname, data, 8, 0), "is too long (200 bytes; at most 127)");
 
     /* checksum: a valid file from the writer, then one flipped data byte */
-    const char *p = tpath("crc.safetensors");
+    const char *p = test_tmp_path("crc.safetensors");
     float w[16];
     for (int i = 0; i < 16; i++) w[i] = (float)i;
     vae_st_tensor t;
@@ -371,7 +349,7 @@ static void test_st_broken(void) {
     t.ndim = 2, t.shape[0] = 4, t.shape[1] = 4, t.data = w, t.bytes = sizeof w;
     CHECK(vae_st_write(p, &t, 1, NULL, 0) == VAE_OK);
     size_t len;
-    uint8_t *raw = (uint8_t *)slurp(p, &len);
+    uint8_t *raw = (uint8_t *)test_slurp(p, &len);
     CHECK(vae_st_parse(&f, raw, len, p) == VAE_OK);
     char stored[16];
     snprintf(stored, sizeof stored, "%s", vae_st_meta_get(&f, "crc32"));
@@ -420,16 +398,16 @@ static void test_png(void) {
     uint8_t rgb[3 * 2 * 3], grey[5 * 4];
     for (int i = 0; i < 18; i++) rgb[i] = (uint8_t)(i * 14 + 1);
     for (int i = 0; i < 20; i++) grey[i] = (uint8_t)(255 - i * 12);
-    const char *prgb = tpath("rgb.png"), *pgrey = tpath("grey.png");
+    const char *prgb = test_tmp_path("rgb.png"), *pgrey = test_tmp_path("grey.png");
     CHECK(vae_png_write(prgb, rgb, 2, 3, 3) == VAE_OK); /* w 2, h 3 */
     CHECK(vae_png_write(pgrey, grey, 4, 5, 1) == VAE_OK);
     check_png(prgb, rgb, 2, 3, 3);
     check_png(pgrey, grey, 4, 5, 1);
     CHECK_ERR(vae_png_write(prgb, rgb, 2, 3, 4), "4 channels");
-    const char *nodir = tpath("missing/x.png");
+    const char *nodir = test_tmp_path("missing/x.png");
     CHECK_ERR(vae_png_write(nodir, rgb, 2, 3, 3), nodir);
     /* libpng's own limit (width > 2^31-1 rows of nothing): error, not a crash */
-    CHECK_ERR(vae_png_write(tpath("wide.png"), rgb, 2000000, 1, 1), "PNG write failed");
+    CHECK_ERR(vae_png_write(test_tmp_path("wide.png"), rgb, 2000000, 1, 1), "PNG write failed");
     check_png(prgb, rgb, 2, 3, 3); /* failed writes did not touch it */
     CHECK(count_tmp(test_tmpdir()) == 0);
 }
@@ -480,7 +458,7 @@ static void test_npy(void) {
     for (int i = 0; i < 10 * D; i++) px[i] = (uint8_t)(i * 7 + 3);
 
     /* full file, appended in two pieces */
-    const char *p5 = tpath("five.npy");
+    const char *p5 = test_tmp_path("five.npy");
     vae_npy_writer nw;
     CHECK(vae_npy_open(&nw, p5, 5, C, H, W) == VAE_OK);
     CHECK(vae_npy_append(&nw, px, 2) == VAE_OK);
@@ -496,18 +474,18 @@ static void test_npy(void) {
     CHECK(data && memcmp(data, px, 5 * D) == 0);
     free(data);
     size_t len;
-    char *raw = slurp(p5, &len);
+    char *raw = test_slurp(p5, &len);
     CHECK(len == 128 + 5 * D);
     CHECK(raw && memcmp(raw, "\x93NUMPY\x01\x00", 8) == 0 && (uint8_t)raw[8] == 118 && raw[9] == 0);
     CHECK(raw && raw[127] == '\n' && strstr(raw + 10, "'shape': (5, 1, 2, 3)") != NULL);
     free(raw);
 
     /* announced 10, wrote 4: close shrinks the shape */
-    const char *p4 = tpath("four.npy");
+    const char *p4 = test_tmp_path("four.npy");
     CHECK(vae_npy_open(&nw, p4, 10, C, H, W) == VAE_OK);
     CHECK(vae_npy_append(&nw, px, 4) == VAE_OK);
     CHECK(vae_npy_close(&nw) == VAE_OK);
-    raw = slurp(p4, &len);
+    raw = test_slurp(p4, &len);
     CHECK(len == 128 + 4 * D);
     const char *dict4 = "{'descr': '|u1', 'fortran_order': False, 'shape': (4, 1, 2, 3), }";
     CHECK(raw && strncmp(raw + 10, dict4, strlen(dict4)) == 0);
@@ -550,7 +528,7 @@ static void test_npy(void) {
     }
 
     /* broken files: built from the good 4-row file */
-    raw = slurp(p4, &len);
+    raw = test_slurp(p4, &len);
     char *b = malloc(len);
     memcpy(b, raw, len);
     b[1] = 'X';
@@ -596,27 +574,27 @@ static void test_npy(void) {
         q = test_write_file("shape.npy", hb, sizeof hb);
         CHECK_ERR(vae_npy_read_u8(q, &data, shape, &nd), errs[i]);
     }
-    const char *missing = tpath("nope.npy");
+    const char *missing = test_tmp_path("nope.npy");
     CHECK_ERR(vae_npy_read_u8(missing, &data, shape, &nd), "No such file or directory");
     free(b);
     free(raw);
 
-    CHECK_ERR(vae_npy_open(&nw, tpath("neg.npy"), -1, 1, 2, 3), "bad .npy shape");
-    const char *nodir = tpath("missing/x.npy");
+    CHECK_ERR(vae_npy_open(&nw, test_tmp_path("neg.npy"), -1, 1, 2, 3), "bad .npy shape");
+    const char *nodir = test_tmp_path("missing/x.npy");
     CHECK_ERR(vae_npy_open(&nw, nodir, 3, 1, 2, 3), nodir);
 }
 
 /* The float32 .npy writer: header text and little-endian data, and a
  * stopped run's shorter header. */
 static void test_npy_f32(void) {
-    const char *p = tpath("lat.npy");
+    const char *p = test_tmp_path("lat.npy");
     vae_npy_writer nw;
     float z[6] = {1.5f, -2, 0.25f, 3, 0, -0.125f};
     CHECK(vae_npy_open_f32(&nw, p, 4, 3) == VAE_OK);
     CHECK(vae_npy_append(&nw, z, 2) == VAE_OK);
     CHECK(vae_npy_close(&nw) == VAE_OK); /* 2 of 4 rows: header says 2 */
     size_t len;
-    char *raw = slurp(p, &len);
+    char *raw = test_slurp(p, &len);
     CHECK(raw && len == 128 + 6 * 4);
     if (raw && len == 128 + 6 * 4) {
         CHECK(strstr(raw + 10, "'descr': '<f4'") && strstr(raw + 10, "'shape': (2, 3)"));

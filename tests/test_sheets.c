@@ -44,10 +44,7 @@ static uint8_t *make_imgs(int64_t n, int c, int h, int w) {
 }
 
 static const char *subdir(const char *name) {
-    static char buf[8][700];
-    static int slot;
-    char *p = buf[slot++ % 8];
-    snprintf(p, 700, "%s/%s", test_tmpdir(), name);
+    const char *p = test_tmp_path(name);
     if (mkdir(p, 0777) != 0) {
         perror(p);
         exit(1);
@@ -55,22 +52,9 @@ static const char *subdir(const char *name) {
     return p;
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 static int same_file(const char *a, const char *b) {
     size_t na = 0, nb = 0;
-    char *pa = slurp(a, &na), *pb = slurp(b, &nb);
+    char *pa = test_slurp(a, &na), *pb = test_slurp(b, &nb);
     int ok = pa && pb && na == nb && na > 0 && memcmp(pa, pb, na) == 0;
     free(pa);
     free(pb);

@@ -19,11 +19,50 @@ const char *test_tmpdir(void) {
     return g_tmp;
 }
 
-const char *test_write_file(const char *name, const void *data, size_t len) {
+const char *test_tmp_path(const char *name) {
     static char paths[16][640];
     static int slot = 0;
     char *p = paths[slot++ % 16];
     snprintf(p, 640, "%s/%s", test_tmpdir(), name);
+    return p;
+}
+
+void *test_xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+char *test_slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = test_xmalloc((size_t)n + 1);
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
+    b[n] = 0;
+    fclose(f);
+    if (len) *len = (size_t)n;
+    return b;
+}
+
+double test_norm_err(const real *a, const real *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d != d) return INFINITY;
+        if (d > num) num = d;
+        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
+    }
+    return num / (den + 1e-30);
+}
+
+const char *test_write_file(const char *name, const void *data, size_t len) {
+    const char *p = test_tmp_path(name);
     FILE *f = fopen(p, "wb");
     if (!f || (len && fwrite(data, 1, len, f) != len) || fclose(f) != 0) {
         perror(p);

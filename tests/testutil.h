@@ -73,6 +73,15 @@ int test_finish(void);
 /* A fresh empty directory under $TMPDIR (or /tmp) for this test; removed by
  * test_finish() when all checks passed. */
 const char *test_tmpdir(void);
+/* test_tmpdir()/name, in one of 16 rotating static slots. */
+const char *test_tmp_path(const char *name);
+/* malloc that exits with a message when out of memory (0 bytes: 1). */
+void *test_xmalloc(size_t bytes);
+/* The whole file, NUL-terminated (malloc'ed; *len its size if len is not
+ * NULL); NULL if it cannot be opened. */
+char *test_slurp(const char *path, size_t *len);
+/* max|a-b| / max|b| (NaN anywhere: infinity; both all-zero: 0). */
+double test_norm_err(const real *a, const real *b, size_t n);
 /* Writes `len` bytes to dir/name, returns the full path (static buffer per call slot). */
 const char *test_write_file(const char *name, const void *data, size_t len);
 /* $VAE_DATA_DIR or NULL */
