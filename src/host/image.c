@@ -1,8 +1,8 @@
 /* image.c — PNG output (libpng) and image-grid tiling.
  *
  * vae_png_write streams an 8-bit grey or RGB PNG into an atomic temp file;
- * libpng reports errors by longjmp, which png_fail turns into VAE_EIO with
- * libpng's message.
+ * libpng reports errors by longjmp (vae_png_err_fail, png_err.h), which
+ * becomes VAE_EIO with libpng's message.
  */
 #include <inttypes.h>
 #include <png.h>
@@ -11,22 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "png_err.h"
 #include "vae_io.h"
 
-typedef struct {
-    jmp_buf jb;
-    char msg[256];
-} png_ctx;
-
-static void png_fail(png_structp png, png_const_charp msg) {
-    png_ctx *ctx = png_get_error_ptr(png);
+void vae_png_err_fail(png_structp png, png_const_charp msg) {
+    vae_png_err *ctx = png_get_error_ptr(png);
     snprintf(ctx->msg, sizeof ctx->msg, "%s", msg ? msg : "libpng error");
     longjmp(ctx->jb, 1);
 }
 
-static void png_warn(png_structp png, png_const_charp msg) {
+void vae_png_err_warn(png_structp png, png_const_charp msg) {
     (void)png;
-    (void)msg; /* warnings do not affect the output we write */
+    (void)msg;
 }
 
 int vae_png_write(const char *path, const uint8_t *pixels, int w, int h, int c) {
@@ -38,9 +34,10 @@ int vae_png_write(const char *path, const uint8_t *pixels, int w, int h, int c) 
     if (rc) return rc;
 
     /* Everything libpng may longjmp over lives in the context or is volatile. */
-    png_ctx ctx;
+    vae_png_err ctx;
     ctx.msg[0] = 0;
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, png_fail, png_warn);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, vae_png_err_fail,
+                                              vae_png_err_warn);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(&png, NULL);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "png_err.h"
 #include "vae_io.h"
 #include "vae_sheets.h"
 
@@ -28,13 +29,9 @@
  * settings refuse anything larger, and so does the writer. */
 #define SHEET_MAX_SIDE 1000000
 
-typedef struct {
-    jmp_buf jb;
-    char msg[256];
-} sheet_ctx;
 
 typedef struct {
-    sheet_ctx ctx;     /* error context handed to libpng: must not move */
+    vae_png_err ctx;   /* error context handed to libpng: must not move */
     png_structp png;   /* NULL when not open */
     png_infop info;
     vae_atomic_file af;
@@ -63,17 +60,6 @@ struct vae_sheets {
     int64_t grow;       /* next grid row to emit */
     int failed;         /* error code of an earlier I/O failure, else 0 */
 };
-
-static void sheet_png_fail(png_structp png, png_const_charp msg) {
-    sheet_ctx *ctx = png_get_error_ptr(png);
-    snprintf(ctx->msg, sizeof ctx->msg, "%s", msg ? msg : "libpng error");
-    longjmp(ctx->jb, 1);
-}
-
-static void sheet_png_warn(png_structp png, png_const_charp msg) {
-    (void)png;
-    (void)msg; /* warnings do not affect the output we write */
-}
 
 static int digits(int64_t v) {
     int d = 1;
@@ -175,7 +161,8 @@ static int sheet_open(vae_sheets *s, sheet *sh, int64_t R, int Cb) {
     sh->nrows = (int)(s->rows - R * s->sps < s->sps ? s->rows - R * s->sps : s->sps);
     int rc = vae_atomic_open(&sh->af, path);
     if (rc) return rc;
-    sh->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sh->ctx, sheet_png_fail, sheet_png_warn);
+    sh->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sh->ctx, vae_png_err_fail,
+                                      vae_png_err_warn);
     sh->info = sh->png ? png_create_info_struct(sh->png) : NULL;
     sh->live = 1;
     if (!sh->png || !sh->info) {
