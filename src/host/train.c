@@ -445,10 +445,10 @@ static void step_issue_captured(void *arg) { step_issue((vae_stepper *)arg, 0); 
 
 int vae_stepper_run(vae_stepper *T, int64_t step) {
     vae_backend *be = T->m->be;
-    const int64_t bi = step % T->spe;
+    vae_step_vals v; /* what step_begin will compute on the device; the host needs the rows */
+    vae_step_vals_at(&v, &T->plan, step);
     place_shuffle(T, step / T->spe);
-    const int64_t left = T->dd->n - bi * T->cfg->batch;
-    T->rows = left < T->cfg->batch ? (int)left : T->cfg->batch;
+    T->rows = v.rows;
     const int shape = T->rows == T->cfg->batch ? 0 : 1;
     const int fault = is_fault(T, step);
     if (fault || !T->use_graphs || (!T->graph[shape] && !T->ran[shape])) {
