@@ -69,6 +69,26 @@ struct vae_backend {
     /* din[B,I] = dout[B,O] w[O,I];  dw[O,I] = dout^T in;  db[O] = sum_B dout */
     void (*dense_backward)(vae_backend *be, real *din, real *dw, real *db, const real *dout,
                            const real *in, const real *w, int B, int I, int O);
+    /* Dense + ReLU fused: out[B,O] = relu(in[B,I] w[O,I]^T + b[O]), the same
+     * values as dense_forward followed by act_forward(VAE_ACT_RELU) on out.
+     * mask: NULL, or backend memory of relu_mask_bytes(be, B, O) bytes in
+     * which the backend may record the sign pattern of this output for a
+     * dense_backward_relu of the layer above, issued after this call and
+     * before the next forward of the same layer (CUDA: cuBLASLt's ReLU
+     * bit-mask, see relu_mask_bytes). Pass NULL when no such backward follows. */
+    void (*dense_relu_forward)(vae_backend *be, real *out, void *mask, const real *in,
+                               const real *w, const real *b, int B, int I, int O);
+    /* Backward of a dense layer whose input in[B,I] is the output of a
+     * dense_relu_forward of the layer below (which was given `mask`, or NULL):
+     *   dw[O,I] = dout^T in;  db[O] = sum_B dout       (as dense_backward)
+     *   din[B,I]  = (dout[B,O] w[O,I]) * [in > 0]     (the ReLU's backward)
+     *   dbin[I]   = sum_B din                         (the lower layer's bias gradient)
+     * The values of dense_backward, act_backward(VAE_ACT_RELU, out = in) and
+     * the lower layer's dense_backward bias sum; din must not be NULL; dbin,
+     * dw and db may be. The lower layer's own backward then runs with db = NULL. */
+    void (*dense_backward_relu)(vae_backend *be, real *din, real *dbin, real *dw, real *db,
+                                const real *dout, const real *in, const void *mask,
+                                const real *w, int B, int I, int O);
     /* out[B,cout,hout,wout] = conv(in[B,cin,hin,win], w[cout,cin,k,k]) + b[cout] */
     void (*conv2d_forward)(vae_backend *be, real *out, const real *in, const real *w,
                            const real *b, const vae_conv_geom *g, int B);
@@ -195,6 +215,13 @@ struct vae_backend {
     /* Bytes of backend memory held in all (CUDA: the arena's size), 0 if none
      * yet. For the memory report at the start of a run. */
     size_t (*arena_bytes)(vae_backend *be);
+    /* Bytes of the ReLU mask dense_relu_forward may write for a [B, O]
+     * output (the caller allocates it, 16-byte aligned: alloc() is); NULL
+     * hook or 0: the backend wants none, pass mask = NULL. CUDA: cuBLASLt's
+     * bit-mask, a column-major bit matrix of O rows and B columns whose
+     * leading dimension is O rounded up to a multiple of 128 bits, i.e.
+     * vae_relu_mask_bytes(B, O) = B * 16 * ceil(O / 128). */
+    size_t (*relu_mask_bytes)(vae_backend *be, int B, int O);
     /* Graphs (CUDA graphs): graph_capture records the work that fn(arg)
      * issues, without running it, into a graph that graph_launch re-issues
      * with one call, each launch doing what fn(arg) would have issued then.
@@ -207,6 +234,13 @@ struct vae_backend {
     void (*graph_launch)(vae_backend *be, void *graph);
     void (*graph_free)(vae_backend *be, void *graph);
 };
+
+/* B * 16 * ceil(O / 128): the size of cuBLASLt's ReLU bit-mask for a [B, O]
+ * dense output (relu_mask_bytes); 0 for B <= 0 or O <= 0. */
+static inline size_t vae_relu_mask_bytes(int B, int O) {
+    if (B <= 0 || O <= 0) return 0;
+    return (size_t)B * 16u * (((size_t)O + 127u) / 128u);
+}
 
 typedef enum { VAE_DEVICE_AUTO = 0, VAE_DEVICE_CPU = 1, VAE_DEVICE_CUDA = 2 } vae_device;
 

@@ -39,6 +39,17 @@ typedef struct {
     vae_conv_geom cg;      /* conv */
     vae_convt_geom tg;     /* convT */
     real *out;             /* [B, out_count]; aliases the input for flatten/reshape */
+    /* Dense + ReLU fusion (model.c, fuse_plan): a dense layer followed by a
+     * relu (which runs in place on the dense output) is issued as one
+     * dense_relu_forward; both layers have relu_fused = 1 and the relu does
+     * nothing in the forward. relu_bwd_fused (both layers of such a pair):
+     * the next layer above the pair that is not a view is a dense layer,
+     * whose dense_backward_relu applies the ReLU's backward and computes
+     * the lower dense layer's bias gradient; the relu then does nothing in
+     * the backward either. */
+    int relu_fused, relu_bwd_fused;
+    void *mask;            /* dense of a relu_bwd_fused pair: the backend's ReLU mask
+                            * (relu_mask_bytes for batch B), or NULL if it wants none */
 } vae_layer;
 
 #define VAE_MAX_PARAMS (2 * (2 * VAE_MAX_LAYERS + 1))
@@ -80,6 +91,7 @@ typedef struct {
                                * followed by aux_vals */
     vae_step_vals *aux_vals;  /* [1] values the host writes (vae_model_put_vals):
                                * evaluation, encoding, replays of a past step */
+    void *masks;           /* one buffer holding every layer's ReLU mask, or NULL */
     size_t max_act;        /* largest per-sample activation count */
     size_t bytes;          /* backend bytes held by this model */
     int round_bits;        /* vae_model_decode: 0 = fp32; else the input of every
@@ -112,7 +124,10 @@ enum {
 int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B);
 void vae_model_free(vae_model *m);
 /* Backend bytes vae_model_create(cfg, B) allocates, each buffer rounded up
- * to 256 bytes (what reserve() wants); 0 on a config error. Allocates nothing. */
+ * to 256 bytes (what reserve() wants), on a backend that asks for ReLU masks
+ * (relu_mask_bytes = vae_relu_mask_bytes, as the CUDA backend); a backend
+ * that asks for none (CPU) allocates that less the one mask buffer. 0 on a
+ * config error. Allocates nothing. */
 size_t vae_model_plan_bytes(const vae_config *cfg, int B);
 
 /* PyTorch's default init (uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights

@@ -24,6 +24,16 @@
  *     biases also sit at odd float offsets (4-, 8-, 16-byte aligned): the
  *     epilogue path must pick algorithms for the real alignment, and fall
  *     back per call for a bias below 16 bytes.
+ *   Dense + ReLU pairs (dense_relu_forward, dense_backward_relu): the same
+ *     three-way comparison with the GEMM tolerance of each output's K (the
+ *     lower layer's bias gradient dbin sums B products of K = O2 terms:
+ *     K = B*O2), on the fused path (cuBLASLt's RELU_AUX_BIAS, RELU_BIAS and
+ *     DRELU_BGRAD epilogues with the ReLU bit-mask) and on the fallbacks
+ *     (VAE_CUBLASLT=0; a mask or bias below 16 bytes of alignment; a second
+ *     backward whose mask record the first one took). An output that is
+ *     exactly 0 must pass no gradient on any path (act_backward's
+ *     subgradient at 0), and the fused pair captured in a graph must
+ *     replay bit-equal to the eager ops.
  *   Fused elementwise ops: |a-b| <= 1e-6 max(|b|, scale), scale the
  *     magnitude of the operands (1 here). CUDA's expf/log1pf are within
  *     2 ulp, glibc's within 1, and nvcc contracts a*b+c into one FMA, so
@@ -395,6 +405,262 @@ static void test_dense(int B, int I, int O, int woff, int boff, unsigned seed) {
     free(hw);
     free(hb);
     free(hdout);
+    pools_reset();
+}
+
+/* ------------------------------------------------------ dense + ReLU */
+
+/* One dense + ReLU case on one backend: the pair in[B,I] -> dense (w, b)
+ * -> relu -> h[B,O] and the dense layer above it, h -> dense (w2[O2,O])
+ * with output gradient dout[B,O2]. Runs, in this order:
+ *   1. dense_relu_forward(h, mask)          (GPU: RELU_AUX_BIAS, records the mask)
+ *   2. dense_backward_relu(din, dbin, dw, db; mask)   (GPU: DRELU_BGRAD + BGRADB)
+ *   3. dense_relu_forward(h2, NULL)         (GPU: RELU_BIAS)
+ *   4. dense_backward_relu(din2, dbin2; mask, no dw/db): the mask's record
+ *      was taken by 2, so the GPU must take the fallback from `in`
+ *   5. 1 and 2 again into h3, din3, dbin3, dw3, db3 (cached plans): bit-equal
+ * The mask sits `moff` bytes past a 256-byte boundary (below 16: the fused
+ * path must decline it), the weights `woff` floats, b, db and dbin `boff`
+ * floats (below 4: the epilogues decline the bias). */
+typedef struct {
+    vae_backend *be;
+    const char *name;
+    real *h, *din, *dbin, *dw, *db, *h2, *din2, *dbin2, *h3, *din3, *dbin3, *dw3, *db3;
+} relu_bufs;
+
+static relu_bufs relu_run(pool *pl, const char *name, const real *hin, const real *hw,
+                          const real *hb, const real *hw2, const real *hdout, int B, int I, int O,
+                          int O2, int woff, int boff, int moff) {
+    const size_t nin = (size_t)B * I, nh = (size_t)B * O;
+    vae_backend *be = pl->be;
+    relu_bufs r;
+    r.be = be;
+    r.name = name;
+    real *in = dev_put(pl, hin, nin, 0), *w = dev_put(pl, hw, (size_t)O * I, (size_t)woff);
+    real *b = dev_put(pl, hb, (size_t)O, (size_t)boff);
+    real *w2 = dev_put(pl, hw2, (size_t)O2 * O, (size_t)woff);
+    real *dout = dev_put(pl, hdout, (size_t)B * O2, 0);
+    const size_t mbytes = be->relu_mask_bytes ? be->relu_mask_bytes(be, B, O) : 0;
+    void *mask = mbytes ? (char *)palloc(pl, mbytes + (size_t)moff) + moff : NULL;
+    r.h = dev_sentinel(pl, nh, 0);
+    r.din = dev_sentinel(pl, nh, 0);
+    r.dbin = dev_sentinel(pl, (size_t)O, (size_t)boff);
+    r.dw = dev_sentinel(pl, (size_t)O2 * O, (size_t)woff);
+    r.db = dev_sentinel(pl, (size_t)O2, (size_t)boff);
+    r.h2 = dev_sentinel(pl, nh, 0);
+    r.din2 = dev_sentinel(pl, nh, 0);
+    r.dbin2 = dev_sentinel(pl, (size_t)O, (size_t)boff);
+    r.h3 = dev_sentinel(pl, nh, 0);
+    r.din3 = dev_sentinel(pl, nh, 0);
+    r.dbin3 = dev_sentinel(pl, (size_t)O, (size_t)boff);
+    r.dw3 = dev_sentinel(pl, (size_t)O2 * O, (size_t)woff);
+    r.db3 = dev_sentinel(pl, (size_t)O2, (size_t)boff);
+    be->dense_relu_forward(be, r.h, mask, in, w, b, B, I, O);
+    be->dense_backward_relu(be, r.din, r.dbin, r.dw, r.db, dout, r.h, mask, w2, B, O, O2);
+    be->dense_relu_forward(be, r.h2, NULL, in, w, b, B, I, O);
+    be->dense_backward_relu(be, r.din2, r.dbin2, NULL, NULL, dout, r.h, mask, w2, B, O, O2);
+    be->dense_relu_forward(be, r.h3, mask, in, w, b, B, I, O);
+    be->dense_backward_relu(be, r.din3, r.dbin3, r.dw3, r.db3, dout, r.h3, mask, w2, B, O, O2);
+    return r;
+}
+
+/* h[i] = the nearest multiple of step (a power of two) */
+static void quantize(real *h, size_t n, double step) {
+    for (size_t i = 0; i < n; i++) h[i] = (real)(nearbyint((double)h[i] / step) * step);
+}
+
+static void test_dense_relu(int B, int I, int O, int O2, int woff, int boff, int moff,
+                            unsigned seed) {
+    char what[160];
+    const size_t nin = (size_t)B * I, nh = (size_t)B * O;
+    real *hin = test_xmalloc(nin * sizeof(real)), *hw = test_xmalloc((size_t)O * I * sizeof(real));
+    real *hb = test_xmalloc((size_t)O * sizeof(real));
+    real *hw2 = test_xmalloc((size_t)O2 * O * sizeof(real));
+    real *hdout = test_xmalloc((size_t)B * O2 * sizeof(real));
+    test_rand_fill_real(hin, nin, -1, 1, seed);
+    test_rand_fill_real(hw, (size_t)O * I, -0.5, 0.5, seed + 1);
+    test_rand_fill_real(hb, (size_t)O, -0.5, 0.5, seed + 2);
+    test_rand_fill_real(hw2, (size_t)O2 * O, -0.5, 0.5, seed + 3);
+    test_rand_fill_real(hdout, (size_t)B * O2, -1, 1, seed + 4);
+    /* Inputs on a grid (in: multiples of 1/2, w: of 1/8, b: of 1/16) make
+     * every product and partial sum of the forward exact in fp32 (|sum| <=
+     * I/2 + 1/2 in steps of 1/16, I <= 2^20), so every backend computes the
+     * same h bit for bit, in any order: the ReLU pattern cannot differ by a
+     * rounding at 0 (which would move a whole din element), and many
+     * pre-activations are exactly 0. Output 0 is exactly 0 in every sample
+     * besides (zero weight row and bias). Its ReLU derivative must be 0, as
+     * act_backward's from out > 0. */
+    quantize(hin, nin, 0.5);
+    quantize(hw, (size_t)O * I, 0.125);
+    quantize(hb, (size_t)O, 0.0625);
+    if (O > 1) {
+        memset(hw, 0, (size_t)I * sizeof(real));
+        hb[0] = 0;
+    }
+
+    relu_bufs r[3];
+    r[0] = relu_run(&g_pc, "cpu", hin, hw, hb, hw2, hdout, B, I, O, O2, woff, boff, moff);
+    r[1] = relu_run(&g_pg, "cuda", hin, hw, hb, hw2, hdout, B, I, O, O2, woff, boff, moff);
+    r[2] = relu_run(&g_pg_nolt, "cuda VAE_CUBLASLT=0", hin, hw, hb, hw2, hdout, B, I, O, O2, woff,
+                    boff, moff);
+#define RELU_CASE "dense+relu B=%d I=%d O=%d O2=%d (w +%d, b +%d floats, mask +%d bytes)"
+    /* each GPU path against the CPU, and the two GPU paths against each other */
+    static const int pairs[3][2] = {{1, 0}, {2, 0}, {1, 2}};
+    for (int k = 0; k < 3; k++) {
+        const relu_bufs *x = &r[pairs[k][0]], *ref = &r[pairs[k][1]];
+        struct {
+            const char *name;
+            const real *a, *b;
+            size_t n;
+            long K;
+        } outs[] = {
+            {"forward (mask)", x->h, ref->h, nh, I},
+            {"forward (no mask)", x->h2, ref->h2, nh, I},
+            {"din", x->din, ref->din, nh, O2},
+            {"dbin", x->dbin, ref->dbin, (size_t)O, (long)B * O2},
+            {"dw", x->dw, ref->dw, (size_t)O2 * O, B},
+            {"db", x->db, ref->db, (size_t)O2, B},
+            {"din (second backward)", x->din2, ref->din2, nh, O2},
+            {"dbin (second backward)", x->dbin2, ref->dbin2, (size_t)O, (long)B * O2},
+        };
+        for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
+            snprintf(what, sizeof what, RELU_CASE " %s", B, I, O, O2, woff, boff, moff,
+                     outs[i].name);
+            real *hx = fetch(x->be, outs[i].a, outs[i].n);
+            real *hr = fetch(ref->be, outs[i].b, outs[i].n);
+            double e = test_norm_err(hx, hr, outs[i].n);
+            CHECK_MSG(e <= gemm_tol(outs[i].K), "%s: %s vs %s: error %.3g > %.1g (n = %zu)", what,
+                      x->name, ref->name, e, gemm_tol(outs[i].K), outs[i].n);
+            CHECK_MSG(guard_intact(hx, outs[i].n), "%s: %s wrote past the end", what, x->name);
+            free(hx);
+            free(hr);
+        }
+    }
+    for (int k = 0; k < 3; k++) {
+        const relu_bufs *x = &r[k];
+        if (k > 0)
+            CHECK_MSG(be_bits_equal(x->be, x->h, x->h2, nh * sizeof(real)) &&
+                          be_bits_equal(x->be, x->h, x->h3, nh * sizeof(real)),
+                      RELU_CASE ": %s forward with and without mask differ (exact inputs)", B, I,
+                      O, O2, woff, boff, moff, x->name);
+        if (k > 0) {
+            real *hg = fetch(x->be, x->h, nh), *hc = fetch(r[0].be, r[0].h, nh);
+            CHECK_MSG(memcmp(hg, hc, nh * sizeof(real)) == 0,
+                      RELU_CASE ": %s forward differs from the CPU's (exact inputs)", B, I, O, O2,
+                      woff, boff, moff, x->name);
+            free(hg);
+            free(hc);
+        }
+        /* the exactly-zero output: no gradient passes, none summed */
+        if (O > 1) {
+            real *hd = fetch(x->be, x->din, nh), *hdb = fetch(x->be, x->dbin, (size_t)O);
+            int zero = hdb[0] == 0;
+            for (int s = 0; s < B; s++) zero &= hd[(size_t)s * O] == 0;
+            CHECK_MSG(zero, RELU_CASE ": %s passes a gradient where the ReLU output is exactly 0",
+                      B, I, O, O2, woff, boff, moff, x->name);
+            free(hd);
+            free(hdb);
+        }
+        if (k == 0) continue;
+        /* the rerun (cached plans, the mask recorded again): bit-equal */
+        struct {
+            const char *name;
+            const real *a, *b;
+            size_t n;
+        } same[] = {{"forward", x->h, x->h3, nh},
+                    {"din", x->din, x->din3, nh},
+                    {"dbin", x->dbin, x->dbin3, (size_t)O},
+                    {"dw", x->dw, x->dw3, (size_t)O2 * O},
+                    {"db", x->db, x->db3, (size_t)O2}};
+        for (size_t i = 0; i < sizeof same / sizeof same[0]; i++)
+            CHECK_MSG(be_bits_equal(x->be, same[i].a, same[i].b, same[i].n * sizeof(real)),
+                      RELU_CASE ": %s %s not reproducible", B, I, O, O2, woff, boff, moff,
+                      x->name, same[i].name);
+    }
+#undef RELU_CASE
+    free(hin);
+    free(hw);
+    free(hb);
+    free(hw2);
+    free(hdout);
+    pools_reset();
+}
+
+/* The fused pair forward and backward captured in a graph (after one eager
+ * run, as the contract asks) and replayed, against the same ops issued
+ * eagerly on a second set of buffers: bit-equal. */
+typedef struct {
+    vae_backend *be;
+    real *in, *w, *b, *w2, *dout, *h, *din, *dbin, *dw, *db;
+    void *mask;
+    int B, I, O, O2;
+} relu_work;
+
+static void relu_work_run(void *arg) {
+    const relu_work *a = arg;
+    vae_backend *be = a->be;
+    be->dense_relu_forward(be, a->h, a->mask, a->in, a->w, a->b, a->B, a->I, a->O);
+    be->dense_backward_relu(be, a->din, a->dbin, a->dw, a->db, a->dout, a->h, a->mask, a->w2,
+                            a->B, a->O, a->O2);
+}
+
+static void test_dense_relu_graph(void) {
+    if (!g_gpu->graph_capture || !g_gpu->graph_launch || !g_gpu->graph_free) {
+        printf("dense+relu graph: SKIPPED (no graph_capture)\n");
+        return;
+    }
+    enum { B = 32, I = 50, O = 129, O2 = 20 };
+    relu_work a[2];
+    real *hx = test_xmalloc((size_t)B * I * sizeof(real));
+    for (int k = 0; k < 2; k++) {
+        relu_work *x = &a[k];
+        x->be = g_gpu, x->B = B, x->I = I, x->O = O, x->O2 = O2;
+        struct {
+            real **p;
+            size_t n;
+        } in[] = {{&x->in, (size_t)B * I}, {&x->w, (size_t)O * I}, {&x->b, O},
+                  {&x->w2, (size_t)O2 * O}, {&x->dout, (size_t)B * O2}};
+        for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+            test_rand_fill_real(hx, in[i].n, -1, 1, 700 + (unsigned)i);
+            *in[i].p = dev_put(&g_pg, hx, in[i].n, 0);
+        }
+        x->h = dev_sentinel(&g_pg, (size_t)B * O, 0);
+        x->din = dev_sentinel(&g_pg, (size_t)B * O, 0);
+        x->dbin = dev_sentinel(&g_pg, O, 0);
+        x->dw = dev_sentinel(&g_pg, (size_t)O2 * O, 0);
+        x->db = dev_sentinel(&g_pg, O2, 0);
+        size_t mb = g_gpu->relu_mask_bytes ? g_gpu->relu_mask_bytes(g_gpu, B, O) : 0;
+        x->mask = mb ? palloc(&g_pg, mb) : NULL;
+    }
+    relu_work_run(&a[0]);
+    g_gpu->sync(g_gpu);
+    void *graph = g_gpu->graph_capture(g_gpu, relu_work_run, &a[0]);
+    CHECK_MSG(graph != NULL, "dense+relu graph_capture: %s", vae_error_get());
+    if (graph) {
+        /* the inputs change between launches: new dout for both sets */
+        test_rand_fill_real(hx, (size_t)B * O2, -1, 1, 777);
+        g_gpu->upload(g_gpu, a[0].dout, hx, (size_t)B * O2 * sizeof(real));
+        g_gpu->upload(g_gpu, a[1].dout, hx, (size_t)B * O2 * sizeof(real));
+        g_gpu->graph_launch(g_gpu, graph);
+        relu_work_run(&a[1]);
+        g_gpu->sync(g_gpu);
+        struct {
+            const char *name;
+            const void *p, *q;
+            size_t n;
+        } bufs[] = {{"h", a[0].h, a[1].h, (size_t)B * O},
+                    {"din", a[0].din, a[1].din, (size_t)B * O},
+                    {"dbin", a[0].dbin, a[1].dbin, O},
+                    {"dw", a[0].dw, a[1].dw, (size_t)O2 * O},
+                    {"db", a[0].db, a[1].db, O2}};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            CHECK_MSG(gpu_bits_equal(bufs[i].p, bufs[i].q, bufs[i].n * sizeof(real)),
+                      "dense+relu graph: %s of the replay differs from the eager run",
+                      bufs[i].name);
+        g_gpu->graph_free(g_gpu, graph);
+        printf("dense+relu graph: replay bit-equal to the eager ops\n");
+    }
+    free(hx);
     pools_reset();
 }
 
@@ -1286,6 +1552,24 @@ int main(void) {
     for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
         test_dense(dense[i][0], dense[i][1], dense[i][2], dense[i][3], dense[i][4],
                    100 + 4 * (unsigned)i);
+
+    /* dense + ReLU pairs: B, I, O, O2 (width of the dense layer above),
+     * weight offset, bias offset (floats), mask offset (bytes; below 16 the
+     * fused path declines the mask, as below 4 floats the bias) */
+    static const int relu[][7] = {
+        {1, 1, 1, 1, 0, 0, 0},        {5, 33, 17, 9, 0, 0, 0},     {33, 129, 129, 33, 0, 0, 0},
+        {3, 7, 200, 5, 4, 4, 0},      {128, 3136, 128, 40, 0, 0, 0}, /* encoder dense 128 -> head */
+        {128, 20, 128, 3136, 0, 0, 0}, /* decoder dense 128 -> dense 3136 */
+        {64, 400, 129, 20, 1, 0, 0},  {17, 33, 129, 7, 0, 1, 0},   {17, 33, 129, 7, 0, 0, 4},
+        {17, 33, 129, 7, 2, 2, 8},    {300, 40, 45, 33, 0, 0, 16}, {1500, 5, 3, 2, 0, 0, 0}};
+    if (!g_gpu->dense_relu_forward || !g_gpu->dense_backward_relu) {
+        printf("dense+relu: SKIPPED (%s has no fused dense + ReLU ops)\n", g_gpu->name);
+    } else {
+        for (size_t i = 0; i < sizeof relu / sizeof relu[0]; i++)
+            test_dense_relu(relu[i][0], relu[i][1], relu[i][2], relu[i][3], relu[i][4],
+                            relu[i][5], relu[i][6], 400 + 8 * (unsigned)i);
+        test_dense_relu_graph();
+    }
 
     /* B, cin, h, w, cout, k, stride, pad */
     static const int conv[][8] = {{1, 1, 28, 28, 8, 3, 1, 1}, {4, 3, 15, 13, 5, 4, 2, 1},

@@ -166,6 +166,34 @@ static void cpu_dense_backward(vae_backend *be, real *din, real *dw, real *db, c
     if (db && O > 0) col_sums(db, dout, B, O);
 }
 
+/* Dense + ReLU (vae_backend.h): compositions of the unfused ops, so the
+ * results are bit for bit those of dense_forward + act_forward, and of
+ * dense_backward + act_backward + the lower layer's bias sum (col_sums, as
+ * that layer's dense_backward would compute it). The CPU keeps no mask: the
+ * ReLU derivative comes from `in` (the ReLU's output), as act_backward's
+ * does; mask is ignored (relu_mask_bytes is not offered). */
+static void cpu_act_forward(vae_backend *be, real *out, const real *in, size_t n, vae_act act,
+                            real slope);
+static void cpu_act_backward(vae_backend *be, real *din, const real *dout, const real *out,
+                             size_t n, vae_act act, real slope);
+
+static void cpu_dense_relu_forward(vae_backend *be, real *out, void *mask, const real *in,
+                                   const real *w, const real *b, int B, int I, int O) {
+    (void)mask;
+    cpu_dense_forward(be, out, in, w, b, B, I, O);
+    if (B > 0 && O > 0) cpu_act_forward(be, out, out, (size_t)B * O, VAE_ACT_RELU, 0);
+}
+
+static void cpu_dense_backward_relu(vae_backend *be, real *din, real *dbin, real *dw, real *db,
+                                    const real *dout, const real *in, const void *mask,
+                                    const real *w, int B, int I, int O) {
+    (void)mask;
+    VAE_ASSERT(din);
+    cpu_dense_backward(be, din, dw, db, dout, in, w, B, I, O);
+    if (B > 0 && I > 0) cpu_act_backward(be, din, din, in, (size_t)B * I, VAE_ACT_RELU, 0);
+    if (dbin && I > 0) col_sums(dbin, din, B, I);
+}
+
 /* ============================================= 3. im2col / col2im, layouts */
 
 /* One convolution seen from its *input image*: image [nb, C, H, W], kernel
@@ -709,6 +737,8 @@ vae_backend *vae_backend_cpu_create(int threads) {
     be->destroy = cpu_destroy;
     be->dense_forward = cpu_dense_forward;
     be->dense_backward = cpu_dense_backward;
+    be->dense_relu_forward = cpu_dense_relu_forward;
+    be->dense_backward_relu = cpu_dense_backward_relu;
     be->conv2d_forward = cpu_conv2d_forward;
     be->conv2d_backward = cpu_conv2d_backward;
     be->convt2d_forward = cpu_convt2d_forward;

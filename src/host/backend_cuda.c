@@ -90,7 +90,8 @@
  * stay allocated while the graph lives. $VAE_CUDA_GRAPH=0 leaves
  * graph_capture NULL, so callers run every step eagerly.
  *
- * Dense layers: cuBLASLt with bias epilogues, where cuBLASLt offers them.
+ * Dense layers: cuBLASLt with bias (and ReLU) epilogues, where cuBLASLt
+ * offers them.
  * In cuBLAS's column-major terms (row-major [r, c] arrays are column-major
  * [c, r] matrices; the same transposes as the cublasSgemm calls):
  *   forward   out^T[O,B] = op_T(w-view[I,O]) in^T[I,B] + b:    m = O, n = B,
@@ -105,8 +106,36 @@
  *             gradient here.) This is the combination NVIDIA's Apex (and
  *             flash-attention's fused_dense) use for Linear's weight and
  *             bias gradient (N, T with A = input, B = grad output).
- *   din stays one cublasSgemm (no epilogue to fuse).
- * A plan per (kind, B, I, O, tf32, alignment of A, B, D and the bias) holds
+ *   din stays one cublasSgemm (no epilogue to fuse) ...
+ * ... except in a dense + ReLU pair (the model's dense_relu_forward and
+ * dense_backward_relu, vae_backend.h):
+ *   forward   the forward GEMM above with CUBLASLT_EPILOGUE_RELU_AUX_BIAS:
+ *             out = relu(acc + b), and the ReLU bit-mask of D (cublasLt.h:
+ *             a column-major bit matrix, rows of D = O by columns = B, leading
+ *             dimension in bits a multiple of 128, >= O: vae_relu_mask_bytes
+ *             = B * 16 * ceil(O / 128)); CUBLASLT_EPILOGUE_RELU_BIAS when no
+ *             mask is wanted (mask NULL: the layer above is not dense).
+ *   backward  of the dense layer *above* such a pair (its input `in` is the
+ *             pair's output; I here is the pair's O):
+ *             din^T[I,B] = w-view[I,O] dout^T[O,B]:            m = I, n = B,
+ *             k = O, A = w (N, lda I), B = dout (N, ldb O), D = din (ldd I);
+ *             CUBLASLT_EPILOGUE_DRELU_BGRAD multiplies D by the mask the
+ *             pair's forward wrote (I rows by B columns: the same matrix)
+ *             and writes the sums of the result over its columns, one per
+ *             row of D: sum_b din[b, i], the pair's bias gradient. dw and db
+ *             of the layer above as before.
+ *   The backward reads a mask only when the host-side record (lt_mask_*)
+ *   says the forward that was issued last for it wrote it with RELU_AUX_BIAS
+ *   for this very input; otherwise (the forward fell back, the mask is not
+ *   16-byte aligned (LT_MASK_ALIGN), ...) it is cublasSgemm + the ReLU-backward
+ *   kernel from `in` + the bias-gradient kernel, which is what every refused
+ *   ReLU epilogue falls back to: the unfused ops, kernels of act.cu and
+ *   bias.cu. The ReLU derivative is 1 where the mask bit is set, the bit set
+ *   where the forward's output is positive; act_backward takes it from
+ *   out > 0 (the two agree unless cuBLASLt sets the bit for an output of
+ *   exactly 0, where PyTorch's and our subgradient is 0).
+ * A plan per (kind, B, I, O, tf32, alignment of A, B, D, the bias and the
+ * mask) holds
  * the matmul descriptor (CUBLAS_COMPUTE_32F, or CUBLAS_COMPUTE_32F_FAST_TF32
  * after set_precision(tf32); scale type R_32F), the three layouts and one
  * algorithm from cublasLtMatmulAlgoGetHeuristic — deterministic, no timing,
@@ -118,7 +147,10 @@
  * split-K reduction (see LT_REDUCTION_OK). The bias pointer changes from
  * call to call: it is set on the plan's descriptor before each cublasLtMatmul
  * (a host-side attribute, fine during a graph capture; a plan may even be
- * made during one, since the heuristic query is host-only). The bias / bias
+ * made during one, since the heuristic query is host-only); so is the
+ * mask pointer (CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER; its leading
+ * dimension CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD is fixed by the plan's shape,
+ * the data type left at the bit-mask default). The bias / bias
  * gradient must be 16-byte aligned (LT_BIAS_ALIGN), checked per call. If a
  * plan cannot be made, the heuristic offers no algorithm, or cublasLtMatmul
  * refuses (e.g. CUBLAS_STATUS_NOT_SUPPORTED), the plan is marked unusable,
@@ -133,7 +165,9 @@
  * Numerics: the epilogue adds b to the fp32 accumulator (the kernel adds it
  * to the stored result: the same float operation); BGRADB sums dout in fp32
  * inside the GEMM where the kernel sums in double, so db agrees with the
- * CPU to the GEMM tolerance of a k = B reduction, not to 1 ulp.
+ * CPU to the GEMM tolerance of a k = B reduction, not to 1 ulp; so does the
+ * DRELU_BGRAD bias gradient. The ReLU epilogues compare and select as the
+ * kernel does.
  */
 #include <stdarg.h>
 #include <stdint.h>
@@ -175,6 +209,10 @@ typedef struct {
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
 } conv_plan;
 
+/* ReLU masks remembered at once (lt_mask_*); one per fused dense + relu pair
+ * below a dense layer. A mask pushed out only costs that layer the fallback. */
+#define LT_MASKS_MAX 32
+
 typedef struct {
     int device;
     cudaStream_t stream;      /* all compute */
@@ -207,6 +245,14 @@ typedef struct {
     int nlt, caplt;
     int lt_notes;          /* fallback lines printed so far (LT_NOTES_MAX) */
     int lt_noted_unaligned; /* the unaligned-bias line was printed */
+    int lt_noted_unaligned_mask; /* the unaligned-mask line was printed */
+    /* ReLU masks written by a RELU_AUX_BIAS forward and not yet read by the
+     * DRELU_BGRAD backward (lt_mask_*): host-side, set when the op is issued */
+    struct lt_mask_rec {
+        const void *mask, *out; /* the mask, and the forward output it describes */
+        int B, O;
+    } lt_masks[LT_MASKS_MAX];
+    int lt_mask_next; /* round-robin slot when the table is full */
 
     /* graph_capture in progress: ops that cannot be captured refuse, and the
      * first refusal is kept for the error message */
@@ -323,6 +369,7 @@ static void arena_free(cuda_ctx *c) {
     c->base = NULL;
     c->size = c->floor_ = c->top = c->ws_lo = 0;
     c->partials = c->bias_partials = NULL;
+    memset(c->lt_masks, 0, sizeof c->lt_masks); /* no buffer survives the arena */
 }
 
 /* Bytes between the bump pointer and the workspace. */
@@ -677,11 +724,25 @@ static void cuda_copy_wait(vae_backend *be) {
 #define LT_NOTES_MAX 8 /* fallback lines per backend, then one "not reported" */
 #define LT_HEUR_MAX 8  /* heuristic results asked for */
 
-enum { LT_FWD_BIAS = 0, LT_BWD_BGRADB = 1 };
+/* ReLU bit-mask alignment the fused path requires (a smaller one: the
+ * forward runs without the mask and the backward falls back). cublasLt.h
+ * states the leading dimension's rule (a multiple of 128 bits: every column
+ * starts 16 bytes after the previous one) and not the pointer's; 16 bytes
+ * keeps every column 16-byte aligned, as the bias rule above. */
+#define LT_MASK_ALIGN 16u
+
+/* The epilogue GEMMs (header comment, "Dense layers"): */
+enum {
+    LT_FWD_BIAS = 0,          /* out = in w^T + b */
+    LT_BWD_BGRADB = 1,        /* dw = dout^T in, db = sum_B dout */
+    LT_FWD_RELU_BIAS = 2,     /* out = relu(in w^T + b) */
+    LT_FWD_RELU_AUX_BIAS = 3, /* the same, and the ReLU bit-mask */
+    LT_BWD_DRELU_BGRAD = 4    /* din = (dout w) * mask, dbin = sum_B din */
+};
 
 typedef struct lt_plan {
     int kind, B, I, O, tf32;
-    unsigned al_a, al_b, al_d, al_bias; /* pointer alignments, bytes (<= 256) */
+    unsigned al_a, al_b, al_d, al_bias, al_aux; /* pointer alignments, bytes (<= 256) */
     int usable;                         /* 0: plan or call failed; fall back */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, ld; /* ld: C and D (C = D, beta = 0) */
@@ -697,8 +758,36 @@ static unsigned ptr_align(const void *p) {
 }
 
 static const char *lt_what(int kind) {
-    return kind == LT_FWD_BIAS ? "bias epilogue (forward)" : "bias-gradient epilogue (backward)";
+    switch (kind) {
+    case LT_FWD_BIAS: return "bias epilogue (forward)";
+    case LT_BWD_BGRADB: return "bias-gradient epilogue (backward)";
+    case LT_FWD_RELU_BIAS: return "ReLU + bias epilogue (forward)";
+    case LT_FWD_RELU_AUX_BIAS: return "ReLU + bias epilogue with ReLU mask (forward)";
+    default: return "ReLU-gradient + bias-gradient epilogue (backward)";
+    }
 }
+
+/* What runs instead, for the fallback notes. */
+static const char *lt_instead(int kind) {
+    switch (kind) {
+    case LT_FWD_BIAS:
+    case LT_BWD_BGRADB: return "cuBLAS + bias kernel";
+    case LT_FWD_RELU_BIAS: return "the unfused dense layer + ReLU kernel";
+    case LT_FWD_RELU_AUX_BIAS:
+        return "the ReLU + bias epilogue without the mask (or the unfused dense layer + ReLU "
+               "kernel), and the unfused backward above";
+    default: return "cuBLAS + ReLU-backward and bias-gradient kernels";
+    }
+}
+
+static int lt_has_aux(int kind) {
+    return kind == LT_FWD_RELU_AUX_BIAS || kind == LT_BWD_DRELU_BGRAD;
+}
+
+/* ReLU bit-mask leading dimension in bits for `rows` rows (cublasLt.h:
+ * CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, divisible by 128, >= rows); the
+ * mask of a [B, O] output is O rows by B columns: vae_relu_mask_bytes. */
+static int64_t lt_mask_ld(int rows) { return ((int64_t)rows + 127) / 128 * 128; }
 
 /* One line on stderr about a fallback, at most LT_NOTES_MAX per backend. */
 static void lt_note(cuda_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -756,17 +845,33 @@ static int lt_algo_ordered(const cublasLtMatmulAlgo_t *algo) {
         }                                                                                 \
     } while (0)
 
-/* Descriptors, layouts and algorithm of p (its key filled in); `bias` is the
- * first call's bias pointer, from which the heuristic reads the alignment.
- * Host-only calls. 1: usable; 0: `why` says why not. */
-static int lt_plan_make(cuda_ctx *c, lt_plan *p, const void *bias, char *why, size_t why_len) {
-    const int fwd = p->kind == LT_FWD_BIAS;
-    /* the GEMMs of the header comment */
-    const uint64_t m = (uint64_t)(fwd ? p->O : p->I), n = (uint64_t)(fwd ? p->B : p->O),
-                   k = (uint64_t)(fwd ? p->I : p->B);
-    const int32_t ta = fwd ? CUBLAS_OP_T : CUBLAS_OP_N, tb = fwd ? CUBLAS_OP_N : CUBLAS_OP_T;
+/* Descriptors, layouts and algorithm of p (its key filled in); `bias` and
+ * `aux` are the first call's bias and ReLU-mask pointers, from which the
+ * heuristic reads the alignment. Host-only calls. 1: usable; 0: `why` says
+ * why not. */
+static int lt_plan_make(cuda_ctx *c, lt_plan *p, const void *bias, const void *aux, char *why,
+                        size_t why_len) {
+    /* the GEMMs of the header comment: the forwards (m = O, n = B, k = I),
+     * the weight gradient (m = I, n = O, k = B) and the data gradient
+     * (m = I, n = B, k = O) */
+    const int fwd = p->kind == LT_FWD_BIAS || p->kind == LT_FWD_RELU_BIAS ||
+                    p->kind == LT_FWD_RELU_AUX_BIAS;
+    const int dgrad = p->kind == LT_BWD_DRELU_BGRAD;
+    const uint64_t m = (uint64_t)(fwd ? p->O : p->I), n = (uint64_t)(fwd || dgrad ? p->B : p->O),
+                   k = (uint64_t)(fwd ? p->I : dgrad ? p->O : p->B);
+    const int32_t ta = fwd ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const int32_t tb = fwd || dgrad ? CUBLAS_OP_N : CUBLAS_OP_T;
     const int64_t lda = p->I, ldb = fwd ? p->I : p->O, ldd = fwd ? p->O : p->I;
-    const uint32_t epi = fwd ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
+    uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
+    switch (p->kind) {
+    case LT_BWD_BGRADB: epi = CUBLASLT_EPILOGUE_BGRADB; break;
+    case LT_FWD_RELU_BIAS: epi = CUBLASLT_EPILOGUE_RELU_BIAS; break;
+    case LT_FWD_RELU_AUX_BIAS: epi = CUBLASLT_EPILOGUE_RELU_AUX_BIAS; break;
+    case LT_BWD_DRELU_BGRAD: epi = CUBLASLT_EPILOGUE_DRELU_BGRAD; break;
+    default: break;
+    }
+    /* the mask: rows of D (O forward, I backward) by its columns (B) */
+    const int64_t aux_ld = lt_mask_ld((int)m);
     const cublasComputeType_t ct = p->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     const uint64_t ws_max = CUBLAS_WS_BYTES;
     const uint32_t red = LT_REDUCTION_OK;
@@ -782,6 +887,12 @@ static int lt_plan_make(cuda_ctx *c, lt_plan *p, const void *bias, char *why, si
                                           sizeof epi));
     LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                           sizeof bias));
+    if (lt_has_aux(p->kind)) {
+        LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                              &aux, sizeof aux));
+        LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                              &aux_ld, sizeof aux_ld));
+    }
     /* stored shapes: op N stores [rows of op(X), cols of op(X)], op T the transpose */
     LT_TRY(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, ta == CUBLAS_OP_N ? m : k,
                                       ta == CUBLAS_OP_N ? k : m, lda));
@@ -835,12 +946,14 @@ out:
  * a graph capture); NULL if the plan table cannot grow (then the op falls
  * back). An unusable plan is returned too: the caller checks p->usable. */
 static lt_plan *lt_plan_get(cuda_ctx *c, int kind, int B, int I, int O, const void *a,
-                            const void *b, const void *d, const void *bias) {
+                            const void *b, const void *d, const void *bias, const void *aux) {
     const unsigned aa = ptr_align(a), ab = ptr_align(b), ad = ptr_align(d), abias = ptr_align(bias);
+    const unsigned aaux = ptr_align(aux);
     for (int i = 0; i < c->nlt; i++) {
         lt_plan *p = c->lt_plans[i];
         if (p->kind == kind && p->B == B && p->I == I && p->O == O && p->tf32 == c->tf32 &&
-            p->al_a == aa && p->al_b == ab && p->al_d == ad && p->al_bias == abias)
+            p->al_a == aa && p->al_b == ab && p->al_d == ad && p->al_bias == abias &&
+            p->al_aux == aaux)
             return p;
     }
     if (c->nlt == c->caplt) {
@@ -853,25 +966,26 @@ static lt_plan *lt_plan_get(cuda_ctx *c, int kind, int B, int I, int O, const vo
     lt_plan *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->kind = kind, p->B = B, p->I = I, p->O = O, p->tf32 = c->tf32;
-    p->al_a = aa, p->al_b = ab, p->al_d = ad, p->al_bias = abias;
+    p->al_a = aa, p->al_b = ab, p->al_d = ad, p->al_bias = abias, p->al_aux = aaux;
     char why[256] = "";
-    p->usable = lt_plan_make(c, p, bias, why, sizeof why);
+    p->usable = lt_plan_make(c, p, bias, aux, why, sizeof why);
     if (!p->usable)
-        lt_note(c,
-                "cuBLASLt %s not used for dense %d->%d (batch %d%s): %s; using cuBLAS + bias "
-                "kernel",
-                lt_what(kind), I, O, B, p->tf32 ? ", tf32" : "", why);
+        lt_note(c, "cuBLASLt %s not used for dense %d->%d (batch %d%s): %s; using %s",
+                lt_what(kind), I, O, B, p->tf32 ? ", tf32" : "", why, lt_instead(kind));
     c->lt_plans[c->nlt++] = p;
     return p;
 }
 
 /* D = op(A) op(B) with the plan's epilogue on `bias` (a bias, or the bias
- * gradient written), through cuBLASLt. 1: issued; 0: the caller must do the
- * op the other way (nothing of it is left to rely on: D and the bias
- * gradient are overwritten entirely by the fallback). */
+ * gradient written) and, for the mask kinds, `aux` (the ReLU bit-mask,
+ * written forward, read backward), through cuBLASLt. 1: issued; 0: the
+ * caller must do the op the other way (nothing of it is left to rely on: D
+ * and the bias gradient are overwritten entirely by the fallback; a mask
+ * the fallback does not write is not used afterwards, see lt_mask_*). */
 static int lt_dense(cuda_ctx *c, int kind, int B, int I, int O, const void *a, const void *b,
-                    void *d, const void *bias) {
+                    void *d, const void *bias, const void *aux) {
     if (!c->use_lt || !c->base || B <= 0 || I <= 0 || O <= 0) return 0;
+    if (lt_has_aux(kind) && (!aux || ptr_align(aux) < LT_MASK_ALIGN)) return 0;
     if (ptr_align(bias) < LT_BIAS_ALIGN) {
         if (!c->lt_noted_unaligned) {
             c->lt_noted_unaligned = 1;
@@ -881,11 +995,14 @@ static int lt_dense(cuda_ctx *c, int kind, int B, int I, int O, const void *a, c
         }
         return 0;
     }
-    lt_plan *p = lt_plan_get(c, kind, B, I, O, a, b, d, bias);
+    lt_plan *p = lt_plan_get(c, kind, B, I, O, a, b, d, bias, aux);
     if (!p || !p->usable) return 0;
     const float one = 1.0f, zero = 0.0f;
     cublasStatus_t st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                        &bias, sizeof bias);
+    if (st == CUBLAS_STATUS_SUCCESS && lt_has_aux(kind))
+        st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                            &aux, sizeof aux);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmul(c->lt, p->desc, &one, a, p->la, b, p->lb, &zero, d, p->ld, d, p->ld,
                             &p->algo, blas_ws(c), CUBLAS_WS_BYTES, c->stream);
@@ -895,9 +1012,9 @@ static int lt_dense(cuda_ctx *c, int kind, int B, int I, int O, const void *a, c
     (void)cudaGetLastError();
     p->usable = 0;
     lt_plan_release(p, 0);
-    lt_note(c, "cuBLASLt %s not used for dense %d->%d (batch %d%s): cublasLtMatmul: %s; using "
-               "cuBLAS + bias kernel",
-            lt_what(kind), I, O, B, p->tf32 ? ", tf32" : "", cublasGetStatusString(st));
+    lt_note(c, "cuBLASLt %s not used for dense %d->%d (batch %d%s): cublasLtMatmul: %s; using %s",
+            lt_what(kind), I, O, B, p->tf32 ? ", tf32" : "", cublasGetStatusString(st),
+            lt_instead(kind));
     /* A failure that invalidated a capture in progress: the fallback could
      * not be recorded either (its launches would fail, and CUBLAS_CHECK
      * abort), so the op is skipped and the capture fails softly; the
@@ -919,7 +1036,7 @@ static int lt_dense(cuda_ctx *c, int kind, int B, int I, int O, const void *a, c
 static void cuda_dense_forward(vae_backend *be, real *out, const real *in, const real *w,
                                const real *b, int B, int I, int O) {
     cuda_ctx *c = ctx_of(be);
-    if (b && lt_dense(c, LT_FWD_BIAS, B, I, O, w, in, out, b)) return;
+    if (b && lt_dense(c, LT_FWD_BIAS, B, I, O, w, in, out, b, NULL)) return;
     const float one = 1.0f, zero = 0.0f;
     CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, O, B, I, &one, w, I, in, I, &zero,
                              out, O));
@@ -936,11 +1053,113 @@ static void cuda_dense_backward(vae_backend *be, real *din, real *dw, real *db, 
     if (din)
         CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, I, B, O, &one, w, I, dout, O,
                                  &zero, din, I));
-    if (dw && db && lt_dense(c, LT_BWD_BGRADB, B, I, O, in, dout, dw, db)) return;
+    if (dw && db && lt_dense(c, LT_BWD_BGRADB, B, I, O, in, dout, dw, db, NULL)) return;
     if (dw)
         CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, I, O, B, &one, in, I, dout, O,
                                  &zero, dw, I));
     if (db) vae_cuda_bias_grad_rows(c->stream, db, dout, B, O, c->bias_partials);
+}
+
+/* ---- dense + ReLU
+ *
+ * The record of the masks a fused forward wrote: the backward may read a
+ * mask with CUBLASLT_EPILOGUE_DRELU_BGRAD only when the forward that wrote
+ * it was issued (host order = stream order) for the very input it gets
+ * (`in` == that forward's `out`, same B and width) and no forward of the
+ * same mask has been issued since without writing it. Everything else takes
+ * the fallback, which needs only `in`. Host-side, set when an op is issued:
+ * inside a graph capture the captured forward and backward agree, and a
+ * replay repeats what was captured. A backward takes its record (one
+ * backward per forward). */
+
+static void lt_mask_forget(cuda_ctx *c, const void *mask) {
+    for (int i = 0; i < LT_MASKS_MAX; i++)
+        if (c->lt_masks[i].mask == mask) c->lt_masks[i].mask = NULL;
+}
+
+static void lt_mask_wrote(cuda_ctx *c, const void *mask, const void *out, int B, int O) {
+    lt_mask_forget(c, mask);
+    int slot = -1;
+    for (int i = 0; i < LT_MASKS_MAX && slot < 0; i++)
+        if (!c->lt_masks[i].mask) slot = i;
+    if (slot < 0) slot = c->lt_mask_next++ % LT_MASKS_MAX;
+    c->lt_masks[slot].mask = mask;
+    c->lt_masks[slot].out = out;
+    c->lt_masks[slot].B = B;
+    c->lt_masks[slot].O = O;
+}
+
+/* 1 if `mask` holds the sign pattern of in[B, I] (as above); the record is
+ * consumed either way. */
+static int lt_mask_take(cuda_ctx *c, const void *mask, const void *in, int B, int I) {
+    if (!mask) return 0;
+    for (int i = 0; i < LT_MASKS_MAX; i++) {
+        struct lt_mask_rec *r = &c->lt_masks[i];
+        if (r->mask != mask) continue;
+        r->mask = NULL;
+        return r->out == in && r->B == B && r->O == I;
+    }
+    return 0;
+}
+
+static size_t cuda_relu_mask_bytes(vae_backend *be, int B, int O) {
+    (void)be;
+    return vae_relu_mask_bytes(B, O);
+}
+
+/* out = relu(in w^T + b): one cuBLASLt GEMM with the RELU_AUX_BIAS epilogue
+ * (mask given: the ReLU bit-mask written too, and recorded) or RELU_BIAS
+ * (mask NULL, or below LT_MASK_ALIGN); the fallback is the unfused dense
+ * layer (its own bias epilogue or kernel) and the ReLU kernel in place. */
+static void cuda_dense_relu_forward(vae_backend *be, real *out, void *mask, const real *in,
+                                    const real *w, const real *b, int B, int I, int O) {
+    cuda_ctx *c = ctx_of(be);
+    if (mask) {
+        lt_mask_forget(c, mask);
+        if (ptr_align(mask) < LT_MASK_ALIGN) {
+            if (c->use_lt && !c->lt_noted_unaligned_mask) {
+                c->lt_noted_unaligned_mask = 1;
+                lt_note(c, "cuBLASLt ReLU mask at %p (dense %d->%d) not %u-byte aligned: not "
+                           "used; the backward of the layer above falls back (for such masks "
+                           "only)", mask, I, O, LT_MASK_ALIGN);
+            }
+            mask = NULL;
+        }
+    }
+    if (b) {
+        if (mask && lt_dense(c, LT_FWD_RELU_AUX_BIAS, B, I, O, w, in, out, b, mask)) {
+            lt_mask_wrote(c, mask, out, B, O);
+            return;
+        }
+        if (lt_dense(c, LT_FWD_RELU_BIAS, B, I, O, w, in, out, b, NULL)) return;
+    }
+    cuda_dense_forward(be, out, in, w, b, B, I, O);
+    if (B > 0 && O > 0) vae_cuda_act_forward(c->stream, out, out, (size_t)B * O, VAE_ACT_RELU, 0);
+}
+
+/* din = (dout w) * [in > 0] and dbin = sum_B din: with a mask this layer's
+ * input's forward wrote (lt_mask_take), one cuBLASLt GEMM with the
+ * DRELU_BGRAD epilogue: m = I, n = B, k = O, A = w (N, lda I), B = dout
+ * (N, ldb O), D = din (ldd I), mask I rows by B columns, bias gradient of I
+ * entries (one per row of D, summed over its columns: over the batch).
+ * Otherwise cublasSgemm, the ReLU-backward kernel from `in` and the bias-
+ * gradient kernel. dw and db as dense_backward. */
+static void cuda_dense_backward_relu(vae_backend *be, real *din, real *dbin, real *dw, real *db,
+                                     const real *dout, const real *in, const void *mask,
+                                     const real *w, int B, int I, int O) {
+    cuda_ctx *c = ctx_of(be);
+    VAE_ASSERT(din);
+    const int have_mask = lt_mask_take(c, mask, in, B, I);
+    if (!(have_mask && dbin &&
+          lt_dense(c, LT_BWD_DRELU_BGRAD, B, I, O, w, dout, din, dbin, mask))) {
+        const float one = 1.0f, zero = 0.0f;
+        CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, I, B, O, &one, w, I, dout, O,
+                                 &zero, din, I));
+        if (B > 0 && I > 0)
+            vae_cuda_act_backward(c->stream, din, din, in, (size_t)B * I, VAE_ACT_RELU, 0);
+        if (dbin) vae_cuda_bias_grad_rows(c->stream, dbin, din, B, I, c->bias_partials);
+    }
+    cuda_dense_backward(be, NULL, dw, db, dout, in, w, B, I, O);
 }
 
 static conv_plan *conv_plan_of(cuda_ctx *c, const vae_conv_geom *g, int B) {
@@ -1303,6 +1522,8 @@ vae_backend *vae_backend_cuda_create(int device) {
     be->destroy = cuda_destroy;
     be->dense_forward = cuda_dense_forward;
     be->dense_backward = cuda_dense_backward;
+    be->dense_relu_forward = cuda_dense_relu_forward;
+    be->dense_backward_relu = cuda_dense_backward_relu;
     be->conv2d_forward = cuda_conv2d_forward;
     be->conv2d_backward = cuda_conv2d_backward;
     be->convt2d_forward = cuda_convt2d_forward;
@@ -1331,6 +1552,7 @@ vae_backend *vae_backend_cuda_create(int device) {
     be->copy_wait = cuda_copy_wait;
     be->set_precision = cuda_set_precision;
     be->arena_bytes = cuda_arena_bytes;
+    be->relu_mask_bytes = cuda_relu_mask_bytes;
     /* graph_launch/graph_free stay set either way (free of NULL is a no-op) */
     const char *graphs = getenv("VAE_CUDA_GRAPH");
     be->graph_capture = graphs && strcmp(graphs, "0") == 0 ? NULL : cuda_graph_capture;

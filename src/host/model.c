@@ -12,8 +12,24 @@
  *   z, dz  [B, L]
  *   gbuf   2 x [B, A]      ping-pong gradients for the backward sweep
  *   recon, kl [B]          per-sample loss parts
+ *   masks                  the backend's ReLU masks of the fused dense + relu
+ *                          pairs that need one (below), one buffer, last
+ *
+ * Dense + ReLU fusion (fuse_plan): a dense layer followed by a relu is issued
+ * as one dense_relu_forward writing the relu's output (the relu runs in place
+ * on the dense output, so that is the dense layer's buffer); the relu layer
+ * does nothing. When the next non-view layer above such a pair is dense, its
+ * backward is dense_backward_relu: it applies the ReLU's derivative to its
+ * input gradient and writes the lower dense layer's bias gradient, so the
+ * relu does nothing in the backward either and the lower layer's
+ * dense_backward runs with db = NULL. That backward may use the mask the
+ * pair's forward wrote (relu_mask_bytes; the CPU backend wants none). Above
+ * any other layer (reshape -> convT) the relu's backward is act_backward as
+ * for an unfused relu. Each op computes what the unfused sequence computes
+ * (bit for bit on the CPU).
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +42,10 @@ static int layer_has_params(vae_layer_kind k) {
 
 static int is_activation(vae_layer_kind k) {
     return k == VAE_LAYER_RELU || k == VAE_LAYER_LEAKY_RELU;
+}
+
+static int is_view(vae_layer_kind k) {
+    return k == VAE_LAYER_FLATTEN || k == VAE_LAYER_RESHAPE;
 }
 
 static int add_param(vae_model *m, const char *prefix, const char *what, int ndim,
@@ -108,6 +128,41 @@ static void alloc_outputs(vae_model *m, vae_layer *ls, int n, real *in, int firs
     }
 }
 
+/* Marks the dense + relu pairs of ls[0..n) (vae_layer.relu_fused) and, of
+ * those, the pairs whose next non-view layer above is dense (relu_bwd_fused);
+ * see the header comment. After alloc_outputs: the relu is in place. */
+static void fuse_plan(const vae_backend *be, vae_layer *ls, int n) {
+    /* a backend table without the fused ops (one made elsewhere) runs unfused */
+    if (!be->dense_relu_forward || !be->dense_backward_relu) return;
+    for (int i = 0; i + 1 < n; i++) {
+        vae_layer *d = &ls[i], *r = &ls[i + 1];
+        if (d->spec.kind != VAE_LAYER_DENSE || r->spec.kind != VAE_LAYER_RELU) continue;
+        VAE_ASSERT(r->out == d->out);
+        d->relu_fused = r->relu_fused = 1;
+        int j = i + 2;
+        while (j < n && is_view(ls[j].spec.kind)) j++;
+        if (j < n && ls[j].spec.kind == VAE_LAYER_DENSE) d->relu_bwd_fused = r->relu_bwd_fused = 1;
+    }
+}
+
+/* Mask bytes of the dense layers of ls[0..n) that need one, each rounded up
+ * to 256 bytes; with `base`, also points each such layer's mask into it. */
+static size_t fuse_masks(vae_model *m, vae_layer *ls, int n, void *base, size_t off) {
+    vae_backend *be = m->be;
+    for (int i = 0; i < n; i++) {
+        vae_layer *l = &ls[i];
+        l->mask = NULL;
+        if (l->spec.kind != VAE_LAYER_DENSE || !l->relu_bwd_fused || !be->relu_mask_bytes)
+            continue;
+        size_t bytes = be->relu_mask_bytes(be, m->B, l->spec.out);
+        if (!bytes) continue;
+        /* integer arithmetic: vae_model_plan_bytes's buffer is a small stand-in */
+        if (base) l->mask = (void *)((uintptr_t)base + off);
+        off += (bytes + 255) & ~(size_t)255;
+    }
+    return off;
+}
+
 int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B) {
     memset(m, 0, sizeof *m);
     m->cfg = cfg;
@@ -178,6 +233,20 @@ int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B
     m->state_snap = ok ? m->state + VAE_STEP_STATE_N : NULL;
     m->step_vals = balloc(m, 2 * sizeof(vae_step_vals), &ok);
     m->aux_vals = ok ? m->step_vals + 1 : NULL;
+    if (ok) {
+        fuse_plan(be, m->enc, m->n_enc);
+        fuse_plan(be, m->dec, m->n_dec);
+        /* the masks last: one buffer, carved in 256-byte steps */
+        size_t enc_bytes = fuse_masks(m, m->enc, m->n_enc, NULL, 0);
+        size_t mask_bytes = fuse_masks(m, m->dec, m->n_dec, NULL, enc_bytes);
+        if (mask_bytes) {
+            m->masks = balloc(m, mask_bytes, &ok);
+            if (ok) {
+                fuse_masks(m, m->enc, m->n_enc, m->masks, 0);
+                fuse_masks(m, m->dec, m->n_dec, m->masks, enc_bytes);
+            }
+        }
+    }
     if (!ok) {
         vae_error_prefix(VAE_ENOMEM, "allocating the model for batch %d (%zu parameters)", B,
                          m->n_real);
@@ -210,6 +279,22 @@ static void *plan_alloc(vae_backend *be, size_t bytes) {
 }
 static void plan_release(vae_backend *be, void *p) { (void)be, (void)p; }
 static void plan_zero(vae_backend *be, void *dst, size_t bytes) { (void)be, (void)dst, (void)bytes; }
+/* The plan counts what a backend with the fused dense + ReLU ops and their
+ * masks allocates (the CUDA backend); these are never called. */
+static size_t plan_mask_bytes(vae_backend *be, int B, int O) {
+    (void)be;
+    return vae_relu_mask_bytes(B, O);
+}
+static void plan_dense_relu_forward(vae_backend *be, real *out, void *mask, const real *in,
+                                    const real *w, const real *b, int B, int I, int O) {
+    (void)be, (void)out, (void)mask, (void)in, (void)w, (void)b, (void)B, (void)I, (void)O;
+}
+static void plan_dense_backward_relu(vae_backend *be, real *din, real *dbin, real *dw, real *db,
+                                     const real *dout, const real *in, const void *mask,
+                                     const real *w, int B, int I, int O) {
+    (void)be, (void)din, (void)dbin, (void)dw, (void)db, (void)dout, (void)in, (void)mask;
+    (void)w, (void)B, (void)I, (void)O;
+}
 
 size_t vae_model_plan_bytes(const vae_config *cfg, int B) {
     plan_ctx ctx = {0};
@@ -220,6 +305,9 @@ size_t vae_model_plan_bytes(const vae_config *cfg, int B) {
     be.alloc = plan_alloc;
     be.release = plan_release;
     be.zero = plan_zero;
+    be.relu_mask_bytes = plan_mask_bytes;
+    be.dense_relu_forward = plan_dense_relu_forward;
+    be.dense_backward_relu = plan_dense_backward_relu;
     vae_model m;
     if (vae_model_create(&m, cfg, &be, B)) return 0;
     vae_model_free(&m);
@@ -230,12 +318,12 @@ void vae_model_free(vae_model *m) {
     if (!m->be) return;
     /* Release in reverse allocation order (arena backends free LIFO). */
     vae_backend *be = m->be;
-    void *bufs[64];
+    void *bufs[2 * VAE_MAX_LAYERS + 24];
     int n = 0;
     bufs[n++] = m->p, bufs[n++] = m->g, bufs[n++] = m->m, bufs[n++] = m->v, bufs[n++] = m->x;
     real *prev = m->x;
     for (int i = 0; i < m->n_enc; i++) {
-        if (m->enc[i].out && m->enc[i].out != prev && n < 60) bufs[n++] = m->enc[i].out;
+        if (m->enc[i].out && m->enc[i].out != prev) bufs[n++] = m->enc[i].out;
         prev = m->enc[i].out;
     }
     if (m->cfg->type == VAE_MODEL_VAE) {
@@ -244,12 +332,12 @@ void vae_model_free(vae_model *m) {
         bufs[n++] = m->dz;
     }
     prev = m->z;
-    for (int i = 0; i < m->n_dec && n < 58; i++) {
+    for (int i = 0; i < m->n_dec; i++) {
         if (m->dec[i].out && m->dec[i].out != prev) bufs[n++] = m->dec[i].out;
         prev = m->dec[i].out;
     }
     bufs[n++] = m->recon, bufs[n++] = m->kl, bufs[n++] = m->gbuf[0], bufs[n++] = m->gbuf[1];
-    bufs[n++] = m->acc, bufs[n++] = m->state, bufs[n++] = m->step_vals;
+    bufs[n++] = m->acc, bufs[n++] = m->state, bufs[n++] = m->step_vals, bufs[n++] = m->masks;
     for (int i = n - 1; i >= 0; i--)
         if (bufs[i]) be->release(be, bufs[i]);
     memset(m, 0, sizeof *m);
@@ -288,8 +376,12 @@ static void layer_forward(vae_model *m, vae_layer *l, const real *in, int B) {
     size_t n = (size_t)B * vae_shape_count(s->out_shape);
     switch (s->kind) {
     case VAE_LAYER_DENSE:
-        be->dense_forward(be, l->out, in, param(m, l->w), param(m, l->b), B,
-                          vae_shape_count(s->in_shape), s->out);
+        if (l->relu_fused) /* writes the relu's output: the same buffer (fuse_plan) */
+            be->dense_relu_forward(be, l->out, l->mask, in, param(m, l->w), param(m, l->b), B,
+                                   vae_shape_count(s->in_shape), s->out);
+        else
+            be->dense_forward(be, l->out, in, param(m, l->w), param(m, l->b), B,
+                              vae_shape_count(s->in_shape), s->out);
         break;
     case VAE_LAYER_CONV:
         be->conv2d_forward(be, l->out, in, param(m, l->w), param(m, l->b), &l->cg, B);
@@ -298,7 +390,7 @@ static void layer_forward(vae_model *m, vae_layer *l, const real *in, int B) {
         be->convt2d_forward(be, l->out, in, param(m, l->w), param(m, l->b), &l->tg, B);
         break;
     case VAE_LAYER_RELU:
-        be->act_forward(be, l->out, in, n, VAE_ACT_RELU, 0);
+        if (!l->relu_fused) be->act_forward(be, l->out, in, n, VAE_ACT_RELU, 0);
         break;
     case VAE_LAYER_LEAKY_RELU:
         be->act_forward(be, l->out, in, n, VAE_ACT_LEAKY_RELU, (real)s->slope);
@@ -309,8 +401,13 @@ static void layer_forward(vae_model *m, vae_layer *l, const real *in, int B) {
     }
 }
 
-static int is_view(vae_layer_kind k) {
-    return k == VAE_LAYER_FLATTEN || k == VAE_LAYER_RESHAPE;
+/* The lower dense layer of a relu_bwd_fused pair whose output (through
+ * views) is layer i's input, or NULL. */
+static const vae_layer *fused_pair_below(const vae_layer *ls, int i) {
+    int j = i - 1;
+    while (j >= 0 && is_view(ls[j].spec.kind)) j--;
+    if (j < 1 || ls[j].spec.kind != VAE_LAYER_RELU || !ls[j].relu_bwd_fused) return NULL;
+    return &ls[j - 1];
 }
 
 /* 1 if some layer below index i has parameters, i.e. the gradient w.r.t.
@@ -350,11 +447,23 @@ static void sweep_backward(vae_model *m, vae_layer *ls, int n, const real *in0, 
         size_t cnt = (size_t)B * vae_shape_count(s->out_shape);
         real *dx = need ? target : NULL;
         switch (s->kind) {
-        case VAE_LAYER_DENSE:
-            be->dense_backward(be, dx, grad(m, l->w), grad(m, l->b), dout, in, param(m, l->w), B,
-                               vae_shape_count(s->in_shape), s->out);
+        case VAE_LAYER_DENSE: {
+            /* the bias gradient of a relu_bwd_fused pair's dense layer came
+             * from the layer above (dbin of its dense_backward_relu) */
+            real *db = l->relu_bwd_fused ? NULL : grad(m, l->b);
+            const vae_layer *lo = fused_pair_below(ls, i);
+            if (lo) {
+                VAE_ASSERT(dx); /* a dense layer below needs it */
+                be->dense_backward_relu(be, dx, grad(m, lo->b), grad(m, l->w), db, dout, in,
+                                        lo->mask, param(m, l->w), B,
+                                        vae_shape_count(s->in_shape), s->out);
+            } else {
+                be->dense_backward(be, dx, grad(m, l->w), db, dout, in, param(m, l->w), B,
+                                   vae_shape_count(s->in_shape), s->out);
+            }
             dout = dx;
             break;
+        }
         case VAE_LAYER_CONV:
             be->conv2d_backward(be, dx, grad(m, l->w), grad(m, l->b), dout, in, param(m, l->w),
                                 &l->cg, B);
@@ -367,6 +476,7 @@ static void sweep_backward(vae_model *m, vae_layer *ls, int n, const real *in0, 
             break;
         case VAE_LAYER_RELU:
         case VAE_LAYER_LEAKY_RELU:
+            if (l->relu_bwd_fused) break; /* done by the dense layer above */
             if (need) {
                 /* in place, unless this is where the input gradient must land */
                 real *d = (target == din0) ? din0 : dout;
