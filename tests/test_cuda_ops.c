@@ -72,6 +72,9 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#ifdef VAE_TEST_HAVE_EMU
+#include "backend_emu.h"
+#endif
 #include "vae_backend.h"
 #include "vae_math.h"
 #include "vae_io.h"
@@ -1500,9 +1503,31 @@ static void test_sample_run(int kind, int64_t n, int bits) {
     if (g_gpu->set_precision) g_gpu->set_precision(g_gpu, 23);
 }
 
-int main(void) {
+/* VAE_TEST_EMU=1: the kernels run in the CPU emulator (tests/emu) behind
+ * two emulator backends in the places of the CUDA ones; the cases that test
+ * the CUDA arena, cuBLASLt or graphs say they are skipped. */
+static int open_emulated(void) {
+    const char *e = getenv("VAE_TEST_EMU");
+    if (!e || !*e || strcmp(e, "0") == 0) return 0;
+#ifdef VAE_TEST_HAVE_EMU
+    g_gpu = vae_backend_emu_create();
+    g_gpu_nolt = g_gpu ? vae_backend_emu_create() : NULL;
+    if (!g_gpu || !g_gpu_nolt) {
+        fprintf(stderr, "emulator backend: %s\n", vae_error_get());
+        exit(1);
+    }
+    printf("under test: the CUDA kernels in the CPU emulator (VAE_TEST_EMU)\n");
+    return 1;
+#else
+    TEST_SKIP("VAE_TEST_EMU: this test was built without the CUDA emulator");
+#endif
+}
+
+/* The CUDA backend, and a second one without the cuBLASLt epilogues. */
+static void open_cuda(void) {
 #ifndef VAE_HAVE_CUDA
-    TEST_SKIP("no usable GPU: this build has no CUDA backend");
+    TEST_SKIP("no usable GPU: this build has no CUDA backend "
+              "(VAE_TEST_EMU=1 runs the kernels in the CPU emulator)");
 #endif
     char why[512] = "";
     if (!vae_cuda_available(why, sizeof why)) TEST_SKIP("no usable GPU: %s", why);
@@ -1521,8 +1546,13 @@ int main(void) {
     free(lt_saved);
     if (!g_gpu_nolt) {
         fprintf(stderr, "second CUDA backend (VAE_CUBLASLT=0): %s\n", vae_error_get());
-        return 1;
+        exit(1);
     }
+}
+
+int main(void) {
+    const int emulated = open_emulated();
+    if (!emulated) open_cuda();
     g_cpu = vae_backend_cpu_create(1);
     if (!g_cpu) {
         fprintf(stderr, "CPU backend: %s\n", vae_error_get());
@@ -1531,11 +1561,12 @@ int main(void) {
     g_pc.be = g_cpu;
     g_pg.be = g_gpu;
     g_pg_nolt.be = g_gpu_nolt;
-    CHECK(strcmp(g_gpu->name, "cuda") == 0);
+    CHECK(strcmp(g_gpu->name, emulated ? "cuda-emulator" : "cuda") == 0);
     if (g_gpu->reserve) CHECK(g_gpu->reserve(g_gpu, (size_t)256 << 20) == VAE_OK);
     if (g_gpu_nolt->reserve) CHECK(g_gpu_nolt->reserve(g_gpu_nolt, (size_t)64 << 20) == VAE_OK);
 
-    test_memory();
+    if (emulated) printf("memory: SKIPPED (the CUDA arena is not emulated)\n");
+    else test_memory();
 
     /* B, I, O, weight offset, bias offset (floats past a 256-byte boundary):
      * +1 is 4-byte, +2 8-byte, +4 16-byte, +8 32-byte aligned; a bias at

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""cu2cpp.py SRC OUT — a copy of a CUDA source for the CPU emulator.
+
+Two textual changes, nothing else (line numbers are kept, so the emulator's
+messages and compiler errors point at the same lines as the original):
+  - every launch `kernel<<<grid, block[, smem[, stream]]>>>(args)` becomes
+    `vae_emu_launch(grid, block, smem, stream, kernel, args)` (cuda_emu.h),
+    or vae_emu_launch_free(...) when the kernel cannot reach a barrier: no
+    __syncthreads or warp shuffle in its body or in any function it calls,
+    found by reading every .cu/.cuh file beside SRC. The emulator runs such
+    a kernel's threads as plain calls, and stops with a message should one
+    reach a barrier after all;
+  - the launchers' prefix vae_cuda_ becomes vae_emu_, so that a test can
+    link the emulated kernels next to a CUDA build's real ones.
+"""
+import glob
+import os
+import re
+import sys
+
+BARRIERS = {'__syncthreads', '__syncwarp', '__shfl_sync', '__shfl_xor_sync', '__shfl_up_sync',
+            '__shfl_down_sync'}
+KEYWORDS = {'if', 'for', 'while', 'switch', 'return', 'sizeof', 'catch', 'defined'}
+
+
+def strip_comments(s):
+    s = re.sub(r'/\*.*?\*/', ' ', s, flags=re.S)
+    return re.sub(r'//[^\n]*', ' ', s)
+
+
+def match_brace(s, start):
+    depth = 0
+    for i in range(start, len(s)):
+        if s[i] == '{':
+            depth += 1
+        elif s[i] == '}':
+            depth -= 1
+            if depth == 0:
+                return i
+    raise ValueError("unbalanced braces")
+
+
+def functions(text):
+    """(name, body) of every function definition in comment-free text."""
+    out = []
+    for m in re.finditer(r'\b([A-Za-z_]\w*)\s*\(((?:[^()]|\([^()]*\))*)\)\s*(?:const\s*)?\{',
+                         text):
+        if m.group(1) in KEYWORDS:
+            continue
+        b = m.end() - 1
+        out.append((m.group(1), text[b:match_brace(text, b) + 1]))
+    return out
+
+
+def barrier_functions(paths):
+    """Names of the functions that can reach a barrier, transitively."""
+    funcs = []
+    for p in paths:
+        with open(p) as f:
+            funcs += functions(strip_comments(f.read()))
+    reach = set(BARRIERS)
+    grew = True
+    while grew:
+        grew = False
+        for name, body in funcs:
+            if name not in reach and set(re.findall(r'\w+', body)) & reach:
+                reach.add(name)
+                grew = True
+    return reach
+
+
+def match_back_angle(s, end):
+    """s[end] == '>': index of the '<' that opens it."""
+    depth = 0
+    for i in range(end, -1, -1):
+        if s[i] == '>':
+            depth += 1
+        elif s[i] == '<':
+            depth -= 1
+            if depth == 0:
+                return i
+    raise ValueError("unbalanced template arguments before <<<")
+
+
+def match_paren(s, start):
+    """s[start] == '(': index of the matching ')'."""
+    depth = 0
+    for i in range(start, len(s)):
+        if s[i] == '(':
+            depth += 1
+        elif s[i] == ')':
+            depth -= 1
+            if depth == 0:
+                return i
+    raise ValueError("unbalanced parentheses after >>>")
+
+
+def split_top(s):
+    """Split on commas outside parentheses/brackets/braces."""
+    out, depth, cur = [], 0, []
+    for ch in s:
+        if ch in '([{':
+            depth += 1
+        elif ch in ')]}':
+            depth -= 1
+        if ch == ',' and depth == 0:
+            out.append(''.join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append(''.join(cur))
+    return out
+
+
+def rewrite(src, reach):
+    out = []
+    pos = 0
+    while True:
+        k = src.find('<<<', pos)
+        if k < 0:
+            out.append(src[pos:])
+            return ''.join(out)
+        # the callee: an identifier, optionally with template arguments
+        j = k
+        while j > 0 and src[j - 1].isspace():
+            j -= 1
+        if src[j - 1] == '>':
+            j = match_back_angle(src, j - 1)
+            while j > 0 and src[j - 1].isspace():
+                j -= 1
+        m = re.search(r'[A-Za-z_][A-Za-z0-9_:]*$', src[:j])
+        if not m:
+            raise ValueError("no kernel name before <<< at offset %d" % k)
+        start = m.start()
+        callee = src[start:k].rstrip()
+        e = src.find('>>>', k)
+        cfg = split_top(src[k + 3:e])
+        if not 2 <= len(cfg) <= 4:
+            raise ValueError("launch configuration %r" % src[k + 3:e])
+        cfg += ['0'] * (4 - len(cfg))
+        p = e + 3
+        while src[p].isspace():
+            p += 1
+        if src[p] != '(':
+            raise ValueError("no argument list after >>>")
+        q = match_paren(src, p)
+        args = src[p + 1:q]
+        name = re.sub(r'<.*', '', callee, flags=re.S).strip()
+        launch = 'vae_emu_launch' if name in reach else 'vae_emu_launch_free'
+        call = launch + '(' + ','.join(cfg) + ', ' + callee
+        if args.strip():
+            call += ', ' + args
+        call += ')'
+        out.append(src[pos:start])
+        out.append(call)
+        pos = q + 1
+
+
+def main():
+    src_path, out_path = sys.argv[1], sys.argv[2]
+    with open(src_path) as f:
+        src = f.read()
+    here = os.path.dirname(os.path.abspath(src_path))
+    reach = barrier_functions(sorted(glob.glob(os.path.join(here, '*.cu')) +
+                                     glob.glob(os.path.join(here, '*.cuh'))))
+    try:
+        text = rewrite(src, reach)
+    except ValueError as exc:
+        sys.exit("%s: %s" % (src_path, exc))
+    text = re.sub(r'\bvae_cuda_', 'vae_emu_', text)
+    with open(out_path, 'w') as f:
+        f.write(text)
+
+
+if __name__ == '__main__':
+    main()
