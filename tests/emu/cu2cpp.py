@@ -28,16 +28,21 @@ def strip_comments(s):
     return re.sub(r'//[^\n]*', ' ', s)
 
 
-def match_brace(s, start):
+def match_close(s, start, open_ch, close_ch, error):
+    """s[start] == open_ch: index of the close_ch that matches it."""
     depth = 0
     for i in range(start, len(s)):
-        if s[i] == '{':
+        if s[i] == open_ch:
             depth += 1
-        elif s[i] == '}':
+        elif s[i] == close_ch:
             depth -= 1
             if depth == 0:
                 return i
-    raise ValueError("unbalanced braces")
+    raise ValueError(error)
+
+
+def match_brace(s, start):
+    return match_close(s, start, '{', '}', "unbalanced braces")
 
 
 def functions(text):
@@ -84,15 +89,7 @@ def match_back_angle(s, end):
 
 def match_paren(s, start):
     """s[start] == '(': index of the matching ')'."""
-    depth = 0
-    for i in range(start, len(s)):
-        if s[i] == '(':
-            depth += 1
-        elif s[i] == ')':
-            depth -= 1
-            if depth == 0:
-                return i
-    raise ValueError("unbalanced parentheses after >>>")
+    return match_close(s, start, '(', ')', "unbalanced parentheses after >>>")
 
 
 def split_top(s):
