@@ -1579,7 +1579,9 @@ int main(void) {
         {33, 400, 40, 2, 4},  {64, 400, 784, 1, 8}, {128, 3136, 128, 4, 4}, {17, 128, 3136, 8, 8},
         /* bias gradients over >= 256 rows (two-pass kernel: several row
          * chunks) with widths not a multiple of 32 */
-        {300, 40, 45, 0, 0},  {1024, 64, 33, 0, 1}};
+        {300, 40, 45, 0, 0},  {1024, 64, 33, 0, 1},
+        /* more than 32 row chunks: pass 2's lanes each add several partials */
+        {10000, 3, 2, 0, 0}};
     for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
         test_dense(dense[i][0], dense[i][1], dense[i][2], dense[i][3], dense[i][4],
                    100 + 4 * (unsigned)i);
@@ -1617,7 +1619,9 @@ int main(void) {
                                    {2, 5, 1, 1, 7, 3, 1, 0, 0},  {4, 64, 7, 7, 32, 4, 2, 1, 0},
                                    {2, 6, 4, 5, 1, 5, 3, 2, 2},  {1, 32, 14, 14, 1, 3, 1, 1, 0},
                                    /* one channel of 64 x 28 x 28: many chunks */
-                                   {64, 32, 14, 14, 1, 4, 2, 1, 0}};
+                                   {64, 32, 14, 14, 1, 4, 2, 1, 0},
+                                   /* 128 x 28 x 28: more than 32 chunks (pass 2 as above) */
+                                   {128, 8, 14, 14, 1, 4, 2, 1, 0}};
     for (size_t i = 0; i < sizeof convt / sizeof convt[0]; i++) {
         const int *c = convt[i];
         test_convt(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], 300 + (unsigned)i);
