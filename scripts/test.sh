@@ -2,9 +2,12 @@
 # The test suite: install what is missing, build, run ctest; then rebuild the
 # host code with AddressSanitizer + UBSan and run the suite again; then build
 # the libFuzzer harnesses with clang (build-fuzz) and fuzz each parser briefly
-# (ctest -L fuzz, VAE_FUZZ_TIME seconds each, default 15).
+# (ctest -L fuzz, VAE_FUZZ_TIME seconds each, default 15). Between the two, a
+# ThreadSanitizer build runs the CUDA kernels in the emulator (tests/emu) and
+# reports data races between the threads of a block.
 # MNIST is read from $VAE_DATA_DIR (tests that need it skip without it).
-# VAE_SKIP_SANITIZE=1 skips the sanitizer pass, VAE_SKIP_FUZZ=1 the fuzz pass.
+# VAE_SKIP_SANITIZE=1 skips the sanitizer pass, VAE_SKIP_TSAN=1 the race check,
+# VAE_SKIP_FUZZ=1 the fuzz pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -18,6 +21,12 @@ if [ "${VAE_SKIP_SANITIZE:-0}" != 1 ]; then
   # the first pass only; test_cuda_ops_emu checks every kernel here.
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      ctest -j "$(nproc)" --timeout 1500 -E '^test_cuda_train_emu$')
+fi
+if [ "${VAE_SKIP_TSAN:-0}" != 1 ] && [ "$(uname -m)" = x86_64 ]; then
+  echo "== ThreadSanitizer build: the CUDA kernels in the emulator, checked for data races"
+  cmake -S . -B build-tsan -DVAE_TSAN=ON -DVAE_WITH_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-tsan --target test_cuda_ops test_emu_selftest -j "$(nproc)"
+  (cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --timeout 1500 -R '^(test_cuda_ops_emu|test_emu_selftest)$')
 fi
 if [ "${VAE_SKIP_FUZZ:-0}" != 1 ]; then
   if command -v clang >/dev/null 2>&1; then

@@ -32,11 +32,13 @@
 __global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, vae_adam_hp hp,
                             real clip, const double *gnorm2, int *bad, const vae_step_vals *sv) {
     /* Only thread 0 ever writes *bad, and only VAE_STEP_BAD over a word
-     * without VAE_STEP_HALTED, so every thread sees the same HALTED bit. */
-    if (*bad & VAE_STEP_HALTED) return;
+     * without VAE_STEP_HALTED, so every thread sees the same HALTED bit. The
+     * other threads may read it while thread 0 writes it: both are relaxed
+     * atomic accesses (VAE_FLAG_LOAD, common.cuh), not a data race. */
+    if (VAE_FLAG_LOAD(bad) & VAE_STEP_HALTED) return;
     const double g2 = *gnorm2;
     if (!(fabs(g2) <= 1.7976931348623157e308)) { /* NaN or +-inf */
-        if (blockIdx.x == 0 && threadIdx.x == 0) *bad = VAE_STEP_BAD;
+        if (blockIdx.x == 0 && threadIdx.x == 0) VAE_FLAG_STORE(bad, VAE_STEP_BAD);
         return;
     }
     const real bc1 = sv->bc1, bc2 = sv->bc2;

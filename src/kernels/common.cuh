@@ -84,6 +84,15 @@ static inline const char *vae_curand_status_string(curandStatus_t s) {
 
 #ifdef __CUDACC__
 
+/* A flag word that one thread writes while others read it (adam's *bad):
+ * volatile accesses, which the PTX memory model treats as relaxed atomics,
+ * so the read and the write are not a data race. (The CPU emulator, tests/emu,
+ * defines these as relaxed atomics its ThreadSanitizer build understands.) */
+#ifndef VAE_FLAG_LOAD
+#define VAE_FLAG_LOAD(p) (*(const volatile int *)(p))
+#define VAE_FLAG_STORE(p, v) (*(volatile int *)(p) = (v))
+#endif
+
 /* Blocks for a grid-stride loop over n elements. */
 static inline unsigned vae_grid_for(size_t n) {
     size_t g = (n + VAE_CUDA_THREADS - 1) / VAE_CUDA_THREADS;

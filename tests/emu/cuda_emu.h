@@ -83,6 +83,11 @@ inline T vae_emu_shfl_xor_sync(const char *file, int line, unsigned mask, T v, i
 }
 #define __shfl_xor_sync(...) vae_emu_shfl_xor_sync(__FILE__, __LINE__, __VA_ARGS__)
 
+/* common.cuh's flag accesses as relaxed atomics: the same on a CPU, and
+ * ThreadSanitizer knows them for what they are. */
+#define VAE_FLAG_LOAD(p) __atomic_load_n((const int *)(p), __ATOMIC_RELAXED)
+#define VAE_FLAG_STORE(p, v) __atomic_store_n((int *)(p), (v), __ATOMIC_RELAXED)
+
 /* __dmul_rn is "never fused": with -ffp-contract=off a plain multiply is. */
 inline double __dmul_rn(double a, double b) { return a * b; }
 

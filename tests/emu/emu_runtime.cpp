@@ -45,6 +45,35 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+/* ThreadSanitizer (VAE_EMU_TSAN, set by tests/CMakeLists.txt in a
+ * -DVAE_TSAN=ON build: the kernels are instrumented, this file is not).
+ * Each fiber is a TSan fiber, switched to without synchronisation, so TSan
+ * sees the threads of a block as concurrent. The only happens-before edges
+ * are the ones CUDA gives:
+ *   - a launch is ordered after the host's work before it (`launch_in`: the
+ *     host releases it, each thread acquires it when it starts) and before
+ *     the host's work after it; blocks are ordered one after another, as
+ *     executed here (`block_done[2]`: a thread releases its block's object
+ *     when it returns and acquires the previous block's when it starts; two
+ *     objects, by block parity, so that threads of one block, which start
+ *     one after another, are not ordered by them; the host acquires the
+ *     last block's after the launch);
+ *   - a __syncthreads orders everything before it in the block before
+ *     everything after it (`block_sync`: release on arrival, acquire when
+ *     released); a shuffle likewise within the warp (`warp_sync[w]`).
+ * So an unsynchronised pair of accesses to the same shared or global memory
+ * by two threads of a block, one a write, is reported as a data race: the
+ * hazard compute-sanitizer's racecheck reports on a GPU. (Blocks are ordered
+ * here, so races between blocks are not found; the scheduler's own accesses
+ * to fiber state are not instrumented.) Barrier-free kernels also run as
+ * fibers under TSan. */
+#ifdef VAE_EMU_TSAN
+#include <sanitizer/tsan_interface.h>
+#define TSAN(...) __VA_ARGS__
+#else
+#define TSAN(...)
+#endif
+
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 
@@ -62,6 +91,7 @@ struct fiber {
     uint64_t slot = 0;          /* shuffle: its value, then its partner's */
     unsigned lane_mask = 0;
     void *fake = nullptr;       /* ASan's fake stack of this fiber */
+    void *tsan = nullptr;       /* its TSan fiber */
 };
 
 const size_t k_stack = 256 * 1024; /* per fiber (ASan frames are large) */
@@ -81,6 +111,10 @@ struct launch_state {
     const void *sched_bottom = nullptr;
     size_t sched_size = 0;
     void *sched_fake = nullptr;
+    /* TSan: the host thread's fiber and the sync objects (header comment) */
+    void *sched_tsan = nullptr;
+    char launch_in, block_done[2], block_sync, warp_sync[32];
+    unsigned long long block_no = 0; /* blocks run so far, all launches */
 };
 
 launch_state g;
@@ -157,6 +191,7 @@ void enter(int i) {
 #ifdef VAE_EMU_ASAN
     __sanitizer_start_switch_fiber(&g.sched_fake, f.stack, k_stack);
 #endif
+    TSAN(__tsan_switch_to_fiber(f.tsan, __tsan_switch_to_fiber_no_sync));
     vae_emu_switch(&g.sched_sp, f.sp);
 #ifdef VAE_EMU_ASAN
     __sanitizer_finish_switch_fiber(g.sched_fake, nullptr, nullptr);
@@ -170,6 +205,7 @@ void yield(void) {
 #ifdef VAE_EMU_ASAN
     __sanitizer_start_switch_fiber(&f.fake, g.sched_bottom, g.sched_size);
 #endif
+    TSAN(__tsan_switch_to_fiber(g.sched_tsan, __tsan_switch_to_fiber_no_sync));
     vae_emu_switch(&f.sp, g.sched_sp);
 #ifdef VAE_EMU_ASAN
     __sanitizer_finish_switch_fiber(f.fake, &g.sched_bottom, &g.sched_size);
@@ -180,13 +216,17 @@ void trampoline(void) {
 #ifdef VAE_EMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &g.sched_bottom, &g.sched_size);
 #endif
+    TSAN(__tsan_acquire(&g.launch_in));
+    TSAN(__tsan_acquire(&g.block_done[(g.block_no + 1) % 2]));
     g.body(g.arg);
+    TSAN(__tsan_release(&g.block_done[g.block_no % 2]));
     fiber &f = g.fibers[g.cur];
     f.st = DONE;
     g.live--;
 #ifdef VAE_EMU_ASAN
     __sanitizer_start_switch_fiber(nullptr, g.sched_bottom, g.sched_size);
 #endif
+    TSAN(__tsan_switch_to_fiber(g.sched_tsan, __tsan_switch_to_fiber_no_sync));
     vae_emu_switch(&g.dead_sp, g.sched_sp);
     abort(); /* not reached: a finished fiber is never switched to */
 }
@@ -199,6 +239,7 @@ void ensure_fibers(int n) {
         void *p = mmap(nullptr, k_stack + 4096, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) die("mmap of a fiber stack failed");
+        TSAN(f.tsan = __tsan_create_fiber(0));
         mprotect(p, 4096, PROT_NONE);
         f.stack = static_cast<char *>(p) + 4096;
     }
@@ -308,7 +349,11 @@ void wait_at(state s, const char *file, int line) {
     f.line = line;
     if (s == AT_SYNC) g.at_sync++;
     else g.at_shfl[g.cur / 32]++;
+    void *sync = s == AT_SYNC ? (void *)&g.block_sync : (void *)&g.warp_sync[g.cur / 32];
+    TSAN(__tsan_release(sync));
     yield();
+    TSAN(__tsan_acquire(sync));
+    (void)sync;
 }
 
 /* g.cur: the running fiber; FREE_RUN while a barrier-free kernel runs */
@@ -356,6 +401,11 @@ void vae_emu_run(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body
     }
     const int n = (int)nt;
     ensure_fibers(n);
+#ifdef VAE_EMU_TSAN
+    free = 0; /* every thread a fiber, so that TSan sees them apart */
+    g.sched_tsan = __tsan_get_current_fiber();
+    __tsan_release(&g.launch_in);
+#endif
     g.body = body;
     g.arg = arg;
     g.site = site;
@@ -369,6 +419,7 @@ void vae_emu_run(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body
                     (unsigned)(k / ((unsigned long long)grid.x * grid.y))};
         if (!free) {
             run_block(n);
+            g.block_no++;
             continue;
         }
         g.cur = FREE_RUN;
@@ -378,6 +429,7 @@ void vae_emu_run(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body
         }
         g.cur = -1;
     }
+    TSAN(__tsan_acquire(&g.block_done[(g.block_no + 1) % 2]));
     g.site = "";
 }
 
