@@ -614,7 +614,7 @@ static void test_dense_relu_graph(void) {
     }
     enum { B = 32, I = 50, O = 129, O2 = 20 };
     relu_work a[2];
-    real *hx = test_xmalloc((size_t)B * I * sizeof(real));
+    real *hx = test_xmalloc((size_t)O * I * sizeof(real)); /* the largest input below */
     for (int k = 0; k < 2; k++) {
         relu_work *x = &a[k];
         x->be = g_gpu, x->B = B, x->I = I, x->O = O, x->O2 = O2;
@@ -1609,7 +1609,9 @@ int main(void) {
                                   {5, 16, 7, 7, 32, 3, 2, 0}, {2, 32, 14, 14, 64, 4, 2, 1},
                                   {3, 7, 9, 11, 3, 5, 1, 2},  {1, 2, 1, 1, 3, 1, 1, 0},
                                   /* B*HW >= 4096: the bias gradient in several chunks */
-                                  {128, 1, 28, 28, 32, 4, 2, 1}};
+                                  {128, 1, 28, 28, 32, 4, 2, 1},
+                                  /* an empty batch: no output, zero gradients */
+                                  {0, 3, 5, 5, 4, 3, 1, 1}};
     for (size_t i = 0; i < sizeof conv / sizeof conv[0]; i++) {
         const int *c = conv[i];
         test_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 200 + (unsigned)i);
@@ -1621,7 +1623,8 @@ int main(void) {
                                    /* one channel of 64 x 28 x 28: many chunks */
                                    {64, 32, 14, 14, 1, 4, 2, 1, 0},
                                    /* 128 x 28 x 28: more than 32 chunks (pass 2 as above) */
-                                   {128, 8, 14, 14, 1, 4, 2, 1, 0}};
+                                   {128, 8, 14, 14, 1, 4, 2, 1, 0},
+                                   {0, 3, 4, 4, 2, 3, 2, 1, 1}}; /* an empty batch */
     for (size_t i = 0; i < sizeof convt / sizeof convt[0]; i++) {
         const int *c = convt[i];
         test_convt(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], 300 + (unsigned)i);

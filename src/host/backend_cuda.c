@@ -1173,8 +1173,17 @@ static conv_plan *convt_plan_of(cuda_ctx *c, const vae_convt_geom *g, int B) {
                     g->pad);
 }
 
+/* An empty batch (B <= 0) is nothing to do, and the weight and bias
+ * gradients of no images are 0, as on the CPU: cuDNN rejects a tensor with
+ * n = 0, so these never reach it. */
+static void conv_empty_grads(cuda_ctx *c, real *dw, real *db, size_t nw, int cout) {
+    if (dw) CUDA_CHECK(cudaMemsetAsync(dw, 0, nw * sizeof(real), c->stream));
+    if (db) CUDA_CHECK(cudaMemsetAsync(db, 0, (size_t)cout * sizeof(real), c->stream));
+}
+
 static void cuda_conv2d_forward(vae_backend *be, real *out, const real *in, const real *w,
                                 const real *b, const vae_conv_geom *g, int B) {
+    if (B <= 0) return;
     cuda_ctx *c = ctx_of(be);
     run_fwd(c, conv_plan_of(c, g, B), in, w, out);
     if (b) vae_cuda_bias_add_nchw(c->stream, out, b, B, g->cout, g->hout * g->wout);
@@ -1183,6 +1192,10 @@ static void cuda_conv2d_forward(vae_backend *be, real *out, const real *in, cons
 static void cuda_conv2d_backward(vae_backend *be, real *din, real *dw, real *db, const real *dout,
                                  const real *in, const real *w, const vae_conv_geom *g, int B) {
     cuda_ctx *c = ctx_of(be);
+    if (B <= 0) {
+        conv_empty_grads(c, dw, db, (size_t)g->cout * g->cin * g->k * g->k, g->cout);
+        return;
+    }
     conv_plan *p = conv_plan_of(c, g, B);
     if (db)
         vae_cuda_bias_grad_nchw(c->stream, db, dout, B, g->cout, g->hout * g->wout,
@@ -1193,6 +1206,7 @@ static void cuda_conv2d_backward(vae_backend *be, real *din, real *dw, real *db,
 
 static void cuda_convt2d_forward(vae_backend *be, real *out, const real *in, const real *w,
                                  const real *b, const vae_convt_geom *g, int B) {
+    if (B <= 0) return;
     cuda_ctx *c = ctx_of(be);
     run_bwd_data(c, convt_plan_of(c, g, B), w, in, out);
     if (b) vae_cuda_bias_add_nchw(c->stream, out, b, B, g->cout, g->hout * g->wout);
@@ -1202,6 +1216,10 @@ static void cuda_convt2d_backward(vae_backend *be, real *din, real *dw, real *db
                                   const real *dout, const real *in, const real *w,
                                   const vae_convt_geom *g, int B) {
     cuda_ctx *c = ctx_of(be);
+    if (B <= 0) {
+        conv_empty_grads(c, dw, db, (size_t)g->cin * g->cout * g->k * g->k, g->cout);
+        return;
+    }
     conv_plan *p = convt_plan_of(c, g, B);
     if (db)
         vae_cuda_bias_grad_nchw(c->stream, db, dout, B, g->cout, g->hout * g->wout,
