@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""cu2cpp.py SRC OUT — a copy of a CUDA source for the CPU emulator.
+"""cu2cpp.py SRC OUT [--keep-names] — a copy of a CUDA source for the CPU emulator.
 
 Two textual changes, nothing else (line numbers are kept, so the emulator's
 messages and compiler errors point at the same lines as the original):
@@ -11,7 +11,9 @@ messages and compiler errors point at the same lines as the original):
     a kernel's threads as plain calls, and stops with a message should one
     reach a barrier after all;
   - the launchers' prefix vae_cuda_ becomes vae_emu_, so that a test can
-    link the emulated kernels next to a CUDA build's real ones.
+    link the emulated kernels next to a CUDA build's real ones (not with
+    --keep-names: the mock device, tests/mock, links them under their own
+    names, for src/host/backend_cuda.c to call).
 """
 import glob
 import os
@@ -164,7 +166,8 @@ def main():
         text = rewrite(src, reach)
     except ValueError as exc:
         sys.exit("%s: %s" % (src_path, exc))
-    text = re.sub(r'\bvae_cuda_', 'vae_emu_', text)
+    if '--keep-names' not in sys.argv[3:]:
+        text = re.sub(r'\bvae_cuda_', 'vae_emu_', text)
     with open(out_path, 'w') as f:
         f.write(text)
 

@@ -96,7 +96,7 @@ inline double __dmul_rn(double a, double b) { return a * b; }
 /* free: the kernel reaches no barrier (cu2cpp.py), its threads run as plain
  * calls, in thread order, without fibers. */
 void vae_emu_run(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body)(void *),
-                 void *arg, const char *site, int free);
+                 void *arg, size_t arg_size, const char *site, int free);
 
 template <class... P, class... A>
 inline void vae_emu_launch_at(const char *site, int free, dim3 grid, dim3 block, size_t smem,
@@ -111,7 +111,7 @@ inline void vae_emu_launch_at(const char *site, int free, dim3 grid, dim3 block,
             std::apply(c->k, c->a);
         }
     } c{kernel, std::tuple<P...>(std::forward<A>(args)...)};
-    vae_emu_run(grid, block, smem, s, &call::run, &c, site, free);
+    vae_emu_run(grid, block, smem, s, &call::run, &c, sizeof c, site, free);
 }
 
 #define VAE_EMU_STR2(x) #x

@@ -30,8 +30,7 @@
 #include <vector>
 
 #include "cuda_emu.h"
-#include "cublas_v2.h"
-#include "cudnn.h"
+#include "emu_launch.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define VAE_EMU_ASAN 1
@@ -127,7 +126,7 @@ launch_state g;
 extern "C" void vae_emu_switch(void **save, void *to);
 #if defined(__x86_64__)
 asm(R"(
-    .text
+    .pushsection .text
     .globl vae_emu_switch
     .type vae_emu_switch, @function
 vae_emu_switch:
@@ -147,7 +146,7 @@ vae_emu_switch:
     popq %rbp
     ret
     .size vae_emu_switch, .-vae_emu_switch
-    .section .note.GNU-stack,"",@progbits
+    .popsection
 )");
 #else
 #error "the CUDA emulator's context switch is written for x86-64 (tests/CMakeLists.txt builds it only there)"
@@ -387,9 +386,31 @@ uint64_t vae_emu_shfl_xor(const char *file, int line, unsigned mask, uint64_t bi
     return g.fibers[g.cur].slot;
 }
 
+int (*vae_emu_launch_hook)(const vae_emu_launch_rec *rec) = nullptr;
+
 void vae_emu_run(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body)(void *),
-                 void *arg, const char *site, int free) {
-    (void)s;
+                 void *arg, size_t arg_size, const char *site, int free) {
+    const vae_emu_launch_rec rec = {{grid.x, grid.y, grid.z}, {block.x, block.y, block.z},
+                                    smem, (void *)s, body, arg, arg_size, site, free};
+    if (vae_emu_launch_hook && vae_emu_launch_hook(&rec)) return;
+    vae_emu_run_rec(&rec);
+}
+
+int vae_emu_take_launch_error(void) {
+    std::lock_guard<std::mutex> l(g_launch);
+    cudaError_t e = g_last;
+    g_last = cudaSuccess;
+    return (int)e;
+}
+
+void vae_emu_run_rec(const vae_emu_launch_rec *rec) {
+    const dim3 grid(rec->grid[0], rec->grid[1], rec->grid[2]);
+    const dim3 block(rec->block[0], rec->block[1], rec->block[2]);
+    const size_t smem = rec->smem;
+    void (*body)(void *) = rec->body;
+    void *arg = rec->arg;
+    const char *site = rec->site;
+    int free = rec->free;
     std::lock_guard<std::mutex> l(g_launch);
     const unsigned long long nt = (unsigned long long)block.x * block.y * block.z;
     if (nt == 0 || nt > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
@@ -433,36 +454,3 @@ void vae_emu_run(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body
     g.site = "";
 }
 
-extern "C" {
-
-cudaError_t cudaGetLastError(void) {
-    std::lock_guard<std::mutex> l(g_launch);
-    cudaError_t e = g_last;
-    g_last = cudaSuccess;
-    return e;
-}
-
-const char *cudaGetErrorString(cudaError_t e) {
-    switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    }
-    return "unknown error";
-}
-
-cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *attr, const void *func) {
-    if (!attr || !func) return cudaErrorInvalidValue;
-    attr->maxThreadsPerBlock = 1024;
-    return cudaSuccess;
-}
-
-const char *cublasGetStatusString(cublasStatus_t s) {
-    return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : "CUBLAS_STATUS_NOT_SUPPORTED";
-}
-
-const char *cudnnGetErrorString(cudnnStatus_t s) {
-    return s == CUDNN_STATUS_SUCCESS ? "CUDNN_STATUS_SUCCESS" : "CUDNN_STATUS_NOT_SUPPORTED";
-}
-
-} // extern "C"

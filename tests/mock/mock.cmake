@@ -1,0 +1,64 @@
+# The mock device (tests/mock/README.md): src/host/backend_cuda.c compiled
+# against the real CUDA and cuDNN headers and linked, instead of the CUDA
+# libraries, with CPU implementations of the APIs it calls (mock_*.c) and the
+# kernels in the emulator under their own names. test_cuda_ops_mock and
+# test_cuda_train_mock are test_cuda_ops and test_cuda_train on that backend.
+# Needs only the headers (no GPU, no nvcc), so it builds in the sanitizer
+# passes too. Included from tests/CMakeLists.txt after the emulator's part.
+find_path(VAE_MOCK_CUDA_INC cuda_runtime_api.h HINTS /usr/local/cuda/include ${CUDAToolkit_INCLUDE_DIRS})
+find_path(VAE_MOCK_LT_INC cublasLt.h HINTS ${VAE_MOCK_CUDA_INC} /usr/local/cuda/include)
+find_path(VAE_MOCK_CUDNN_INC cudnn.h HINTS ${VAE_MOCK_CUDA_INC} ${CUDNN_INCLUDE_DIR})
+if(NOT (TARGET vae_emu AND VAE_MOCK_CUDA_INC AND VAE_MOCK_LT_INC AND VAE_MOCK_CUDNN_INC
+        AND EXISTS ${CMAKE_SOURCE_DIR}/tests/mock/mock_cublas.c
+        AND EXISTS ${CMAKE_SOURCE_DIR}/tests/mock/mock_cudnn.c))
+  message(STATUS "mock device: not built (needs the CUDA and cuDNN headers and the emulator)")
+  return()
+endif()
+message(STATUS "mock device: CUDA headers ${VAE_MOCK_CUDA_INC}, cuDNN ${VAE_MOCK_CUDNN_INC}")
+set(mock ${CMAKE_SOURCE_DIR}/tests/mock)
+set(mock_gen ${CMAKE_CURRENT_BINARY_DIR}/mock_gen)
+
+# the kernels (and the emulator's scheduler) against the emulator's headers
+vae_emu_copies(${mock_gen} mock_kernel_sources --keep-names)
+add_library(vae_mock_kernels OBJECT ${mock_kernel_sources} ${emu}/emu_runtime.cpp)
+target_include_directories(vae_mock_kernels BEFORE PRIVATE ${mock_gen} ${emu} ${emu}/include
+                           ${CMAKE_SOURCE_DIR}/include)
+target_compile_options(vae_mock_kernels PRIVATE -Wall -Wextra -Wno-unused-parameter)
+if(VAE_TSAN) # emu_runtime.cpp's -fno-sanitize=thread is set where vae_emu is
+  target_compile_definitions(vae_mock_kernels PRIVATE VAE_EMU_TSAN=1)
+endif()
+
+# the library: the host sources, the CUDA backend's host side, the mock APIs
+add_library(vae_lib_mock STATIC ${VAE_HOST_SOURCES} ${VAE_CUDA_HOST} ${mock}/mock_cudart.c
+            ${mock}/mock_cublas.c ${mock}/mock_cudnn.c $<TARGET_OBJECTS:vae_mock_kernels>)
+vae_deps(vae_lib_mock)
+target_include_directories(vae_lib_mock PRIVATE ${CMAKE_SOURCE_DIR}/src/kernels ${mock} ${emu}
+                           ${VAE_MOCK_CUDA_INC} ${VAE_MOCK_CUDNN_INC})
+target_compile_definitions(vae_lib_mock PUBLIC VAE_HAVE_CUDA=1)
+target_link_libraries(vae_lib_mock PUBLIC Threads::Threads)
+
+add_library(vae_testutil_mock STATIC ${CMAKE_CURRENT_SOURCE_DIR}/testutil.c)
+target_link_libraries(vae_testutil_mock PUBLIC vae_lib_mock)
+foreach(t test_cuda_ops test_cuda_train)
+  add_executable(${t}_mock ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c)
+  target_link_libraries(${t}_mock PRIVATE vae_testutil_mock)
+  target_include_directories(${t}_mock PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  add_test(NAME ${t}_mock COMMAND ${t}_mock)
+  set_tests_properties(${t}_mock PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
+                       ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+endforeach()
+# ~70 s per case on one core (naive GEMMs and convolutions, emulated
+# kernels): two of the four cases, the dense + ReLU pairs fused both ways
+# (mlp) and the convolutions (conv); scripts/test.sh leaves it out of the
+# sanitizer pass, where test_cuda_ops_mock checks the host code.
+set_tests_properties(test_cuda_train_mock PROPERTIES LABELS "mock;slow"
+                     ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_TEST_CASES=mlp,conv")
+foreach(t mock_cublas mock_cudnn)
+  if(EXISTS ${mock}/test_${t}.c)
+    add_executable(test_${t} ${mock}/test_${t}.c ${mock}/${t}.c)
+    target_include_directories(test_${t} PRIVATE ${mock} ${VAE_MOCK_CUDA_INC} ${VAE_MOCK_CUDNN_INC})
+    target_link_libraries(test_${t} PRIVATE m)
+    add_test(NAME test_${t} COMMAND test_${t})
+    set_tests_properties(test_${t} PROPERTIES LABELS mock)
+  endif()
+endforeach()

@@ -1,0 +1,43 @@
+/* mock.h — the mock device's parts share this (tests/mock/README.md).
+ *
+ * The mock device is the CUDA runtime, cuBLAS, cuBLASLt and cuDNN APIs that
+ * src/host/backend_cuda.c calls, implemented on the CPU in host memory, so
+ * that the CUDA backend's host code runs (and is tested) without a GPU. Our
+ * own kernels run in the CPU emulator (tests/emu). Every function checks its
+ * arguments as the library documents and returns the library's error status
+ * for a violation, never guessing.
+ *
+ * Stream order is program order: work "enqueued" on a stream runs at once,
+ * unless the stream is being captured (cudaStreamBeginCapture), in which case
+ * it is recorded into the graph and runs when the graph is launched.
+ */
+#ifndef VAE_MOCK_H
+#define VAE_MOCK_H
+
+#include <stddef.h>
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void (*mock_fn)(void *args);
+
+/* fn(args) in stream order on stream s (NULL = the legacy default stream):
+ * now, or recorded with a copy of the `size` bytes at args when s is being
+ * captured. args must hold everything fn needs by value (pointers to device
+ * memory and scalars; host-side scalars such as alpha/beta copied in). */
+void mock_enqueue(cudaStream_t s, mock_fn fn, const void *args, size_t size);
+
+/* 1 when s is being captured (cudaStreamIsCapturing without the status). */
+int mock_capturing(cudaStream_t s);
+
+/* A printf-style note on stderr, prefixed "mock device: ", for the argument
+ * violations the functions return an error status for (so that the failing
+ * test says why). */
+void mock_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#ifdef __cplusplus
+}
+#endif
+#endif

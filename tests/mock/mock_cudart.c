@@ -1,0 +1,504 @@
+/* mock_cudart.c — the CUDA runtime of the mock device (mock.h): one device,
+ * host memory, synchronous streams, events that order nothing (everything
+ * already runs in program order), and stream capture into graphs that
+ * replay the recorded work: library calls (mock_enqueue), copies, memsets
+ * and kernel launches (the emulator's vae_emu_launch_hook).
+ *
+ * What the real runtime refuses, this refuses too, with the same error:
+ * capture on the legacy stream, a synchronize or a copy to or from pageable
+ * host memory inside a capture (which also invalidates the capture, so
+ * cudaStreamEndCapture fails), a launch of a graph on a capturing stream,
+ * cudaFree of a pointer cudaMalloc did not return.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "emu_launch.h"
+#include "mock.h"
+
+#define MOCK_TOTAL_MEM ((size_t)4 << 30)
+/* fresh device memory is filled with 0xff bytes (NaN as float) up to this
+ * size, so that reading memory nobody wrote shows in results */
+#define MOCK_FILL_MAX ((size_t)512 << 20)
+
+/* ------------------------------------------------------------ graphs */
+
+typedef struct node {
+    struct node *next;
+    int is_launch;
+    mock_fn fn;               /* !is_launch: fn(args) */
+    vae_emu_launch_rec rec;   /* is_launch: rec.arg points into args */
+    size_t size;
+    unsigned char args[];     /* the copy */
+} node;
+
+struct CUgraph_st {
+    node *head, *tail;
+};
+struct CUgraphExec_st {
+    node *head;
+};
+struct CUstream_st {
+    int capturing;    /* cudaStreamCaptureStatusActive */
+    int invalidated;  /* an illegal call happened during the capture */
+    struct CUgraph_st *graph;
+};
+struct CUevent_st {
+    int recorded;
+};
+
+static struct CUstream_st g_legacy; /* the NULL stream */
+
+static struct CUstream_st *stream_of(cudaStream_t s) { return s ? s : &g_legacy; }
+
+void mock_note(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("mock device: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void free_nodes(node *n) {
+    while (n) {
+        node *next = n->next;
+        free(n);
+        n = next;
+    }
+}
+
+static node *node_new(size_t size) {
+    node *n = calloc(1, sizeof *n + size);
+    if (!n) {
+        mock_note("out of host memory recording a graph node");
+        abort();
+    }
+    n->size = size;
+    return n;
+}
+
+static void append(struct CUstream_st *st, node *n) {
+    if (st->graph->tail) st->graph->tail->next = n;
+    else st->graph->head = n;
+    st->graph->tail = n;
+}
+
+int mock_capturing(cudaStream_t s) { return stream_of(s)->capturing; }
+
+void mock_enqueue(cudaStream_t s, mock_fn fn, const void *args, size_t size) {
+    struct CUstream_st *st = stream_of(s);
+    if (!st->capturing) {
+        fn((void *)args);
+        return;
+    }
+    node *n = node_new(size);
+    n->fn = fn;
+    memcpy(n->args, args, size);
+    append(st, n);
+}
+
+/* The emulator offers every kernel launch here first. */
+static int launch_hook(const vae_emu_launch_rec *rec) {
+    struct CUstream_st *st = stream_of((cudaStream_t)rec->stream);
+    if (!st->capturing) return 0;
+    node *n = node_new(rec->arg_size);
+    n->is_launch = 1;
+    n->rec = *rec;
+    memcpy(n->args, rec->arg, rec->arg_size);
+    n->rec.arg = n->args;
+    append(st, n);
+    return 1;
+}
+
+__attribute__((constructor)) static void install_hook(void) { vae_emu_launch_hook = launch_hook; }
+
+static void run_nodes(const node *n) {
+    for (; n; n = n->next) {
+        if (n->is_launch) {
+            /* the body may not modify its argument copy, but give each
+             * replay a fresh one all the same */
+            vae_emu_launch_rec r = n->rec;
+            unsigned char *copy = malloc(n->size ? n->size : 1);
+            if (!copy) abort();
+            memcpy(copy, n->args, n->size);
+            r.arg = copy;
+            vae_emu_run_rec(&r);
+            free(copy);
+        } else {
+            unsigned char *copy = malloc(n->size ? n->size : 1);
+            if (!copy) abort();
+            memcpy(copy, n->args, n->size);
+            n->fn(copy);
+            free(copy);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ errors */
+
+cudaError_t cudaGetLastError(void) { return (cudaError_t)vae_emu_take_launch_error(); }
+
+const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    default: return "unknown error (mock device)";
+    }
+}
+
+/* ------------------------------------------------------------ device */
+
+static int no_device(void) {
+    const char *e = getenv("VAE_MOCK_NO_DEVICE");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
+cudaError_t cudaGetDeviceCount(int *count) {
+    if (!count) return cudaErrorInvalidValue;
+    *count = no_device() ? 0 : 1;
+    return no_device() ? cudaErrorNoDevice : cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+    return device == 0 && !no_device() ? cudaSuccess : cudaErrorInvalidDevice;
+}
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
+    if (!prop) return cudaErrorInvalidValue;
+    if (device != 0) return cudaErrorInvalidDevice;
+    memset(prop, 0, sizeof *prop);
+    snprintf(prop->name, sizeof prop->name, "mock device (CPU, tests/mock)");
+    prop->major = 9;
+    prop->minor = 0;
+    prop->multiProcessorCount = 4;
+    prop->totalGlobalMem = MOCK_TOTAL_MEM;
+    prop->warpSize = 32;
+    prop->maxThreadsPerBlock = 1024;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
+    if (!value) return cudaErrorInvalidValue;
+    if (device != 0) return cudaErrorInvalidDevice;
+    switch (attr) {
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = 4; return cudaSuccess;
+    case cudaDevAttrWarpSize: *value = 32; return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
+    default:
+        mock_note("cudaDeviceGetAttribute: attribute %d not modelled", (int)attr);
+        return cudaErrorInvalidValue;
+    }
+}
+
+cudaError_t cudaDriverGetVersion(int *v) {
+    if (!v) return cudaErrorInvalidValue;
+    *v = 13000;
+    return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *v) {
+    if (!v) return cudaErrorInvalidValue;
+    *v = 13000;
+    return cudaSuccess;
+}
+
+/* The kernel probe's (act.cu) call: only the status matters. *attr is left
+ * alone: the caller is an emulated kernel file, built against the emulator's
+ * one-field stand-in of the struct, not this header's. */
+cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *attr, const void *func) {
+    return attr && func ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+/* ------------------------------------------------------------ memory */
+
+typedef struct alloc_rec {
+    struct alloc_rec *next;
+    void *p;
+    size_t bytes;
+    int host; /* cudaMallocHost */
+} alloc_rec;
+static alloc_rec *g_allocs;
+static size_t g_in_use;
+
+/* pointer inside an allocation of the given kind */
+static int inside(const void *p, size_t bytes, int host) {
+    const uintptr_t x = (uintptr_t)p;
+    for (alloc_rec *a = g_allocs; a; a = a->next)
+        if (a->host == host && x >= (uintptr_t)a->p && x + bytes <= (uintptr_t)a->p + a->bytes)
+            return 1;
+    return 0;
+}
+
+static cudaError_t do_alloc(void **p, size_t bytes, int host) {
+    if (!p) return cudaErrorInvalidValue;
+    *p = NULL;
+    if (!host && bytes > MOCK_TOTAL_MEM - g_in_use) return cudaErrorMemoryAllocation;
+    alloc_rec *a = calloc(1, sizeof *a);
+    void *m = NULL;
+    if (!a || posix_memalign(&m, 256, bytes ? (bytes + 255) / 256 * 256 : 256) != 0) {
+        free(a);
+        return cudaErrorMemoryAllocation;
+    }
+    if (!host) memset(m, 0xff, bytes < MOCK_FILL_MAX ? bytes : MOCK_FILL_MAX);
+    a->p = m;
+    a->bytes = bytes;
+    a->host = host;
+    a->next = g_allocs;
+    g_allocs = a;
+    if (!host) g_in_use += bytes;
+    *p = m;
+    return cudaSuccess;
+}
+
+static cudaError_t do_free(void *p, int host) {
+    if (!p) return cudaSuccess;
+    for (alloc_rec **pp = &g_allocs; *pp; pp = &(*pp)->next) {
+        alloc_rec *a = *pp;
+        if (a->p == p && a->host == host) {
+            *pp = a->next;
+            if (!host) g_in_use -= a->bytes;
+            free(a->p);
+            free(a);
+            return cudaSuccess;
+        }
+    }
+    mock_note("%s(%p): not a pointer %s returned", host ? "cudaFreeHost" : "cudaFree", p,
+              host ? "cudaMallocHost" : "cudaMalloc");
+    return host ? cudaErrorInvalidValue : cudaErrorInvalidDevicePointer;
+}
+
+cudaError_t cudaMalloc(void **p, size_t bytes) { return do_alloc(p, bytes, 0); }
+cudaError_t cudaFree(void *p) { return do_free(p, 0); }
+cudaError_t cudaMallocHost(void **p, size_t bytes) { return do_alloc(p, bytes, 1); }
+cudaError_t cudaFreeHost(void *p) { return do_free(p, 1); }
+
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
+    if (!free_bytes || !total) return cudaErrorInvalidValue;
+    *total = MOCK_TOTAL_MEM;
+    *free_bytes = MOCK_TOTAL_MEM - g_in_use;
+    return cudaSuccess;
+}
+
+typedef struct {
+    void *dst;
+    const void *src;
+    size_t n;
+} copy_args;
+static void run_copy(void *a) {
+    copy_args *c = a;
+    memmove(c->dst, c->src, c->n);
+}
+
+typedef struct {
+    void *dst;
+    int value;
+    size_t n;
+} set_args;
+static void run_set(void *a) {
+    set_args *c = a;
+    memset(c->dst, c->value, c->n);
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind,
+                            cudaStream_t s) {
+    struct CUstream_st *st = stream_of(s);
+    if (n == 0) return cudaSuccess;
+    if (!dst || !src) return cudaErrorInvalidValue;
+    /* the direction must agree with where the pointers are */
+    const int dst_dev = inside(dst, n, 0), src_dev = inside(src, n, 0);
+    int ok;
+    switch (kind) {
+    case cudaMemcpyHostToDevice: ok = dst_dev && !src_dev; break;
+    case cudaMemcpyDeviceToHost: ok = src_dev && !dst_dev; break;
+    case cudaMemcpyDeviceToDevice: ok = src_dev && dst_dev; break;
+    case cudaMemcpyDefault: ok = 1; break;
+    default: ok = 0; break;
+    }
+    if (!ok) {
+        mock_note("cudaMemcpyAsync(%p, %p, %zu, kind %d): the pointers are not where the kind "
+                  "says (or the range leaves its allocation)",
+                  dst, src, n, (int)kind);
+        return cudaErrorInvalidValue;
+    }
+    if (st->capturing) {
+        const void *host = kind == cudaMemcpyHostToDevice ? src
+                           : kind == cudaMemcpyDeviceToHost ? dst : NULL;
+        if (host && !inside(host, n, 1)) {
+            mock_note("cudaMemcpyAsync of pageable host memory during stream capture");
+            st->invalidated = 1;
+            return cudaErrorStreamCaptureUnsupported;
+        }
+    }
+    copy_args c = {dst, src, n};
+    mock_enqueue(s, run_copy, &c, sizeof c);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void *dst, int value, size_t n, cudaStream_t s) {
+    if (n == 0) return cudaSuccess;
+    if (!inside(dst, n, 0)) {
+        mock_note("cudaMemsetAsync(%p, %zu): not inside a cudaMalloc allocation", dst, n);
+        return cudaErrorInvalidValue;
+    }
+    set_args c = {dst, value, n};
+    mock_enqueue(s, run_set, &c, sizeof c);
+    return cudaSuccess;
+}
+
+/* ------------------------------------------------------------ streams */
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
+    (void)flags;
+    if (!s) return cudaErrorInvalidValue;
+    *s = calloc(1, sizeof **s);
+    return *s ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    if (!s) return cudaErrorInvalidValue;
+    if (s->graph) {
+        free_nodes(s->graph->head);
+        free(s->graph);
+    }
+    free(s);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    struct CUstream_st *st = stream_of(s);
+    if (st->capturing) {
+        mock_note("cudaStreamSynchronize on a capturing stream");
+        st->invalidated = 1;
+        return cudaErrorStreamCaptureUnsupported;
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *status) {
+    if (!status) return cudaErrorInvalidValue;
+    struct CUstream_st *st = stream_of(s);
+    *status = !st->capturing      ? cudaStreamCaptureStatusNone
+              : st->invalidated ? cudaStreamCaptureStatusInvalidated
+                                : cudaStreamCaptureStatusActive;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode) {
+    (void)mode;
+    if (!s) {
+        mock_note("cudaStreamBeginCapture on the legacy NULL stream");
+        return cudaErrorStreamCaptureUnsupported;
+    }
+    if (s->capturing) return cudaErrorIllegalState;
+    s->graph = calloc(1, sizeof *s->graph);
+    if (!s->graph) return cudaErrorMemoryAllocation;
+    s->capturing = 1;
+    s->invalidated = 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
+    if (!s || !graph) return cudaErrorInvalidValue;
+    *graph = NULL;
+    if (!s->capturing) return cudaErrorIllegalState;
+    s->capturing = 0;
+    struct CUgraph_st *g = s->graph;
+    s->graph = NULL;
+    if (s->invalidated) {
+        free_nodes(g->head);
+        free(g);
+        return cudaErrorStreamCaptureInvalidated;
+    }
+    *graph = g;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+    (void)flags;
+    if (!e) return cudaErrorInvalidValue;
+    *e = calloc(1, sizeof **e);
+    return *e ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    if (!e) return cudaErrorInvalidValue;
+    free(e);
+    return cudaSuccess;
+}
+
+/* Work runs in program order, so an event orders nothing that is not
+ * already ordered; it only has to exist. */
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    (void)s;
+    if (!e) return cudaErrorInvalidValue;
+    e->recorded = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
+    (void)s, (void)flags;
+    return e ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+/* ------------------------------------------------------------ graphs */
+
+cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t *exec, cudaGraph_t graph,
+                                          unsigned long long flags) {
+    (void)flags;
+    if (!exec || !graph) return cudaErrorInvalidValue;
+    *exec = calloc(1, sizeof **exec);
+    if (!*exec) return cudaErrorMemoryAllocation;
+    /* the exec is independent of the graph: copy the nodes */
+    node **tail = &(*exec)->head;
+    for (const node *n = graph->head; n; n = n->next) {
+        node *c = node_new(n->size);
+        c->is_launch = n->is_launch;
+        c->fn = n->fn;
+        c->rec = n->rec;
+        memcpy(c->args, n->args, n->size);
+        c->rec.arg = c->args;
+        *tail = c;
+        tail = &c->next;
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+    if (!exec) return cudaErrorInvalidValue;
+    if (stream_of(s)->capturing) {
+        mock_note("cudaGraphLaunch on a capturing stream (not modelled)");
+        return cudaErrorStreamCaptureUnsupported;
+    }
+    run_nodes(exec->head);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+    if (!graph) return cudaErrorInvalidValue;
+    free_nodes(graph->head);
+    free(graph);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    if (!exec) return cudaErrorInvalidValue;
+    free_nodes(exec->head);
+    free(exec);
+    return cudaSuccess;
+}
