@@ -53,6 +53,19 @@ endforeach()
 # sanitizer pass, where test_cuda_ops_mock checks the host code.
 set_tests_properties(test_cuda_train_mock PROPERTIES LABELS "mock;slow"
                      ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_TEST_CASES=mlp,conv")
+# test_cuda_ops_mock again with cuBLASLt refusing: no algorithm for any
+# epilogue (every dense layer on its fallback), no algorithm for the ReLU
+# epilogues only (bias epilogues, ReLU fallbacks), and the matmul call itself
+# refused after a plan was made (the fallback at call time)
+foreach(r "lt_none;VAE_MOCK_LT_REFUSE=all" "relu_none;VAE_MOCK_LT_REFUSE=RELU_AUX_BIAS,RELU_BIAS,DRELU_BGRAD"
+          "lt_call_refused;VAE_MOCK_LT_REFUSE_MATMUL=all")
+  list(GET r 0 name)
+  list(GET r 1 env)
+  add_test(NAME test_cuda_ops_mock_${name} COMMAND test_cuda_ops_mock)
+  set_tests_properties(test_cuda_ops_mock_${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
+                       ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};${env}")
+endforeach()
+
 foreach(t mock_cublas mock_cudnn)
   if(EXISTS ${mock}/test_${t}.c)
     add_executable(test_${t} ${mock}/test_${t}.c ${mock}/${t}.c)
