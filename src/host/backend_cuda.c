@@ -1142,8 +1142,8 @@ static void cuda_dense_relu_forward(vae_backend *be, real *out, void *mask, cons
  * DRELU_BGRAD epilogue: m = I, n = B, k = O, A = w (N, lda I), B = dout
  * (N, ldb O), D = din (ldd I), mask I rows by B columns, bias gradient of I
  * entries (one per row of D, summed over its columns: over the batch).
- * Otherwise cublasSgemm, the ReLU-backward kernel from `in` and the bias-
- * gradient kernel. dw and db as dense_backward. */
+ * Otherwise dense_backward's data-gradient GEMM, the ReLU-backward kernel
+ * from `in` and the bias-gradient kernel. dw and db as dense_backward. */
 static void cuda_dense_backward_relu(vae_backend *be, real *din, real *dbin, real *dw, real *db,
                                      const real *dout, const real *in, const void *mask,
                                      const real *w, int B, int I, int O) {
@@ -1152,9 +1152,7 @@ static void cuda_dense_backward_relu(vae_backend *be, real *din, real *dbin, rea
     const int have_mask = lt_mask_take(c, mask, in, B, I);
     if (!(have_mask && dbin &&
           lt_dense(c, LT_BWD_DRELU_BGRAD, B, I, O, w, dout, din, dbin, mask))) {
-        const float one = 1.0f, zero = 0.0f;
-        CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, I, B, O, &one, w, I, dout, O,
-                                 &zero, din, I));
+        cuda_dense_backward(be, din, NULL, NULL, dout, in, w, B, I, O); /* din = dout w */
         if (B > 0 && I > 0)
             vae_cuda_act_backward(c->stream, din, din, in, (size_t)B * I, VAE_ACT_RELU, 0);
         if (dbin) vae_cuda_bias_grad_rows(c->stream, dbin, din, B, I, c->bias_partials);
