@@ -49,7 +49,7 @@ if [ "$STAGE" = prepare ]; then
   cp -r ../shared/data/mnist .gpu/data/
   [ -d ../shared/data/cifar-10-batches-bin ] && cp -r ../shared/data/cifar-10-batches-bin .gpu/data/
   (cd .gpu/debs && apt-get download $DEBS)
-  rm -rf .gpu/sysroot .gpu/env.sh build-gpu
+  rm -rf .gpu/sysroot .gpu/env.sh .gpu/env-cmake.sh .gpu/cudalibs .gpu/cudnn build-gpu
   du -sh .gpu
   exit 0
 fi
@@ -63,26 +63,46 @@ nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,clocks.max.s
 export PATH=/usr/local/cuda/bin:$PATH
 if [ ! -f .gpu/env.sh ]; then
   [ -f .gpu/probe.sh ] && bash .gpu/probe.sh >>"$LOG" 2>&1
-  dnn_inc=$(dirname "$(find /usr/local/cuda*/include /usr/include /usr/local/lib/python3*/ /usr/lib/python3/ \
-             -name cudnn.h 2>/dev/null | head -1)" 2>/dev/null)
-  dnn_lib=$(dirname "$(find /usr/local/cuda*/lib* /usr/lib/x86_64-linux-gnu /usr/local/lib/python3*/ \
-             -name 'libcudnn.so*' 2>/dev/null | head -1)" 2>/dev/null)
+  # cuDNN: the toolkit's folders first, then anywhere under /usr and /opt (the
+  # image's Python keeps it in site-packages/nvidia/cudnn)
+  hdr=$(find /usr/local/cuda/include /usr/include /usr/local/cuda*/include -maxdepth 2 -name cudnn.h 2>/dev/null | head -1)
+  [ -n "$hdr" ] || hdr=$(find /usr /opt -xdev -name cudnn.h 2>/dev/null | head -1)
+  dnn_inc=$(dirname "$hdr")
+  dnn_lib=""
+  for d in "$(dirname "$dnn_inc")/lib" "$(dirname "$dnn_inc")/lib64" /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu; do
+    ls "$d"/libcudnn.so* >/dev/null 2>&1 && { dnn_lib=$d; break; }
+  done
+  [ -n "$dnn_lib" ] || dnn_lib=$(dirname "$(find /usr /opt -xdev -name 'libcudnn.so*' 2>/dev/null | head -1)")
+  echo "cudnn.h in $dnn_inc, libcudnn in $dnn_lib" >>"$LOG"
   # CMake's find_library wants libcudnn.so: a folder of links with that name
   mkdir -p .gpu/cudnn/lib
   ln -sfn "$dnn_inc" .gpu/cudnn/include
   for f in "$dnn_lib"/libcudnn*.so*; do ln -sf "$f" .gpu/cudnn/lib/; done
   [ -e .gpu/cudnn/lib/libcudnn.so ] || ln -sf "$(ls "$dnn_lib"/libcudnn.so.* | head -1)" .gpu/cudnn/lib/libcudnn.so
   libdirs="$dnn_lib"
-  for m in cublas curand cuda_runtime nvjitlink; do
-    d=$(python3 -c "import nvidia.$m, os; print(os.path.join(list(nvidia.$m.__path__)[0], 'lib'))" 2>/dev/null)
-    [ -n "$d" ] && libdirs="$libdirs:$d"
-  done
+  # cuBLAS, cuRAND, nvrtc: the toolkit's own where it has them, else the
+  # Python packages' (nvidia/cu13/lib or nvidia/<name>/lib)
+  if ! ls /usr/local/cuda/lib64/libcublas.so* >/dev/null 2>&1; then
+    mkdir -p .gpu/cudalibs
+    for l in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libnvJitLink.so.13 libcudart.so.13; do
+      f=$(find /usr /opt -xdev -name "$l" 2>/dev/null | head -1)
+      [ -n "$f" ] || continue
+      ln -sf "$f" ".gpu/cudalibs/${l%%.so.*}.so"   # for find_library
+      d=$(dirname "$f")
+      case ":$libdirs:" in *":$d:"*) ;; *) libdirs="$libdirs:$d";; esac
+    done
+    echo "export CMAKE_LIBRARY_PATH=$ROOT/.gpu/cudalibs" >.gpu/env-cmake.sh
+  else
+    libdirs="$libdirs:/usr/local/cuda/lib64"
+  fi
   {
     echo "export CUDNN_ROOT=$ROOT/.gpu/cudnn"
     echo "export LD_LIBRARY_PATH=$ROOT/.gpu/cudnn/lib:$libdirs:\${LD_LIBRARY_PATH:-}"
   } >.gpu/env.sh
+  cat .gpu/env.sh >>"$LOG"
 fi
 . .gpu/env.sh
+[ -f .gpu/env-cmake.sh ] && . .gpu/env-cmake.sh
 say "CUDNN_ROOT=$CUDNN_ROOT"
 export VAE_DATA_DIR=$ROOT/.gpu/data
 
@@ -101,7 +121,7 @@ if ! pkg-config --exists inih libcjson 2>/dev/null && [ -d .gpu/debs ]; then
   export PKG_CONFIG_SYSROOT_DIR=$SR
   export PKG_CONFIG_LIBDIR=$ML/pkgconfig:$SR/usr/share/pkgconfig
   export CMAKE_PREFIX_PATH=$SR/usr
-  export CMAKE_LIBRARY_PATH=$ML/openblas-pthread:$ML:$SR/lib/x86_64-linux-gnu
+  export CMAKE_LIBRARY_PATH=$ML/openblas-pthread:$ML:$SR/lib/x86_64-linux-gnu${CMAKE_LIBRARY_PATH:+:$CMAKE_LIBRARY_PATH}
   export CMAKE_INCLUDE_PATH=$SR/usr/include/x86_64-linux-gnu/openblas-pthread:$SR/usr/include
   # libopenblas's own dependencies (libgfortran, libquadmath) at run time,
   # alone in a folder so that nothing else of Debian's shadows the image's
@@ -117,33 +137,33 @@ if ! pkg-config --exists inih libcjson 2>/dev/null && [ -d .gpu/debs ]; then
 fi
 
 if [ "$STAGE" = test ]; then
-  run "configure" 60 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+  run "configure" 90 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
     "${CMAKE_EXTRA[@]}"
   grep -E "^(INIH|CJSON|PNG|ZLIB|BLAS|CBLAS|CUDNN)[A-Z_]*:" build-gpu/CMakeCache.txt >>"$LOG" 2>&1
   grep -E "CUDA backend" build-gpu/CMakeCache.txt >>"$LOG" 2>&1
-  run "build" 300 cmake --build build-gpu -j "$(nproc)"
+  # what the GPU checks and benches need; the CPU tests and the CPU stand-ins
+  # for the GPU (tests/emu, tests/mock) run in CI, not here
+  run "build" 200 cmake --build build-gpu -j "$(nproc)" --target vae test_cuda_ops test_cuda_train vae_kernel_bench
   grep -ciE "warning" "$LOG" | sed 's/^/warnings in the log so far: /' | tee -a "$LOG"
   ldd build-gpu/vae >>"$LOG" 2>&1
   run "vae info" 30 build-gpu/vae info configs/mnist_conv.ini
+  run "test_cuda_ops" 90 build-gpu/tests/test_cuda_ops
+  run "test_cuda_train" 120 build-gpu/tests/test_cuda_train
   # end to end on the GPU: two epochs, eval, sampling (its checkpoint feeds memcheck below)
   rm -rf /tmp/gpu-run
-  run "train mnist_conv 2 epochs" 120 build-gpu/vae train configs/mnist_conv.ini --epochs 2 --device cuda \
+  run "train mnist_conv 2 epochs" 60 build-gpu/vae train configs/mnist_conv.ini --epochs 2 --device cuda \
     --no-progress --out /tmp/gpu-run
   cat /tmp/gpu-run/metrics.jsonl >>"$LOG" 2>&1
   CK=$(ls -t /tmp/gpu-run/ckpt-*.safetensors 2>/dev/null | head -1)
-  run "eval on cuda and on cpu" 60 bash -c "build-gpu/vae eval $CK --device cuda --json && build-gpu/vae eval $CK --device cpu --json"
-  run "sample on cuda" 60 build-gpu/vae sample "$CK" --prior 1000000 --device cuda --no-npy --json --out /tmp/gpu-s
-  run "test_cuda_ops" 120 build-gpu/tests/test_cuda_ops
-  [ -x build-gpu/tests/test_cuda_train ] && run "test_cuda_train" 120 build-gpu/tests/test_cuda_train
-  # the CPU stand-ins for the GPU (tests/emu, tests/mock) run in CI; not here
-  run "ctest (all but emu/mock)" 240 bash -c "cd build-gpu && ctest -j 8 --timeout 300 --output-on-failure -LE 'emu|mock'"
+  run "eval on cuda and on cpu" 40 bash -c "build-gpu/vae eval $CK --device cuda --json && build-gpu/vae eval $CK --device cpu --json"
+  run "sample on cuda" 40 build-gpu/vae sample "$CK" --prior 1000000 --device cuda --no-npy --json --out /tmp/gpu-s
   CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   if [ -n "$CS" ]; then
-    run "memcheck test_cuda_ops" 180 "$CS" --tool memcheck --leak-check full --error-exitcode 9 build-gpu/tests/test_cuda_ops
-    run "racecheck test_cuda_ops" 180 "$CS" --tool racecheck --error-exitcode 9 build-gpu/tests/test_cuda_ops
-    run "memcheck vae sample" 120 "$CS" --tool memcheck --error-exitcode 9 build-gpu/vae sample \
+    run "memcheck test_cuda_ops" 120 "$CS" --tool memcheck --leak-check full --error-exitcode 9 build-gpu/tests/test_cuda_ops
+    run "racecheck test_cuda_ops" 90 "$CS" --tool racecheck --error-exitcode 9 build-gpu/tests/test_cuda_ops
+    run "memcheck vae sample" 60 "$CS" --tool memcheck --error-exitcode 9 build-gpu/vae sample \
       "$CK" --prior 3000 --device cuda --save-latents --png --out /tmp/gs
-    run "memcheck vae train" 180 "$CS" --tool memcheck --error-exitcode 9 build-gpu/vae train \
+    run "memcheck vae train" 90 "$CS" --tool memcheck --error-exitcode 9 build-gpu/vae train \
       configs/mnist_mlp.ini --epochs 1 --device cuda --no-progress --out /tmp/gpu-mc
   else
     say "compute-sanitizer not found"
@@ -152,10 +172,19 @@ fi
 
 if [ "$STAGE" = bench ]; then
   PY=$(command -v python3)
-  [ -x build-gpu/bench/vae_kernel_bench ] && run "kernel bench" 120 build-gpu/bench/vae_kernel_bench --md "$OUT/kernels.md"
-  [ -f bench/gpu_train_bench.py ] && run "training vs PyTorch" 300 "$PY" bench/gpu_train_bench.py \
-    --vae build-gpu/vae --device cuda --out "$OUT/train.md"
+  # sized to fit one device call: --quick sizes for the kernels, 3 engine
+  # epochs and 3 PyTorch windows of 100 steps for training, 2^18 / 2^17
+  # images for decoding (BENCH_FULL=1: each script's own defaults)
+  if [ -n "${BENCH_FULL:-}" ]; then KQ=(); TQ=(); DQ=(); else
+    KQ=(--quick)
+    TQ=(--epochs 3 --steps 100 --warmup 20 --repeats 3 --time-limit 150 --compile-reserve 70)
+    DQ=(--n mnist_conv=262144,cifar10_conv=131072 --batches 4096,16384,65536 --compile none)
+  fi
+  [ -x build-gpu/bench/vae_kernel_bench ] && run "kernel bench" 60 build-gpu/bench/vae_kernel_bench "${KQ[@]}" --md "$OUT/kernels.md"
+  run "training vs PyTorch" 190 "$PY" bench/gpu_train_bench.py \
+    --vae build-gpu/vae --device cuda "${TQ[@]}" --out "$OUT/train.md"
+  CK=$(ls -t /tmp/gpu-run/ckpt-*.safetensors 2>/dev/null | head -1)
   run "decoding vs PyTorch" 240 "$PY" bench/decode_bench.py --vae build-gpu/vae --device cuda \
-    --out "$OUT/decode.md"
+    ${CK:+--ckpt mnist_conv=$CK} "${DQ[@]}" --out "$OUT/decode.md"
 fi
 say "done in $(( $(date +%s) - START )) s"
