@@ -429,6 +429,8 @@ typedef struct {
     vae_backend *be;
     const char *name;
     real *h, *din, *dbin, *dw, *db, *h2, *din2, *dbin2, *h3, *din3, *dbin3, *dw3, *db3;
+    void *mask;
+    size_t mbytes;
 } relu_bufs;
 
 static relu_bufs relu_run(pool *pl, const char *name, const real *hin, const real *hw,
@@ -445,6 +447,8 @@ static relu_bufs relu_run(pool *pl, const char *name, const real *hin, const rea
     real *dout = dev_put(pl, hdout, (size_t)B * O2, 0);
     const size_t mbytes = be->relu_mask_bytes ? be->relu_mask_bytes(be, B, O) : 0;
     void *mask = mbytes ? (char *)palloc(pl, mbytes + (size_t)moff) + moff : NULL;
+    r.mask = mask;
+    r.mbytes = mbytes;
     r.h = dev_sentinel(pl, nh, 0);
     r.din = dev_sentinel(pl, nh, 0);
     r.dbin = dev_sentinel(pl, (size_t)O, (size_t)boff);
@@ -470,6 +474,80 @@ static relu_bufs relu_run(pool *pl, const char *name, const real *hin, const rea
 /* h[i] = the nearest multiple of step (a power of two) */
 static void quantize(real *h, size_t n, double step) {
     for (size_t i = 0; i < n; i++) h[i] = (real)(nearbyint((double)h[i] / step) * step);
+}
+
+/* On a failed fused backward: where the wrong din entries are (by the
+ * sign of h), whether they carry the unmasked gradient (dout w2), whether
+ * the mask (O rows by B columns, leading dimension a multiple of 128 bits)
+ * holds [h > 0], and what dbin sums. Printed for the first few cases only. */
+static void relu_diagnose(const relu_bufs *x, const relu_bufs *cpu, const real *hw2,
+                          const real *hdout, int B, int O, int O2) {
+    static int printed;
+    if (printed++ >= 3) return;
+    const size_t nh = (size_t)B * O;
+    real *h = fetch(cpu->be, cpu->h, nh), *dx = fetch(x->be, x->din, nh);
+    real *dr = fetch(cpu->be, cpu->din, nh), *bx = fetch(x->be, x->dbin, (size_t)O);
+    double *u = test_xmalloc(nh * sizeof(double));
+    long pos = 0, pos_bad = 0, pos_zero = 0, zero = 0, zero_bad = 0, zero_unmasked = 0;
+    for (int s = 0; s < B; s++)
+        for (int i = 0; i < O; i++) {
+            double acc = 0;
+            for (int o = 0; o < O2; o++)
+                acc += (double)hdout[(size_t)s * O2 + o] * hw2[(size_t)o * O + i];
+            const size_t k = (size_t)s * O + i;
+            u[k] = acc;
+            const int bad = fabs((double)dx[k] - dr[k]) > 1e-4 * (fabs((double)dr[k]) + 1);
+            if (h[k] > 0) {
+                pos++;
+                pos_bad += bad;
+                pos_zero += bad && dx[k] == 0;
+            } else {
+                zero++;
+                zero_bad += bad;
+                zero_unmasked += bad && fabs((double)dx[k] - acc) <= 1e-4 * (fabs(acc) + 1);
+            }
+        }
+    printf("  diagnosis (%s): din wrong at %ld of %ld entries with h > 0 (%ld of them 0), "
+           "%ld of %ld with h = 0 (%ld of them the unmasked dout w2)\n",
+           x->name, pos_bad, pos, pos_zero, zero_bad, zero, zero_unmasked);
+    if (x->mask && x->mbytes) {
+        uint8_t *m = test_xmalloc(x->mbytes);
+        x->be->download(x->be, m, x->mask, x->mbytes);
+        const size_t ld = ((size_t)O + 127) / 128 * 128;
+        long agree = 0, set = 0;
+        for (size_t bit = 0; bit < x->mbytes * 8; bit++) set += (m[bit / 8] >> (bit % 8)) & 1;
+        for (int s = 0; s < B; s++)
+            for (int i = 0; i < O; i++) {
+                const size_t bit = (size_t)s * ld + (size_t)i;
+                if (bit / 8 >= x->mbytes) continue;
+                agree += (int)((m[bit / 8] >> (bit % 8)) & 1) == (h[(size_t)s * O + i] > 0);
+            }
+        printf("  mask: %ld bits set of %zu (h > 0 at %ld); bit s*%zu + i == [h > 0] at %ld of "
+               "%zu; first bytes", set, x->mbytes * 8, pos, ld, agree, nh);
+        for (size_t i = 0; i < x->mbytes && i < 16; i++) printf(" %02x", m[i]);
+        printf("\n");
+        free(m);
+    }
+    double bmax_self = 0, bmax_unm = 0, bmax_ref = 0;
+    real *br = fetch(cpu->be, cpu->dbin, (size_t)O);
+    for (int i = 0; i < O; i++) {
+        double sx = 0, su = 0;
+        for (int s = 0; s < B; s++) sx += dx[(size_t)s * O + i], su += u[(size_t)s * O + i];
+        bmax_self = fmax(bmax_self, fabs(bx[i] - sx) / (fabs(sx) + 1));
+        bmax_unm = fmax(bmax_unm, fabs(bx[i] - su) / (fabs(su) + 1));
+        bmax_ref = fmax(bmax_ref, fabs((double)bx[i] - br[i]) / (fabs((double)br[i]) + 1));
+    }
+    printf("  dbin: max rel. difference to sum_B of its own din %.3g, of the unmasked dout w2 "
+           "%.3g, to the CPU's dbin %.3g; din[0..3] %g %g %g %g vs CPU %g %g %g %g\n",
+           bmax_self, bmax_unm, bmax_ref, nh > 0 ? dx[0] : 0., nh > 1 ? dx[1] : 0.,
+           nh > 2 ? dx[2] : 0., nh > 3 ? dx[3] : 0., nh > 0 ? dr[0] : 0., nh > 1 ? dr[1] : 0.,
+           nh > 2 ? dr[2] : 0., nh > 3 ? dr[3] : 0.);
+    free(br);
+    free(u);
+    free(h);
+    free(dx);
+    free(dr);
+    free(bx);
 }
 
 static void test_dense_relu(int B, int I, int O, int O2, int woff, int boff, int moff,
@@ -510,6 +588,7 @@ static void test_dense_relu(int B, int I, int O, int O2, int woff, int boff, int
     /* each GPU path against the CPU, and the two GPU paths against each other */
     static const int pairs[3][2] = {{1, 0}, {2, 0}, {1, 2}};
     for (int k = 0; k < 3; k++) {
+        const int failed_before = g_test_fail;
         const relu_bufs *x = &r[pairs[k][0]], *ref = &r[pairs[k][1]];
         struct {
             const char *name;
@@ -538,6 +617,8 @@ static void test_dense_relu(int B, int I, int O, int O2, int woff, int boff, int
             free(hx);
             free(hr);
         }
+        if (g_test_fail > failed_before && pairs[k][1] == 0)
+            relu_diagnose(x, ref, hw2, hdout, B, O, O2);
     }
     for (int k = 0; k < 3; k++) {
         const relu_bufs *x = &r[k];
@@ -1565,8 +1646,15 @@ int main(void) {
     if (g_gpu->reserve) CHECK(g_gpu->reserve(g_gpu, (size_t)256 << 20) == VAE_OK);
     if (g_gpu_nolt->reserve) CHECK(g_gpu_nolt->reserve(g_gpu_nolt, (size_t)64 << 20) == VAE_OK);
 
+    /* VAE_TEST_KERNELS_ONLY=1: only the cases of src/kernels' own kernels
+     * (for compute-sanitizer's racecheck, which is slow on cuBLAS's and
+     * cuDNN's kernels and has nothing to find in their shared memory) */
+    const char *ko = getenv("VAE_TEST_KERNELS_ONLY");
+    const int libs = !(ko && *ko && strcmp(ko, "0") != 0);
+    if (!libs) printf("VAE_TEST_KERNELS_ONLY: the cases of cuBLAS, cuDNN and the arena are left out\n");
+
     if (emulated) printf("memory: SKIPPED (the CUDA arena is not emulated)\n");
-    else test_memory();
+    else if (libs) test_memory();
 
     /* B, I, O, weight offset, bias offset (floats past a 256-byte boundary):
      * +1 is 4-byte, +2 8-byte, +4 16-byte, +8 32-byte aligned; a bias at
@@ -1582,7 +1670,7 @@ int main(void) {
         {300, 40, 45, 0, 0},  {1024, 64, 33, 0, 1},
         /* more than 32 row chunks: pass 2's lanes each add several partials */
         {10000, 3, 2, 0, 0}};
-    for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
+    for (size_t i = 0; libs && i < sizeof dense / sizeof dense[0]; i++)
         test_dense(dense[i][0], dense[i][1], dense[i][2], dense[i][3], dense[i][4],
                    100 + 4 * (unsigned)i);
 
@@ -1595,9 +1683,9 @@ int main(void) {
         {128, 20, 128, 3136, 0, 0, 0}, /* decoder dense 128 -> dense 3136 */
         {64, 400, 129, 20, 1, 0, 0},  {17, 33, 129, 7, 0, 1, 0},   {17, 33, 129, 7, 0, 0, 4},
         {17, 33, 129, 7, 2, 2, 8},    {300, 40, 45, 33, 0, 0, 16}, {1500, 5, 3, 2, 0, 0, 0}};
-    if (!g_gpu->dense_relu_forward || !g_gpu->dense_backward_relu) {
+    if (libs && (!g_gpu->dense_relu_forward || !g_gpu->dense_backward_relu)) {
         printf("dense+relu: SKIPPED (%s has no fused dense + ReLU ops)\n", g_gpu->name);
-    } else {
+    } else if (libs) {
         for (size_t i = 0; i < sizeof relu / sizeof relu[0]; i++)
             test_dense_relu(relu[i][0], relu[i][1], relu[i][2], relu[i][3], relu[i][4],
                             relu[i][5], relu[i][6], 400 + 8 * (unsigned)i);
@@ -1612,7 +1700,7 @@ int main(void) {
                                   {128, 1, 28, 28, 32, 4, 2, 1},
                                   /* an empty batch: no output, zero gradients */
                                   {0, 3, 5, 5, 4, 3, 1, 1}};
-    for (size_t i = 0; i < sizeof conv / sizeof conv[0]; i++) {
+    for (size_t i = 0; libs && i < sizeof conv / sizeof conv[0]; i++) {
         const int *c = conv[i];
         test_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 200 + (unsigned)i);
     }
@@ -1625,7 +1713,7 @@ int main(void) {
                                    /* 128 x 28 x 28: more than 32 chunks (pass 2 as above) */
                                    {128, 8, 14, 14, 1, 4, 2, 1, 0},
                                    {0, 3, 4, 4, 2, 3, 2, 1, 1}}; /* an empty batch */
-    for (size_t i = 0; i < sizeof convt / sizeof convt[0]; i++) {
+    for (size_t i = 0; libs && i < sizeof convt / sizeof convt[0]; i++) {
         const int *c = convt[i];
         test_convt(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], 300 + (unsigned)i);
     }
@@ -1702,11 +1790,13 @@ int main(void) {
 
     test_round_mantissa(100003, 10, 970);
     test_round_mantissa(100003, 7, 971);
-    test_sample_run(VAE_LATENT_PRIOR, 1000, 23);
-    test_sample_run(VAE_LATENT_GRID, 17 * 17, 23);
-    test_sample_run(VAE_LATENT_SLERP, 50, 23);
-    test_sample_run(VAE_LATENT_PRIOR, 500, 10);
-    test_sample_run(VAE_LATENT_PRIOR, 500, 7);
+    if (libs) {
+        test_sample_run(VAE_LATENT_PRIOR, 1000, 23);
+        test_sample_run(VAE_LATENT_GRID, 17 * 17, 23);
+        test_sample_run(VAE_LATENT_SLERP, 50, 23);
+        test_sample_run(VAE_LATENT_PRIOR, 500, 10);
+        test_sample_run(VAE_LATENT_PRIOR, 500, 7);
+    }
 
     g_gpu_nolt->destroy(g_gpu_nolt);
     g_gpu->destroy(g_gpu);

@@ -239,8 +239,11 @@ typedef struct {
     conv_plan **plans;
     int nplan, capplan;
 
-    /* cuBLASLt dense plans; use_lt: 0 with $VAE_CUBLASLT=0 */
-    int use_lt;
+    /* cuBLASLt dense plans; use_lt: 0 with $VAE_CUBLASLT=0; use_lt_drelu:
+     * the ReLU mask and the DRELU_BGRAD backward, only with $VAE_LT_DRELU=1
+     * (on an H200 with cuBLAS 13.1 its din and dbin were wrong:
+     * bench/results/2026-11-27-h200-gpu-check.md) */
+    int use_lt, use_lt_drelu;
     struct lt_plan **lt_plans;
     int nlt, caplt;
     int lt_notes;          /* fallback lines printed so far (LT_NOTES_MAX) */
@@ -1103,8 +1106,8 @@ static int lt_mask_take(cuda_ctx *c, const void *mask, const void *in, int B, in
 }
 
 static size_t cuda_relu_mask_bytes(vae_backend *be, int B, int O) {
-    (void)be;
-    return vae_relu_mask_bytes(B, O);
+    const cuda_ctx *c = ctx_of(be);
+    return c->use_lt && c->use_lt_drelu ? vae_relu_mask_bytes(B, O) : 0;
 }
 
 /* out = relu(in w^T + b): one cuBLASLt GEMM with the RELU_AUX_BIAS epilogue
@@ -1116,7 +1119,9 @@ static void cuda_dense_relu_forward(vae_backend *be, real *out, void *mask, cons
     cuda_ctx *c = ctx_of(be);
     if (mask) {
         lt_mask_forget(c, mask);
-        if (ptr_align(mask) < LT_MASK_ALIGN) {
+        if (!c->use_lt_drelu) {
+            mask = NULL;
+        } else if (ptr_align(mask) < LT_MASK_ALIGN) {
             if (c->use_lt && !c->lt_noted_unaligned_mask) {
                 c->lt_noted_unaligned_mask = 1;
                 lt_note(c, "cuBLASLt ReLU mask at %p (dense %d->%d) not %u-byte aligned: not "
@@ -1526,6 +1531,8 @@ vae_backend *vae_backend_cuda_create(int device) {
     c->use_find = !(algo && strcmp(algo, "heuristic") == 0);
     const char *lt = getenv("VAE_CUBLASLT");
     c->use_lt = !(lt && strcmp(lt, "0") == 0);
+    const char *drelu = getenv("VAE_LT_DRELU");
+    c->use_lt_drelu = drelu && strcmp(drelu, "1") == 0;
 
     be->name = "cuda";
     be->ctx = c;

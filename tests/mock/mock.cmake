@@ -56,9 +56,10 @@ set_tests_properties(test_cuda_train_mock PROPERTIES LABELS "mock;slow"
 # test_cuda_ops_mock again with cuBLASLt refusing: no algorithm for any
 # epilogue (every dense layer on its fallback), no algorithm for the ReLU
 # epilogues only (bias epilogues, ReLU fallbacks), and the matmul call itself
-# refused after a plan was made (the fallback at call time)
+# refused after a plan was made (the fallback at call time); and with the
+# opt-in ReLU mask + DRELU_BGRAD backward (VAE_LT_DRELU=1, off by default)
 foreach(r "lt_none;VAE_MOCK_LT_REFUSE=all" "relu_none;VAE_MOCK_LT_REFUSE=RELU_AUX_BIAS,RELU_BIAS,DRELU_BGRAD"
-          "lt_call_refused;VAE_MOCK_LT_REFUSE_MATMUL=all")
+          "lt_call_refused;VAE_MOCK_LT_REFUSE_MATMUL=all" "drelu;VAE_LT_DRELU=1")
   list(GET r 0 name)
   list(GET r 1 env)
   add_test(NAME test_cuda_ops_mock_${name} COMMAND test_cuda_ops_mock)
