@@ -136,7 +136,7 @@ if ! pkg-config --exists inih libcjson 2>/dev/null && [ -d .gpu/debs ]; then
   say "using the carried Debian libraries in $SR"
 fi
 
-if [ "$STAGE" = test ]; then
+build_gpu() {
   run "configure" 90 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
     "${CMAKE_EXTRA[@]}"
   grep -E "^(INIH|CJSON|PNG|ZLIB|BLAS|CBLAS|CUDNN)[A-Z_]*:" build-gpu/CMakeCache.txt >>"$LOG" 2>&1
@@ -146,6 +146,50 @@ if [ "$STAGE" = test ]; then
   run "build" 200 cmake --build build-gpu -j "$(nproc)" --target vae test_cuda_ops test_cuda_train vae_kernel_bench
   grep -ciE "warning" "$LOG" | sed 's/^/warnings in the log so far: /' | tee -a "$LOG"
   ldd build-gpu/vae >>"$LOG" 2>&1
+}
+
+if [ "$STAGE" = profile ]; then
+  # where a training step and a decode chunk spend their time: Nsight
+  # Compute's duration of every kernel (one metric, clocks left alone), on a
+  # 4096-image MNIST so that the whole run is profiled; and cuDNN's algorithm
+  # searches as the engine sees them without the profiler
+  [ -x build-gpu/vae ] || build_gpu
+  NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  mkdir -p /tmp/small/mnist
+  python3 - <<'PY'
+import gzip, os, struct
+src = os.environ["VAE_DATA_DIR"] + "/mnist"
+for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+    p = os.path.join(src, name)
+    raw = gzip.open(p + ".gz").read() if os.path.exists(p + ".gz") else open(p, "rb").read()
+    n = 4096 if name.startswith("train") else 1024
+    with open("/tmp/small/mnist/" + name, "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + raw[16:16 + n * 784])
+PY
+  rm -rf /tmp/pv /tmp/pt
+  run "cuDNN searches, training b128" 60 env VAE_CUDNN_VERBOSE=1 build-gpu/vae train configs/mnist_conv.ini \
+    --epochs 1 --device cuda --no-progress --out /tmp/pv --data /tmp/small
+  CK=$(ls -t /tmp/pv/ckpt-*.safetensors 2>/dev/null | head -1)
+  for ch in 16384 65536; do
+    run "cuDNN searches, decode chunk $ch" 60 env VAE_CUDNN_VERBOSE=1 build-gpu/vae sample "$CK" \
+      --prior 65536 --chunk $ch --device cuda --no-npy --no-png --json --out /tmp/pv-s$ch
+  done
+  if [ -n "$NCU" ]; then
+    run "ncu training b128" 150 env VAE_CUDA_GRAPH=0 "$NCU" --clock-control none --metrics gpu__time_duration.sum \
+      --csv --log-file "$OUT/ncu-train.csv" build-gpu/vae train configs/mnist_conv.ini --epochs 1 \
+      --device cuda --no-progress --out /tmp/pt --data /tmp/small
+    for ch in 16384 65536; do
+      run "ncu decode chunk $ch" 60 "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv \
+        --log-file "$OUT/ncu-decode-$ch.csv" build-gpu/vae sample "$CK" --prior 65536 --chunk $ch \
+        --device cuda --no-npy --no-png --json --out /tmp/pt-s$ch
+    done
+  else
+    say "ncu not found"
+  fi
+fi
+
+if [ "$STAGE" = test ]; then
+  build_gpu
   run "vae info" 30 build-gpu/vae info configs/mnist_conv.ini
   run "test_cuda_ops" 90 build-gpu/tests/test_cuda_ops
   # the opt-in cuBLASLt ReLU mask + DRELU_BGRAD backward (off by default)

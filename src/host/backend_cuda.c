@@ -244,6 +244,7 @@ typedef struct {
      * (on an H200 with cuBLAS 13.1 its din and dbin were wrong:
      * bench/results/2026-11-27-h200-gpu-check.md) */
     int use_lt, use_lt_drelu;
+    int dnn_verbose; /* $VAE_CUDNN_VERBOSE=1: the algorithm searches on stderr */
     struct lt_plan **lt_plans;
     int nlt, caplt;
     int lt_notes;          /* fallback lines printed so far (LT_NOTES_MAX) */
@@ -542,6 +543,22 @@ static void plan_destroy(conv_plan *p) {
         }                                                                                  \
     } while (0)
 
+/* $VAE_CUDNN_VERBOSE=1: each search's candidates on stderr, the pick marked */
+#define LOG_ALGOS(c, p, dir, perf, got, pick)                                                \
+    do {                                                                                   \
+        if (!(c)->dnn_verbose) break;                                                      \
+        fprintf(stderr, "vae: cuDNN %s x [%d,%d,%d,%d] filter %dx%d k%d s%d p%d:", (dir), (p)->n, \
+                (p)->c, (p)->h, (p)->w, (p)->k, (p)->r, (p)->r, (p)->stride, (p)->pad);    \
+        for (int j_ = 0; j_ < (got); j_++)                                                 \
+            if ((perf)[j_].status == CUDNN_STATUS_SUCCESS)                                 \
+                fprintf(stderr, " %s%d(%.3f ms, %.1f MiB%s%s)", j_ == (pick) ? "*" : "",     \
+                        (int)(perf)[j_].algo, (double)(perf)[j_].time,                     \
+                        (double)(perf)[j_].memory / 1048576.0,                             \
+                        (perf)[j_].determinism == CUDNN_DETERMINISTIC ? "" : ", nondet",   \
+                        (perf)[j_].mathType == CUDNN_TENSOR_OP_MATH ? ", tensor-op" : ""); \
+        fputc('\n', stderr);                                                               \
+    } while (0)
+
 static void plan_panic(const conv_plan *p, const char *dir, size_t cap, int line) {
     vae_panic(__FILE__, line,
               "cuDNN: no deterministic fp32 %s algorithm within %zu bytes of workspace for x "
@@ -569,6 +586,7 @@ static int plan_fwd(cuda_ctx *c, conv_plan *p, const void *x, const void *w, voi
         CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
             c->dnn, p->xd, p->fd, p->cd, p->yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
+    LOG_ALGOS(c, p, "forward", perf, got, pick);
     if (pick < 0) plan_panic(p, "forward", cap, __LINE__);
     p->fwd = perf[pick].algo;
     ws_require(c, perf[pick].memory);
@@ -592,6 +610,7 @@ static int plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *d
         CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
             c->dnn, p->fd, p->yd, p->cd, p->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
+    LOG_ALGOS(c, p, "backward-data", perf, got, pick);
     if (pick < 0) plan_panic(p, "backward-data", cap, __LINE__);
     p->bwd_data = perf[pick].algo;
     ws_require(c, perf[pick].memory);
@@ -616,6 +635,7 @@ static int plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void 
             c->dnn, p->xd, p->yd, p->cd, p->fd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got,
             perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
+    LOG_ALGOS(c, p, "backward-filter", perf, got, pick);
     if (pick < 0) plan_panic(p, "backward-filter", cap, __LINE__);
     p->bwd_filter = perf[pick].algo;
     ws_require(c, perf[pick].memory);
@@ -1531,6 +1551,8 @@ vae_backend *vae_backend_cuda_create(int device) {
     c->use_find = !(algo && strcmp(algo, "heuristic") == 0);
     const char *lt = getenv("VAE_CUBLASLT");
     c->use_lt = !(lt && strcmp(lt, "0") == 0);
+    const char *dv = getenv("VAE_CUDNN_VERBOSE");
+    c->dnn_verbose = dv && strcmp(dv, "1") == 0;
     const char *drelu = getenv("VAE_LT_DRELU");
     c->use_lt_drelu = drelu && strcmp(drelu, "1") == 0;
 
