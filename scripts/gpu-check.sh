@@ -151,7 +151,7 @@ build_gpu() {
 if [ "$STAGE" = profile ]; then
   # where a training step and a decode chunk spend their time: Nsight
   # Compute's duration of every kernel (one metric, clocks left alone), on a
-  # 4096-image MNIST so that the whole run is profiled; and cuDNN's algorithm
+  # 1024-image MNIST so that the whole run is profiled; and cuDNN's algorithm
   # searches as the engine sees them without the profiler
   [ -x build-gpu/vae ] || build_gpu
   NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
@@ -162,7 +162,7 @@ src = os.environ["VAE_DATA_DIR"] + "/mnist"
 for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
     p = os.path.join(src, name)
     raw = gzip.open(p + ".gz").read() if os.path.exists(p + ".gz") else open(p, "rb").read()
-    n = 4096 if name.startswith("train") else 1024
+    n = 1024 if name.startswith("train") else 256
     with open("/tmp/small/mnist/" + name, "wb") as f:
         f.write(struct.pack(">IIII", 0x803, n, 28, 28) + raw[16:16 + n * 784])
 PY
@@ -174,8 +174,18 @@ PY
     run "cuDNN searches, decode chunk $ch" 60 env VAE_CUDNN_VERBOSE=1 build-gpu/vae sample "$CK" \
       --prior 65536 --chunk $ch --device cuda --no-npy --no-png --json --out /tmp/pv-s$ch
   done
+  # the same with cuDNN's heuristic choice instead of timed searches
+  run "training b128, 2 epochs, timed searches" 40 build-gpu/vae train configs/mnist_conv.ini --epochs 2 \
+    --device cuda --no-progress --out /tmp/pa
+  run "training b128, 2 epochs, heuristic algorithms" 40 env VAE_CUDNN_ALGO=heuristic build-gpu/vae train \
+    configs/mnist_conv.ini --epochs 2 --device cuda --no-progress --out /tmp/pb
+  grep -h images_per_s /tmp/pa/metrics.jsonl /tmp/pb/metrics.jsonl >>"$LOG" 2>&1
+  for a in find heuristic; do
+    run "decode 262144, chunk 16384, $a" 30 env VAE_CUDNN_ALGO=$a build-gpu/vae sample "$CK" --prior 262144 \
+      --chunk 16384 --device cuda --no-npy --no-png --json --out /tmp/pd-$a
+  done
   if [ -n "$NCU" ]; then
-    run "ncu training b128" 150 env VAE_CUDA_GRAPH=0 "$NCU" --clock-control none --metrics gpu__time_duration.sum \
+    run "ncu training b128" 100 env VAE_CUDA_GRAPH=0 "$NCU" --clock-control none --metrics gpu__time_duration.sum \
       --csv --log-file "$OUT/ncu-train.csv" build-gpu/vae train configs/mnist_conv.ini --epochs 1 \
       --device cuda --no-progress --out /tmp/pt --data /tmp/small
     for ch in 16384 65536; do
