@@ -198,6 +198,45 @@ PY
   fi
 fi
 
+if [ "$STAGE" = verify ]; then
+  # after a change: the GPU tests, the sanitizers on test_cuda_ops, the
+  # algorithm choices, and the training bench (short)
+  build_gpu
+  run "test_cuda_ops" 60 build-gpu/tests/test_cuda_ops
+  run "test_cuda_train" 60 build-gpu/tests/test_cuda_train
+  CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  run "memcheck test_cuda_ops" 60 "$CS" --tool memcheck --leak-check full --error-exitcode 9 build-gpu/tests/test_cuda_ops
+  run "racecheck test_cuda_ops (kernels only)" 60 env VAE_TEST_KERNELS_ONLY=1 "$CS" --tool racecheck \
+    --error-exitcode 9 build-gpu/tests/test_cuda_ops
+  run "algorithm choices, training b128" 30 env VAE_CUDNN_VERBOSE=1 build-gpu/vae train configs/mnist_conv.ini \
+    --epochs 2 --device cuda --no-progress --out /tmp/vv
+  grep -h images_per_s /tmp/vv/metrics.jsonl >>"$LOG" 2>&1
+  printf '#!/bin/sh\nexport LD_LIBRARY_PATH="%s"\nexec "%s" "$@"\n' "$LD_LIBRARY_PATH" \
+    "$ROOT/build-gpu/vae" >.gpu/vae-run
+  chmod +x .gpu/vae-run
+  run "training vs PyTorch" 80 env LD_LIBRARY_PATH= "$(command -v python3)" bench/gpu_train_bench.py \
+    --vae .gpu/vae-run --device cuda --configs mnist_conv --batches 128,1024 --epochs 3 --steps 100 \
+    --warmup 20 --repeats 3 --out "$OUT/train.md"
+  # CIFAR-10 shaped random data (the throughput does not depend on pixel values)
+  python3 -c "
+import numpy as np, os
+d = '/tmp/cifar/cifar-10-batches-bin'; os.makedirs(d, exist_ok=True); g = np.random.default_rng(1)
+for name in ['data_batch_%d.bin' % i for i in range(1, 6)] + ['test_batch.bin']:
+    r = g.integers(0, 256, (10000, 3073), dtype=np.uint8); r[:, 0] %= 10; r.tofile(os.path.join(d, name))
+"
+  for b in 128 1024; do
+    run "cifar10_conv b$b, random data" 20 build-gpu/vae train configs/cifar10_conv.ini \
+      --epochs 3 --batch $b --device cuda --no-progress --out /tmp/vc$b --data /tmp/cifar
+    grep -h images_per_s /tmp/vc$b/metrics.jsonl >>"$LOG" 2>&1
+  done
+  CK=$(ls -t /tmp/vv/ckpt-*.safetensors 2>/dev/null | head -1)
+  run "decode choices" 20 env VAE_CUDNN_VERBOSE=1 build-gpu/vae sample "$CK" --prior 65536 --chunk 16384 \
+    --device cuda --no-npy --no-png --json --out /tmp/vd
+  run "decoding vs PyTorch" 60 env LD_LIBRARY_PATH= "$(command -v python3)" bench/decode_bench.py \
+    --vae .gpu/vae-run --device cuda --configs mnist_conv ${CK:+--ckpt mnist_conv=$CK} --n mnist_conv=262144 \
+    --batches 16384 --chunks 4096,16384 --compile none --out "$OUT/decode.md"
+fi
+
 if [ "$STAGE" = test ]; then
   build_gpu
   run "vae info" 30 build-gpu/vae info configs/mnist_conv.ini

@@ -750,6 +750,53 @@ static void test_dense_relu_graph(void) {
 
 /* ------------------------------------------------------- convolutions */
 
+static real *host_of(const real *cpu_ptr, size_t n) {
+    real *h = test_xmalloc((n ? n : 1) * sizeof(real));
+    g_cpu->download(g_cpu, h, cpu_ptr, n * sizeof(real));
+    return h;
+}
+
+/* The GEMM forms of the convolution gradients (the second CUDA backend:
+ * VAE_CONV_GEMM=1, slices of 3 images) against the CPU's results, with the
+ * same tolerances: conv (cg): din and dw; convT (tg): the forward (the data
+ * gradient's form) and dw. */
+static void by_gemm(const char *tag, const vae_conv_geom *cg, const vae_convt_geom *tg, int B,
+                    pair in, pair w, pair b, pair dout, pair out_or_din, pair dw, double tol_x,
+                    double tol_w) {
+    real *hin = host_of(in.c, in.n), *hw = host_of(w.c, w.n), *hd = host_of(dout.c, dout.n);
+    real *hb = host_of(b.c, b.n);
+    real *gin = dev_put(&g_pg_nolt, hin, in.n, 0), *gw = dev_put(&g_pg_nolt, hw, w.n, 0);
+    real *gd = dev_put(&g_pg_nolt, hd, dout.n, 0), *gb = dev_put(&g_pg_nolt, hb, b.n, 0);
+    real *gx = dev_sentinel(&g_pg_nolt, out_or_din.n, 0), *gdw = dev_sentinel(&g_pg_nolt, dw.n, 0);
+    if (cg) {
+        g_gpu_nolt->conv2d_backward(g_gpu_nolt, gx, gdw, NULL, gd, gin, gw, cg, B);
+    } else {
+        g_gpu_nolt->convt2d_forward(g_gpu_nolt, gx, gin, gw, gb, tg, B);
+        g_gpu_nolt->convt2d_backward(g_gpu_nolt, NULL, gdw, NULL, gd, gin, gw, tg, B);
+    }
+    struct {
+        const char *name;
+        real *g;
+        pair ref;
+        double tol;
+    } outs[] = {{cg ? "din" : "out", gx, out_or_din, tol_x}, {"dw", gdw, dw, tol_w}};
+    for (int i = 0; i < 2; i++) {
+        real *got = fetch(g_gpu_nolt, outs[i].g, outs[i].ref.n);
+        real *want = host_of(outs[i].ref.c, outs[i].ref.n);
+        const double e = test_norm_err(got, want, outs[i].ref.n);
+        CHECK_MSG(e <= outs[i].tol, "%s %s in GEMM form (%s): error %.3g > %.1g", tag,
+                  outs[i].name, g_gpu_nolt->name, e, outs[i].tol);
+        CHECK_MSG(guard_intact(got, outs[i].ref.n), "%s %s in GEMM form wrote past the end", tag,
+                  outs[i].name);
+        free(got);
+        free(want);
+    }
+    free(hin);
+    free(hw);
+    free(hd);
+    free(hb);
+}
+
 static void test_conv(int B, int cin, int hin, int win, int cout, int k, int stride, int pad,
                       unsigned seed) {
     vae_conv_geom g = {cin, hin, win, cout, (hin + 2 * pad - k) / stride + 1,
@@ -776,6 +823,9 @@ static void test_conv(int B, int cin, int hin, int win, int cout, int k, int str
     cmp(what, dw, CMP_NORM, gemm_tol((long)B * g.hout * g.wout), 0);
     snprintf(what, sizeof what, "conv2d_backward %s db", tag);
     cmp(what, db, CMP_NORM, gemm_tol((long)B * g.hout * g.wout), 0);
+    snprintf(what, sizeof what, "conv2d_backward %s", tag);
+    by_gemm(what, &g, NULL, B, in, w, b, dout, din, dw, gemm_tol((long)cout * k * k),
+            gemm_tol((long)B * g.hout * g.wout));
 
     pair dw2 = out_new(nw), db2 = out_new((size_t)cout);
     g_gpu->conv2d_backward(g_gpu, NULL, dw2.g, db2.g, dout.g, in.g, w.g, &g, B);
@@ -812,6 +862,9 @@ static void test_convt(int B, int cin, int hin, int win, int cout, int k, int st
     cmp(what, dw, CMP_NORM, gemm_tol((long)B * hin * win), 0);
     snprintf(what, sizeof what, "convt2d_backward %s db", tag);
     cmp(what, db, CMP_NORM, gemm_tol((long)B * g.hout * g.wout), 0);
+    snprintf(what, sizeof what, "convt2d %s", tag);
+    by_gemm(what, NULL, &g, B, in, w, b, dout, out, dw, gemm_tol((long)cin * k * k),
+            gemm_tol((long)B * hin * win));
 
     pair dw2 = out_new(nw);
     g_gpu->convt2d_backward(g_gpu, NULL, dw2.g, NULL, dout.g, in.g, w.g, &g, B);
@@ -1604,7 +1657,8 @@ static int open_emulated(void) {
 #endif
 }
 
-/* The CUDA backend, and a second one without the cuBLASLt epilogues. */
+/* The CUDA backend, and a second one without the cuBLASLt epilogues and
+ * with the convolutions' gradients in GEMM form (VAE_CONV_GEMM=1). */
 static void open_cuda(void) {
 #ifndef VAE_HAVE_CUDA
     TEST_SKIP("no usable GPU: this build has no CUDA backend "
@@ -1619,12 +1673,22 @@ static void open_cuda(void) {
     if (lt_env && strcmp(lt_env, "0") == 0)
         printf("note: VAE_CUBLASLT=0 in the environment: both CUDA backends run without the "
                "cuBLASLt epilogues\n");
-    char *lt_saved = lt_env ? strdup(lt_env) : NULL;
-    setenv("VAE_CUBLASLT", "0", 1);
+    /* the second backend: no cuBLASLt epilogues, and the convolutions'
+     * gradients in GEMM form wherever they fit, in slices of at most 3 images */
+    static const char *const vars[][2] = {
+        {"VAE_CUBLASLT", "0"}, {"VAE_CONV_GEMM", "1"}, {"VAE_CONV_GEMM_SLICE", "3"}};
+    char *saved[3];
+    for (int i = 0; i < 3; i++) {
+        const char *v = getenv(vars[i][0]);
+        saved[i] = v ? strdup(v) : NULL;
+        setenv(vars[i][0], vars[i][1], 1);
+    }
     g_gpu_nolt = vae_backend_cuda_create(0);
-    if (lt_saved) setenv("VAE_CUBLASLT", lt_saved, 1);
-    else unsetenv("VAE_CUBLASLT");
-    free(lt_saved);
+    for (int i = 0; i < 3; i++) {
+        if (saved[i]) setenv(vars[i][0], saved[i], 1);
+        else unsetenv(vars[i][0]);
+        free(saved[i]);
+    }
     if (!g_gpu_nolt) {
         fprintf(stderr, "second CUDA backend (VAE_CUBLASLT=0): %s\n", vae_error_get());
         exit(1);

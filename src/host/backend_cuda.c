@@ -204,6 +204,7 @@ typedef struct {
     cudnnFilterDescriptor_t fd;
     cudnnConvolutionDescriptor_t cd;
     int have_fwd, have_bwd_data, have_bwd_filter;
+    int wgrad_ns, dgrad_ns; /* > 0: that gradient in GEMM form, slices of so many images */
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
@@ -222,6 +223,8 @@ typedef struct {
     cublasLtHandle_t lt; /* dense layers with bias epilogues (lt_plan) */
     cudnnHandle_t dnn;
     int use_find; /* cuDNN algorithm choice by timing (1) or heuristics (0) */
+    int conv_gemm;           /* CONV_GEMM_*: the GEMM forms of the conv gradients */
+    int conv_gemm_slice_max; /* $VAE_CONV_GEMM_SLICE (0: no cap) */
     int tf32;     /* set_precision: tensor-core TF32 math allowed (0: fp32 FMA only) */
 
     /* arena */
@@ -543,6 +546,119 @@ static void plan_destroy(conv_plan *p) {
         }                                                                                  \
     } while (0)
 
+/* ---- the two gradients of a convolution as GEMMs (src/kernels/conv.cu)
+ *
+ * With M = N P Q output positions, colT the transposed im2col matrix of x
+ * [C R R, M] and dyK the output gradient with n and k swapped [K, M]:
+ *   weight gradient   dW [K, C R R] = dyK colT^T   (im2col, swap, GEMM)
+ *   data gradient     colT = W^T dyK, then dx = col2im(colT)   (swap, GEMM,
+ *                     col2im: each dx element adds its R R taps in order)
+ * The data gradient is also the convT's forward. Both add in a fixed order
+ * (cuBLAS's GEMM, col2im's loop): deterministic, unlike cuDNN's faster
+ * algorithms (atomics); on an H200 both beat cuDNN's deterministic ones for
+ * this project's layers (bench/results/2026-11-27-h200-gpu-check.md). They
+ * run in slices of images that fit the workspace (the weight gradient adds
+ * the slices' GEMMs, beta = 1, in slice order), are offered beside cuDNN's
+ * algorithms and timed with them. $VAE_CONV_GEMM=1 takes them wherever the
+ * workspace holds one image, =0 never; with $VAE_CUDNN_ALGO=heuristic,
+ * cuDNN's choice unless it has none. $VAE_CONV_GEMM_SLICE=n caps a slice at
+ * n images (for tests). */
+enum { CONV_GEMM_TIMED = 0, CONV_GEMM_ALWAYS = 1, CONV_GEMM_NEVER = 2 };
+
+/* Images per slice within `cap` bytes of workspace (0: not one). */
+static int conv_gemm_slice(const cuda_ctx *c, const conv_plan *p, size_t cap) {
+    const size_t pq = (size_t)p->ho * p->wo, crs = (size_t)p->c * p->r * p->r;
+    const size_t per = (crs + (size_t)p->k) * pq * sizeof(real);
+    if (per == 0 || p->n <= 0 || cap <= 2 * ARENA_ALIGN) return 0;
+    size_t ns = (cap - 2 * ARENA_ALIGN) / per;
+    if (ns > (size_t)p->n) ns = (size_t)p->n;
+    if (c->conv_gemm_slice_max > 0 && ns > (size_t)c->conv_gemm_slice_max)
+        ns = (size_t)c->conv_gemm_slice_max;
+    if (ns * pq > (size_t)INT32_MAX) ns = (size_t)INT32_MAX / pq;
+    if (crs * pq > (size_t)INT32_MAX) ns = 0; /* the GEMM's int dimensions */
+    return (int)ns;
+}
+
+static size_t conv_gemm_bytes(const conv_plan *p, int ns) {
+    const size_t m = (size_t)ns * p->ho * p->wo, crs = (size_t)p->c * p->r * p->r;
+    return align_up(crs * m * sizeof(real)) + (size_t)p->k * m * sizeof(real);
+}
+
+static void wgrad_gemm(cuda_ctx *c, const conv_plan *p, const real *x, const real *dy, real *dw,
+                       void *ws, int ns) {
+    const int pq = p->ho * p->wo, crs = p->c * p->r * p->r;
+    const size_t x_img = (size_t)p->c * p->h * p->w, dy_img = (size_t)p->k * pq;
+    const float one = 1.0f, zero = 0.0f;
+    for (int n0 = 0; n0 < p->n; n0 += ns) {
+        const int cnt = p->n - n0 < ns ? p->n - n0 : ns, m = cnt * pq;
+        real *col = ws;
+        real *dyk = (real *)((char *)ws + align_up((size_t)crs * m * sizeof(real)));
+        vae_cuda_im2col_t(c->stream, col, x + (size_t)n0 * x_img, cnt, p->c, p->h, p->w, p->r,
+                          p->ho, p->wo, p->stride, p->pad);
+        vae_cuda_swap_nk(c->stream, dyk, dy + (size_t)n0 * dy_img, cnt, p->k, pq);
+        CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, crs, p->k, m, &one, col, m,
+                                 dyk, m, n0 ? &one : &zero, dw, crs));
+    }
+}
+
+static void dgrad_gemm(cuda_ctx *c, const conv_plan *p, const real *w, const real *dy, real *dx,
+                       void *ws, int ns) {
+    const int pq = p->ho * p->wo, crs = p->c * p->r * p->r;
+    const size_t x_img = (size_t)p->c * p->h * p->w, dy_img = (size_t)p->k * pq;
+    const float one = 1.0f, zero = 0.0f;
+    for (int n0 = 0; n0 < p->n; n0 += ns) {
+        const int cnt = p->n - n0 < ns ? p->n - n0 : ns, m = cnt * pq;
+        real *col = ws;
+        real *dyk = (real *)((char *)ws + align_up((size_t)crs * m * sizeof(real)));
+        vae_cuda_swap_nk(c->stream, dyk, dy + (size_t)n0 * dy_img, cnt, p->k, pq);
+        /* column-major: colT^T [m, crs] = dyK^T [m, K] (W [K, crs] as [crs, K])^T */
+        CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, m, crs, p->k, &one, dyk, m, w,
+                                 crs, &zero, col, m));
+        vae_cuda_col2im_t(c->stream, dx + (size_t)n0 * x_img, col, cnt, p->c, p->h, p->w, p->r,
+                          p->ho, p->wo, p->stride, p->pad);
+    }
+}
+
+/* Mean ms of three runs of the weight (dgrad 0) or data (1) gradient after
+ * one untimed (synchronises; plan time only). */
+static float conv_gemm_ms(cuda_ctx *c, const conv_plan *p, int dgrad, const real *a,
+                          const real *dy, real *out, void *ws, int ns) {
+    cudaEvent_t t0, t1;
+    float ms = 0;
+    CUDA_CHECK(cudaEventCreate(&t0));
+    CUDA_CHECK(cudaEventCreate(&t1));
+    for (int i = 0; i < 4; i++) {
+        if (i == 1) CUDA_CHECK(cudaEventRecord(t0, c->stream));
+        if (dgrad) dgrad_gemm(c, p, a, dy, out, ws, ns);
+        else wgrad_gemm(c, p, a, dy, out, ws, ns);
+    }
+    CUDA_CHECK(cudaEventRecord(t1, c->stream));
+    CUDA_CHECK(cudaEventSynchronize(t1));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+    CUDA_CHECK(cudaEventDestroy(t0));
+    CUDA_CHECK(cudaEventDestroy(t1));
+    return ms / 3;
+}
+
+/* Whether the plan takes the GEMM form (0: cuDNN's pick, or none): as
+ * forced, where cuDNN has no deterministic algorithm, or by timing against
+ * cuDNN's pick. Sets *ns to the slice. */
+static int conv_gemm_choose(cuda_ctx *c, const conv_plan *p, int dgrad, float cudnn_ms,
+                            int have_pick, const real *a, const real *dy, real *out, void *ws,
+                            size_t cap, int *ns) {
+    *ns = conv_gemm_slice(c, p, cap);
+    if (*ns <= 0 || c->conv_gemm == CONV_GEMM_NEVER) return 0;
+    if (c->conv_gemm == CONV_GEMM_ALWAYS || !have_pick) return 1;
+    if (!c->use_find) return 0;
+    const float t = conv_gemm_ms(c, p, dgrad, a, dy, out, ws, *ns);
+    const int take = t < cudnn_ms;
+    if (c->dnn_verbose)
+        fprintf(stderr, "vae: cuDNN %s: GEMM form %.3f ms in slices of %d images, %.1f MiB%s\n",
+                dgrad ? "backward-data" : "backward-filter", (double)t, *ns,
+                (double)conv_gemm_bytes(p, *ns) / 1048576.0, take ? " (chosen)" : "");
+    return take;
+}
+
 /* $VAE_CUDNN_VERBOSE=1: each search's candidates on stderr, the pick marked */
 #define LOG_ALGOS(c, p, dir, perf, got, pick)                                                \
     do {                                                                                   \
@@ -611,9 +727,16 @@ static int plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *d
             c->dnn, p->fd, p->yd, p->cd, p->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
     LOG_ALGOS(c, p, "backward-data", perf, got, pick);
-    if (pick < 0) plan_panic(p, "backward-data", cap, __LINE__);
-    p->bwd_data = perf[pick].algo;
-    ws_require(c, perf[pick].memory);
+    int ns = 0;
+    if (conv_gemm_choose(c, p, 1, pick >= 0 ? perf[pick].time : 0, pick >= 0, w, dy, dx, ws, cap,
+                         &ns)) {
+        p->dgrad_ns = ns;
+        ws_require(c, conv_gemm_bytes(p, ns));
+    } else {
+        if (pick < 0) plan_panic(p, "backward-data", cap, __LINE__);
+        p->bwd_data = perf[pick].algo;
+        ws_require(c, perf[pick].memory);
+    }
     p->have_bwd_data = 1;
     return 1;
 }
@@ -636,9 +759,17 @@ static int plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void 
             perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
     LOG_ALGOS(c, p, "backward-filter", perf, got, pick);
-    if (pick < 0) plan_panic(p, "backward-filter", cap, __LINE__);
-    p->bwd_filter = perf[pick].algo;
-    ws_require(c, perf[pick].memory);
+    /* the GEMM form (above) */
+    int ns = 0;
+    if (conv_gemm_choose(c, p, 0, pick >= 0 ? perf[pick].time : 0, pick >= 0, x, dy, dw, ws, cap,
+                         &ns)) {
+        p->wgrad_ns = ns;
+        ws_require(c, conv_gemm_bytes(p, ns));
+    } else {
+        if (pick < 0) plan_panic(p, "backward-filter", cap, __LINE__);
+        p->bwd_filter = perf[pick].algo;
+        ws_require(c, perf[pick].memory);
+    }
     p->have_bwd_filter = 1;
     return 1;
 }
@@ -654,6 +785,10 @@ static void run_fwd(cuda_ctx *c, conv_plan *p, const real *x, const real *w, rea
 static void run_bwd_data(cuda_ctx *c, conv_plan *p, const real *w, const real *dy, real *dx) {
     const float one = 1.0f, zero = 0.0f;
     if (!plan_bwd_data(c, p, w, dy, dx)) return;
+    if (p->dgrad_ns > 0) {
+        dgrad_gemm(c, p, w, dy, dx, ws_ptr(c), p->dgrad_ns);
+        return;
+    }
     CUDNN_CHECK(cudnnConvolutionBackwardData(c->dnn, &one, p->fd, w, p->yd, dy, p->cd,
                                              p->bwd_data, ws_ptr(c), ws_size(c), &zero, p->xd,
                                              dx));
@@ -662,6 +797,10 @@ static void run_bwd_data(cuda_ctx *c, conv_plan *p, const real *w, const real *d
 static void run_bwd_filter(cuda_ctx *c, conv_plan *p, const real *x, const real *dy, real *dw) {
     const float one = 1.0f, zero = 0.0f;
     if (!plan_bwd_filter(c, p, x, dy, dw)) return;
+    if (p->wgrad_ns > 0) {
+        wgrad_gemm(c, p, x, dy, dw, ws_ptr(c), p->wgrad_ns);
+        return;
+    }
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(c->dnn, &one, p->xd, x, p->yd, dy, p->cd,
                                                p->bwd_filter, ws_ptr(c), ws_size(c), &zero,
                                                p->fd, dw));
@@ -1551,6 +1690,26 @@ vae_backend *vae_backend_cuda_create(int device) {
     c->use_find = !(algo && strcmp(algo, "heuristic") == 0);
     const char *lt = getenv("VAE_CUBLASLT");
     c->use_lt = !(lt && strcmp(lt, "0") == 0);
+    const char *cg = getenv("VAE_CONV_GEMM");
+    c->conv_gemm = !cg || !*cg ? CONV_GEMM_TIMED
+                   : strcmp(cg, "1") == 0 ? CONV_GEMM_ALWAYS
+                   : strcmp(cg, "0") == 0 ? CONV_GEMM_NEVER
+                                          : -1;
+    if (c->conv_gemm < 0) {
+        vae_error_set(VAE_EINVAL, "VAE_CONV_GEMM=\"%s\": expected 1 (always) or 0 (never)", cg);
+        goto fail;
+    }
+    const char *cs = getenv("VAE_CONV_GEMM_SLICE");
+    if (cs && *cs) {
+        char *end = NULL;
+        long v = strtol(cs, &end, 10);
+        if (*end || v <= 0 || v > INT32_MAX) {
+            vae_error_set(VAE_EINVAL, "VAE_CONV_GEMM_SLICE=\"%s\": expected a positive number "
+                                      "of images", cs);
+            goto fail;
+        }
+        c->conv_gemm_slice_max = (int)v;
+    }
     const char *dv = getenv("VAE_CUDNN_VERBOSE");
     c->dnn_verbose = dv && strcmp(dv, "1") == 0;
     const char *drelu = getenv("VAE_LT_DRELU");

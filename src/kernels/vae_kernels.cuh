@@ -97,6 +97,19 @@ void vae_cuda_step_commit(cudaStream_t s, double *acc, int *state, const vae_ste
 void vae_cuda_step_snapshot(cudaStream_t s, double *acc_dst, int *state_dst, const double *acc,
                             const int *state);
 
+/* ---- conv.cu ---- */
+/* colT[(c R + r) R + s, (n P + p) Q + q] = x[n, c, p stride - pad + r, q stride - pad + s]
+ * (0 outside x): the transposed im2col matrix of x [N, C, H, W], [C R R, N P Q] */
+void vae_cuda_im2col_t(cudaStream_t s, real *col, const real *x, int N, int C, int H, int W,
+                       int R, int P, int Q, int stride, int pad);
+/* dx[n, c, y, x] = sum of colT[(c R + r) R + s, (n P + p) Q + q] over the taps with
+ * y = p stride - pad + r, x = q stride - pad + s (r, s in order): col2im of colT
+ * [C R R, N P Q] into dx [N, C, H, W] */
+void vae_cuda_col2im_t(cudaStream_t s, real *dx, const real *col, int N, int C, int H, int W,
+                       int R, int P, int Q, int stride, int pad);
+/* out[k, n, e] = in[n, k, e]: [N, K, E] -> [K, N, E] */
+void vae_cuda_swap_nk(cudaStream_t s, real *out, const real *in, int N, int K, int E);
+
 /* ---- data.cu ---- */
 /* x[b, :] = data[idx[sv->row0 + b], :] / 255, b < B */
 void vae_cuda_gather_batch(cudaStream_t s, real *x, const uint8_t *data, const int32_t *idx,

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cuda_runtime_api.h>
 
@@ -50,6 +51,7 @@ struct CUstream_st {
 };
 struct CUevent_st {
     int recorded;
+    double ms; /* host clock at the record: work runs when issued, so this is "device" time */
 };
 
 static struct CUstream_st g_legacy; /* the NULL stream */
@@ -436,6 +438,8 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
     return *e ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     if (!e) return cudaErrorInvalidValue;
     free(e);
@@ -447,7 +451,23 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     (void)s;
     if (!e) return cudaErrorInvalidValue;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     e->recorded = 1;
+    e->ms = ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+    return cudaSuccess;
+}
+
+/* everything issued has run */
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (!e) return cudaErrorInvalidValue;
+    return e->recorded ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    if (!ms || !a || !b) return cudaErrorInvalidValue;
+    if (!a->recorded || !b->recorded) return cudaErrorInvalidResourceHandle;
+    *ms = (float)(b->ms - a->ms);
     return cudaSuccess;
 }
 
