@@ -5,6 +5,9 @@
 #   here:   scripts/gpu-check.sh prepare     # copies the probe and MNIST into .gpu/ (git-ignored)
 #   there:  scripts/gpu-check.sh test        # build for sm_90, GPU tests, compute-sanitizer
 #           scripts/gpu-check.sh bench       # kernels, training and decoding vs PyTorch
+#           scripts/gpu-check.sh profile     # kernel durations under ncu, cuDNN's searches
+#           scripts/gpu-check.sh verify      # after a change: tests, sanitizers, short benches
+#   (the device's copy of .git may be stale: VAE_COMMIT=<hash> names the tree in the logs)
 #   (device run: command "scripts/gpu-check.sh test", carry [".gpu"]; then "... bench"
 #    on the same warm machine: the build in build-gpu/ is kept between calls)
 #
@@ -55,7 +58,7 @@ if [ "$STAGE" = prepare ]; then
 fi
 
 : >"$LOG"
-say "gpu-check $STAGE, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git describe --always --dirty 2>/dev/null || echo unknown)"
+say "gpu-check $STAGE, $(date -u '+%Y-%m-%d %H:%M UTC'), commit ${VAE_COMMIT:-$(git describe --always --dirty 2>/dev/null || echo unknown)}"
 nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
   --format=csv 2>&1 | tee -a "$LOG"
 

@@ -415,7 +415,9 @@ static void test_dense(int B, int I, int O, int woff, int boff, unsigned seed) {
 
 /* One dense + ReLU case on one backend: the pair in[B,I] -> dense (w, b)
  * -> relu -> h[B,O] and the dense layer above it, h -> dense (w2[O2,O])
- * with output gradient dout[B,O2]. Runs, in this order:
+ * with output gradient dout[B,O2]. (The GPU paths named below are those of
+ * VAE_LT_DRELU=1; by default the CUDA backend offers no mask, relu_mask_bytes
+ * is 0, and every backward is the fallback.) Runs, in this order:
  *   1. dense_relu_forward(h, mask)          (GPU: RELU_AUX_BIAS, records the mask)
  *   2. dense_backward_relu(din, dbin, dw, db; mask)   (GPU: DRELU_BGRAD + BGRADB)
  *   3. dense_relu_forward(h2, NULL)         (GPU: RELU_BIAS)

@@ -37,7 +37,10 @@
  * results) — by timing (cudnnFind*AlgorithmEx, default) or by cuDNN's
  * heuristics ($VAE_CUDNN_ALGO=heuristic: no timing, so the same choice in
  * every process, which keeps resumed runs bit-identical to uninterrupted
- * ones). A transposed convolution is the adjoint of a convolution with the
+ * ones). The two backward directions also have a deterministic form of our
+ * own (im2col / col2im around one cuBLAS GEMM, "GEMM form" below), timed
+ * against cuDNN's pick and taken when faster. A transposed convolution is
+ * the adjoint of a convolution with the
  * same weight viewed as a conv filter [K = cin, C = cout, k, k]:
  *   convT forward        = cudnnConvolutionBackwardData (dy = in, dx = out)
  *   convT backward data  = cudnnConvolutionForward      (x = dout, y = din)
@@ -130,10 +133,13 @@
  *   16-byte aligned (LT_MASK_ALIGN), ...) it is cublasSgemm + the ReLU-backward
  *   kernel from `in` + the bias-gradient kernel, which is what every refused
  *   ReLU epilogue falls back to: the unfused ops, kernels of act.cu and
- *   bias.cu. The ReLU derivative is 1 where the mask bit is set, the bit set
- *   where the forward's output is positive; act_backward takes it from
- *   out > 0 (the two agree unless cuBLASLt sets the bit for an output of
- *   exactly 0, where PyTorch's and our subgradient is 0).
+ *   bias.cu. The ReLU derivative is 1 where the mask bit is set; act_backward
+ *   takes it from out > 0. They differ: on an H200 (cuBLAS 13.1) the bit is
+ *   set for a pre-activation of exactly 0 too, so an output of exactly 0
+ *   passes its gradient, where PyTorch's and our subgradient is 0. Hence the
+ *   mask and this backward are opt-in ($VAE_LT_DRELU=1; relu_mask_bytes is 0
+ *   without it, so the model allocates no masks and the pair's forward is
+ *   RELU_BIAS).
  * A plan per (kind, B, I, O, tf32, alignment of A, B, D, the bias and the
  * mask) holds
  * the matmul descriptor (CUBLAS_COMPUTE_32F, or CUBLAS_COMPUTE_32F_FAST_TF32
@@ -244,8 +250,7 @@ typedef struct {
 
     /* cuBLASLt dense plans; use_lt: 0 with $VAE_CUBLASLT=0; use_lt_drelu:
      * the ReLU mask and the DRELU_BGRAD backward, only with $VAE_LT_DRELU=1
-     * (on an H200 with cuBLAS 13.1 its din and dbin were wrong:
-     * bench/results/2026-11-27-h200-gpu-check.md) */
+     * (its mask passes the gradient at exactly 0: the header comment) */
     int use_lt, use_lt_drelu;
     int dnn_verbose; /* $VAE_CUDNN_VERBOSE=1: the algorithm searches on stderr */
     struct lt_plan **lt_plans;
