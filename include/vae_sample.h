@@ -53,6 +53,13 @@ typedef struct {
     double seconds;   /* wall time of the decode loop */
     int stopped;      /* 1 if *stop ended the run early */
     int sheets;       /* PNG sheets written */
+    /* With more than one chunk: the images of the first chunk and the time
+     * until it was decoded (and copied back), which holds the one-time
+     * set-up (plans, algorithm searches, first kernel loads); 0 otherwise.
+     * The rest of the run, (written - first_images) / (seconds -
+     * first_seconds), is the steady rate. */
+    int64_t first_images;
+    double first_seconds;
 } vae_sample_result;
 
 /* Decode job->first .. job->last - 1 in chunks of m->B images. Returns VAE_OK

@@ -773,6 +773,17 @@ static int sample_stream(const args_t *a, int mode, int64_t n_total, int ia, int
         cJSON_AddNumberToObject(j, "last", (double)job.last);
         cJSON_AddNumberToObject(j, "seconds", res.seconds);
         cJSON_AddNumberToObject(j, "images_per_s", ips);
+        /* after the first chunk (set-up included there): null with one chunk */
+        if (res.first_images > 0 && res.written > res.first_images &&
+            res.seconds > res.first_seconds) {
+            cJSON_AddNumberToObject(j, "first_chunk_seconds", res.first_seconds);
+            cJSON_AddNumberToObject(j, "steady_images_per_s",
+                                    (double)(res.written - res.first_images) /
+                                        (res.seconds - res.first_seconds));
+        } else {
+            cJSON_AddNullToObject(j, "first_chunk_seconds");
+            cJSON_AddNullToObject(j, "steady_images_per_s");
+        }
         cJSON_AddNumberToObject(j, "chunk", m->B);
         cJSON_AddStringToObject(j, "device", m->be->name);
         cJSON_AddStringToObject(j, "precision", bits == 23 ? "fp32" : bits == 10 ? "tf32" : "bf16");

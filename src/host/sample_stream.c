@@ -259,6 +259,12 @@ int vae_sample_run(vae_model *m, const vae_sample_job *job, vae_sample_result *r
         } else {
             done += c;
         }
+        if (k == 0 && n > B) {
+            /* the first chunk's end, one-time set-up included (one sync) */
+            be->sync(be);
+            res->first_images = c;
+            res->first_seconds = vae_now() - t0;
+        }
         if (job->progress) {
             double now = vae_now();
             if (now - last_bar > 0.2) {

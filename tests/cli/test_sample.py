@@ -128,7 +128,9 @@ print(f"slices 0:333 (chunk 64) + 333:1000 (chunk 1000) vs one run (chunk auto):
       f"{int((dq > 0).sum())} of {dq.size} pixels differ, by at most {dq.max()}")
 c.check(dq.max() <= 1 and (dq > 0).mean() < 1e-3, "unaligned slices with other chunks: within one level")
 d3 = os.path.join(base, "prior_seed")
-sample(ck, d3, "--prior", "50", "--seed", "12")
+j = json.loads(sample(ck, d3, "--prior", "50", "--seed", "12", "--json").stdout)
+c.check(j["first_chunk_seconds"] is None and j["steady_images_per_s"] is None,
+        f"one chunk: no steady rate in --json ({j['first_chunk_seconds']}, {j['steady_images_per_s']})")
 c.check(not np.array_equal(np.load(os.path.join(d3, "prior.npy")), a[:50]), "another seed gives other images")
 
 # ---------------------------------------------------------------- grid
@@ -263,6 +265,12 @@ def peak_rss_mb(n, out):
     p = sample(mlp, out, "--prior", str(n), "--json")
     j = json.loads(p.stdout)
     c.check(j["images"] == n, f"--prior {n}: {j['images']} written")
+    # more than one chunk: the first chunk's time (set-up included) and the rate after it
+    first, steady = j["first_chunk_seconds"], j["steady_images_per_s"]
+    c.check(j["chunk"] < n and first is not None and 0 < first < j["seconds"] and steady > 0 and
+            abs((n - j["chunk"]) / (j["seconds"] - first) - steady) <= 1e-6 * steady,
+            f"--json first_chunk_seconds {first} and steady_images_per_s {steady} "
+            f"(seconds {j['seconds']}, chunk {j['chunk']})")
     return j["peak_rss_mib"]
 
 
