@@ -589,25 +589,10 @@ static size_t conv_gemm_bytes(const conv_plan *p, int ns) {
     return align_up(crs * m * sizeof(real)) + (size_t)p->k * m * sizeof(real);
 }
 
-static void wgrad_gemm(cuda_ctx *c, const conv_plan *p, const real *x, const real *dy, real *dw,
-                       void *ws, int ns) {
-    const int pq = p->ho * p->wo, crs = p->c * p->r * p->r;
-    const size_t x_img = (size_t)p->c * p->h * p->w, dy_img = (size_t)p->k * pq;
-    const float one = 1.0f, zero = 0.0f;
-    for (int n0 = 0; n0 < p->n; n0 += ns) {
-        const int cnt = p->n - n0 < ns ? p->n - n0 : ns, m = cnt * pq;
-        real *col = ws;
-        real *dyk = (real *)((char *)ws + align_up((size_t)crs * m * sizeof(real)));
-        vae_cuda_im2col_t(c->stream, col, x + (size_t)n0 * x_img, cnt, p->c, p->h, p->w, p->r,
-                          p->ho, p->wo, p->stride, p->pad);
-        vae_cuda_swap_nk(c->stream, dyk, dy + (size_t)n0 * dy_img, cnt, p->k, pq);
-        CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, crs, p->k, m, &one, col, m,
-                                 dyk, m, n0 ? &one : &zero, dw, crs));
-    }
-}
-
-static void dgrad_gemm(cuda_ctx *c, const conv_plan *p, const real *w, const real *dy, real *dx,
-                       void *ws, int ns) {
+/* The weight gradient (dgrad 0: a = x, out = dw) or the data gradient
+ * (dgrad 1: a = w, out = dx) in GEMM form, slice after slice of ns images. */
+static void conv_gemm_run(cuda_ctx *c, const conv_plan *p, int dgrad, const real *a,
+                          const real *dy, real *out, void *ws, int ns) {
     const int pq = p->ho * p->wo, crs = p->c * p->r * p->r;
     const size_t x_img = (size_t)p->c * p->h * p->w, dy_img = (size_t)p->k * pq;
     const float one = 1.0f, zero = 0.0f;
@@ -616,11 +601,20 @@ static void dgrad_gemm(cuda_ctx *c, const conv_plan *p, const real *w, const rea
         real *col = ws;
         real *dyk = (real *)((char *)ws + align_up((size_t)crs * m * sizeof(real)));
         vae_cuda_swap_nk(c->stream, dyk, dy + (size_t)n0 * dy_img, cnt, p->k, pq);
-        /* column-major: colT^T [m, crs] = dyK^T [m, K] (W [K, crs] as [crs, K])^T */
-        CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, m, crs, p->k, &one, dyk, m, w,
-                                 crs, &zero, col, m));
-        vae_cuda_col2im_t(c->stream, dx + (size_t)n0 * x_img, col, cnt, p->c, p->h, p->w, p->r,
-                          p->ho, p->wo, p->stride, p->pad);
+        if (dgrad) {
+            /* column-major: colT as [m, crs] = (dyK as [m, K]) (W as [crs, K])^T */
+            CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, m, crs, p->k, &one, dyk, m,
+                                     a, crs, &zero, col, m));
+            vae_cuda_col2im_t(c->stream, out + (size_t)n0 * x_img, col, cnt, p->c, p->h, p->w,
+                              p->r, p->ho, p->wo, p->stride, p->pad);
+        } else {
+            vae_cuda_im2col_t(c->stream, col, a + (size_t)n0 * x_img, cnt, p->c, p->h, p->w, p->r,
+                              p->ho, p->wo, p->stride, p->pad);
+            /* column-major: dW as [crs, K] = (colT as [m, crs])^T (dyK as [m, K]);
+             * later slices add to the earlier ones (beta = 1), in slice order */
+            CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, crs, p->k, m, &one, col, m,
+                                     dyk, m, n0 ? &one : &zero, out, crs));
+        }
     }
 }
 
@@ -634,8 +628,7 @@ static float conv_gemm_ms(cuda_ctx *c, const conv_plan *p, int dgrad, const real
     CUDA_CHECK(cudaEventCreate(&t1));
     for (int i = 0; i < 4; i++) {
         if (i == 1) CUDA_CHECK(cudaEventRecord(t0, c->stream));
-        if (dgrad) dgrad_gemm(c, p, a, dy, out, ws, ns);
-        else wgrad_gemm(c, p, a, dy, out, ws, ns);
+        conv_gemm_run(c, p, dgrad, a, dy, out, ws, ns);
     }
     CUDA_CHECK(cudaEventRecord(t1, c->stream));
     CUDA_CHECK(cudaEventSynchronize(t1));
@@ -645,23 +638,29 @@ static float conv_gemm_ms(cuda_ctx *c, const conv_plan *p, int dgrad, const real
     return ms / 3;
 }
 
-/* Whether the plan takes the GEMM form (0: cuDNN's pick, or none): as
- * forced, where cuDNN has no deterministic algorithm, or by timing against
- * cuDNN's pick. Sets *ns to the slice. */
+/* The slice (images) if the plan takes the GEMM form, its workspace then
+ * required; 0: cuDNN's pick. Taken as forced, where cuDNN has no
+ * deterministic algorithm, or by timing against cuDNN's pick. */
 static int conv_gemm_choose(cuda_ctx *c, const conv_plan *p, int dgrad, float cudnn_ms,
                             int have_pick, const real *a, const real *dy, real *out, void *ws,
-                            size_t cap, int *ns) {
-    *ns = conv_gemm_slice(c, p, cap);
-    if (*ns <= 0 || c->conv_gemm == CONV_GEMM_NEVER) return 0;
-    if (c->conv_gemm == CONV_GEMM_ALWAYS || !have_pick) return 1;
-    if (!c->use_find) return 0;
-    const float t = conv_gemm_ms(c, p, dgrad, a, dy, out, ws, *ns);
-    const int take = t < cudnn_ms;
-    if (c->dnn_verbose)
-        fprintf(stderr, "vae: cuDNN %s: GEMM form %.3f ms in slices of %d images, %.1f MiB%s\n",
-                dgrad ? "backward-data" : "backward-filter", (double)t, *ns,
-                (double)conv_gemm_bytes(p, *ns) / 1048576.0, take ? " (chosen)" : "");
-    return take;
+                            size_t cap) {
+    const int ns = conv_gemm_slice(c, p, cap);
+    int take = 0;
+    if (ns <= 0 || c->conv_gemm == CONV_GEMM_NEVER) {
+        take = 0;
+    } else if (c->conv_gemm == CONV_GEMM_ALWAYS || !have_pick) {
+        take = 1;
+    } else if (c->use_find) {
+        const float t = conv_gemm_ms(c, p, dgrad, a, dy, out, ws, ns);
+        take = t < cudnn_ms;
+        if (c->dnn_verbose)
+            fprintf(stderr, "vae: cuDNN %s: GEMM form %.3f ms in slices of %d images, %.1f MiB%s\n",
+                    dgrad ? "backward-data" : "backward-filter", (double)t, ns,
+                    (double)conv_gemm_bytes(p, ns) / 1048576.0, take ? " (chosen)" : "");
+    }
+    if (!take) return 0;
+    ws_require(c, conv_gemm_bytes(p, ns));
+    return ns;
 }
 
 /* $VAE_CUDNN_VERBOSE=1: each search's candidates on stderr, the pick marked */
@@ -732,12 +731,9 @@ static int plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *d
             c->dnn, p->fd, p->yd, p->cd, p->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
     LOG_ALGOS(c, p, "backward-data", perf, got, pick);
-    int ns = 0;
-    if (conv_gemm_choose(c, p, 1, pick >= 0 ? perf[pick].time : 0, pick >= 0, w, dy, dx, ws, cap,
-                         &ns)) {
-        p->dgrad_ns = ns;
-        ws_require(c, conv_gemm_bytes(p, ns));
-    } else {
+    p->dgrad_ns = conv_gemm_choose(c, p, 1, pick >= 0 ? perf[pick].time : 0, pick >= 0, w, dy, dx,
+                                   ws, cap);
+    if (!p->dgrad_ns) {
         if (pick < 0) plan_panic(p, "backward-data", cap, __LINE__);
         p->bwd_data = perf[pick].algo;
         ws_require(c, perf[pick].memory);
@@ -764,13 +760,9 @@ static int plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void 
             perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
     LOG_ALGOS(c, p, "backward-filter", perf, got, pick);
-    /* the GEMM form (above) */
-    int ns = 0;
-    if (conv_gemm_choose(c, p, 0, pick >= 0 ? perf[pick].time : 0, pick >= 0, x, dy, dw, ws, cap,
-                         &ns)) {
-        p->wgrad_ns = ns;
-        ws_require(c, conv_gemm_bytes(p, ns));
-    } else {
+    p->wgrad_ns = conv_gemm_choose(c, p, 0, pick >= 0 ? perf[pick].time : 0, pick >= 0, x, dy, dw,
+                                   ws, cap);
+    if (!p->wgrad_ns) {
         if (pick < 0) plan_panic(p, "backward-filter", cap, __LINE__);
         p->bwd_filter = perf[pick].algo;
         ws_require(c, perf[pick].memory);
@@ -791,7 +783,7 @@ static void run_bwd_data(cuda_ctx *c, conv_plan *p, const real *w, const real *d
     const float one = 1.0f, zero = 0.0f;
     if (!plan_bwd_data(c, p, w, dy, dx)) return;
     if (p->dgrad_ns > 0) {
-        dgrad_gemm(c, p, w, dy, dx, ws_ptr(c), p->dgrad_ns);
+        conv_gemm_run(c, p, 1, w, dy, dx, ws_ptr(c), p->dgrad_ns);
         return;
     }
     CUDNN_CHECK(cudnnConvolutionBackwardData(c->dnn, &one, p->fd, w, p->yd, dy, p->cd,
@@ -803,7 +795,7 @@ static void run_bwd_filter(cuda_ctx *c, conv_plan *p, const real *x, const real 
     const float one = 1.0f, zero = 0.0f;
     if (!plan_bwd_filter(c, p, x, dy, dw)) return;
     if (p->wgrad_ns > 0) {
-        wgrad_gemm(c, p, x, dy, dw, ws_ptr(c), p->wgrad_ns);
+        conv_gemm_run(c, p, 0, x, dy, dw, ws_ptr(c), p->wgrad_ns);
         return;
     }
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(c->dnn, &one, p->xd, x, p->yd, dy, p->cd,

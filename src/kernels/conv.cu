@@ -1,5 +1,5 @@
 /* conv.cu — the rearrangements that turn a convolution's two gradients
- * into GEMMs (backend_cuda.c, wgrad_gemm and dgrad_gemm):
+ * into GEMMs (backend_cuda.c, conv_gemm_run):
  *
  *   dW[k, c, r, s] = sum_j dyK[k, j] colT[(c R + r) R + s, j],   j = (n P + p) Q + q
  *   colT = W^T dyK, then dx = col2im(colT):
