@@ -54,7 +54,7 @@ typedef struct {
     int stopped;      /* 1 if *stop ended the run early */
     int sheets;       /* PNG sheets written */
     /* With more than one chunk: the images of the first chunk and the time
-     * until it was decoded (and copied back), which holds the one-time
+     * until it was decoded, which holds the one-time
      * set-up (plans, algorithm searches, first kernel loads); 0 otherwise.
      * The rest of the run, (written - first_images) / (seconds -
      * first_seconds), is the steady rate. */

@@ -50,7 +50,7 @@ struct CUstream_st {
     struct CUgraph_st *graph;
 };
 struct CUevent_st {
-    int recorded;
+    int recorded, no_timing; /* no_timing: cudaEventDisableTiming */
     double ms; /* host clock at the record: work runs when issued, so this is "device" time */
 };
 
@@ -432,10 +432,11 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
-    (void)flags;
     if (!e) return cudaErrorInvalidValue;
     *e = calloc(1, sizeof **e);
-    return *e ? cudaSuccess : cudaErrorMemoryAllocation;
+    if (!*e) return cudaErrorMemoryAllocation;
+    (*e)->no_timing = (flags & cudaEventDisableTiming) != 0;
+    return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
@@ -467,6 +468,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     if (!ms || !a || !b) return cudaErrorInvalidValue;
     if (!a->recorded || !b->recorded) return cudaErrorInvalidResourceHandle;
+    if (a->no_timing || b->no_timing) return cudaErrorInvalidResourceHandle;
     *ms = (float)(b->ms - a->ms);
     return cudaSuccess;
 }
