@@ -35,50 +35,9 @@ static unsigned g_seed = 11;
 
 /* ------------------------------------------------------------ helpers */
 
-enum { G = 16 };
-static const uint32_t SENTINEL = 0x7fa5a5a5u; /* a quiet NaN */
-
-/* n reals with G sentinel elements before and after; p points to the data. */
-typedef struct {
-    real *base, *p;
-    size_t n;
-} gbuf;
-
-static gbuf gb_new(size_t n) {
-    gbuf b;
-    b.n = n;
-    b.base = (real *)test_xmalloc((n + 2 * G) * sizeof(real));
-    for (size_t i = 0; i < n + 2 * G; i++) memcpy(&b.base[i], &SENTINEL, sizeof SENTINEL);
-    b.p = b.base + G;
-    return b;
-}
-static gbuf gb_rand(size_t n, double lo, double hi) {
-    gbuf b = gb_new(n);
-    test_rand_fill_real(b.p, n, lo, hi, g_seed++);
-    return b;
-}
-static gbuf gb_copy(const gbuf *src) {
-    gbuf b = gb_new(src->n);
-    memcpy(b.p, src->p, src->n * sizeof(real));
-    return b;
-}
-static int gb_intact(const gbuf *b) {
-    for (size_t i = 0; i < G; i++) {
-        uint32_t lo, hi;
-        memcpy(&lo, &b->base[i], sizeof lo);
-        memcpy(&hi, &b->p[b->n + i], sizeof hi);
-        if (lo != SENTINEL || hi != SENTINEL) return 0;
-    }
-    return 1;
-}
-/* bit-equal data and both guards intact */
-static int gb_same(const gbuf *a, const gbuf *b) {
-    return a->n == b->n && memcmp(a->p, b->p, a->n * sizeof(real)) == 0 && gb_intact(a) &&
-           gb_intact(b);
-}
-static void gb_free(gbuf *b) {
-    free(b->base);
-    b->base = b->p = NULL;
+/* guarded buffers (testutil.h), a fresh seed for each random one */
+static test_gbuf gb_rand(size_t n, double lo, double hi) {
+    return test_gb_rand(n, lo, hi, g_seed++);
 }
 
 /* ----------------------------------------------------------------- ops */
@@ -88,9 +47,9 @@ static void gb_free(gbuf *b) {
 static void test_ops(int B, int I, int O, int O2, int with_mask) {
     char what[128];
     snprintf(what, sizeof what, "B=%d I=%d O=%d O2=%d%s", B, I, O, O2, with_mask ? " mask" : "");
-    gbuf in = gb_rand((size_t)B * I, -1, 1), w = gb_rand((size_t)O * I, -1, 1);
-    gbuf b = gb_rand((size_t)O, -1, 1), w2 = gb_rand((size_t)O2 * O, -1, 1);
-    gbuf dout = gb_rand((size_t)B * O2, -1, 1);
+    test_gbuf in = gb_rand((size_t)B * I, -1, 1), w = gb_rand((size_t)O * I, -1, 1);
+    test_gbuf b = gb_rand((size_t)O, -1, 1), w2 = gb_rand((size_t)O2 * O, -1, 1);
+    test_gbuf dout = gb_rand((size_t)B * O2, -1, 1);
     /* exact zero pre-activations: output 0 has a zero weight row and bias
      * (when O > 1: otherwise the only output stays random); a zero input row
      * makes every output of sample 0 its bias, which is negative for some */
@@ -105,45 +64,45 @@ static void test_ops(int B, int I, int O, int O2, int with_mask) {
     void *mask = with_mask ? maskbuf : NULL;
 
     /* forward */
-    gbuf h_u = gb_new((size_t)B * O), h_f = gb_new((size_t)B * O);
+    test_gbuf h_u = test_gb_new((size_t)B * O), h_f = test_gb_new((size_t)B * O);
     g_be->dense_forward(g_be, h_u.p, in.p, w.p, b.p, B, I, O);
     size_t neg = 0, zero = 0;
     for (size_t i = 0; i < h_u.n; i++) neg += h_u.p[i] < 0, zero += h_u.p[i] == 0;
     g_be->act_forward(g_be, h_u.p, h_u.p, (size_t)B * O, VAE_ACT_RELU, 0);
     g_be->dense_relu_forward(g_be, h_f.p, mask, in.p, w.p, b.p, B, I, O);
-    CHECK_MSG(gb_same(&h_u, &h_f), "%s: dense_relu_forward differs from dense + relu", what);
+    CHECK_MSG(test_gb_same(&h_u, &h_f), "%s: dense_relu_forward differs from dense + relu", what);
     if (B * O >= 8)
         CHECK_MSG(neg > 0 && (O == 1 || zero >= (size_t)B), "%s: %zu negative, %zu zero "
                   "pre-activations: the case does not test the ReLU", what, neg, zero);
 
     /* backward, unfused: upper dense, relu in place, lower dense */
-    gbuf din_u = gb_new((size_t)B * O), dw2_u = gb_new((size_t)O2 * O), db2_u = gb_new((size_t)O2);
-    gbuf dx_u = gb_new((size_t)B * I), dw_u = gb_new((size_t)O * I), db_u = gb_new((size_t)O);
+    test_gbuf din_u = test_gb_new((size_t)B * O), dw2_u = test_gb_new((size_t)O2 * O), db2_u = test_gb_new((size_t)O2);
+    test_gbuf dx_u = test_gb_new((size_t)B * I), dw_u = test_gb_new((size_t)O * I), db_u = test_gb_new((size_t)O);
     g_be->dense_backward(g_be, din_u.p, dw2_u.p, db2_u.p, dout.p, h_u.p, w2.p, B, O, O2);
     g_be->act_backward(g_be, din_u.p, din_u.p, h_u.p, (size_t)B * O, VAE_ACT_RELU, 0);
     g_be->dense_backward(g_be, dx_u.p, dw_u.p, db_u.p, din_u.p, in.p, w.p, B, I, O);
 
     /* fused: upper dense_backward_relu, lower dense with db = NULL */
-    gbuf din_f = gb_new((size_t)B * O), dw2_f = gb_new((size_t)O2 * O), db2_f = gb_new((size_t)O2);
-    gbuf dbin_f = gb_new((size_t)O);
-    gbuf dx_f = gb_new((size_t)B * I), dw_f = gb_new((size_t)O * I), db_f = gb_new((size_t)O);
-    gbuf db_f0 = gb_copy(&db_f); /* all sentinel */
+    test_gbuf din_f = test_gb_new((size_t)B * O), dw2_f = test_gb_new((size_t)O2 * O), db2_f = test_gb_new((size_t)O2);
+    test_gbuf dbin_f = test_gb_new((size_t)O);
+    test_gbuf dx_f = test_gb_new((size_t)B * I), dw_f = test_gb_new((size_t)O * I), db_f = test_gb_new((size_t)O);
+    test_gbuf db_f0 = test_gb_copy(&db_f); /* all sentinel */
     g_be->dense_backward_relu(g_be, din_f.p, dbin_f.p, dw2_f.p, db2_f.p, dout.p, h_f.p, mask,
                               w2.p, B, O, O2);
     g_be->dense_backward(g_be, dx_f.p, dw_f.p, NULL, din_f.p, in.p, w.p, B, I, O);
-    CHECK_MSG(gb_same(&din_u, &din_f), "%s: din differs", what);
-    CHECK_MSG(gb_same(&dw2_u, &dw2_f), "%s: dw differs", what);
-    CHECK_MSG(gb_same(&db2_u, &db2_f), "%s: db differs", what);
-    CHECK_MSG(gb_same(&db_u, &dbin_f), "%s: dbin differs from the lower layer's db", what);
-    CHECK_MSG(gb_same(&dx_u, &dx_f), "%s: lower din differs", what);
-    CHECK_MSG(gb_same(&dw_u, &dw_f), "%s: lower dw differs", what);
-    CHECK_MSG(gb_same(&db_f, &db_f0), "%s: dense_backward wrote db = NULL", what);
+    CHECK_MSG(test_gb_same(&din_u, &din_f), "%s: din differs", what);
+    CHECK_MSG(test_gb_same(&dw2_u, &dw2_f), "%s: dw differs", what);
+    CHECK_MSG(test_gb_same(&db2_u, &db2_f), "%s: db differs", what);
+    CHECK_MSG(test_gb_same(&db_u, &dbin_f), "%s: dbin differs from the lower layer's db", what);
+    CHECK_MSG(test_gb_same(&dx_u, &dx_f), "%s: lower din differs", what);
+    CHECK_MSG(test_gb_same(&dw_u, &dw_f), "%s: lower dw differs", what);
+    CHECK_MSG(test_gb_same(&db_f, &db_f0), "%s: dense_backward wrote db = NULL", what);
 
     /* without dw, db and dbin (allowed): din the same */
-    gbuf din_g = gb_new((size_t)B * O);
+    test_gbuf din_g = test_gb_new((size_t)B * O);
     g_be->dense_backward_relu(g_be, din_g.p, NULL, NULL, NULL, dout.p, h_f.p, mask, w2.p, B, O,
                               O2);
-    CHECK_MSG(gb_same(&din_u, &din_g), "%s: din without dw/db/dbin differs", what);
+    CHECK_MSG(test_gb_same(&din_u, &din_g), "%s: din without dw/db/dbin differs", what);
 
     int mask_kept = 1;
     for (size_t i = 0; i < sizeof maskbuf; i++) mask_kept &= maskbuf[i] == 0x5a;
@@ -151,9 +110,9 @@ static void test_ops(int B, int I, int O, int O2, int with_mask) {
     if (getenv("VAE_TEST_VERBOSE"))
         printf("  ops %-32s %zu negative, %zu zero pre-activations\n", what, neg, zero);
 
-    gbuf all[] = {in, w, b, w2, dout, h_u, h_f, din_u, dw2_u, db2_u, dx_u, dw_u, db_u,
+    test_gbuf all[] = {in, w, b, w2, dout, h_u, h_f, din_u, dw2_u, db2_u, dx_u, dw_u, db_u,
                   din_f, dw2_f, db2_f, dbin_f, dx_f, dw_f, db_f, db_f0, din_g};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) gb_free(&all[i]);
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) test_gb_free(&all[i]);
 }
 
 /* --------------------------------------------------------------- model */

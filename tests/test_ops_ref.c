@@ -28,43 +28,9 @@ static unsigned g_seed = 7;
 
 /* ------------------------------------------------------------ helpers */
 
-/* Guarded buffer: G elements of a byte pattern before and after the n data
- * elements; G * sizeof(real) = 64 keeps the data 64-byte aligned. */
-enum { G = 64 / sizeof(real) };
-#define SENTINEL_BYTE 0xA7
-
-typedef struct {
-    real *base, *p;
-    size_t n;
-} gbuf;
-
-static gbuf gb_new(size_t n) {
-    gbuf b;
-    b.n = n;
-    b.base = (real *)g_be->alloc(g_be, (n + 2 * G) * sizeof(real));
-    if (!b.base) {
-        fprintf(stderr, "alloc: %s\n", vae_error_get());
-        exit(1);
-    }
-    memset(b.base, SENTINEL_BYTE, (n + 2 * G) * sizeof(real));
-    b.p = b.base + G;
-    return b;
-}
-static gbuf gb_rand(size_t n, double lo, double hi) {
-    gbuf b = gb_new(n);
-    test_rand_fill_real(b.p, n, lo, hi, g_seed++);
-    return b;
-}
-static int gb_intact(const gbuf *b) {
-    const unsigned char *lo = (const unsigned char *)b->base;
-    const unsigned char *hi = (const unsigned char *)(b->p + b->n);
-    for (size_t i = 0; i < G * sizeof(real); i++)
-        if (lo[i] != SENTINEL_BYTE || hi[i] != SENTINEL_BYTE) return 0;
-    return 1;
-}
-static void gb_free(gbuf *b) {
-    g_be->release(g_be, b->base);
-    b->base = b->p = NULL;
+/* guarded buffers (testutil.h), a fresh seed for each random one */
+static test_gbuf gb_rand(size_t n, double lo, double hi) {
+    return test_gb_rand(n, lo, hi, g_seed++);
 }
 
 /* max_i |got - ref| / sum|terms| (NaN -> inf) */
@@ -94,10 +60,10 @@ static double *dcalloc(size_t n) {
 /* ------------------------------------------------------------- dense */
 
 static void test_dense(int B, int I, int O) {
-    gbuf in = gb_rand((size_t)B * I, -1, 1), w = gb_rand((size_t)O * I, -1, 1);
-    gbuf b = gb_rand((size_t)O, -1, 1), out = gb_new((size_t)B * O);
-    gbuf dout = gb_rand((size_t)B * O, -1, 1), din = gb_new((size_t)B * I);
-    gbuf dw = gb_new((size_t)O * I), db = gb_new((size_t)O);
+    test_gbuf in = gb_rand((size_t)B * I, -1, 1), w = gb_rand((size_t)O * I, -1, 1);
+    test_gbuf b = gb_rand((size_t)O, -1, 1), out = test_gb_new((size_t)B * O);
+    test_gbuf dout = gb_rand((size_t)B * O, -1, 1), din = test_gb_new((size_t)B * I);
+    test_gbuf dw = test_gb_new((size_t)O * I), db = test_gb_new((size_t)O);
     double *ref = dcalloc((size_t)B * O), *abs_ = dcalloc((size_t)B * O);
     double *rdin = dcalloc((size_t)B * I), *adin = dcalloc((size_t)B * I);
     double *rdw = dcalloc((size_t)O * I), *adw = dcalloc((size_t)O * I);
@@ -130,10 +96,10 @@ static void test_dense(int B, int I, int O) {
     check_ref(name, dw.p, rdw, adw, (size_t)O * I, REF_TOL);
     snprintf(name, sizeof name, "dense B%d I%d O%d db", B, I, O);
     check_ref(name, db.p, rdb, adb, (size_t)O, REF_TOL);
-    CHECK(gb_intact(&out) && gb_intact(&din) && gb_intact(&dw) && gb_intact(&db));
+    CHECK(test_gb_intact(&out) && test_gb_intact(&din) && test_gb_intact(&dw) && test_gb_intact(&db));
 
-    gb_free(&in), gb_free(&w), gb_free(&b), gb_free(&out), gb_free(&dout), gb_free(&din);
-    gb_free(&dw), gb_free(&db);
+    test_gb_free(&in), test_gb_free(&w), test_gb_free(&b), test_gb_free(&out), test_gb_free(&dout), test_gb_free(&din);
+    test_gb_free(&dw), test_gb_free(&db);
     free(ref), free(abs_), free(rdin), free(adin), free(rdw), free(adw), free(rdb), free(adb);
 }
 
@@ -188,9 +154,9 @@ static void test_conv(int B, int cin, int hin, int win, int cout, int k, int s, 
                        k, s, p};
     const size_t nin = (size_t)B * cin * hin * win, nout = (size_t)B * cout * g.hout * g.wout;
     const size_t nw = (size_t)cout * cin * k * k;
-    gbuf in = gb_rand(nin, -1, 1), w = gb_rand(nw, -1, 1), b = gb_rand((size_t)cout, -1, 1);
-    gbuf out = gb_new(nout), dout = gb_rand(nout, -1, 1);
-    gbuf din = gb_new(nin), dw = gb_new(nw), db = gb_new((size_t)cout);
+    test_gbuf in = gb_rand(nin, -1, 1), w = gb_rand(nw, -1, 1), b = gb_rand((size_t)cout, -1, 1);
+    test_gbuf out = test_gb_new(nout), dout = gb_rand(nout, -1, 1);
+    test_gbuf din = test_gb_new(nin), dw = test_gb_new(nw), db = test_gb_new((size_t)cout);
     ref_bufs r = ref_alloc(nin, nout, nw, (size_t)cout);
     conv_ref(&r, in.p, w.p, b.p, dout.p, &g, B);
 
@@ -209,11 +175,11 @@ static void test_conv(int B, int cin, int hin, int win, int cout, int k, int s, 
     check_ref(name, dw.p, r.dw, r.adw, nw, REF_TOL);
     snprintf(name, sizeof name, "%s db", tag);
     check_ref(name, db.p, r.db, r.adb, (size_t)cout, REF_TOL);
-    CHECK_MSG(gb_intact(&out) && gb_intact(&din) && gb_intact(&dw) && gb_intact(&db),
+    CHECK_MSG(test_gb_intact(&out) && test_gb_intact(&din) && test_gb_intact(&dw) && test_gb_intact(&db),
               "%s: write outside a buffer", tag);
 
-    gb_free(&in), gb_free(&w), gb_free(&b), gb_free(&out), gb_free(&dout), gb_free(&din);
-    gb_free(&dw), gb_free(&db);
+    test_gb_free(&in), test_gb_free(&w), test_gb_free(&b), test_gb_free(&out), test_gb_free(&dout), test_gb_free(&din);
+    test_gb_free(&dw), test_gb_free(&db);
     ref_free(&r);
 }
 
@@ -258,9 +224,9 @@ static void test_convt(int B, int cin, int hin, int win, int cout, int k, int s,
                         (win - 1) * s - 2 * p + k + op, k, s, p, op};
     const size_t nin = (size_t)B * cin * hin * win, nout = (size_t)B * cout * g.hout * g.wout;
     const size_t nw = (size_t)cin * cout * k * k;
-    gbuf in = gb_rand(nin, -1, 1), w = gb_rand(nw, -1, 1), b = gb_rand((size_t)cout, -1, 1);
-    gbuf out = gb_new(nout), dout = gb_rand(nout, -1, 1);
-    gbuf din = gb_new(nin), dw = gb_new(nw), db = gb_new((size_t)cout);
+    test_gbuf in = gb_rand(nin, -1, 1), w = gb_rand(nw, -1, 1), b = gb_rand((size_t)cout, -1, 1);
+    test_gbuf out = test_gb_new(nout), dout = gb_rand(nout, -1, 1);
+    test_gbuf din = test_gb_new(nin), dw = test_gb_new(nw), db = test_gb_new((size_t)cout);
     ref_bufs r = ref_alloc(nin, nout, nw, (size_t)cout);
     convt_ref(&r, in.p, w.p, b.p, dout.p, &g, B);
 
@@ -278,11 +244,11 @@ static void test_convt(int B, int cin, int hin, int win, int cout, int k, int s,
     check_ref(name, dw.p, r.dw, r.adw, nw, REF_TOL);
     snprintf(name, sizeof name, "%s db", tag);
     check_ref(name, db.p, r.db, r.adb, (size_t)cout, REF_TOL);
-    CHECK_MSG(gb_intact(&out) && gb_intact(&din) && gb_intact(&dw) && gb_intact(&db),
+    CHECK_MSG(test_gb_intact(&out) && test_gb_intact(&din) && test_gb_intact(&dw) && test_gb_intact(&db),
               "%s: write outside a buffer", tag);
 
-    gb_free(&in), gb_free(&w), gb_free(&b), gb_free(&out), gb_free(&dout), gb_free(&din);
-    gb_free(&dw), gb_free(&db);
+    test_gb_free(&in), test_gb_free(&w), test_gb_free(&b), test_gb_free(&out), test_gb_free(&dout), test_gb_free(&din);
+    test_gb_free(&dw), test_gb_free(&db);
     ref_free(&r);
 }
 
@@ -310,10 +276,10 @@ static void test_chunked(int transposed) {
     vae_convt_geom tg = {cin, H, W, cout, H, W, k, 1, 1, 0};
     const size_t pin = (size_t)cin * H * W, pout = (size_t)cout * H * W;
     const size_t nw = (size_t)cin * cout * k * k;
-    gbuf in = gb_rand(B * pin, -1, 1), w = gb_rand(nw, -1, 1), b = gb_rand((size_t)cout, -1, 1);
-    gbuf dout = gb_rand(B * pout, -1, 1);
-    gbuf out = gb_new(B * pout), din = gb_new(B * pin), dw = gb_new(nw), db = gb_new((size_t)cout);
-    gbuf out1 = gb_new(B * pout), din1 = gb_new(B * pin), dw1 = gb_new(nw), db1 = gb_new((size_t)cout);
+    test_gbuf in = gb_rand(B * pin, -1, 1), w = gb_rand(nw, -1, 1), b = gb_rand((size_t)cout, -1, 1);
+    test_gbuf dout = gb_rand(B * pout, -1, 1);
+    test_gbuf out = test_gb_new(B * pout), din = test_gb_new(B * pin), dw = test_gb_new(nw), db = test_gb_new((size_t)cout);
+    test_gbuf out1 = test_gb_new(B * pout), din1 = test_gb_new(B * pin), dw1 = test_gb_new(nw), db1 = test_gb_new((size_t)cout);
     double *sdw = dcalloc(nw), *adw = dcalloc(nw), *sdb = dcalloc((size_t)cout);
     double *adb = dcalloc((size_t)cout);
 
@@ -348,12 +314,12 @@ static void test_chunked(int transposed) {
     double ew = max_err(dw.p, sdw, adw, nw), eb = max_err(db.p, sdb, adb, (size_t)cout);
     CHECK_MSG(ew <= CHUNK_TOL, "%s dw vs sum of per-image: %.3g", what, ew);
     CHECK_MSG(eb <= CHUNK_TOL, "%s db vs sum of per-image: %.3g", what, eb);
-    CHECK(gb_intact(&out) && gb_intact(&din) && gb_intact(&dw) && gb_intact(&db));
+    CHECK(test_gb_intact(&out) && test_gb_intact(&din) && test_gb_intact(&dw) && test_gb_intact(&db));
     if (getenv("VAE_TEST_VERBOSE"))
         printf("  %-14s B%d: out %.2e din %.2e dw %.2e db %.2e\n", what, B, eo, ed, ew, eb);
 
-    gb_free(&in), gb_free(&w), gb_free(&b), gb_free(&dout), gb_free(&out), gb_free(&din);
-    gb_free(&dw), gb_free(&db), gb_free(&out1), gb_free(&din1), gb_free(&dw1), gb_free(&db1);
+    test_gb_free(&in), test_gb_free(&w), test_gb_free(&b), test_gb_free(&dout), test_gb_free(&out), test_gb_free(&din);
+    test_gb_free(&dw), test_gb_free(&db), test_gb_free(&out1), test_gb_free(&din1), test_gb_free(&dw1), test_gb_free(&db1);
     free(sdw), free(adw), free(sdb), free(adb);
 }
 
@@ -391,7 +357,7 @@ static void test_gather(void) {
     g_be->upload(g_be, didx, idx, sizeof idx);
     const vae_step_vals v0 = vae_step_vals_make(0, 0, 0, B, 0, 1, 1);
     vae_step_vals *sv = test_step_vals_dev(g_be, &v0);
-    gbuf x = gb_new(B * D);
+    test_gbuf x = test_gb_new(B * D);
     g_be->gather_batch(g_be, x.p, ddata, didx, sv, B, D);
     int ok = 1;
     for (int b = 0; b < B; b++)
@@ -401,13 +367,13 @@ static void test_gather(void) {
     CHECK(x.p[1 * D + 0] == 0);     /* data[0] = 0 */
     CHECK(x.p[0 * D + 1] == 1);     /* 255 -> exactly 1 */
     CHECK(x.p[3 * D + 1] == 1);
-    CHECK(gb_intact(&x));
+    CHECK(test_gb_intact(&x));
 
     /* row0 = 7 (step 1 with batch 7 over 11 images): rows idx[7 .. 10], the
      * epoch's short last batch of 4 */
     const vae_step_vals v1 = vae_step_vals_make(1, 7, 1, B, 0, 1, 1);
     g_be->upload(g_be, sv, &v1, sizeof v1);
-    memset(x.base, SENTINEL_BYTE, (B * D + 2 * G) * sizeof(real));
+    test_gb_reset(&x);
     g_be->gather_batch(g_be, x.p, ddata, didx, sv, B, D);
     ok = 1;
     for (int b = 0; b < B; b++)
@@ -416,8 +382,8 @@ static void test_gather(void) {
     CHECK(ok);
     CHECK(x.p[1 * D + 1] == 1);     /* idx[8] = 4: 255 -> exactly 1 */
     CHECK(x.p[2 * D + 0] == 0);     /* idx[9] = 0 */
-    CHECK(gb_intact(&x));
-    gb_free(&x);
+    CHECK(test_gb_intact(&x));
+    test_gb_free(&x);
     g_be->release(g_be, ddata), g_be->release(g_be, didx), g_be->release(g_be, sv);
 }
 
@@ -447,7 +413,7 @@ static void test_to_u8(void) {
 
 static void test_normals(void) {
     enum { N = 4096 };
-    gbuf z = gb_new(N), z2 = gb_new(N - 3);
+    test_gbuf z = test_gb_new(N), z2 = test_gb_new(N - 3);
     g_be->normal_fill(g_be, z.p, N, 42, VAE_RNG_PRIOR, 0, 0);
     g_be->normal_fill(g_be, z2.p, N - 3, 42, VAE_RNG_PRIOR, 0, 3);
     int ok = 1;
@@ -460,12 +426,12 @@ static void test_normals(void) {
     CHECK(memcmp(z2.p, z.p + 3, (N - 3) * sizeof(real)) == 0); /* `first` offsets the stream */
     double mean = s / N, var = s2 / N - mean * mean;
     CHECK_MSG(fabs(mean) < 0.06 && fabs(var - 1) < 0.08, "mean %g var %g", mean, var);
-    CHECK(gb_intact(&z) && gb_intact(&z2));
-    gb_free(&z), gb_free(&z2);
+    CHECK(test_gb_intact(&z) && test_gb_intact(&z2));
+    test_gb_free(&z), test_gb_free(&z2);
 
     /* reparam with lv = 0, mu = 1: z = 1 + eps, same eps indexing b*L + l */
     enum { B = 3, L = 4 };
-    gbuf head = gb_new(B * 2 * L), zz = gb_new(B * L);
+    test_gbuf head = test_gb_new(B * 2 * L), zz = test_gb_new(B * L);
     for (int b = 0; b < B; b++)
         for (int l = 0; l < L; l++) head.p[b * 2 * L + l] = 1, head.p[b * 2 * L + L + l] = 0;
     const vae_step_vals v5 = vae_step_vals_make(5, 0, 5, B, 0, 1, 1);
@@ -474,14 +440,14 @@ static void test_normals(void) {
     ok = 1;
     for (int i = 0; i < B * L; i++) ok &= zz.p[i] == 1 + vae_normal_at(9, VAE_RNG_TRAIN, 5, (uint64_t)i);
     CHECK(ok);
-    CHECK(gb_intact(&zz));
-    gb_free(&head), gb_free(&zz);
+    CHECK(test_gb_intact(&zz));
+    test_gb_free(&head), test_gb_free(&zz);
     g_be->release(g_be, sv);
 }
 
 static void test_reductions(void) {
     enum { N = 1001 };
-    gbuf v = gb_rand(N, -1, 1);
+    test_gbuf v = gb_rand(N, -1, 1);
     double *acc = (double *)g_be->alloc(g_be, sizeof(double));
     double ref = 0, ref2 = 0;
     for (int i = 0; i < N; i++) ref += v.p[i], ref2 += (double)v.p[i] * v.p[i];
@@ -495,14 +461,14 @@ static void test_reductions(void) {
     g_be->sumsq(g_be, acc, v.p, 0);
     CHECK(*acc == 0);
     g_be->release(g_be, acc);
-    gb_free(&v);
+    test_gb_free(&v);
 }
 
 /* Activations: forward/backward on a few exact values, sentinels. */
 static void test_act(void) {
     enum { N = 6 };
     const real x[N] = {-2, -0.5f, 0, 0.25f, 3, -1e-30f};
-    gbuf in = gb_new(N), out = gb_new(N), d = gb_new(N), din = gb_new(N);
+    test_gbuf in = test_gb_new(N), out = test_gb_new(N), d = test_gb_new(N), din = test_gb_new(N);
     memcpy(in.p, x, sizeof x);
     for (int i = 0; i < N; i++) d.p[i] = (real)(i + 1);
     g_be->act_forward(g_be, out.p, in.p, N, VAE_ACT_LEAKY_RELU, 0.1f);
@@ -521,8 +487,8 @@ static void test_act(void) {
         ok &= din.p[i] == (x[i] > 0 ? d.p[i] : 0);
     }
     CHECK(ok);
-    CHECK(gb_intact(&out) && gb_intact(&din));
-    gb_free(&in), gb_free(&out), gb_free(&d), gb_free(&din);
+    CHECK(test_gb_intact(&out) && test_gb_intact(&din));
+    test_gb_free(&in), test_gb_free(&out), test_gb_free(&d), test_gb_free(&din);
 }
 
 int main(void) {

@@ -27,6 +27,71 @@ const char *test_tmp_path(const char *name) {
     return p;
 }
 
+/* the guards' element: a quiet NaN of real's width */
+static real gb_sentinel(void) {
+    real r;
+    if (sizeof(real) == sizeof(uint32_t)) {
+        const uint32_t bits = 0x7fa5a5a5u;
+        memcpy(&r, &bits, sizeof r);
+    } else {
+        const uint64_t bits = 0x7ffa5a5a5a5a5a5aull;
+        memcpy(&r, &bits, sizeof r);
+    }
+    return r;
+}
+
+static int gb_is_sentinel(const real *x) {
+    const real s = gb_sentinel();
+    return memcmp(x, &s, sizeof s) == 0;
+}
+
+test_gbuf test_gb_new(size_t n) {
+    test_gbuf b;
+    const size_t bytes = (n + 2 * TEST_GB_GUARD) * sizeof(real);
+    b.n = n;
+    b.base = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!b.base) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    b.p = b.base + TEST_GB_GUARD;
+    test_gb_reset(&b);
+    return b;
+}
+
+void test_gb_reset(test_gbuf *b) {
+    const real s = gb_sentinel();
+    for (size_t i = 0; i < b->n + 2 * TEST_GB_GUARD; i++) b->base[i] = s;
+}
+
+test_gbuf test_gb_rand(size_t n, double lo, double hi, unsigned seed) {
+    test_gbuf b = test_gb_new(n);
+    test_rand_fill_real(b.p, n, lo, hi, seed);
+    return b;
+}
+
+test_gbuf test_gb_copy(const test_gbuf *src) {
+    test_gbuf b = test_gb_new(src->n);
+    memcpy(b.p, src->p, src->n * sizeof(real));
+    return b;
+}
+
+int test_gb_intact(const test_gbuf *b) {
+    for (size_t i = 0; i < TEST_GB_GUARD; i++)
+        if (!gb_is_sentinel(&b->base[i]) || !gb_is_sentinel(&b->p[b->n + i])) return 0;
+    return 1;
+}
+
+int test_gb_same(const test_gbuf *a, const test_gbuf *b) {
+    return a->n == b->n && memcmp(a->p, b->p, a->n * sizeof(real)) == 0 && test_gb_intact(a) &&
+           test_gb_intact(b);
+}
+
+void test_gb_free(test_gbuf *b) {
+    free(b->base);
+    b->base = b->p = NULL;
+}
+
 void *test_xmalloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) {

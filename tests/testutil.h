@@ -92,6 +92,23 @@ void test_rand_fill_real(real *dst, size_t n, double lo, double hi, unsigned see
 /* Max relative error max_i |a-b| / max(|b|, floor). */
 double test_max_rel(const real *a, const real *b, size_t n, double floor);
 
+/* A guarded buffer: n reals between two guards of TEST_GB_GUARD elements of
+ * a quiet-NaN sentinel (a read past either end computes NaN, a write past it
+ * shows in test_gb_intact); the data is 64-byte aligned. Host memory, for
+ * the CPU backend's ops. */
+enum { TEST_GB_GUARD = 16 };
+typedef struct {
+    real *base, *p;
+    size_t n;
+} test_gbuf;
+test_gbuf test_gb_new(size_t n);   /* every element the sentinel */
+void test_gb_reset(test_gbuf *b); /* every element the sentinel again */
+test_gbuf test_gb_rand(size_t n, double lo, double hi, unsigned seed);
+test_gbuf test_gb_copy(const test_gbuf *src);
+int test_gb_intact(const test_gbuf *b);                   /* both guards untouched */
+int test_gb_same(const test_gbuf *a, const test_gbuf *b); /* bit-equal data, guards intact */
+void test_gb_free(test_gbuf *b);
+
 /* Per-step values (vae_math.h) for tests that call the ops directly; a
  * block filled by hand is vae_step_vals_make. */
 /* 1 when a and b agree in every field (compared field by field, not with
