@@ -139,6 +139,14 @@ if ! pkg-config --exists inih libcjson 2>/dev/null && [ -d .gpu/debs ]; then
   say "using the carried Debian libraries in $SR"
 fi
 
+# PyTorch brings its own cuDNN and refuses another on LD_LIBRARY_PATH: the
+# Python benches run without ours, the engine through .gpu/vae-run, which has it
+vae_wrapper() {
+  printf '#!/bin/sh\nexport LD_LIBRARY_PATH="%s"\nexec "%s" "$@"\n' "$LD_LIBRARY_PATH" \
+    "$ROOT/build-gpu/vae" >.gpu/vae-run
+  chmod +x .gpu/vae-run
+}
+
 build_gpu() {
   run "configure" 90 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
     "${CMAKE_EXTRA[@]}"
@@ -214,9 +222,7 @@ if [ "$STAGE" = verify ]; then
   run "algorithm choices, training b128" 30 env VAE_CUDNN_VERBOSE=1 build-gpu/vae train configs/mnist_conv.ini \
     --epochs 2 --device cuda --no-progress --out /tmp/vv
   grep -h images_per_s /tmp/vv/metrics.jsonl >>"$LOG" 2>&1
-  printf '#!/bin/sh\nexport LD_LIBRARY_PATH="%s"\nexec "%s" "$@"\n' "$LD_LIBRARY_PATH" \
-    "$ROOT/build-gpu/vae" >.gpu/vae-run
-  chmod +x .gpu/vae-run
+  vae_wrapper
   run "training vs PyTorch" 80 env LD_LIBRARY_PATH= "$(command -v python3)" bench/gpu_train_bench.py \
     --vae .gpu/vae-run --device cuda --configs mnist_conv --batches 128,1024 --epochs 3 --steps 100 \
     --warmup 20 --repeats 3 --out "$OUT/train.md"
@@ -272,11 +278,7 @@ fi
 
 if [ "$STAGE" = bench ]; then
   PY=$(command -v python3)
-  # PyTorch brings its own cuDNN and refuses another on LD_LIBRARY_PATH: the
-  # scripts run without ours, the engine through a wrapper that has it
-  printf '#!/bin/sh\nexport LD_LIBRARY_PATH="%s"\nexec "%s" "$@"\n' "$LD_LIBRARY_PATH" \
-    "$ROOT/build-gpu/vae" >.gpu/vae-run
-  chmod +x .gpu/vae-run
+  vae_wrapper
   # sized to fit one device call: --quick sizes for the kernels, 3 engine
   # epochs and 3 PyTorch windows of 100 steps for training, 2^18 / 2^17
   # images for decoding (BENCH_FULL=1: each script's own defaults)
