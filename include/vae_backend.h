@@ -99,6 +99,25 @@ struct vae_backend {
                             const real *b, const vae_convt_geom *g, int B);
     void (*convt2d_backward)(vae_backend *be, real *din, real *dw, real *db, const real *dout,
                              const real *in, const real *w, const vae_convt_geom *g, int B);
+    /* Convolution / transposed convolution + activation fused (optional: NULL
+     * means the model issues the two ops): out = act(conv(in, w) + b), the
+     * values of conv2d_forward (convt2d_forward) followed by act_forward(act,
+     * slope) in place on out. */
+    void (*conv2d_act_forward)(vae_backend *be, real *out, const real *in, const real *w,
+                               const real *b, const vae_conv_geom *g, int B, vae_act act,
+                               real slope);
+    void (*convt2d_act_forward)(vae_backend *be, real *out, const real *in, const real *w,
+                                const real *b, const vae_convt_geom *g, int B, vae_act act,
+                                real slope);
+    /* The backward of an activation whose input is the output of a layer with
+     * a per-channel bias (conv or convT, out [B, C, HW]), with that layer's
+     * bias gradient (optional: NULL means act_backward, then the layer's own
+     * backward computes db):
+     *   din[B,C,HW] = dout * act'(out)          (act_backward; din == dout allowed)
+     *   db[C]       = sum over b, hw of din      (as conv2d_backward's db)
+     * The lower layer's backward then runs with db = NULL. */
+    void (*act_backward_bias)(vae_backend *be, real *din, real *db, const real *dout,
+                              const real *out, int B, int C, int HW, vae_act act, real slope);
     /* out[n] = act(in[n]); in-place (out == in) allowed */
     void (*act_forward)(vae_backend *be, real *out, const real *in, size_t n, vae_act act,
                         real slope);

@@ -48,6 +48,13 @@ typedef struct {
      * the lower dense layer's bias gradient; the relu then does nothing in
      * the backward either. */
     int relu_fused, relu_bwd_fused;
+    /* Conv / convT + activation fusion (fuse_plan): a conv or convT layer
+     * followed by a relu or leaky relu (in place on its output) is issued as
+     * one conv2d_act_forward / convt2d_act_forward, and the activation's
+     * backward is act_backward_bias, which also writes the conv's bias
+     * gradient; the conv's backward then runs with db = NULL. Both layers
+     * have act_fused = 1; the activation does nothing in the forward. */
+    int act_fused;
     void *mask;            /* dense of a relu_bwd_fused pair: the backend's ReLU mask
                             * (relu_mask_bytes for batch B), or NULL if it wants none */
 } vae_layer;

@@ -799,6 +799,75 @@ static void by_gemm(const char *tag, const vae_conv_geom *cg, const vae_convt_ge
     free(hb);
 }
 
+/* The conv / convT + activation forward (conv2d_act_forward,
+ * convt2d_act_forward) and an activation's backward with the bias gradient
+ * of the layer below (act_backward_bias), for relu and a leaky relu: against
+ * the CPU's (the unfused ops there), and bit for bit against the GPU's own
+ * unfused sequence (conv + act_forward; act_backward, then the layer's
+ * backward for db alone): the fused kernels apply the same per-element
+ * expressions and sum in the same order. Also the backward in place (din ==
+ * dout, as the model runs it). */
+static void fused_act_check(const char *tag, const vae_conv_geom *cg, const vae_convt_geom *tg,
+                            int B, pair in, pair w, pair b, pair dout, double tol_out,
+                            double tol_db) {
+    const int C = cg ? cg->cout : tg->cout;
+    const int HW = cg ? cg->hout * cg->wout : tg->hout * tg->wout;
+    const size_t n = (size_t)B * C * HW;
+    static const struct {
+        vae_act act;
+        float slope;
+    } acts[] = {{VAE_ACT_RELU, 0}, {VAE_ACT_LEAKY_RELU, 0.2f}};
+    char what[200];
+    for (int a = 0; a < 2; a++) {
+        const vae_act act = acts[a].act;
+        const real slope = (real)acts[a].slope;
+        pair out = out_new(n), ref = out_new(n);
+        if (cg) {
+            g_cpu->conv2d_act_forward(g_cpu, out.c, in.c, w.c, b.c, cg, B, act, slope);
+            g_gpu->conv2d_act_forward(g_gpu, out.g, in.g, w.g, b.g, cg, B, act, slope);
+            g_gpu->conv2d_forward(g_gpu, ref.g, in.g, w.g, b.g, cg, B);
+        } else {
+            g_cpu->convt2d_act_forward(g_cpu, out.c, in.c, w.c, b.c, tg, B, act, slope);
+            g_gpu->convt2d_act_forward(g_gpu, out.g, in.g, w.g, b.g, tg, B, act, slope);
+            g_gpu->convt2d_forward(g_gpu, ref.g, in.g, w.g, b.g, tg, B);
+        }
+        if (n) g_gpu->act_forward(g_gpu, ref.g, ref.g, n, act, slope);
+        snprintf(what, sizeof what, "%s + act %d: out", tag, (int)act);
+        cmp(what, out, CMP_NORM, tol_out, 0);
+        CHECK_MSG(gpu_bits_equal(out.g, ref.g, n * sizeof(real)),
+                  "%s: fused forward differs from the layer then act_forward", what);
+
+        pair din = out_new(n), db = out_new((size_t)C);
+        g_cpu->act_backward_bias(g_cpu, din.c, db.c, dout.c, out.c, B, C, HW, act, slope);
+        g_gpu->act_backward_bias(g_gpu, din.g, db.g, dout.g, out.g, B, C, HW, act, slope);
+        snprintf(what, sizeof what, "%s act_backward_bias %d: din", tag, (int)act);
+        cmp(what, din, CMP_REL, 0, 1);
+        snprintf(what, sizeof what, "%s act_backward_bias %d: db", tag, (int)act);
+        cmp(what, db, CMP_NORM, tol_db, 0);
+
+        pair din2 = out_new(n), db2 = out_new((size_t)C);
+        if (n) g_gpu->act_backward(g_gpu, din2.g, dout.g, out.g, n, act, slope);
+        if (cg) g_gpu->conv2d_backward(g_gpu, NULL, NULL, db2.g, din2.g, in.g, w.g, cg, B);
+        else g_gpu->convt2d_backward(g_gpu, NULL, NULL, db2.g, din2.g, in.g, w.g, tg, B);
+        CHECK_MSG(gpu_bits_equal(din.g, din2.g, n * sizeof(real)),
+                  "%s: din differs from act_backward's", what);
+        CHECK_MSG(gpu_bits_equal(db.g, db2.g, (size_t)C * sizeof(real)),
+                  "%s: db differs from the unfused bias gradient", what);
+
+        /* in place over a copy of dout */
+        real *hd = test_xmalloc((n ? n : 1) * sizeof(real));
+        g_gpu->download(g_gpu, hd, dout.g, n * sizeof(real));
+        pair d3 = in_guarded(hd, n), db3 = out_new((size_t)C);
+        g_cpu->act_backward_bias(g_cpu, d3.c, db3.c, d3.c, out.c, B, C, HW, act, slope);
+        g_gpu->act_backward_bias(g_gpu, d3.g, db3.g, d3.g, out.g, B, C, HW, act, slope);
+        CHECK_MSG(gpu_bits_equal(d3.g, din.g, n * sizeof(real)) &&
+                      gpu_bits_equal(db3.g, db.g, (size_t)C * sizeof(real)),
+                  "%s: in place differs", what);
+        cmp(what, d3, CMP_REL, 0, 1); /* and the guards */
+        free(hd);
+    }
+}
+
 static void test_conv(int B, int cin, int hin, int win, int cout, int k, int stride, int pad,
                       unsigned seed) {
     vae_conv_geom g = {cin, hin, win, cout, (hin + 2 * pad - k) / stride + 1,
@@ -828,6 +897,8 @@ static void test_conv(int B, int cin, int hin, int win, int cout, int k, int str
     snprintf(what, sizeof what, "conv2d_backward %s", tag);
     by_gemm(what, &g, NULL, B, in, w, b, dout, din, dw, gemm_tol((long)cout * k * k),
             gemm_tol((long)B * g.hout * g.wout));
+    fused_act_check(tag, &g, NULL, B, in, w, b, dout, gemm_tol((long)cin * k * k),
+                    gemm_tol((long)B * g.hout * g.wout));
 
     pair dw2 = out_new(nw), db2 = out_new((size_t)cout);
     g_gpu->conv2d_backward(g_gpu, NULL, dw2.g, db2.g, dout.g, in.g, w.g, &g, B);
@@ -867,6 +938,8 @@ static void test_convt(int B, int cin, int hin, int win, int cout, int k, int st
     snprintf(what, sizeof what, "convt2d %s", tag);
     by_gemm(what, NULL, &g, B, in, w, b, dout, out, dw, gemm_tol((long)cin * k * k),
             gemm_tol((long)B * hin * win));
+    fused_act_check(tag, NULL, &g, B, in, w, b, dout, gemm_tol((long)cin * k * k),
+                    gemm_tol((long)B * g.hout * g.wout));
 
     pair dw2 = out_new(nw);
     g_gpu->convt2d_backward(g_gpu, NULL, dw2.g, NULL, dout.g, in.g, w.g, &g, B);

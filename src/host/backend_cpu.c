@@ -513,6 +513,35 @@ static void cpu_act_backward(vae_backend *be, real *din, const real *dout, const
     }
 }
 
+/* Conv / convT + activation, and an activation's backward with the bias
+ * gradient of the conv / convT below (vae_backend.h): on the CPU the two ops
+ * in sequence, so the results are bit for bit those of the unfused ops
+ * (chan_sums as that layer's own backward would compute db). */
+static void cpu_conv2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
+                                   const real *b, const vae_conv_geom *g, int B, vae_act act,
+                                   real slope) {
+    cpu_conv2d_forward(be, out, in, w, b, g, B);
+    if (B > 0) cpu_act_forward(be, out, out, (size_t)B * g->cout * g->hout * g->wout, act, slope);
+}
+
+static void cpu_convt2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
+                                    const real *b, const vae_convt_geom *g, int B, vae_act act,
+                                    real slope) {
+    cpu_convt2d_forward(be, out, in, w, b, g, B);
+    if (B > 0) cpu_act_forward(be, out, out, (size_t)B * g->cout * g->hout * g->wout, act, slope);
+}
+
+static void cpu_act_backward_bias(vae_backend *be, real *din, real *db, const real *dout,
+                                  const real *out, int B, int C, int HW, vae_act act,
+                                  real slope) {
+    if (B <= 0 || C <= 0 || HW <= 0) {
+        if (db && C > 0) memset(db, 0, (size_t)C * sizeof(real));
+        return;
+    }
+    cpu_act_backward(be, din, dout, out, (size_t)B * C * HW, act, slope);
+    if (db) chan_sums(db, din, B, C, (size_t)HW);
+}
+
 /* ================================================= 7. fused VAE ops */
 
 /* head[B, 2L]: mu = head[b, l], lv = head[b, L + l].
@@ -745,6 +774,9 @@ vae_backend *vae_backend_cpu_create(int threads) {
     be->convt2d_backward = cpu_convt2d_backward;
     be->act_forward = cpu_act_forward;
     be->act_backward = cpu_act_backward;
+    be->conv2d_act_forward = cpu_conv2d_act_forward;
+    be->convt2d_act_forward = cpu_convt2d_act_forward;
+    be->act_backward_bias = cpu_act_backward_bias;
     be->reparam_forward = cpu_reparam_forward;
     be->kl_backward = cpu_kl_backward;
     be->log_q_minus_log_p = cpu_log_q_minus_log_p;

@@ -1397,6 +1397,46 @@ static void cuda_act_backward(vae_backend *be, real *din, const real *dout, cons
     vae_cuda_act_backward(ctx_of(be)->stream, din, dout, out, n, (int)act, slope);
 }
 
+/* Conv / convT + activation: the library's convolution, then one kernel for
+ * bias + activation (bias.cu) instead of the bias kernel and the act kernel. */
+static void cuda_conv2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
+                                    const real *b, const vae_conv_geom *g, int B, vae_act act,
+                                    real slope) {
+    if (B <= 0) return;
+    cuda_ctx *c = ctx_of(be);
+    const size_t n = (size_t)B * g->cout * g->hout * g->wout;
+    run_fwd(c, conv_plan_of(c, g, B), in, w, out);
+    if (b) vae_cuda_bias_act_nchw(c->stream, out, b, B, g->cout, g->hout * g->wout, (int)act, slope);
+    else vae_cuda_act_forward(c->stream, out, out, n, (int)act, slope);
+}
+
+static void cuda_convt2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
+                                     const real *b, const vae_convt_geom *g, int B, vae_act act,
+                                     real slope) {
+    if (B <= 0) return;
+    cuda_ctx *c = ctx_of(be);
+    const size_t n = (size_t)B * g->cout * g->hout * g->wout;
+    run_bwd_data(c, convt_plan_of(c, g, B), w, in, out);
+    if (b) vae_cuda_bias_act_nchw(c->stream, out, b, B, g->cout, g->hout * g->wout, (int)act, slope);
+    else vae_cuda_act_forward(c->stream, out, out, n, (int)act, slope);
+}
+
+/* din = dout act'(out) and the conv's db in one pass (bias.cu) */
+static void cuda_act_backward_bias(vae_backend *be, real *din, real *db, const real *dout,
+                                   const real *out, int B, int C, int HW, vae_act act,
+                                   real slope) {
+    cuda_ctx *c = ctx_of(be);
+    if (C <= 0) return;
+    if (!db) {
+        if (B > 0 && HW > 0)
+            vae_cuda_act_backward(c->stream, din, dout, out, (size_t)B * C * HW, (int)act, slope);
+        return;
+    }
+    /* B or HW 0: the kernel writes db = 0 and no din, as the CPU */
+    vae_cuda_act_bias_grad_nchw(c->stream, din, db, dout, out, B > 0 ? B : 0, C, HW > 0 ? HW : 0,
+                                (int)act, slope, c->bias_partials);
+}
+
 /* ------------------------------------------------------- fused VAE ops */
 
 /* sv: device memory, read by the kernels (never dereferenced here) */
@@ -1731,6 +1771,9 @@ vae_backend *vae_backend_cuda_create(int device) {
     be->convt2d_backward = cuda_convt2d_backward;
     be->act_forward = cuda_act_forward;
     be->act_backward = cuda_act_backward;
+    be->conv2d_act_forward = cuda_conv2d_act_forward;
+    be->convt2d_act_forward = cuda_convt2d_act_forward;
+    be->act_backward_bias = cuda_act_backward_bias;
     be->reparam_forward = cuda_reparam_forward;
     be->kl_backward = cuda_kl_backward;
     be->log_q_minus_log_p = cuda_log_q_minus_log_p;

@@ -27,6 +27,15 @@
  * any other layer (reshape -> convT) the relu's backward is act_backward as
  * for an unfused relu. Each op computes what the unfused sequence computes
  * (bit for bit on the CPU).
+ *
+ * Conv / convT + activation fusion (fuse_plan, vae_layer.act_fused): a conv
+ * or convT layer followed by a relu or leaky relu is issued as one
+ * conv2d_act_forward / convt2d_act_forward (the activation runs in place on
+ * the conv's output); in the backward the activation's act_backward_bias
+ * also writes the conv's bias gradient, and the conv's backward runs with
+ * db = NULL. On the CUDA backend that is one bias + activation kernel
+ * instead of two, and one activation-backward + bias-gradient pass instead
+ * of two.
  */
 #include <math.h>
 #include <stdint.h>
@@ -145,6 +154,21 @@ static void fuse_plan(const vae_backend *be, vae_layer *ls, int n) {
     }
 }
 
+/* Marks the conv / convT + activation pairs of ls[0..n) (vae_layer.act_fused;
+ * see the header comment). After alloc_outputs: the activation is in place. */
+static void fuse_plan_conv(const vae_backend *be, vae_layer *ls, int n) {
+    if (!be->act_backward_bias) return;
+    for (int i = 0; i + 1 < n; i++) {
+        vae_layer *d = &ls[i], *a = &ls[i + 1];
+        if (!is_activation(a->spec.kind) || d->b < 0) continue;
+        if (!(d->spec.kind == VAE_LAYER_CONV && be->conv2d_act_forward) &&
+            !(d->spec.kind == VAE_LAYER_CONVT && be->convt2d_act_forward))
+            continue;
+        VAE_ASSERT(a->out == d->out);
+        d->act_fused = a->act_fused = 1;
+    }
+}
+
 /* Mask bytes of the dense layers of ls[0..n) that need one, each rounded up
  * to 256 bytes; with `base`, also points each such layer's mask into it. */
 static size_t fuse_masks(vae_model *m, vae_layer *ls, int n, void *base, size_t off) {
@@ -236,6 +260,8 @@ int vae_model_create(vae_model *m, const vae_config *cfg, vae_backend *be, int B
     if (ok) {
         fuse_plan(be, m->enc, m->n_enc);
         fuse_plan(be, m->dec, m->n_dec);
+        fuse_plan_conv(be, m->enc, m->n_enc);
+        fuse_plan_conv(be, m->dec, m->n_dec);
         /* the masks last: one buffer, carved in 256-byte steps */
         size_t enc_bytes = fuse_masks(m, m->enc, m->n_enc, NULL, 0);
         size_t mask_bytes = fuse_masks(m, m->dec, m->n_dec, NULL, enc_bytes);
@@ -370,6 +396,12 @@ static real *grad(const vae_model *m, int idx) {
     return idx >= 0 ? m->g + m->params[idx].offset : NULL;
 }
 
+/* The backend's activation of an activation layer (its slope: spec.slope;
+ * a relu's is 0, unused). */
+static vae_act act_of(const vae_layer *l) {
+    return l->spec.kind == VAE_LAYER_RELU ? VAE_ACT_RELU : VAE_ACT_LEAKY_RELU;
+}
+
 static void layer_forward(vae_model *m, vae_layer *l, const real *in, int B) {
     vae_backend *be = m->be;
     const vae_layer_spec *s = &l->spec;
@@ -384,16 +416,23 @@ static void layer_forward(vae_model *m, vae_layer *l, const real *in, int B) {
                               vae_shape_count(s->in_shape), s->out);
         break;
     case VAE_LAYER_CONV:
-        be->conv2d_forward(be, l->out, in, param(m, l->w), param(m, l->b), &l->cg, B);
+        if (l->act_fused) /* the activation is the next layer (fuse_plan_conv) */
+            be->conv2d_act_forward(be, l->out, in, param(m, l->w), param(m, l->b), &l->cg, B,
+                                   act_of(&l[1]), (real)l[1].spec.slope);
+        else
+            be->conv2d_forward(be, l->out, in, param(m, l->w), param(m, l->b), &l->cg, B);
         break;
     case VAE_LAYER_CONVT:
-        be->convt2d_forward(be, l->out, in, param(m, l->w), param(m, l->b), &l->tg, B);
+        if (l->act_fused)
+            be->convt2d_act_forward(be, l->out, in, param(m, l->w), param(m, l->b), &l->tg, B,
+                                    act_of(&l[1]), (real)l[1].spec.slope);
+        else
+            be->convt2d_forward(be, l->out, in, param(m, l->w), param(m, l->b), &l->tg, B);
         break;
     case VAE_LAYER_RELU:
-        if (!l->relu_fused) be->act_forward(be, l->out, in, n, VAE_ACT_RELU, 0);
-        break;
     case VAE_LAYER_LEAKY_RELU:
-        be->act_forward(be, l->out, in, n, VAE_ACT_LEAKY_RELU, (real)s->slope);
+        if (!l->relu_fused && !l->act_fused)
+            be->act_forward(be, l->out, in, n, act_of(l), (real)s->slope);
         break;
     case VAE_LAYER_FLATTEN:
     case VAE_LAYER_RESHAPE:
@@ -465,18 +504,30 @@ static void sweep_backward(vae_model *m, vae_layer *ls, int n, const real *in0, 
             break;
         }
         case VAE_LAYER_CONV:
-            be->conv2d_backward(be, dx, grad(m, l->w), grad(m, l->b), dout, in, param(m, l->w),
-                                &l->cg, B);
+            /* an act_fused pair's bias gradient came from the activation above */
+            be->conv2d_backward(be, dx, grad(m, l->w), l->act_fused ? NULL : grad(m, l->b), dout,
+                                in, param(m, l->w), &l->cg, B);
             dout = dx;
             break;
         case VAE_LAYER_CONVT:
-            be->convt2d_backward(be, dx, grad(m, l->w), grad(m, l->b), dout, in, param(m, l->w),
-                                 &l->tg, B);
+            be->convt2d_backward(be, dx, grad(m, l->w), l->act_fused ? NULL : grad(m, l->b),
+                                 dout, in, param(m, l->w), &l->tg, B);
             dout = dx;
             break;
         case VAE_LAYER_RELU:
         case VAE_LAYER_LEAKY_RELU:
             if (l->relu_bwd_fused) break; /* done by the dense layer above */
+            if (l->act_fused) {
+                /* in place, with the bias gradient of the conv below (i >= 1) */
+                const vae_layer *lo = &ls[i - 1];
+                const int C = lo->spec.kind == VAE_LAYER_CONV ? lo->cg.cout : lo->tg.cout;
+                const int HW = lo->spec.kind == VAE_LAYER_CONV ? lo->cg.hout * lo->cg.wout
+                                                               : lo->tg.hout * lo->tg.wout;
+                VAE_ASSERT(need && target != din0);
+                be->act_backward_bias(be, dout, grad(m, lo->b), dout, l->out, B, C, HW, act_of(l),
+                                      (real)s->slope);
+                break;
+            }
             if (need) {
                 /* in place, unless this is where the input gradient must land */
                 real *d = (target == din0) ? din0 : dout;

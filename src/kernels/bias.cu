@@ -1,10 +1,17 @@
-/* bias.cu — bias add and bias gradient for dense and convolution layers.
+/* bias.cu — bias add and bias gradient for dense and convolution layers,
+ * and for conv / convT layers the same fused with the activation above them.
  *
  *   dense rows:  out[r, c] += b[c]                 db[c] = sum_r dout[r, c]
  *   NCHW:        out[b, c, hw] += bias[c]          db[c] = sum_{b, hw} dout[b, c, hw]
+ *   NCHW + act:  out = act(out + bias[c])          din = dout act'(out),
+ *                                                  db[c] = sum_{b, hw} din[b, c, hw]
+ * (act: relu or leaky relu, element by element as act.cu computes it, so the
+ * fused forms give the unfused ops' values bit for bit; one pass instead of
+ * two over the tensor, one launch fewer each.)
  *
  * Bytes per output element: add 4 read + 4 written (+ the bias, cached).
- * Gradients read each dout element once (4 bytes) and write C floats; when
+ * Gradients read each dout element once (4 bytes) and write C floats (with
+ * the activation: + 4 read of out, + 4 written of din); when
  * the sum takes two passes, P*C double partials (8 bytes each, one per pass-1
  * block and column/channel: P*C <= 2048 for NCHW, <= 64 Ki for rows) are
  * written and read back in between — small beside dout.
@@ -46,6 +53,7 @@
  * streams never share one.
  */
 #include "common.cuh"
+#include "vae_backend.h"
 #include "vae_kernels.cuh"
 
 /* Loads issued before their additions, per thread (the terms are still added
@@ -74,10 +82,21 @@ __global__ void bias_add_rows_kernel(real *out, const real *b, size_t n, int col
     VAE_GRID_STRIDE_LOOP_T(I, i, n) out[i] += b[i % ucols];
 }
 
-template <typename I>
-__global__ void bias_add_nchw_kernel(real *out, const real *bias, size_t n, int C, int HW) {
+/* ACT < 0: none; else the vae_act (VAE_ACT_RELU, VAE_ACT_LEAKY_RELU) as
+ * act.cu applies it: y > 0 ? y : (leaky ? slope y : 0). */
+template <int ACT>
+__device__ __forceinline__ real bias_act_apply(real y, real slope) {
+    if (ACT < 0) return y;
+    return y > 0 ? y : (ACT == VAE_ACT_LEAKY_RELU ? slope * y : (real)0);
+}
+
+/* out = act(out + bias[c]): the bias add and, fused, the activation above a
+ * conv / convT (the values of bias_add_nchw then act_forward in place) */
+template <typename I, int ACT>
+__global__ void bias_add_nchw_kernel(real *out, const real *bias, size_t n, int C, int HW,
+                                     real slope) {
     const I uC = (I)C, uHW = (I)HW;
-    VAE_GRID_STRIDE_LOOP_T(I, i, n) out[i] += bias[(i / uHW) % uC];
+    VAE_GRID_STRIDE_LOOP_T(I, i, n) out[i] = bias_act_apply<ACT>(out[i] + bias[(i / uHW) % uC], slope);
 }
 
 /* ------------------------------------------------------------ gradients */
@@ -135,9 +154,17 @@ __global__ void bias_grad_rows_kernel(real *db, double *partials, const real *do
 
 /* NCHW pass 1. Grid (P, min(C, 65535)); block (p, y) sums, for channels
  * c = y, y + gridDim.y, ..., the terms j in [p*K, min((p+1)*K, per)) of
- * channel c, j = b*HW + hw <-> dout[(b*C + c)*HW + hw], per = B*HW. */
+ * channel c, j = b*HW + hw <-> dout[(b*C + c)*HW + hw], per = B*HW.
+ * ACT >= 0: each term is first the activation's backward, as act.cu's,
+ *   din = out > 0 ? dout : (leaky ? slope dout : 0),
+ * written to din[same index] (din == dout allowed: each element is read and
+ * then written by one thread) and summed: the activation's backward fused
+ * with the bias gradient of the conv below it (every element belongs to
+ * exactly one block and thread, so din is written once, in full). */
+template <int ACT>
 __global__ void bias_grad_nchw_kernel(real *db, double *partials, const real *dout, int C, int HW,
-                                      size_t per, size_t K, int P) {
+                                      size_t per, size_t K, int P, real *din, const real *out,
+                                      real slope) {
     __shared__ double shm[VAE_CUDA_THREADS / 32];
     const int p = blockIdx.x;
     const size_t j0 = (size_t)p * K;
@@ -156,18 +183,29 @@ __global__ void bias_grad_nchw_kernel(real *db, double *partials, const real *do
             unsigned hw = (unsigned)(j - b * uHW);
             size_t off = (b * (size_t)C + (size_t)c) * uHW + hw;
             while (j < j1) {
-                real v[VAE_BIAS_UNROLL];
+                real v[VAE_BIAS_UNROLL], y[VAE_BIAS_UNROLL];
+                size_t at[VAE_BIAS_UNROLL];
                 bool ok[VAE_BIAS_UNROLL];
 #pragma unroll
                 for (int u = 0; u < VAE_BIAS_UNROLL; u++) {
                     ok[u] = j < j1;
+                    at[u] = off;
                     v[u] = ok[u] ? dout[off] : (real)0;
+                    if (ACT >= 0) y[u] = ok[u] ? out[off] : (real)0;
                     j += VAE_CUDA_THREADS;
                     off += step;
                     hw += rh;
                     if (hw >= uHW) {
                         hw -= uHW;
                         off += carry;
+                    }
+                }
+                if (ACT >= 0) {
+#pragma unroll
+                    for (int u = 0; u < VAE_BIAS_UNROLL; u++) {
+                        v[u] = y[u] > 0 ? v[u]
+                                        : (ACT == VAE_ACT_LEAKY_RELU ? slope * v[u] : (real)0);
+                        if (ok[u]) din[at[u]] = v[u];
                     }
                 }
 #pragma unroll
@@ -240,21 +278,36 @@ extern "C" void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *do
     }
 }
 
-extern "C" void vae_cuda_bias_add_nchw(cudaStream_t s, real *out, const real *bias, int B, int C,
-                                       int HW) {
-    if (B <= 0 || C <= 0 || HW <= 0) return;
-    size_t n = (size_t)B * C * HW;
+template <int ACT>
+static void bias_act_nchw_launch(cudaStream_t s, real *out, const real *bias, size_t n, int C,
+                                 int HW, real slope) {
     if (vae_index_fits_u32(n))
-        bias_add_nchw_kernel<unsigned><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(out, bias, n,
-                                                                                    C, HW);
+        bias_add_nchw_kernel<unsigned, ACT><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(
+            out, bias, n, C, HW, slope);
     else
-        bias_add_nchw_kernel<size_t><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(out, bias, n, C,
-                                                                                  HW);
+        bias_add_nchw_kernel<size_t, ACT><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(
+            out, bias, n, C, HW, slope);
     CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *dout, int B, int C,
-                                        int HW, double *partials) {
+extern "C" void vae_cuda_bias_act_nchw(cudaStream_t s, real *out, const real *bias, int B, int C,
+                                       int HW, int act, real slope) {
+    if (B <= 0 || C <= 0 || HW <= 0) return;
+    const size_t n = (size_t)B * C * HW;
+    if (act == VAE_ACT_RELU) bias_act_nchw_launch<VAE_ACT_RELU>(s, out, bias, n, C, HW, slope);
+    else if (act == VAE_ACT_LEAKY_RELU)
+        bias_act_nchw_launch<VAE_ACT_LEAKY_RELU>(s, out, bias, n, C, HW, slope);
+    else bias_act_nchw_launch<-1>(s, out, bias, n, C, HW, slope);
+}
+
+extern "C" void vae_cuda_bias_add_nchw(cudaStream_t s, real *out, const real *bias, int B, int C,
+                                       int HW) {
+    vae_cuda_bias_act_nchw(s, out, bias, B, C, HW, -1, 0);
+}
+
+extern "C" void vae_cuda_act_bias_grad_nchw(cudaStream_t s, real *din, real *db, const real *dout,
+                                            const real *out, int B, int C, int HW, int act,
+                                            real slope, double *partials) {
     if (C <= 0) return;
     /* no terms (B or HW zero): one block per channel writes db = 0 */
     const size_t per = B > 0 && HW > 0 ? (size_t)B * (size_t)HW : 0;
@@ -264,11 +317,24 @@ extern "C" void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *do
     if (P > 1 && (size_t)P * (size_t)C > VAE_BIAS_SCRATCH)
         vae_panic(__FILE__, __LINE__, "bias_grad_nchw: %d x %d partials exceed the scratch", P, C);
     dim3 grid((unsigned)P, (unsigned)(C < 65535 ? C : 65535));
-    bias_grad_nchw_kernel<<<grid, VAE_CUDA_THREADS, 0, s>>>(db, partials, dout, C, HW, per, K, P);
+    if (act == VAE_ACT_RELU)
+        bias_grad_nchw_kernel<VAE_ACT_RELU><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+            db, partials, dout, C, HW, per, K, P, din, out, slope);
+    else if (act == VAE_ACT_LEAKY_RELU)
+        bias_grad_nchw_kernel<VAE_ACT_LEAKY_RELU><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+            db, partials, dout, C, HW, per, K, P, din, out, slope);
+    else
+        bias_grad_nchw_kernel<-1><<<grid, VAE_CUDA_THREADS, 0, s>>>(db, partials, dout, C, HW, per,
+                                                                    K, P, din, out, slope);
     CUDA_LAUNCH_CHECK();
     if (P > 1) {
         bias_grad_pass2_kernel<<<(unsigned)((C + VAE_BIAS_WARPS - 1) / VAE_BIAS_WARPS),
                                  VAE_CUDA_THREADS, 0, s>>>(db, partials, C, P);
         CUDA_LAUNCH_CHECK();
     }
+}
+
+extern "C" void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *dout, int B, int C,
+                                        int HW, double *partials) {
+    vae_cuda_act_bias_grad_nchw(s, NULL, db, dout, NULL, B, C, HW, -1, 0, partials);
 }

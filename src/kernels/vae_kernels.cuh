@@ -57,6 +57,15 @@ void vae_cuda_bias_add_nchw(cudaStream_t s, real *out, const real *bias, int B, 
 /* db[c] = sum_{b, hw} dout[b, c, hw] */
 void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *dout, int B, int C, int HW,
                              double *partials);
+/* out[b, c, hw] = act(out[b, c, hw] + bias[c]); act: a vae_act, or -1 for none */
+void vae_cuda_bias_act_nchw(cudaStream_t s, real *out, const real *bias, int B, int C, int HW,
+                            int act, real slope);
+/* din = dout * act'(out) (act_backward's values; din == dout allowed) and
+ * db[c] = sum_{b, hw} din[b, c, hw], in one pass over [B, C, HW];
+ * act -1: db only (din and out unused: vae_cuda_bias_grad_nchw) */
+void vae_cuda_act_bias_grad_nchw(cudaStream_t s, real *din, real *db, const real *dout,
+                                 const real *out, int B, int C, int HW, int act, real slope,
+                                 double *partials);
 
 /* ---- fused.cu ---- */
 /* eps from (seed, rng_stream, sv->sub); kl_backward weights dKL by sv->kl_scale */

@@ -100,6 +100,37 @@ static void emu_act_backward(vae_backend *be, real *din, const real *dout, const
 }
 
 /* ---- fused VAE ops, reductions, optimizer, bookkeeping, data ---- */
+/* conv / convT + activation: the library's convolution (the CPU's, no
+ * bias), then bias + activation in one kernel, as the CUDA backend */
+static void emu_conv2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
+                                   const real *b, const vae_conv_geom *g, int B, vae_act act,
+                                   real slope) {
+    if (B <= 0) return;
+    C(be)->conv2d_forward(C(be), out, in, w, NULL, g, B);
+    if (b) vae_emu_bias_act_nchw(S, out, b, B, g->cout, g->hout * g->wout, (int)act, slope);
+    else vae_emu_act_forward(S, out, out, (size_t)B * g->cout * g->hout * g->wout, (int)act, slope);
+}
+static void emu_convt2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
+                                    const real *b, const vae_convt_geom *g, int B, vae_act act,
+                                    real slope) {
+    if (B <= 0) return;
+    C(be)->convt2d_forward(C(be), out, in, w, NULL, g, B);
+    if (b) vae_emu_bias_act_nchw(S, out, b, B, g->cout, g->hout * g->wout, (int)act, slope);
+    else vae_emu_act_forward(S, out, out, (size_t)B * g->cout * g->hout * g->wout, (int)act, slope);
+}
+static void emu_act_backward_bias(vae_backend *be, real *din, real *db, const real *dout,
+                                  const real *out, int B, int ch, int HW, vae_act act,
+                                  real slope) {
+    if (ch <= 0) return;
+    if (!db) {
+        if (B > 0 && HW > 0)
+            vae_emu_act_backward(S, din, dout, out, (size_t)B * ch * HW, (int)act, slope);
+        return;
+    }
+    vae_emu_act_bias_grad_nchw(S, din, db, dout, out, B, ch, HW, (int)act, slope,
+                               E(be)->bias_partials);
+}
+
 static void emu_reparam_forward(vae_backend *be, real *z, const real *head, int B, int L,
                                 uint64_t seed, uint32_t stream, const vae_step_vals *sv) {
     vae_emu_reparam_forward(S, z, head, B, L, seed, stream, sv);
@@ -214,6 +245,9 @@ vae_backend *vae_backend_emu_create(void) {
     be->dense_backward_relu = emu_dense_backward_relu;
     be->act_forward = emu_act_forward;
     be->act_backward = emu_act_backward;
+    be->conv2d_act_forward = emu_conv2d_act_forward;
+    be->convt2d_act_forward = emu_convt2d_act_forward;
+    be->act_backward_bias = emu_act_backward_bias;
     be->reparam_forward = emu_reparam_forward;
     be->kl_backward = emu_kl_backward;
     be->log_q_minus_log_p = emu_log_q_minus_log_p;
