@@ -241,6 +241,20 @@ struct vae_backend {
      * leading dimension is O rounded up to a multiple of 128 bits, i.e.
      * vae_relu_mask_bytes(B, O) = B * 16 * ceil(O / 128). */
     size_t (*relu_mask_bytes)(vae_backend *be, int B, int O);
+    /* Concurrent weight gradients (optional; NULL: every op in issue order).
+     * side_begin(): the ops issued from here to side_end() form a side
+     * segment, which starts after everything issued before side_begin() and
+     * may run concurrently with the ops issued after side_end() (CUDA: on a
+     * second stream, with its own library handles and scratch); the side
+     * segments run one after another, in issue order. side_wait(be, keep):
+     * the ops issued after it start only after every side segment but the
+     * newest `keep` has finished (keep = 0: all of them; the end of a
+     * backward pass). The caller orders the memory: a side segment reads and
+     * writes only what nothing issued concurrently with it writes. Results
+     * are the same, bit for bit, as without segments. */
+    void (*side_begin)(vae_backend *be);
+    void (*side_end)(vae_backend *be);
+    void (*side_wait)(vae_backend *be, int keep);
     /* Graphs (CUDA graphs): graph_capture records the work that fn(arg)
      * issues, without running it, into a graph that graph_launch re-issues
      * with one call, each launch doing what fn(arg) would have issued then.

@@ -222,6 +222,15 @@ if [ "$STAGE" = verify ]; then
   run "algorithm choices, training b128" 30 env VAE_CUDNN_VERBOSE=1 build-gpu/vae train configs/mnist_conv.ini \
     --epochs 2 --device cuda --no-progress --out /tmp/vv
   grep -h images_per_s /tmp/vv/metrics.jsonl >>"$LOG" 2>&1
+  # the weight gradients on the side stream (off by default until measured
+  # here): its tests, then the same training with and without it
+  run "test_cuda_train VAE_CUDA_SIDE=1" 60 env VAE_CUDA_SIDE=1 VAE_TEST_CASES=conv \
+    build-gpu/tests/test_cuda_train
+  for side in 0 1; do
+    run "training b128, VAE_CUDA_SIDE=$side" 30 env VAE_CUDA_SIDE=$side build-gpu/vae train \
+      configs/mnist_conv.ini --epochs 3 --device cuda --no-progress --out /tmp/vside$side
+    grep -h images_per_s /tmp/vside$side/metrics.jsonl >>"$LOG" 2>&1
+  done
   vae_wrapper
   run "training vs PyTorch" 80 env LD_LIBRARY_PATH= "$(command -v python3)" bench/gpu_train_bench.py \
     --vae .gpu/vae-run --device cuda --configs mnist_conv --batches 128,1024 --epochs 3 --steps 100 \
@@ -253,6 +262,7 @@ if [ "$STAGE" = test ]; then
   # the opt-in cuBLASLt ReLU mask + DRELU_BGRAD backward (off by default)
   run "test_cuda_ops VAE_LT_DRELU=1" 60 env VAE_LT_DRELU=1 build-gpu/tests/test_cuda_ops
   run "test_cuda_train" 120 build-gpu/tests/test_cuda_train
+  run "test_cuda_train VAE_CUDA_SIDE=1" 90 env VAE_CUDA_SIDE=1 build-gpu/tests/test_cuda_train
   # end to end on the GPU: two epochs, eval, sampling (its checkpoint feeds memcheck below)
   rm -rf /tmp/gpu-run
   run "train mnist_conv 2 epochs" 60 build-gpu/vae train configs/mnist_conv.ini --epochs 2 --device cuda \

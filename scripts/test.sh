@@ -17,11 +17,11 @@ scripts/build.sh
 if [ "${VAE_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "== AddressSanitizer + UndefinedBehaviorSanitizer build (host code, CPU backend)"
   BUILD_DIR=build-asan scripts/build.sh -DVAE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
-  # test_cuda_train_emu and _mock (minutes of emulated kernels) run in the
-  # first pass only; test_cuda_ops_emu and _mock check every kernel and the
-  # CUDA backend's host code here.
+  # test_cuda_train_emu, _mock and _mock_side (minutes of emulated kernels)
+  # run in the first pass only; test_cuda_ops_emu and _mock check every
+  # kernel and the CUDA backend's host code here.
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-     ctest -j "$(nproc)" --timeout 1500 -E '^test_cuda_train_(emu|mock)$')
+     ctest -j "$(nproc)" --timeout 1500 -E '^test_cuda_train_(emu|mock|mock_side)$')
 fi
 if [ "${VAE_SKIP_TSAN:-0}" != 1 ] && [ "$(uname -m)" = x86_64 ]; then
   echo "== ThreadSanitizer build: the CUDA kernels in the emulator, checked for data races"

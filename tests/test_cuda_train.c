@@ -36,9 +36,12 @@
  *      so must the 100 steps issued as vae_train issues them
  *      (vae_stepper_run: the values from step_begin on the device), without
  *      and with graphs (a full-batch and a short-batch graph, both captured),
- *      against the instrumented run (parameters, moments, epoch means); and on two fresh CUDA backends with VAE_CUDNN_ALGO=heuristic, which
+ *      against the instrumented run (parameters, moments, epoch means); and
+ *      on two fresh CUDA backends with VAE_CUDNN_ALGO=heuristic, which
  *      stand for two processes (a run and its resume), bit-identical to each
- *      other. cuDNN's default choice is by timing (cudnnFind*), which may pick
+ *      other — the second with the side stream ($VAE_CUDA_SIDE: the weight
+ *      gradients beside the input gradients) the other way round from the
+ *      first, so side segments must change no bit either. cuDNN's default choice is by timing (cudnnFind*), which may pick
  *      another (deterministic) algorithm in another process, so bit-identity
  *      across processes is only promised with the heuristic choice; within a
  *      backend the chosen algorithms are cached per geometry, so the rerun
@@ -895,8 +898,10 @@ static void run_case(const tcase *tc, unsigned data_seed) {
     if (!g_emu) {
         same = snap_equal(&sh[0], &sh[1], n) &&
                memcmp(ch[0].loss, ch[1].loss, sizeof ch[0].loss) == 0;
-        printf("[%s] two fresh %s backends (VAE_CUDNN_ALGO=heuristic): %s; %s the first run\n",
-               cn, g_dev->name, same ? "bit-identical" : "DIFFER",
+        printf("[%s] two fresh %s backends (VAE_CUDNN_ALGO=heuristic; side stream %s / %s): "
+               "%s; %s the first run\n",
+               cn, g_dev->name, g_heu[0]->side_begin ? "on" : "off",
+               g_heu[1]->side_begin ? "on" : "off", same ? "bit-identical" : "DIFFER",
                snap_equal(&sh[0], &sd, n) ? "also bit-identical to" : "not bit-identical to");
         CHECK_MSG(same, "[%s] two fresh %s backends with heuristic algorithm choice differ", cn,
                   g_dev->name);
@@ -990,7 +995,16 @@ int main(void) {
     char *saved = algo ? strdup(algo) : NULL;
     setenv("VAE_CUDNN_ALGO", "heuristic", 1);
     g_heu[0] = dev_create();
+    /* the second one with the side stream ($VAE_CUDA_SIDE, read at creation)
+     * the other way round from the first, so that their comparison also
+     * shows that the weight gradients' side segments change no bit */
+    const char *side = getenv("VAE_CUDA_SIDE");
+    char *saved_side = side ? strdup(side) : NULL;
+    setenv("VAE_CUDA_SIDE", side && strcmp(side, "1") == 0 ? "0" : "1", 1);
     g_heu[1] = dev_create();
+    if (saved_side) setenv("VAE_CUDA_SIDE", saved_side, 1);
+    else unsetenv("VAE_CUDA_SIDE");
+    free(saved_side);
     if (saved) setenv("VAE_CUDNN_ALGO", saved, 1);
     else unsetenv("VAE_CUDNN_ALGO");
     free(saved);

@@ -8,6 +8,12 @@
  * else in the process serialises with it); cuBLAS and cuDNN are bound to it.
  * A second stream with two events carries download_async() copies, so the
  * sampler can copy one batch back while the next is computed.
+ * With $VAE_CUDA_SIDE=1 a third, the side stream, runs the side segments of
+ * vae_backend.h (the model puts each layer's weight gradient there, beside
+ * the chain of input gradients on the compute stream), with its own cuBLAS
+ * and cuDNN handles, cuBLAS workspace, bias partials and half of the conv
+ * workspace, ordered by events ("side segments" below). Off by default
+ * until it is measured on a GPU.
  *
  * Memory: one arena, one cudaMalloc, laid out as
  *
@@ -16,7 +22,8 @@
  *              the bias gradients' partials (VAE_CUDA_BIAS_SCRATCH doubles) and
  *              cuBLAS's workspace (cublasSetWorkspace, 32 MiB; also passed to
  *              every cublasLtMatmul), so cuBLAS never allocates behind our
- *              back;
+ *              back; with the side stream, a second bias scratch and cuBLAS
+ *              workspace for it;
  *     buffers: 256-byte aligned bump allocation. release() pops LIFO: freeing
  *              the newest live buffer lowers the bump pointer (past any older
  *              buffers already released); freeing an older one only marks it,
@@ -25,7 +32,9 @@
  *              rebuilt (another batch size) in the same arena.
  *     workspace: one cuDNN workspace shared by all convolutions, grown
  *              downward from the end to the largest need of the algorithms
- *              chosen so far (it is scratch, so growing needs no copy).
+ *              chosen so far (it is scratch, so growing needs no copy); from
+ *              the first side segment on, two halves of that size, the
+ *              compute stream's below the side stream's.
  * The arena is made by reserve() or, failing that, at the first alloc() with
  * 3/4 of the free device memory ($VAE_CUDA_ARENA_MB overrides). After that
  * the training step never calls cudaMalloc/cudaFree.
@@ -216,6 +225,10 @@ typedef struct {
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
 } conv_plan;
 
+/* End events of the side segments kept (a ring: waiting on a slot that a
+ * later segment re-recorded waits longer, never too little). */
+#define SIDE_EVENTS 4
+
 /* ReLU masks remembered at once (lt_mask_*); one per fused dense + relu pair
  * below a dense layer. A mask pushed out only costs that layer the fallback. */
 #define LT_MASKS_MAX 32
@@ -228,6 +241,23 @@ typedef struct {
     cublasHandle_t blas;
     cublasLtHandle_t lt; /* dense layers with bias epilogues (lt_plan) */
     cudnnHandle_t dnn;
+    /* Side segments ($VAE_CUDA_SIDE=1; side_begin / side_end / side_wait,
+     * "Side segments" in the header comment): lane 0 is the stream and
+     * handles above, lane 1 a second compute stream with its own cuBLAS and
+     * cuDNN handles, cuBLAS workspace, bias partials and half of the conv
+     * workspace. stream, blas, dnn and bias_partials are always those of the
+     * lane in use (lane_use). */
+    int side_on, in_side;
+    struct cuda_lane {
+        cudaStream_t stream;
+        cublasHandle_t blas;
+        cudnnHandle_t dnn;
+        double *bias_partials;
+    } lanes[2];
+    cudaEvent_t ev_fork;             /* main's work issued before a segment */
+    cudaEvent_t ev_seg[SIDE_EVENTS]; /* the end of segment k: ev_seg[k % SIDE_EVENTS] */
+    long long nseg, nseg_waited;     /* segments issued; main has waited for the first nseg_waited */
+    int ws_split;                    /* the conv workspace is two halves (from the first segment) */
     int use_find; /* cuDNN algorithm choice by timing (1) or heuristics (0) */
     int conv_gemm;           /* CONV_GEMM_*: the GEMM forms of the conv gradients */
     int conv_gemm_slice_max; /* $VAE_CONV_GEMM_SLICE (0: no cap) */
@@ -306,15 +336,30 @@ static int capture_refuse(cuda_ctx *c, const char *what) {
 
 /* ------------------------------------------------------------- arena */
 
-/* cuBLAS's (and cuBLASLt's) workspace, in the arena's scratch. */
-static void *blas_ws(const cuda_ctx *c) {
-    return c->base + align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)) +
-           align_up(VAE_CUDA_BIAS_SCRATCH * sizeof(double));
+/* The arena's scratch: the reduction partials, then per lane (one, or two
+ * with side segments) the bias partials and cuBLAS's workspace. */
+static size_t lane_scratch_bytes(void) {
+    return align_up(VAE_CUDA_BIAS_SCRATCH * sizeof(double)) + align_up(CUBLAS_WS_BYTES);
 }
-
-static size_t scratch_bytes(void) {
+static size_t lane_scratch_off(int lane) {
     return align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)) +
-           align_up(VAE_CUDA_BIAS_SCRATCH * sizeof(double)) + align_up(CUBLAS_WS_BYTES);
+           (size_t)lane * lane_scratch_bytes();
+}
+static size_t scratch_bytes(const cuda_ctx *c) { return lane_scratch_off(c->side_on ? 2 : 1); }
+
+/* A lane's bias partials and cuBLAS's (and cuBLASLt's) workspace. */
+static double *lane_bias_partials(const cuda_ctx *c, int lane) {
+    return (double *)(void *)(c->base + lane_scratch_off(lane));
+}
+static void *lane_blas_ws(const cuda_ctx *c, int lane) {
+    return c->base + lane_scratch_off(lane) + align_up(VAE_CUDA_BIAS_SCRATCH * sizeof(double));
+}
+/* the lane in use's */
+static void *blas_ws(const cuda_ctx *c) { return lane_blas_ws(c, c->in_side); }
+
+/* Bytes of conv workspace the arena holds for a need of `need` per lane. */
+static size_t ws_region(const cuda_ctx *c, size_t need) {
+    return (c->ws_split ? 2 : 1) * align_up(need);
 }
 
 /* Makes the arena. user_bytes > 0: room for that many bytes of buffers plus
@@ -323,7 +368,7 @@ static size_t scratch_bytes(void) {
 static int arena_create(cuda_ctx *c, size_t user_bytes) {
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    size_t fixed = scratch_bytes() + align_up(c->ws_need);
+    size_t fixed = scratch_bytes(c) + ws_region(c, c->ws_need);
     size_t size;
     if (user_bytes > 0) {
         size_t need = fixed + align_up(user_bytes);
@@ -365,22 +410,27 @@ static int arena_create(cuda_ctx *c, size_t user_bytes) {
     c->base = (char *)p;
     c->size = size;
     c->partials = (double *)(void *)c->base;
-    c->bias_partials =
-        (double *)(void *)(c->base + align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)));
-    /* after cublasSetStream, which resets the workspace to cuBLAS's own pool */
-    CUBLAS_CHECK(cublasSetWorkspace(c->blas, blas_ws(c), CUBLAS_WS_BYTES));
-    c->floor_ = c->top = scratch_bytes();
-    c->ws_lo = c->size - align_up(c->ws_need);
+    for (int i = 0; i < (c->side_on ? 2 : 1); i++) {
+        c->lanes[i].bias_partials = lane_bias_partials(c, i);
+        /* after cublasSetStream, which resets the workspace to cuBLAS's own pool */
+        CUBLAS_CHECK(cublasSetWorkspace(c->lanes[i].blas, lane_blas_ws(c, i), CUBLAS_WS_BYTES));
+    }
+    c->bias_partials = c->lanes[c->in_side].bias_partials;
+    c->floor_ = c->top = scratch_bytes(c);
+    c->ws_lo = c->size - ws_region(c, c->ws_need);
     return VAE_OK;
 }
 
+static void side_join(cuda_ctx *c);
+
 static void arena_free(cuda_ctx *c) {
     if (!c->base) return;
+    side_join(c);
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     CUDA_CHECK(cudaFree(c->base));
     c->base = NULL;
     c->size = c->floor_ = c->top = c->ws_lo = 0;
-    c->partials = c->bias_partials = NULL;
+    c->partials = c->bias_partials = c->lanes[0].bias_partials = c->lanes[1].bias_partials = NULL;
     memset(c->lt_masks, 0, sizeof c->lt_masks); /* no buffer survives the arena */
 }
 
@@ -454,25 +504,38 @@ static int cuda_reserve(vae_backend *be, size_t bytes) {
 
 /* ----------------------------------------------------- cuDNN workspace */
 
-static void *ws_ptr(const cuda_ctx *c) { return c->ws_lo < c->size ? c->base + c->ws_lo : NULL; }
-static size_t ws_size(const cuda_ctx *c) { return c->size - c->ws_lo; }
+/* The lane in use's workspace: [ws_lo, size), or with side segments
+ * (ws_split) two halves of align_up(ws_need) bytes, main's first. */
+static void *ws_ptr(const cuda_ctx *c) {
+    if (c->ws_lo >= c->size) return NULL;
+    return c->base + c->ws_lo + (c->ws_split && c->in_side ? align_up(c->ws_need) : 0);
+}
+static size_t ws_size(const cuda_ctx *c) {
+    return c->ws_split ? align_up(c->ws_need) : c->size - c->ws_lo;
+}
 
-/* Grow the workspace to hold `bytes` (the caller made sure it fits). */
+/* Grow the workspace to hold `bytes` per lane (the caller made sure it fits:
+ * search_ws offers at most what fits in both halves). */
 static void ws_require(cuda_ctx *c, size_t bytes) {
     if (bytes <= ws_size(c)) {
         if (bytes > c->ws_need) c->ws_need = bytes;
         return;
     }
-    size_t lo = c->size - align_up(bytes);
-    VAE_ASSERT(lo >= align_up(c->top));
-    c->ws_lo = lo;
+    size_t region = ws_region(c, bytes);
+    VAE_ASSERT(region <= c->size && c->size - region >= align_up(c->top));
+    c->ws_lo = c->size - region;
     c->ws_need = bytes;
 }
 
-/* Workspace offered to an algorithm search: everything above the buffers, up
- * to CONV_WS_CAP (or the current workspace, if larger), at the arena's end. */
+/* Workspace offered to an algorithm search: everything above the buffers
+ * (half of it with side segments, so that both lanes can have what a search
+ * picks), up to CONV_WS_CAP (or the current workspace, if larger), at the
+ * arena's end. With side segments the device is idle first: the search may
+ * overlap either lane's workspace, and the other lane may have work queued. */
 static size_t search_ws(const cuda_ctx *c, void **ws) {
+    if (c->side_on) CUDA_CHECK(cudaDeviceSynchronize());
     size_t avail = c->size - align_up(c->top);
+    if (c->ws_split) avail /= 2;
     size_t cap = ws_size(c) > CONV_WS_CAP ? ws_size(c) : CONV_WS_CAP;
     if (cap > avail) cap = avail;
     cap &= ~(ARENA_ALIGN - 1);
@@ -827,7 +890,73 @@ static void cuda_zero(vae_backend *be, void *dst, size_t bytes) {
 static void cuda_sync(vae_backend *be) {
     cuda_ctx *c = ctx_of(be);
     if (capture_refuse(c, "sync")) return;
+    side_join(c);
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+/* ---------------------------------------------------- side segments
+ *
+ * side_begin: main records ev_fork, the side stream waits for it, and the
+ * ops issued until side_end run on lane 1; side_end records the segment's
+ * end event on the side stream. side_wait(keep): main waits for the end of
+ * segment nseg - keep - 1, which (the side stream being in order) covers all
+ * before it. Inside a graph capture the waits are the capture's edges: the
+ * side stream joins the capture at its first wait on ev_fork and must be
+ * joined back (side_wait(0)) before the capture ends, which graph_capture
+ * makes sure of. The first segment splits the conv workspace into two
+ * halves (ws_split), so that the two lanes never share one. */
+
+static void lane_use(cuda_ctx *c, int lane) {
+    c->stream = c->lanes[lane].stream;
+    c->blas = c->lanes[lane].blas;
+    c->dnn = c->lanes[lane].dnn;
+    c->bias_partials = c->lanes[lane].bias_partials;
+    c->in_side = lane;
+}
+
+/* main waits for every segment issued */
+static void side_join(cuda_ctx *c) {
+    if (!c->side_on || c->nseg <= c->nseg_waited) return;
+    if (c->in_side) lane_use(c, 0);
+    const long long t = c->nseg;
+    CUDA_CHECK(cudaStreamWaitEvent(c->lanes[0].stream, c->ev_seg[(t - 1) % SIDE_EVENTS], 0));
+    c->nseg_waited = t;
+}
+
+static void cuda_side_begin(vae_backend *be) {
+    cuda_ctx *c = ctx_of(be);
+    VAE_ASSERT(!c->in_side);
+    if (!c->ws_split) {
+        /* the halves at the arena's end: main's below, the side's above */
+        const size_t region = 2 * align_up(c->ws_need);
+        if (region > c->size || c->size - region < align_up(c->top))
+            vae_panic(__FILE__, __LINE__,
+                      "CUDA arena: no room for a second conv workspace of %zu bytes for the side "
+                      "stream (%zu bytes free); run with VAE_CUDA_SIDE=0",
+                      align_up(c->ws_need), arena_gap(c));
+        c->ws_split = 1;
+        c->ws_lo = c->size - region;
+    }
+    CUDA_CHECK(cudaEventRecord(c->ev_fork, c->lanes[0].stream));
+    CUDA_CHECK(cudaStreamWaitEvent(c->lanes[1].stream, c->ev_fork, 0));
+    lane_use(c, 1);
+}
+
+static void cuda_side_end(vae_backend *be) {
+    cuda_ctx *c = ctx_of(be);
+    VAE_ASSERT(c->in_side);
+    CUDA_CHECK(cudaEventRecord(c->ev_seg[c->nseg % SIDE_EVENTS], c->lanes[1].stream));
+    c->nseg++;
+    lane_use(c, 0);
+}
+
+static void cuda_side_wait(vae_backend *be, int keep) {
+    cuda_ctx *c = ctx_of(be);
+    VAE_ASSERT(!c->in_side && keep >= 0);
+    const long long t = c->nseg - keep;
+    if (t <= c->nseg_waited) return;
+    CUDA_CHECK(cudaStreamWaitEvent(c->stream, c->ev_seg[(t - 1) % SIDE_EVENTS], 0));
+    c->nseg_waited = t;
 }
 
 static void *cuda_host_alloc(vae_backend *be, size_t bytes) {
@@ -851,6 +980,7 @@ static void cuda_host_free(vae_backend *be, void *p) {
 static void cuda_download_async(vae_backend *be, void *dst, const void *src, size_t bytes) {
     cuda_ctx *c = ctx_of(be);
     if (bytes == 0 || capture_refuse(c, "download_async")) return;
+    side_join(c);
     CUDA_CHECK(cudaEventRecord(c->ev_issued, c->stream));
     CUDA_CHECK(cudaStreamWaitEvent(c->copy_stream, c->ev_issued, 0));
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->copy_stream));
@@ -1536,12 +1666,14 @@ static size_t cuda_arena_bytes(vae_backend *be) { return ctx_of(be)->size; }
  * of fn run on the device. */
 static void *cuda_graph_capture(vae_backend *be, void (*fn)(void *arg), void *arg) {
     cuda_ctx *c = ctx_of(be);
+    side_join(c); /* earlier segments are the capture's past, not its edges */
     if (soft_cuda(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal),
                   "graph capture: cudaStreamBeginCapture"))
         return NULL;
     c->capturing = 1;
     c->capture_err[0] = '\0';
     fn(arg);
+    side_join(c); /* a forked side stream must rejoin before the capture ends */
     c->capturing = 0;
     cudaGraph_t graph = NULL;
     cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
@@ -1583,7 +1715,9 @@ static void cuda_graph_free(vae_backend *be, void *graph) {
 static int cuda_set_precision(vae_backend *be, int bits) {
     cuda_ctx *c = ctx_of(be);
     c->tf32 = bits < 23;
-    CUBLAS_CHECK(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    for (int i = 0; i < (c->side_on ? 2 : 1); i++)
+        CUBLAS_CHECK(cublasSetMathMode(c->lanes[i].blas,
+                                       c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     return VAE_OK;
 }
 
@@ -1636,6 +1770,9 @@ int vae_cuda_describe(int device, char *out, size_t len) {
 /* Frees whatever was made; status codes are ignored on the creation-failure
  * path (an error is already being reported), checked otherwise. */
 static void ctx_teardown(cuda_ctx *c, int checked) {
+    if (c->in_side) lane_use(c, 0);
+    if (checked && c->side_on && c->lanes[1].stream)
+        CUDA_CHECK(cudaStreamSynchronize(c->lanes[1].stream));
     if (checked && c->stream) CUDA_CHECK(cudaStreamSynchronize(c->stream));
     if (checked && c->copy_stream) CUDA_CHECK(cudaStreamSynchronize(c->copy_stream));
     for (int i = 0; i < c->nplan; i++) plan_destroy(c->plans[i]);
@@ -1647,6 +1784,12 @@ static void ctx_teardown(cuda_ctx *c, int checked) {
     free(c->lt_plans);
     free(c->recs);
     if (checked) {
+        if (c->lanes[1].dnn) CUDNN_CHECK(cudnnDestroy(c->lanes[1].dnn));
+        if (c->lanes[1].blas) CUBLAS_CHECK(cublasDestroy(c->lanes[1].blas));
+        if (c->lanes[1].stream) CUDA_CHECK(cudaStreamDestroy(c->lanes[1].stream));
+        for (int i = 0; i < SIDE_EVENTS; i++)
+            if (c->ev_seg[i]) CUDA_CHECK(cudaEventDestroy(c->ev_seg[i]));
+        if (c->ev_fork) CUDA_CHECK(cudaEventDestroy(c->ev_fork));
         if (c->dnn) CUDNN_CHECK(cudnnDestroy(c->dnn));
         if (c->lt) CUBLAS_CHECK(cublasLtDestroy(c->lt));
         if (c->blas) CUBLAS_CHECK(cublasDestroy(c->blas));
@@ -1655,6 +1798,12 @@ static void ctx_teardown(cuda_ctx *c, int checked) {
         if (c->copy_stream) CUDA_CHECK(cudaStreamDestroy(c->copy_stream));
         if (c->stream) CUDA_CHECK(cudaStreamDestroy(c->stream));
     } else {
+        if (c->lanes[1].dnn) (void)cudnnDestroy(c->lanes[1].dnn);
+        if (c->lanes[1].blas) (void)cublasDestroy(c->lanes[1].blas);
+        if (c->lanes[1].stream) (void)cudaStreamDestroy(c->lanes[1].stream);
+        for (int i = 0; i < SIDE_EVENTS; i++)
+            if (c->ev_seg[i]) (void)cudaEventDestroy(c->ev_seg[i]);
+        if (c->ev_fork) (void)cudaEventDestroy(c->ev_fork);
         if (c->dnn) (void)cudnnDestroy(c->dnn);
         if (c->lt) (void)cublasLtDestroy(c->lt);
         if (c->blas) (void)cublasDestroy(c->blas);
@@ -1751,6 +1900,32 @@ vae_backend *vae_backend_cuda_create(int device) {
     c->dnn_verbose = dv && strcmp(dv, "1") == 0;
     const char *drelu = getenv("VAE_LT_DRELU");
     c->use_lt_drelu = drelu && strcmp(drelu, "1") == 0;
+    c->lanes[0] = (struct cuda_lane){c->stream, c->blas, c->dnn, NULL};
+    const char *side = getenv("VAE_CUDA_SIDE");
+    if (side && *side && strcmp(side, "0") != 0 && strcmp(side, "1") != 0) {
+        vae_error_set(VAE_EINVAL, "VAE_CUDA_SIDE=\"%s\": expected 1 (weight gradients on a "
+                                  "second stream) or 0", side);
+        goto fail;
+    }
+    c->side_on = side && strcmp(side, "1") == 0;
+    if (c->side_on) {
+        struct cuda_lane *l = &c->lanes[1];
+        if (soft_cuda(cudaStreamCreateWithFlags(&l->stream, cudaStreamNonBlocking),
+                      "creating the side stream") ||
+            soft_cuda(cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming),
+                      "creating an event"))
+            goto fail;
+        for (int i = 0; i < SIDE_EVENTS; i++)
+            if (soft_cuda(cudaEventCreateWithFlags(&c->ev_seg[i], cudaEventDisableTiming),
+                          "creating an event"))
+                goto fail;
+        if (soft_cublas(cublasCreate(&l->blas), "cublasCreate (side stream)") ||
+            soft_cublas(cublasSetStream(l->blas, l->stream), "cublasSetStream") ||
+            soft_cublas(cublasSetMathMode(l->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode") ||
+            soft_cudnn(cudnnCreate(&l->dnn), "cudnnCreate (side stream)") ||
+            soft_cudnn(cudnnSetStream(l->dnn, l->stream), "cudnnSetStream"))
+            goto fail;
+    }
 
     be->name = "cuda";
     be->ctx = c;
@@ -1774,6 +1949,11 @@ vae_backend *vae_backend_cuda_create(int device) {
     be->conv2d_act_forward = cuda_conv2d_act_forward;
     be->convt2d_act_forward = cuda_convt2d_act_forward;
     be->act_backward_bias = cuda_act_backward_bias;
+    if (c->side_on) {
+        be->side_begin = cuda_side_begin;
+        be->side_end = cuda_side_end;
+        be->side_wait = cuda_side_wait;
+    }
     be->reparam_forward = cuda_reparam_forward;
     be->kl_backward = cuda_kl_backward;
     be->log_q_minus_log_p = cuda_log_q_minus_log_p;

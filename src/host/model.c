@@ -36,6 +36,16 @@
  * db = NULL. On the CUDA backend that is one bias + activation kernel
  * instead of two, and one activation-backward + bias-gradient pass instead
  * of two.
+ *
+ * Side segments (a backend with side_begin, vae_backend.h; CUDA with
+ * $VAE_CUDA_SIDE=1): in the backward sweep each parametric layer's weight and
+ * bias gradients go into a side segment, which may run beside the chain of
+ * input gradients that the next layers need. Before a layer writes its input
+ * gradient, the main queue waits for every side segment but the newest
+ * (side_wait keep 1): the one before it read, as its output gradient, the
+ * ping-pong buffer about to be overwritten (the newest reads the other one,
+ * and the in-place activation backward writes the one just filled). The
+ * step waits for all of them (keep 0) before anything reads the gradients.
  */
 #include <math.h>
 #include <stdint.h>
@@ -469,6 +479,49 @@ static real *other_gbuf(vae_model *m, const real *p) {
     return p == m->gbuf[0] ? m->gbuf[1] : m->gbuf[0];
 }
 
+enum { PART_W = 1, PART_X = 2 };
+
+/* The backward of parametric layer ls[i] (input `in`, output gradient
+ * `dout`): with PART_W its weight gradient and bias gradient, with PART_X its
+ * input gradient into dx (NULL: not needed) and, above a relu_bwd_fused
+ * pair, the lower dense layer's bias gradient. A bias gradient that another
+ * op writes is skipped: a relu_bwd_fused dense layer's comes from the dense
+ * layer above (dbin), an act_fused conv's from the activation above
+ * (act_backward_bias). */
+static void param_backward(vae_model *m, const vae_layer *ls, int i, real *dx, const real *dout,
+                           const real *in, int B, int parts) {
+    vae_backend *be = m->be;
+    const vae_layer *l = &ls[i];
+    const vae_layer_spec *s = &l->spec;
+    real *dw = (parts & PART_W) ? grad(m, l->w) : NULL;
+    real *db = (parts & PART_W) && !l->relu_bwd_fused && !l->act_fused ? grad(m, l->b) : NULL;
+    if (!(parts & PART_X)) dx = NULL;
+    switch (s->kind) {
+    case VAE_LAYER_DENSE: {
+        const int I = vae_shape_count(s->in_shape);
+        const vae_layer *lo = (parts & PART_X) ? fused_pair_below(ls, i) : NULL;
+        if (lo) {
+            VAE_ASSERT(dx); /* a dense layer below needs it */
+            be->dense_backward_relu(be, dx, grad(m, lo->b), dw, db, dout, in, lo->mask,
+                                    param(m, l->w), B, I, s->out);
+        } else if (dx || dw || db) {
+            be->dense_backward(be, dx, dw, db, dout, in, param(m, l->w), B, I, s->out);
+        }
+        break;
+    }
+    case VAE_LAYER_CONV:
+        if (dx || dw || db)
+            be->conv2d_backward(be, dx, dw, db, dout, in, param(m, l->w), &l->cg, B);
+        break;
+    case VAE_LAYER_CONVT:
+        if (dx || dw || db)
+            be->convt2d_backward(be, dx, dw, db, dout, in, param(m, l->w), &l->tg, B);
+        break;
+    default:
+        VAE_ASSERT(!"param_backward of a layer without parameters");
+    }
+}
+
 /* Backward sweep over layers ls[0..n) whose input is `in0`, starting from the
  * gradient `dout` w.r.t. the last output. The gradient w.r.t. in0 lands in
  * `din0` when din0 != NULL (it is not needed for the encoder's input x).
@@ -486,32 +539,21 @@ static void sweep_backward(vae_model *m, vae_layer *ls, int n, const real *in0, 
         size_t cnt = (size_t)B * vae_shape_count(s->out_shape);
         real *dx = need ? target : NULL;
         switch (s->kind) {
-        case VAE_LAYER_DENSE: {
-            /* the bias gradient of a relu_bwd_fused pair's dense layer came
-             * from the layer above (dbin of its dense_backward_relu) */
-            real *db = l->relu_bwd_fused ? NULL : grad(m, l->b);
-            const vae_layer *lo = fused_pair_below(ls, i);
-            if (lo) {
-                VAE_ASSERT(dx); /* a dense layer below needs it */
-                be->dense_backward_relu(be, dx, grad(m, lo->b), grad(m, l->w), db, dout, in,
-                                        lo->mask, param(m, l->w), B,
-                                        vae_shape_count(s->in_shape), s->out);
-            } else {
-                be->dense_backward(be, dx, grad(m, l->w), db, dout, in, param(m, l->w), B,
-                                   vae_shape_count(s->in_shape), s->out);
-            }
-            dout = dx;
-            break;
-        }
+        case VAE_LAYER_DENSE:
         case VAE_LAYER_CONV:
-            /* an act_fused pair's bias gradient came from the activation above */
-            be->conv2d_backward(be, dx, grad(m, l->w), l->act_fused ? NULL : grad(m, l->b), dout,
-                                in, param(m, l->w), &l->cg, B);
-            dout = dx;
-            break;
         case VAE_LAYER_CONVT:
-            be->convt2d_backward(be, dx, grad(m, l->w), l->act_fused ? NULL : grad(m, l->b),
-                                 dout, in, param(m, l->w), &l->tg, B);
+            if (be->side_begin) {
+                /* the weight gradient beside the data gradient; dx's buffer
+                 * was the dout of the parametric layer above this one, whose
+                 * side segment must be done reading it (side_wait keep 1) */
+                be->side_begin(be);
+                param_backward(m, ls, i, NULL, dout, in, B, PART_W);
+                be->side_end(be);
+                be->side_wait(be, 1);
+                param_backward(m, ls, i, dx, dout, in, B, PART_X);
+            } else {
+                param_backward(m, ls, i, dx, dout, in, B, PART_W | PART_X);
+            }
             dout = dx;
             break;
         case VAE_LAYER_RELU:
@@ -630,6 +672,8 @@ void vae_model_forward_backward(vae_model *m, int B, uint64_t seed, uint32_t str
 
     /* encoder backward, head first; the input gradient is not needed */
     sweep_backward(m, m->enc, m->n_enc, m->x, m->dhead, NULL, B);
+    /* every weight gradient is done before anything reads the gradients */
+    if (be->side_wait) be->side_wait(be, 0);
 
     /* this step's sums; step_commit decides whether the epoch gets them */
     be->sum_into(be, m->acc + VAE_ACC_STEP_RECON, m->recon, (size_t)B);

@@ -53,6 +53,12 @@ endforeach()
 # sanitizer pass, where test_cuda_ops_mock checks the host code.
 set_tests_properties(test_cuda_train_mock PROPERTIES LABELS "mock;slow"
                      ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_TEST_CASES=mlp,conv")
+# ... and the conv case with the weight gradients on the side stream
+# (VAE_CUDA_SIDE=1): its events, the capture it joins and leaves, the
+# workspace halves; its second heuristic backend is then the one without
+add_test(NAME test_cuda_train_mock_side COMMAND test_cuda_train_mock)
+set_tests_properties(test_cuda_train_mock_side PROPERTIES SKIP_RETURN_CODE 77 LABELS "mock;slow"
+                     ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_TEST_CASES=conv;VAE_CUDA_SIDE=1")
 # test_cuda_ops_mock again with cuBLASLt refusing: no algorithm for any
 # epilogue (every dense layer on its fallback), no algorithm for the ReLU
 # epilogues only (bias epilogues, ReLU fallbacks), and the matmul call itself

@@ -8,7 +8,10 @@
  * capture on the legacy stream, a synchronize or a copy to or from pageable
  * host memory inside a capture (which also invalidates the capture, so
  * cudaStreamEndCapture fails), a launch of a graph on a capturing stream,
- * cudaFree of a pointer cudaMalloc did not return.
+ * cudaFree of a pointer cudaMalloc did not return. Captures follow events
+ * across streams: a stream that waits on an event recorded in a capture
+ * joins it, a capture waiting on an event from outside is refused, and a
+ * capture ends only when every stream that joined it was joined back.
  */
 #include <stdarg.h>
 #include <stdint.h>
@@ -48,11 +51,28 @@ struct CUstream_st {
     int capturing;    /* cudaStreamCaptureStatusActive */
     int invalidated;  /* an illegal call happened during the capture */
     struct CUgraph_st *graph;
+    /* A stream that joined another's capture (it waited on an event recorded
+     * there): origin is the capturing stream, whose graph it records into
+     * (work runs in program order, so issue order is a valid order). Its
+     * work must be joined back — the origin waits on an event recorded
+     * after its last node — before the origin's capture ends, or
+     * cudaStreamEndCapture fails with cudaErrorStreamCaptureUnjoined, as on
+     * the real runtime. */
+    struct CUstream_st *origin;
+    long seq;        /* nodes this stream recorded in the capture */
+    int joined_back; /* the origin waited for all of them */
 };
 struct CUevent_st {
     int recorded, no_timing; /* no_timing: cudaEventDisableTiming */
     double ms; /* host clock at the record: work runs when issued, so this is "device" time */
+    struct CUstream_st *st;  /* the record's stream, when it was capturing ... */
+    struct CUstream_st *cap; /* ... the capture's origin stream (else NULL) */
+    long seq;                /* ... and how many nodes that stream had recorded */
 };
+
+/* the streams made, for cudaStreamEndCapture's check of joined streams */
+#define MOCK_STREAMS_MAX 64
+static struct CUstream_st *g_streams[MOCK_STREAMS_MAX];
 
 static struct CUstream_st g_legacy; /* the NULL stream */
 
@@ -89,6 +109,13 @@ static void append(struct CUstream_st *st, node *n) {
     if (st->graph->tail) st->graph->tail->next = n;
     else st->graph->head = n;
     st->graph->tail = n;
+    st->seq++;
+    st->joined_back = 0;
+}
+
+/* the stream whose capture st records into (itself, or the one it joined) */
+static struct CUstream_st *capture_origin(struct CUstream_st *st) {
+    return st->origin ? st->origin : st;
 }
 
 int mock_capturing(cudaStream_t s) { return stream_of(s)->capturing; }
@@ -343,7 +370,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
                            : kind == cudaMemcpyDeviceToHost ? dst : NULL;
         if (host && !inside(host, n, 1)) {
             mock_note("cudaMemcpyAsync of pageable host memory during stream capture");
-            st->invalidated = 1;
+            capture_origin(st)->invalidated = 1;
             return cudaErrorStreamCaptureUnsupported;
         }
     }
@@ -369,12 +396,26 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
     (void)flags;
     if (!s) return cudaErrorInvalidValue;
     *s = calloc(1, sizeof **s);
-    return *s ? cudaSuccess : cudaErrorMemoryAllocation;
+    if (!*s) return cudaErrorMemoryAllocation;
+    for (int i = 0; i < MOCK_STREAMS_MAX; i++)
+        if (!g_streams[i]) {
+            g_streams[i] = *s;
+            return cudaSuccess;
+        }
+    mock_note("more than %d streams", MOCK_STREAMS_MAX);
+    free(*s);
+    *s = NULL;
+    return cudaErrorMemoryAllocation;
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
     if (!s) return cudaErrorInvalidValue;
-    if (s->graph) {
+    for (int i = 0; i < MOCK_STREAMS_MAX; i++)
+        if (g_streams[i] == s) g_streams[i] = NULL;
+    if (s->origin) {
+        mock_note("cudaStreamDestroy of a stream in another stream's capture");
+        s->origin->invalidated = 1;
+    } else if (s->graph) {
         free_nodes(s->graph->head);
         free(s->graph);
     }
@@ -386,9 +427,21 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     struct CUstream_st *st = stream_of(s);
     if (st->capturing) {
         mock_note("cudaStreamSynchronize on a capturing stream");
-        st->invalidated = 1;
+        capture_origin(st)->invalidated = 1;
         return cudaErrorStreamCaptureUnsupported;
     }
+    return cudaSuccess;
+}
+
+/* everything issued has run; refused (and the capture invalidated) while a
+ * stream captures, as the runtime does */
+cudaError_t cudaDeviceSynchronize(void) {
+    for (int i = 0; i < MOCK_STREAMS_MAX; i++)
+        if (g_streams[i] && g_streams[i]->capturing) {
+            mock_note("cudaDeviceSynchronize during a stream capture");
+            capture_origin(g_streams[i])->invalidated = 1;
+            return cudaErrorStreamCaptureUnsupported;
+        }
     return cudaSuccess;
 }
 
@@ -396,7 +449,7 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *
     if (!status) return cudaErrorInvalidValue;
     struct CUstream_st *st = stream_of(s);
     *status = !st->capturing      ? cudaStreamCaptureStatusNone
-              : st->invalidated ? cudaStreamCaptureStatusInvalidated
+              : capture_origin(st)->invalidated ? cudaStreamCaptureStatusInvalidated
                                 : cudaStreamCaptureStatusActive;
     return cudaSuccess;
 }
@@ -408,6 +461,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mo
         return cudaErrorStreamCaptureUnsupported;
     }
     if (s->capturing) return cudaErrorIllegalState;
+    s->seq = 0;
     s->graph = calloc(1, sizeof *s->graph);
     if (!s->graph) return cudaErrorMemoryAllocation;
     s->capturing = 1;
@@ -418,14 +472,28 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mo
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
     if (!s || !graph) return cudaErrorInvalidValue;
     *graph = NULL;
-    if (!s->capturing) return cudaErrorIllegalState;
+    if (!s->capturing || s->origin) return cudaErrorIllegalState;
+    /* the streams that joined this capture leave it; all must have rejoined */
+    for (int i = 0; i < MOCK_STREAMS_MAX; i++) {
+        struct CUstream_st *j = g_streams[i];
+        if (!j || j->origin != s) continue;
+        if (!j->joined_back) {
+            mock_note("cudaStreamEndCapture with a forked stream not joined back");
+            s->invalidated = 2;
+        }
+        j->capturing = 0;
+        j->graph = NULL;
+        j->origin = NULL;
+        j->invalidated = 0;
+    }
     s->capturing = 0;
     struct CUgraph_st *g = s->graph;
     s->graph = NULL;
     if (s->invalidated) {
+        const int unjoined = s->invalidated == 2;
         free_nodes(g->head);
         free(g);
-        return cudaErrorStreamCaptureInvalidated;
+        return unjoined ? cudaErrorStreamCaptureUnjoined : cudaErrorStreamCaptureInvalidated;
     }
     *graph = g;
     return cudaSuccess;
@@ -450,8 +518,11 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 /* Work runs in program order, so an event orders nothing that is not
  * already ordered; it only has to exist. */
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    (void)s;
     if (!e) return cudaErrorInvalidValue;
+    struct CUstream_st *st = stream_of(s);
+    e->st = st;
+    e->cap = st->capturing ? capture_origin(st) : NULL;
+    e->seq = st->seq;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     e->recorded = 1;
@@ -473,9 +544,40 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     return cudaSuccess;
 }
 
+/* Orders nothing (program order already does), but follows captures as the
+ * runtime does: a stream that waits on an event recorded in a capture joins
+ * that capture; the capture's origin waiting on a joined stream's event
+ * recorded after its last node joins it back; a capturing stream waiting on
+ * an event from outside its capture is refused (cudaErrorStreamCaptureIsolation)
+ * and invalidates the capture. */
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
-    (void)s, (void)flags;
-    return e ? cudaSuccess : cudaErrorInvalidValue;
+    (void)flags;
+    if (!e) return cudaErrorInvalidValue;
+    struct CUstream_st *st = stream_of(s);
+    if (!st->capturing) {
+        if (e->cap && e->cap->capturing) { /* joins e's capture */
+            if (!s) {
+                mock_note("the legacy stream waits on an event of a capture");
+                e->cap->invalidated = 1;
+                return cudaErrorStreamCaptureImplicit;
+            }
+            st->capturing = 1;
+            st->origin = e->cap;
+            st->graph = e->cap->graph;
+            st->seq = 0;
+            st->joined_back = 1; /* nothing recorded yet */
+        }
+        return cudaSuccess;
+    }
+    struct CUstream_st *o = capture_origin(st);
+    if (!e->cap || e->cap != o || !e->cap->capturing) {
+        mock_note("a capturing stream waits on an event recorded outside its capture");
+        o->invalidated = 1;
+        return cudaErrorStreamCaptureIsolation;
+    }
+    if (st == o && e->st != o && e->st->origin == o && e->seq == e->st->seq)
+        e->st->joined_back = 1;
+    return cudaSuccess;
 }
 
 /* ------------------------------------------------------------ graphs */
