@@ -678,7 +678,7 @@ def main():
                         + ", ".join(f"{r['ips']:,.0f}" for r in rs)
                         + f"; process wall {wall:.3f} s = {n / wall:,.0f} images/s{steady})")
                     if best_e is None or ips > best_e[0]:
-                        best_e = (ips, ch, c, wall, rs[0]["cmd"])
+                        best_e = (ips, ch, c, wall, rs[0]["cmd"], median(sts) if sts else None)
             if best_t:
                 res["torch_dev"] = best_t
             if best_e:
@@ -739,8 +739,12 @@ def main():
     # tables
     n_log = len(LOG)
     say("")
+    # after the first chunk: the engine's rate once its one-time set-up
+    # (plans, algorithm searches, first kernel loads) is behind it, as
+    # PyTorch's timed passes follow an untimed one
     table = ["| config | N | decode to | engine images/s (chunk) | PyTorch images/s (batch, variant) "
-             "| engine / PyTorch |", "|---|---:|---|---:|---:|---:|"]
+             "| engine / PyTorch | engine after the first chunk | ratio after the first chunk |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
     for nm, n, D, res in rows:
         for key_e, key_t, label in (("eng_dev", "torch_dev", "device memory"),
                                     ("eng_host", "torch_host", "host .npy file")):
@@ -748,7 +752,10 @@ def main():
             es = f"{fmt_ips(e[0])} ({e[1] if e[1] is not None else 'default'})" if e else "n/a"
             ts = f"{fmt_ips(t[0])} ({t[1]}, {t[2]})" if t else "n/a"
             ratio = f"{e[0] / t[0]:.2f}" if e and t else "n/a"
-            table.append(f"| {nm} | {n:,} | {label} | {es} | {ts} | {ratio} |")
+            st = e[5] if e and len(e) > 5 else None
+            ss = fmt_ips(st) if st else "n/a"
+            sr = f"{st / t[0]:.2f}" if st and t else "n/a"
+            table.append(f"| {nm} | {n:,} | {label} | {es} | {ts} | {ratio} | {ss} | {sr} |")
     table += ["", "Host-file path, what bounds it. images/s = bandwidth / bytes per image. "
               "Bound = the lowest of decode (engine, device memory), copy to the host and the "
               "disk, as if the three overlapped fully; 'serial' = 1 / (1/decode + 1/copy + "
