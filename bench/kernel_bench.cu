@@ -528,7 +528,7 @@ static void case_normal_fill(size_t n) {
         return c.msg;
     };
     run_case("normal_fill", fmt("n=2^%d", (int)std::log2((double)n)), (double)n, 4.0 * n, launch, check,
-             {{z.p, n}}, "Philox + double Box-Muller per element");
+             {{z.p, n}}, "Philox + double Box-Muller, 4 normals per thread");
 }
 
 static void case_latent_fill(size_t n_elems, int L, int kind) {
@@ -561,7 +561,7 @@ static void case_latent_fill(size_t n_elems, int L, int kind) {
         return c.msg;
     };
     run_case(name, fmt("%d x L=%d", nimg, L), (double)n, 4.0 * n, launch, check, {{z.p, n}},
-             kind == VAE_LATENT_PRIOR ? "Philox + double Box-Muller per element" : "");
+             kind == VAE_LATENT_PRIOR ? "Philox + double Box-Muller, 4 normals per thread" : "");
 }
 
 static void case_round(size_t n) {
@@ -585,7 +585,8 @@ static void case_sum(size_t n, int square) {
     DBuf<float> v(n);
     DBuf<double> acc(1), part(VAE_CUDA_REDUCE_MAX_BLOCKS);
     fill(v.p, n, T_A, -1, 2);
-    size_t G = std::min<size_t>((n + 255) / 256, VAE_CUDA_REDUCE_MAX_BLOCKS);
+    /* pass-1 blocks (reduce.cu): one thread per group of 4 elements */
+    size_t G = std::min<size_t>(((n + 3) / 4 + 255) / 256, VAE_CUDA_REDUCE_MAX_BLOCKS);
     double bytes = 4.0 * n + (G > 1 ? 16.0 * G : 0) + 8.0;
     auto launch = [&] { vae_cuda_sum(g_s, acc.p, v.p, n, square, 0, part.p); };
     auto check = [&] {
@@ -629,7 +630,7 @@ static void case_reparam(int B, int L) {
         return c.msg;
     };
     run_case("reparam_fwd", fmt("B=%d L=%d", B, L), (double)n, 12.0 * n, launch, check, {{z.p, n}},
-             "Philox + double Box-Muller per element");
+             "Philox + double Box-Muller, 4 normals per thread");
 }
 
 static void case_kl_backward(int B, int L) {
@@ -665,7 +666,7 @@ static void case_kl_backward(int B, int L) {
         return c.msg;
     };
     run_case("kl_bwd", fmt("B=%d L=%d", B, L), (double)n, 20.0 * n + 4.0 * B, launch, check,
-             {{dhead.p, 2 * n}, {kl.p, (size_t)B}}, "one warp per sample, 8 samples per block");
+             {{dhead.p, 2 * n}, {kl.p, (size_t)B}}, "1024/L samples per block, 4 normals per thread");
 }
 
 static void case_log_q(int B, int L) {
@@ -691,7 +692,7 @@ static void case_log_q(int B, int L) {
         return c.msg;
     };
     run_case("log_q_minus_log_p", fmt("B=%d L=%d", B, L), (double)n, 8.0 * n + 4.0 * B, launch, check,
-             {{out.p, (size_t)B}}, "one warp per sample, 8 samples per block");
+             {{out.p, (size_t)B}}, "1024/L samples per block, 4 normals per thread");
 }
 
 static void case_recon(int B, int D, int lik, bool grad) {

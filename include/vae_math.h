@@ -118,6 +118,25 @@ VAE_HD real vae_normal_at(uint64_t seed, uint32_t stream, uint64_t sub, uint64_t
     return (real)(((lane & 1) == 0) ? r * sin(ang) : r * cos(ang));
 }
 
+/* The four normals of Philox block `group` at once:
+ *   out[j] = vae_normal_at(seed, stream, sub, 4 group + j),  j = 0..3,
+ * bit for bit (the same double expressions on the same words), for one
+ * Philox call, two log/sqrt and the sin and cos of two angles instead of four
+ * of each. The kernels that fill consecutive normals use this (tests/test_math.c
+ * checks the bit equality). */
+VAE_HD void vae_normal4_at(uint64_t seed, uint32_t stream, uint64_t sub, uint64_t group,
+                           real out[4]) {
+    vae_u32x4 b = vae_philox_block(seed, stream, sub, group);
+    double r01 = sqrt(-2.0 * log(vae_u01(b.v[0])));
+    double ang01 = 6.283185307179586 * vae_u01(b.v[1]);
+    double r23 = sqrt(-2.0 * log(vae_u01(b.v[2])));
+    double ang23 = 6.283185307179586 * vae_u01(b.v[3]);
+    out[0] = (real)(r01 * sin(ang01));
+    out[1] = (real)(r01 * cos(ang01));
+    out[2] = (real)(r23 * sin(ang23));
+    out[3] = (real)(r23 * cos(ang23));
+}
+
 /* Uniform (0,1) number `index` of stream (seed, stream, sub): one word each. */
 VAE_HD double vae_uniform_at(uint64_t seed, uint32_t stream, uint64_t sub, uint64_t index) {
     vae_u32x4 b = vae_philox_block(seed, stream, sub, index >> 2);

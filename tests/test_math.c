@@ -334,6 +334,34 @@ static void test_normals(void) {
     real a2 = vae_normal_at(99, VAE_RNG_EVAL, 5, 1000003);
     CHECK(memcmp(&a1, &a2, sizeof a1) == 0);
 
+    /* vae_normal4_at: lane j of block g is vae_normal_at(4 g + j) bit for bit
+     * (the kernels fill four consecutive normals from one call). Random seeds,
+     * streams, subsequences and blocks (also near the top of the 64-bit
+     * index), plus the first blocks of a fixed stream. A swapped lane or a
+     * radius or angle taken from the other pair differs in (almost) every
+     * block, so bad4 would count thousands. */
+    {
+        int bad4 = 0, same_lanes = 0;
+        for (int k = 0; k < 200000; k++) {
+            uint64_t seed = k < 4096 ? 0x5EEDull : rnd64();
+            uint32_t stream = k < 4096 ? VAE_RNG_TRAIN : (uint32_t)(rnd64() % 5);
+            uint64_t sub = k < 4096 ? 3 : (k & 1 ? rnd64() : rnd64() % 1000);
+            uint64_t group = k < 4096 ? (uint64_t)k : (k & 2 ? rnd64() >> 2 : rnd64() % 100000);
+            real four[4];
+            vae_normal4_at(seed, stream, sub, group, four);
+            for (int j = 0; j < 4; j++) {
+                real one = vae_normal_at(seed, stream, sub, 4 * group + (uint64_t)j);
+                if (memcmp(&one, &four[j], sizeof one) != 0 && bad4++ < 5)
+                    fprintf(stderr, "normal4 k %d lane %d: %.9g vs vae_normal_at %.9g\n", k, j,
+                            (double)four[j], (double)one);
+            }
+            same_lanes += four[0] == four[1] || four[2] == four[3] || four[0] == four[2];
+        }
+        CHECK_MSG(bad4 == 0, "%d of 800000 vae_normal4_at lanes differ from vae_normal_at", bad4);
+        /* the four lanes are four different numbers (else a swap would pass) */
+        CHECK_MSG(same_lanes <= 2, "%d blocks with equal lanes", same_lanes);
+    }
+
     /* Moments of n = 10^6 draws. */
     enum { N = 1000000 };
     double *z = malloc(N * sizeof *z);

@@ -17,6 +17,11 @@
  * (in double, rounded once), so all elements see the same scale.
  * Bytes per element: 16 read (p, g, m, v) + 12 written (p, m, v)
  * (gnorm2, *bad and the 48-byte sv are per launch, from cache).
+ * Access: 16-byte vectors (float4) of p, g, m, v, ADAM_UNROLL = 2 per thread
+ * per iteration, all eight loaded before any is stored (128 bytes in flight
+ * per thread); a scalar head/tail where the buffers are not 16-byte aligned,
+ * all scalar where they are misaligned differently (common.cuh). Every
+ * element is one vae_adam_elem call on either path.
  *
  * Also here, each one launch of one thread that runs the reference lines of
  * vae_math.h (a handful of scalar updates, with no host round trip):
@@ -29,8 +34,12 @@
 #include "common.cuh"
 #include "vae_kernels.cuh"
 
-__global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, vae_adam_hp hp,
-                            real clip, const double *gnorm2, int *bad, const vae_step_vals *sv) {
+/* float4 vectors of each buffer per thread per iteration */
+#define ADAM_UNROLL 2
+
+__global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, size_t head,
+                            size_t nv, vae_adam_hp hp, real clip, const double *gnorm2, int *bad,
+                            const vae_step_vals *sv) {
     /* Only thread 0 ever writes *bad, and only VAE_STEP_BAD over a word
      * without VAE_STEP_HALTED, so every thread sees the same HALTED bit. The
      * other threads may read it while thread 0 writes it: both are relaxed
@@ -47,7 +56,40 @@ __global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, 
         double c = (double)clip / (sqrt(g2) + 1e-6);
         if (c < 1.0) gscale = (real)c;
     }
-    VAE_GRID_STRIDE_LOOP(i, n) {
+    float4 *p4 = reinterpret_cast<float4 *>(p + head);
+    const float4 *g4 = reinterpret_cast<const float4 *>(g + head);
+    float4 *m4 = reinterpret_cast<float4 *>(m + head);
+    float4 *v4 = reinterpret_cast<float4 *>(v + head);
+    const size_t stride = (size_t)gridDim.x * (VAE_CUDA_THREADS * ADAM_UNROLL);
+    for (size_t base = (size_t)blockIdx.x * (VAE_CUDA_THREADS * ADAM_UNROLL) + threadIdx.x;
+         base < nv; base += stride) {
+        float4 pv[ADAM_UNROLL] = {}, gv[ADAM_UNROLL] = {}, mv[ADAM_UNROLL] = {},
+               vv[ADAM_UNROLL] = {};
+#pragma unroll
+        for (int k = 0; k < ADAM_UNROLL; k++) {
+            const size_t j = VAE_VEC_AT(base, k);
+            if (j < nv) {
+                pv[k] = p4[j];
+                gv[k] = g4[j];
+                mv[k] = m4[j];
+                vv[k] = v4[j];
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < ADAM_UNROLL; k++) {
+            const size_t j = VAE_VEC_AT(base, k);
+            if (j >= nv) break;
+            vae_adam_elem(&pv[k].x, gv[k].x, &mv[k].x, &vv[k].x, &hp, bc1, bc2, gscale);
+            vae_adam_elem(&pv[k].y, gv[k].y, &mv[k].y, &vv[k].y, &hp, bc1, bc2, gscale);
+            vae_adam_elem(&pv[k].z, gv[k].z, &mv[k].z, &vv[k].z, &hp, bc1, bc2, gscale);
+            vae_adam_elem(&pv[k].w, gv[k].w, &mv[k].w, &vv[k].w, &hp, bc1, bc2, gscale);
+            p4[j] = pv[k];
+            m4[j] = mv[k];
+            v4[j] = vv[k];
+        }
+    }
+    VAE_GRID_STRIDE_LOOP(s, n - 4 * nv) {
+        const size_t i = vae_vec_scalar_at(s, head, nv);
         real pi = p[i], mi = m[i], vi = v[i];
         vae_adam_elem(&pi, g[i], &mi, &vi, &hp, bc1, bc2, gscale);
         p[i] = pi;
@@ -60,8 +102,13 @@ extern "C" void vae_cuda_adam(cudaStream_t s, real *p, const real *g, real *m, r
                               const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad,
                               const vae_step_vals *sv) {
     if (n == 0) return;
-    adam_kernel<<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(p, g, m, v, n, *hp, clip, gnorm2,
-                                                             bad, sv);
+    const int h = vae_vec4_agree(
+        vae_vec4_agree(vae_vec4_head(p, sizeof(real)), vae_vec4_head(g, sizeof(real))),
+        vae_vec4_agree(vae_vec4_head(m, sizeof(real)), vae_vec4_head(v, sizeof(real))));
+    const vae_vec4_split sp = vae_vec4_split_of(n, h);
+    const unsigned grid = sp.nv ? vae_grid_for_items(sp.nv, ADAM_UNROLL) : vae_grid_for(n);
+    adam_kernel<<<grid, VAE_CUDA_THREADS, 0, s>>>(p, g, m, v, n, sp.head, sp.nv, *hp, clip,
+                                                  gnorm2, bad, sv);
     CUDA_LAUNCH_CHECK();
 }
 

@@ -118,6 +118,85 @@ static inline unsigned vae_grid_for(size_t n) {
 /* Whether a grid-stride loop over n elements may use a 32-bit unsigned index. */
 static inline int vae_index_fits_u32(size_t n) { return n < ((size_t)1 << 31); }
 
+/* ------------------------------------------- 128-bit vector access
+ *
+ * The memory-bound elementwise kernels move their tensors as vectors of four
+ * elements (float4; uchar4 for bytes): one 16-byte access instead of four
+ * 4-byte ones, and VAE_VEC_UNROLL of them per thread issued before any is
+ * used, so that enough bytes are in flight to keep HBM busy. A launch splits
+ * its n elements into a scalar head [0, head), nv vectors of 4 starting at
+ * element head (16-byte aligned at every pointer), and a scalar tail of at
+ * most 3 elements. When the pointers are not aligned alike (one starts on a
+ * 16-byte boundary, another 4 bytes after one) there is no such split and
+ * all n elements take the scalar path (head = n, nv = 0). The per-element
+ * math is the same function on either path, so the results do not depend on
+ * the split. */
+
+/* Vectors per thread per iteration of a vectorised grid-stride loop. */
+#define VAE_VEC_UNROLL 4
+/* Upper bound on the blocks of a vectorised launch: about two waves of
+ * 256-thread blocks on a 132-SM GPU, a few on smaller ones; the grid-stride
+ * loop covers the rest. A constant (not the device's SM count), so that a
+ * launch's shape depends on its size alone. */
+#define VAE_VEC_MAX_GRID 2048u
+
+/* Elements of `elem` bytes before the first address at p that is aligned for
+ * a vector of 4 of them (4 elem bytes); -1 if p is not even elem-aligned. */
+static inline int vae_vec4_head(const void *p, size_t elem) {
+    const size_t a = (size_t)(uintptr_t)p, v = 4 * elem;
+    if (a % elem) return -1;
+    return (int)(((v - a % v) % v) / elem);
+}
+
+typedef struct {
+    size_t head; /* scalar elements before the vectors (all n when nv = 0) */
+    size_t nv;   /* vectors of 4 elements from element head on */
+} vae_vec4_split;
+
+/* The common head of two pointers' (vae_vec4_head), -1 when they differ. */
+static inline int vae_vec4_agree(int head, int other_head) {
+    return head == other_head ? head : -1;
+}
+
+/* The split of n elements whose pointers share `head` (-1: they do not). */
+static inline vae_vec4_split vae_vec4_split_of(size_t n, int head) {
+    vae_vec4_split s = {n, 0};
+    if (head < 0 || n < (size_t)head + 4) return s;
+    s.head = (size_t)head;
+    s.nv = (n - (size_t)head) / 4;
+    return s;
+}
+
+/* Blocks for a grid-stride loop over `items` work items taken `per` per
+ * thread per iteration (per = VAE_VEC_UNROLL vectors, or 1). */
+static inline unsigned vae_grid_for_items(size_t items, unsigned per) {
+    const size_t per_block = (size_t)VAE_CUDA_THREADS * per;
+    size_t g = (items + per_block - 1) / per_block;
+    if (g > VAE_VEC_MAX_GRID) g = VAE_VEC_MAX_GRID;
+    return g ? (unsigned)g : 1u;
+}
+
+/* The blocks of a launch split by s: the vector loop's when there are
+ * vectors, else a scalar grid-stride loop's over all n. */
+static inline unsigned vae_grid_for_split(vae_vec4_split s) {
+    return s.nv ? vae_grid_for_items(s.nv, VAE_VEC_UNROLL) : vae_grid_for(s.head);
+}
+
+/* The vector loop: this thread's first vector of each iteration is `base`;
+ * it takes base + k VAE_CUDA_THREADS for k < VAE_VEC_UNROLL (those below nv),
+ * so each of the VAE_VEC_UNROLL accesses of a warp is 512 contiguous bytes. */
+#define VAE_VEC_LOOP(base, nv)                                                              \
+    for (size_t base = (size_t)blockIdx.x * (VAE_CUDA_THREADS * VAE_VEC_UNROLL) + threadIdx.x; \
+         base < (nv); base += (size_t)gridDim.x * (VAE_CUDA_THREADS * VAE_VEC_UNROLL))
+#define VAE_VEC_AT(base, k) ((base) + (size_t)(k) * VAE_CUDA_THREADS)
+
+/* The scalar part of a split launch, elements [0, head) and [head + 4 nv, n)
+ * (all n when nv = 0): a grid-stride loop over s < n - 4 nv with
+ *   VAE_GRID_STRIDE_LOOP(s, n - 4 * nv) { size_t i = vae_vec_scalar_at(s, head, nv); ... } */
+__device__ __forceinline__ size_t vae_vec_scalar_at(size_t s, size_t head, size_t nv) {
+    return s < head ? s : s + 4 * nv;
+}
+
 /* Sum of one double per lane over a full warp (all 32 lanes must call it), in
  * a fixed order: the xor butterfly, offsets 16, 8, 4, 2, 1. Addition is
  * commutative in IEEE arithmetic, so every lane ends with the same bits; the

@@ -5,25 +5,70 @@
  *
  * Bytes: 4 per element read, 8 per block written/read between the passes.
  *
- * Order is fixed by n alone, never by the GPU model or by timing:
- *   pass 1: G = min(1024, ceil(n / 256)) blocks of 256 threads; thread t of
- *           block k accumulates elements k*256 + t, then + G*256, ... in
- *           double, and the block tree (common.cuh) writes partial[k];
+ * Order is fixed by n alone, never by the GPU model, by timing or by where v
+ * lies in memory. The elements form groups of 4 (group j: elements 4j ..
+ * 4j+3; the last group may be short) and
+ *   pass 1: G = min(1024, ceil(ceil(n / 4) / 256)) blocks of 256 threads;
+ *           thread t of block k (g = 256 k + t) adds, in double, groups
+ *           g, g + 256 G, g + 2 * 256 G, ..., each group's elements in
+ *           order, and the block tree (common.cuh) writes partial[k];
  *   pass 2: one block adds the G partials the same way and updates *acc.
- * With G = 1 pass 1 updates *acc directly. No float atomics anywhere, so two
+ * With G = 1 pass 1 updates *acc directly. A group is one float4 load when v
+ * is 16-byte aligned, four scalar loads otherwise — the same values added in
+ * the same order. Each thread loads VAE_VEC_UNROLL groups before it adds
+ * them (64 bytes in flight per thread). No float atomics anywhere, so two
  * runs over the same data give the same bits. v[i]^2 is formed in double
  * (exact for a float), so sumsq loses nothing before the additions.
  */
 #include "common.cuh"
 #include "vae_kernels.cuh"
 
+/* Groups of 4 elements in n (the last one maybe short). */
+__host__ __device__ __forceinline__ size_t sum_groups(size_t n) { return (n + 3) / 4; }
+
 template <int SQUARE>
-__global__ void sum_pass1_kernel(double *out, const real *v, size_t n, int accumulate) {
+__device__ __forceinline__ double sum_add4(double acc, float4 q) {
+    double x = (double)q.x;
+    acc += SQUARE ? x * x : x;
+    x = (double)q.y;
+    acc += SQUARE ? x * x : x;
+    x = (double)q.z;
+    acc += SQUARE ? x * x : x;
+    x = (double)q.w;
+    acc += SQUARE ? x * x : x;
+    return acc;
+}
+
+/* Group j of v (n elements): the missing elements of a short last group are
+ * 0, which adds nothing (x + 0 == x for every double but -0, and acc starts
+ * at +0, so it is never -0 when a zero is added to it). */
+__device__ __forceinline__ float4 sum_group(const real *v, size_t n, size_t j, int aligned) {
+    const size_t i = 4 * j;
+    if (aligned && i + 4 <= n) return reinterpret_cast<const float4 *>(v)[j];
+    float4 q;
+    q.x = v[i];
+    q.y = i + 1 < n ? v[i + 1] : 0.0f;
+    q.z = i + 2 < n ? v[i + 2] : 0.0f;
+    q.w = i + 3 < n ? v[i + 3] : 0.0f;
+    return q;
+}
+
+template <int SQUARE>
+__global__ void sum_pass1_kernel(double *out, const real *v, size_t n, int aligned,
+                                 int accumulate) {
     __shared__ double shm[VAE_CUDA_THREADS / 32];
+    const size_t ng = sum_groups(n);
+    const size_t S = (size_t)gridDim.x * VAE_CUDA_THREADS;
     double acc = 0;
-    VAE_GRID_STRIDE_LOOP(i, n) {
-        double x = (double)v[i];
-        acc += SQUARE ? x * x : x;
+    for (size_t j0 = (size_t)blockIdx.x * VAE_CUDA_THREADS + threadIdx.x; j0 < ng;
+         j0 += VAE_VEC_UNROLL * S) {
+        float4 q[VAE_VEC_UNROLL] = {};
+#pragma unroll
+        for (int k = 0; k < VAE_VEC_UNROLL; k++)
+            if (j0 + k * S < ng) q[k] = sum_group(v, n, j0 + k * S, aligned);
+#pragma unroll
+        for (int k = 0; k < VAE_VEC_UNROLL; k++)
+            if (j0 + k * S < ng) acc = sum_add4<SQUARE>(acc, q[k]);
     }
     acc = vae_block_sum(acc, shm);
     if (threadIdx.x == 0) {
@@ -45,17 +90,20 @@ __global__ void sum_pass2_kernel(double *acc_out, const double *partial, int G, 
 
 extern "C" void vae_cuda_sum(cudaStream_t s, double *acc, const real *v, size_t n, int square,
                              int accumulate, double *partials) {
-    size_t g = (n + VAE_CUDA_THREADS - 1) / VAE_CUDA_THREADS;
+    size_t g = (sum_groups(n) + VAE_CUDA_THREADS - 1) / VAE_CUDA_THREADS;
     if (g > VAE_CUDA_REDUCE_MAX_BLOCKS) g = VAE_CUDA_REDUCE_MAX_BLOCKS;
+    const int aligned = vae_vec4_head(v, sizeof(real)) == 0;
     if (g <= 1) {
         /* one block (n = 0 included: it writes 0 or adds 0) */
-        if (square) sum_pass1_kernel<1><<<1, VAE_CUDA_THREADS, 0, s>>>(acc, v, n, accumulate);
-        else sum_pass1_kernel<0><<<1, VAE_CUDA_THREADS, 0, s>>>(acc, v, n, accumulate);
+        if (square)
+            sum_pass1_kernel<1><<<1, VAE_CUDA_THREADS, 0, s>>>(acc, v, n, aligned, accumulate);
+        else sum_pass1_kernel<0><<<1, VAE_CUDA_THREADS, 0, s>>>(acc, v, n, aligned, accumulate);
         CUDA_LAUNCH_CHECK();
         return;
     }
-    if (square) sum_pass1_kernel<1><<<(unsigned)g, VAE_CUDA_THREADS, 0, s>>>(partials, v, n, 0);
-    else sum_pass1_kernel<0><<<(unsigned)g, VAE_CUDA_THREADS, 0, s>>>(partials, v, n, 0);
+    if (square)
+        sum_pass1_kernel<1><<<(unsigned)g, VAE_CUDA_THREADS, 0, s>>>(partials, v, n, aligned, 0);
+    else sum_pass1_kernel<0><<<(unsigned)g, VAE_CUDA_THREADS, 0, s>>>(partials, v, n, aligned, 0);
     CUDA_LAUNCH_CHECK();
     sum_pass2_kernel<<<1, VAE_CUDA_THREADS, 0, s>>>(acc, partials, (int)g, accumulate);
     CUDA_LAUNCH_CHECK();

@@ -57,6 +57,24 @@ struct uint3 {
     unsigned x, y, z;
 };
 
+/* The vector types the kernels use for 16-byte (float4) and 4-byte (uchar4)
+ * accesses, with CUDA's sizes and alignments: a float4 access at an address
+ * that is not 16-byte aligned is then undefined here too (UBSan reports it),
+ * as it is a fault on a GPU. */
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(4) uchar4 {
+    unsigned char x, y, z, w;
+};
+static_assert(sizeof(float4) == 16 && alignof(float4) == 16, "float4 as in CUDA");
+static_assert(sizeof(uchar4) == 4 && alignof(uchar4) == 4, "uchar4 as in CUDA");
+static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+static inline uchar4 make_uchar4(unsigned char x, unsigned char y, unsigned char z,
+                                 unsigned char w) {
+    return uchar4{x, y, z, w};
+}
+
 extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
 
