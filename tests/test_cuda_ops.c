@@ -34,6 +34,14 @@
  *     exactly 0 must pass no gradient on any path (act_backward's
  *     subgradient at 0), and the fused pair captured in a graph must
  *     replay bit-equal to the eager ops.
+ *   Convolution data gradients and convT forwards run three ways on the
+ *     GPU: the default backend (the fastest of cuDNN, the GEMM form and the
+ *     direct kernel, timed), a second in GEMM form (VAE_CONV_GEMM=1) and a
+ *     third by the direct kernel (VAE_CONV_DIRECT=1, src/kernels/convt.cu),
+ *     each against the CPU with the GEMM tolerance; the direct kernel's
+ *     results must also equal, bit for bit, a host loop that sums each
+ *     output's taps in the kernel's documented order with fmaf (then +
+ *     bias): its order depends on the shape alone, not on its tiling.
  *   Fused elementwise ops: |a-b| <= 1e-6 max(|b|, scale), scale the
  *     magnitude of the operands (1 here). CUDA's expf/log1pf are within
  *     2 ulp, glibc's within 1, and nvcc contracts a*b+c into one FMA, so
@@ -66,6 +74,7 @@
  * corrections) are a vae_step_vals block in backend memory: each case makes
  * one on the host and uploads it to both backends (vals_in).
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +94,18 @@ static const uint32_t SENTINEL_BITS = 0x7fa5a5a5u; /* a quiet NaN */
 
 static vae_backend *g_cpu, *g_gpu;
 static vae_backend *g_gpu_nolt; /* CUDA created with VAE_CUBLASLT=0 */
+static vae_backend *g_gpu_direct; /* CUDA created with VAE_CONV_DIRECT=1 */
+/* whether g_gpu_direct's direct kernel takes a shape (convT terms) */
+static int (*g_direct_supported)(int CI, int HI, int WI, int CO, int HO, int WO, int K,
+                                 int stride, int pad);
+#ifdef VAE_HAVE_CUDA
+int vae_cuda_convt_direct_supported(int CI, int HI, int WI, int CO, int HO, int WO, int K,
+                                    int stride, int pad);
+#endif
+#ifdef VAE_TEST_HAVE_EMU
+int vae_emu_convt_direct_supported(int CI, int HI, int WI, int CO, int HO, int WO, int K,
+                                   int stride, int pad);
+#endif
 
 /* ------------------------------------------------------------ buffers */
 
@@ -95,7 +116,7 @@ typedef struct {
     void *p[512];
     int n;
 } pool;
-static pool g_pc, g_pg, g_pg_nolt;
+static pool g_pc, g_pg, g_pg_nolt, g_pg_direct;
 
 static void *palloc(pool *pl, size_t bytes) {
     void *p = pl->be->alloc(pl->be, bytes);
@@ -115,9 +136,11 @@ static void pools_reset(void) {
     g_cpu->sync(g_cpu);
     g_gpu->sync(g_gpu);
     if (g_gpu_nolt) g_gpu_nolt->sync(g_gpu_nolt);
+    if (g_gpu_direct) g_gpu_direct->sync(g_gpu_direct);
     while (g_pc.n) g_cpu->release(g_cpu, g_pc.p[--g_pc.n]);
     while (g_pg.n) g_gpu->release(g_gpu, g_pg.p[--g_pg.n]);
     while (g_pg_nolt.n) g_gpu_nolt->release(g_gpu_nolt, g_pg_nolt.p[--g_pg_nolt.n]);
+    while (g_pg_direct.n) g_gpu_direct->release(g_gpu_direct, g_pg_direct.p[--g_pg_direct.n]);
 }
 
 /* The same tensor on both backends. */
@@ -758,23 +781,72 @@ static real *host_of(const real *cpu_ptr, size_t n) {
     return h;
 }
 
-/* The GEMM forms of the convolution gradients (the second CUDA backend:
- * VAE_CONV_GEMM=1, slices of 3 images) against the CPU's results, with the
- * same tolerances: conv (cg): din and dw; convT (tg): the forward (the data
- * gradient's form) and dw. */
-static void by_gemm(const char *tag, const vae_conv_geom *cg, const vae_convt_geom *tg, int B,
-                    pair in, pair w, pair b, pair dout, pair out_or_din, pair dw, double tol_x,
-                    double tol_w) {
+/* out = convT(in, w) (+ bias) summed as the direct kernel documents
+ * (convt.cu): for each output, acc = 0; ci, ky, kx ascending over the taps
+ * that reach it, acc = fmaf(in, w, acc); then acc + bias[co]. */
+static void direct_ref(real *out, const real *in, const real *w, const real *bias, int N, int CI,
+                       int HI, int WI, int CO, int HO, int WO, int K, int S, int P) {
+    for (int n = 0; n < N; n++)
+        for (int co = 0; co < CO; co++)
+            for (int oy = 0; oy < HO; oy++)
+                for (int ox = 0; ox < WO; ox++) {
+                    float acc = 0;
+                    for (int ci = 0; ci < CI; ci++)
+                        for (int ky = 0; ky < K; ky++) {
+                            const int ny = oy + P - ky, iy = ny / S;
+                            if (ny < 0 || ny % S || iy >= HI) continue;
+                            for (int kx = 0; kx < K; kx++) {
+                                const int nx = ox + P - kx, ix = nx / S;
+                                if (nx < 0 || nx % S || ix >= WI) continue;
+                                acc = fmaf(in[(((size_t)n * CI + ci) * HI + iy) * WI + ix],
+                                           w[(((size_t)ci * CO + co) * K + ky) * K + kx], acc);
+                            }
+                        }
+                    real v = acc;
+                    if (bias) v = v + bias[co];
+                    out[(((size_t)n * CO + co) * HO + oy) * WO + ox] = v;
+                }
+}
+
+/* The convolution gradients on a second or third CUDA backend (`form`: the
+ * GEMM form, VAE_CONV_GEMM=1, slices of 3 images; the direct kernel,
+ * VAE_CONV_DIRECT=1) against the CPU's results, with the same tolerances:
+ * conv (cg): din and dw; convT (tg): the forward (the data gradient's form)
+ * and dw. exact: the data gradient / forward also bit for bit against
+ * direct_ref where the direct kernel takes the shape. */
+static void by_form(vae_backend *be, pool *pl, const char *form, int exact, const char *tag,
+                    const vae_conv_geom *cg, const vae_convt_geom *tg, int B, pair in, pair w,
+                    pair b, pair dout, pair out_or_din, pair dw, double tol_x, double tol_w) {
     real *hin = host_of(in.c, in.n), *hw = host_of(w.c, w.n), *hd = host_of(dout.c, dout.n);
     real *hb = host_of(b.c, b.n);
-    real *gin = dev_put(&g_pg_nolt, hin, in.n, 0), *gw = dev_put(&g_pg_nolt, hw, w.n, 0);
-    real *gd = dev_put(&g_pg_nolt, hd, dout.n, 0), *gb = dev_put(&g_pg_nolt, hb, b.n, 0);
-    real *gx = dev_sentinel(&g_pg_nolt, out_or_din.n, 0), *gdw = dev_sentinel(&g_pg_nolt, dw.n, 0);
+    real *gin = dev_put(pl, hin, in.n, 0), *gw = dev_put(pl, hw, w.n, 0);
+    real *gd = dev_put(pl, hd, dout.n, 0), *gb = dev_put(pl, hb, b.n, 0);
+    real *gx = dev_sentinel(pl, out_or_din.n, 0), *gdw = dev_sentinel(pl, dw.n, 0);
     if (cg) {
-        g_gpu_nolt->conv2d_backward(g_gpu_nolt, gx, gdw, NULL, gd, gin, gw, cg, B);
+        be->conv2d_backward(be, gx, gdw, NULL, gd, gin, gw, cg, B);
     } else {
-        g_gpu_nolt->convt2d_forward(g_gpu_nolt, gx, gin, gw, gb, tg, B);
-        g_gpu_nolt->convt2d_backward(g_gpu_nolt, NULL, gdw, NULL, gd, gin, gw, tg, B);
+        be->convt2d_forward(be, gx, gin, gw, gb, tg, B);
+        be->convt2d_backward(be, NULL, gdw, NULL, gd, gin, gw, tg, B);
+    }
+    /* in convT terms */
+    const int CI = cg ? cg->cout : tg->cin, HI = cg ? cg->hout : tg->hin;
+    const int WI = cg ? cg->wout : tg->win, CO = cg ? cg->cin : tg->cout;
+    const int HO = cg ? cg->hin : tg->hout, WO = cg ? cg->win : tg->wout;
+    const int K = cg ? cg->k : tg->k, S = cg ? cg->stride : tg->stride;
+    const int P = cg ? cg->pad : tg->pad;
+    if (exact && B > 0 && g_direct_supported(CI, HI, WI, CO, HO, WO, K, S, P)) {
+        real *want = test_xmalloc((out_or_din.n ? out_or_din.n : 1) * sizeof(real));
+        direct_ref(want, cg ? hd : hin, hw, cg ? NULL : hb, B, CI, HI, WI, CO, HO, WO, K, S, P);
+        real *got = fetch(be, gx, out_or_din.n);
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < out_or_din.n; i++)
+            if (memcmp(&got[i], &want[i], sizeof(real)) && !bad++) first = i;
+        CHECK_MSG(bad == 0, "%s %s %s: %zu of %zu outputs differ from the documented sum order "
+                  "(first at %zu: %.9g, expected %.9g)", tag, cg ? "din" : "out", form, bad,
+                  out_or_din.n, first, bad ? (double)got[first] : 0.0,
+                  bad ? (double)want[first] : 0.0);
+        free(got);
+        free(want);
     }
     struct {
         const char *name;
@@ -783,13 +855,13 @@ static void by_gemm(const char *tag, const vae_conv_geom *cg, const vae_convt_ge
         double tol;
     } outs[] = {{cg ? "din" : "out", gx, out_or_din, tol_x}, {"dw", gdw, dw, tol_w}};
     for (int i = 0; i < 2; i++) {
-        real *got = fetch(g_gpu_nolt, outs[i].g, outs[i].ref.n);
+        real *got = fetch(be, outs[i].g, outs[i].ref.n);
         real *want = host_of(outs[i].ref.c, outs[i].ref.n);
         const double e = test_norm_err(got, want, outs[i].ref.n);
-        CHECK_MSG(e <= outs[i].tol, "%s %s in GEMM form (%s): error %.3g > %.1g", tag,
-                  outs[i].name, g_gpu_nolt->name, e, outs[i].tol);
-        CHECK_MSG(guard_intact(got, outs[i].ref.n), "%s %s in GEMM form wrote past the end", tag,
-                  outs[i].name);
+        CHECK_MSG(e <= outs[i].tol, "%s %s %s (%s): error %.3g > %.1g", tag, outs[i].name, form,
+                  be->name, e, outs[i].tol);
+        CHECK_MSG(guard_intact(got, outs[i].ref.n), "%s %s %s wrote past the end", tag,
+                  outs[i].name, form);
         free(got);
         free(want);
     }
@@ -895,8 +967,10 @@ static void test_conv(int B, int cin, int hin, int win, int cout, int k, int str
     snprintf(what, sizeof what, "conv2d_backward %s db", tag);
     cmp(what, db, CMP_NORM, gemm_tol((long)B * g.hout * g.wout), 0);
     snprintf(what, sizeof what, "conv2d_backward %s", tag);
-    by_gemm(what, &g, NULL, B, in, w, b, dout, din, dw, gemm_tol((long)cout * k * k),
-            gemm_tol((long)B * g.hout * g.wout));
+    by_form(g_gpu_nolt, &g_pg_nolt, "in GEMM form", 0, what, &g, NULL, B, in, w, b, dout, din,
+            dw, gemm_tol((long)cout * k * k), gemm_tol((long)B * g.hout * g.wout));
+    by_form(g_gpu_direct, &g_pg_direct, "by the direct kernel", 1, what, &g, NULL, B, in, w, b,
+            dout, din, dw, gemm_tol((long)cout * k * k), gemm_tol((long)B * g.hout * g.wout));
     fused_act_check(tag, &g, NULL, B, in, w, b, dout, gemm_tol((long)cin * k * k),
                     gemm_tol((long)B * g.hout * g.wout));
 
@@ -936,8 +1010,10 @@ static void test_convt(int B, int cin, int hin, int win, int cout, int k, int st
     snprintf(what, sizeof what, "convt2d_backward %s db", tag);
     cmp(what, db, CMP_NORM, gemm_tol((long)B * g.hout * g.wout), 0);
     snprintf(what, sizeof what, "convt2d %s", tag);
-    by_gemm(what, NULL, &g, B, in, w, b, dout, out, dw, gemm_tol((long)cin * k * k),
-            gemm_tol((long)B * hin * win));
+    by_form(g_gpu_nolt, &g_pg_nolt, "in GEMM form", 0, what, NULL, &g, B, in, w, b, dout, out,
+            dw, gemm_tol((long)cin * k * k), gemm_tol((long)B * hin * win));
+    by_form(g_gpu_direct, &g_pg_direct, "by the direct kernel", 1, what, NULL, &g, B, in, w, b,
+            dout, out, dw, gemm_tol((long)cin * k * k), gemm_tol((long)B * hin * win));
     fused_act_check(tag, NULL, &g, B, in, w, b, dout, gemm_tol((long)cin * k * k),
                     gemm_tol((long)B * g.hout * g.wout));
 
@@ -1713,7 +1789,8 @@ static void test_sample_run(int kind, int64_t n, int bits) {
 }
 
 /* VAE_TEST_EMU=1: the kernels run in the CPU emulator (tests/emu) behind
- * two emulator backends in the places of the CUDA ones; the cases that test
+ * three emulator backends in the places of the CUDA ones (each runs the
+ * direct convT kernel wherever it takes the shape); the cases that test
  * the CUDA arena, cuBLASLt or graphs say they are skipped. */
 static int open_emulated(void) {
     const char *e = getenv("VAE_TEST_EMU");
@@ -1721,7 +1798,9 @@ static int open_emulated(void) {
 #ifdef VAE_TEST_HAVE_EMU
     g_gpu = vae_backend_emu_create();
     g_gpu_nolt = g_gpu ? vae_backend_emu_create() : NULL;
-    if (!g_gpu || !g_gpu_nolt) {
+    g_gpu_direct = g_gpu_nolt ? vae_backend_emu_create() : NULL;
+    g_direct_supported = vae_emu_convt_direct_supported;
+    if (!g_gpu || !g_gpu_nolt || !g_gpu_direct) {
         fprintf(stderr, "emulator backend: %s\n", vae_error_get());
         exit(1);
     }
@@ -1732,8 +1811,27 @@ static int open_emulated(void) {
 #endif
 }
 
-/* The CUDA backend, and a second one without the cuBLASLt epilogues and
- * with the convolutions' gradients in GEMM form (VAE_CONV_GEMM=1). */
+/* A CUDA backend created with the environment variables vars[i][0] set to
+ * vars[i][1] (the backend reads them when it is created), then restored. */
+static vae_backend *cuda_with_env(const char *const (*vars)[2], int n) {
+    char *saved[8];
+    for (int i = 0; i < n; i++) {
+        const char *v = getenv(vars[i][0]);
+        saved[i] = v ? strdup(v) : NULL;
+        setenv(vars[i][0], vars[i][1], 1);
+    }
+    vae_backend *be = vae_backend_cuda_create(0);
+    for (int i = 0; i < n; i++) {
+        if (saved[i]) setenv(vars[i][0], saved[i], 1);
+        else unsetenv(vars[i][0]);
+        free(saved[i]);
+    }
+    return be;
+}
+
+/* The CUDA backend, a second one without the cuBLASLt epilogues and with
+ * the convolutions' gradients in GEMM form (VAE_CONV_GEMM=1), and a third
+ * with the data gradients by the direct kernel (VAE_CONV_DIRECT=1). */
 static void open_cuda(void) {
 #ifndef VAE_HAVE_CUDA
     TEST_SKIP("no usable GPU: this build has no CUDA backend "
@@ -1750,24 +1848,25 @@ static void open_cuda(void) {
                "cuBLASLt epilogues\n");
     /* the second backend: no cuBLASLt epilogues, and the convolutions'
      * gradients in GEMM form wherever they fit, in slices of at most 3 images */
-    static const char *const vars[][2] = {
-        {"VAE_CUBLASLT", "0"}, {"VAE_CONV_GEMM", "1"}, {"VAE_CONV_GEMM_SLICE", "3"}};
-    char *saved[3];
-    for (int i = 0; i < 3; i++) {
-        const char *v = getenv(vars[i][0]);
-        saved[i] = v ? strdup(v) : NULL;
-        setenv(vars[i][0], vars[i][1], 1);
-    }
-    g_gpu_nolt = vae_backend_cuda_create(0);
-    for (int i = 0; i < 3; i++) {
-        if (saved[i]) setenv(vars[i][0], saved[i], 1);
-        else unsetenv(vars[i][0]);
-        free(saved[i]);
-    }
+    static const char *const vars[][2] = {{"VAE_CUBLASLT", "0"},
+                                          {"VAE_CONV_GEMM", "1"},
+                                          {"VAE_CONV_GEMM_SLICE", "3"},
+                                          {"VAE_CONV_DIRECT", "0"}};
+    g_gpu_nolt = cuda_with_env(vars, 4);
     if (!g_gpu_nolt) {
         fprintf(stderr, "second CUDA backend (VAE_CUBLASLT=0): %s\n", vae_error_get());
         exit(1);
     }
+    /* the third: the direct kernel wherever it takes the shape */
+    static const char *const dvars[][2] = {{"VAE_CONV_DIRECT", "1"}};
+    g_gpu_direct = cuda_with_env(dvars, 1);
+    if (!g_gpu_direct) {
+        fprintf(stderr, "third CUDA backend (VAE_CONV_DIRECT=1): %s\n", vae_error_get());
+        exit(1);
+    }
+#ifdef VAE_HAVE_CUDA
+    g_direct_supported = vae_cuda_convt_direct_supported;
+#endif
 }
 
 int main(void) {
@@ -1781,9 +1880,12 @@ int main(void) {
     g_pc.be = g_cpu;
     g_pg.be = g_gpu;
     g_pg_nolt.be = g_gpu_nolt;
+    g_pg_direct.be = g_gpu_direct;
     CHECK(strcmp(g_gpu->name, emulated ? "cuda-emulator" : "cuda") == 0);
     if (g_gpu->reserve) CHECK(g_gpu->reserve(g_gpu, (size_t)256 << 20) == VAE_OK);
     if (g_gpu_nolt->reserve) CHECK(g_gpu_nolt->reserve(g_gpu_nolt, (size_t)64 << 20) == VAE_OK);
+    if (g_gpu_direct->reserve)
+        CHECK(g_gpu_direct->reserve(g_gpu_direct, (size_t)64 << 20) == VAE_OK);
 
     /* VAE_TEST_KERNELS_ONLY=1: only the cases of src/kernels' own kernels
      * (for compute-sanitizer's racecheck, which is slow on cuBLAS's and
@@ -1838,7 +1940,12 @@ int main(void) {
                                   /* B*HW >= 4096: the bias gradient in several chunks */
                                   {128, 1, 28, 28, 32, 4, 2, 1},
                                   /* an empty batch: no output, zero gradients */
-                                  {0, 3, 5, 5, 4, 3, 1, 1}};
+                                  {0, 3, 5, 5, 4, 3, 1, 1},
+                                  /* data gradients the direct kernel tiles (convt.cu): the
+                                   * mnist encoder's second conv; odd sizes and CO = 9, 70
+                                   * (not multiples of its channel groups); k2 s2 p0 */
+                                  {3, 32, 14, 14, 64, 3, 2, 1}, {2, 9, 13, 11, 6, 3, 2, 1},
+                                  {1, 70, 8, 8, 10, 4, 2, 1},  {1, 5, 6, 6, 3, 2, 2, 0}};
     for (size_t i = 0; libs && i < sizeof conv / sizeof conv[0]; i++) {
         const int *c = conv[i];
         test_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 200 + (unsigned)i);
@@ -1851,7 +1958,21 @@ int main(void) {
                                    {64, 32, 14, 14, 1, 4, 2, 1, 0},
                                    /* 128 x 28 x 28: more than 32 chunks (pass 2 as above) */
                                    {128, 8, 14, 14, 1, 4, 2, 1, 0},
-                                   {0, 3, 4, 4, 2, 3, 2, 1, 1}}; /* an empty batch */
+                                   {0, 3, 4, 4, 2, 3, 2, 1, 1}, /* an empty batch */
+                                   /* the direct kernel's shapes (convt.cu): the mnist and
+                                    * cifar decoders' layers (tile and small-CO kernels) */
+                                   {3, 64, 7, 7, 32, 3, 2, 1, 1},  {3, 32, 14, 14, 1, 3, 2, 1, 1},
+                                   {2, 128, 4, 4, 64, 4, 2, 1, 0}, {2, 64, 8, 8, 32, 4, 2, 1, 0},
+                                   {2, 32, 16, 16, 3, 4, 2, 1, 0},
+                                   /* odd outputs, CO not a multiple of the channel groups,
+                                    * CI over several chunks, odd widths (no paired stores) */
+                                   {1, 5, 3, 4, 7, 3, 2, 1, 0},    {2, 200, 3, 3, 2, 4, 2, 1, 1},
+                                   {1, 7, 2, 2, 4, 3, 2, 1, 1},
+                                   /* 531 images: two per tile block, the last block half full */
+                                   {531, 2, 2, 2, 5, 3, 2, 1, 1},
+                                   /* the generic kernel: k 1, 2, 5; stride 1, 2; pad 0, 2 */
+                                   {2, 3, 5, 4, 2, 1, 1, 0, 0},    {1, 4, 3, 3, 3, 2, 2, 0, 1},
+                                   {2, 3, 4, 5, 5, 5, 2, 2, 1},    {1, 2, 6, 5, 3, 3, 1, 2, 0}};
     for (size_t i = 0; libs && i < sizeof convt / sizeof convt[0]; i++) {
         const int *c = convt[i];
         test_convt(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], 300 + (unsigned)i);
@@ -1937,6 +2058,7 @@ int main(void) {
         test_sample_run(VAE_LATENT_PRIOR, 500, 7);
     }
 
+    g_gpu_direct->destroy(g_gpu_direct);
     g_gpu_nolt->destroy(g_gpu_nolt);
     g_gpu->destroy(g_gpu);
     g_cpu->destroy(g_cpu);

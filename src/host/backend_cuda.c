@@ -48,7 +48,10 @@
  * every process, which keeps resumed runs bit-identical to uninterrupted
  * ones). The two backward directions also have a deterministic form of our
  * own (im2col / col2im around one cuBLAS GEMM, "GEMM form" below), timed
- * against cuDNN's pick and taken when faster. A transposed convolution is
+ * against cuDNN's pick and taken when faster; the data gradient a third, a
+ * direct kernel (src/kernels/convt.cu, $VAE_CONV_DIRECT), which as a
+ * transposed convolution's forward also adds the bias and applies the
+ * activation above it (convt_forward). A transposed convolution is
  * the adjoint of a convolution with the
  * same weight viewed as a conv filter [K = cin, C = cout, k, k]:
  *   convT forward        = cudnnConvolutionBackwardData (dy = in, dx = out)
@@ -220,6 +223,7 @@ typedef struct {
     cudnnConvolutionDescriptor_t cd;
     int have_fwd, have_bwd_data, have_bwd_filter;
     int wgrad_ns, dgrad_ns; /* > 0: that gradient in GEMM form, slices of so many images */
+    int dgrad_direct;       /* the data gradient by the direct kernel (conv_direct_run) */
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
@@ -261,6 +265,7 @@ typedef struct {
     int use_find; /* cuDNN algorithm choice by timing (1) or heuristics (0) */
     int conv_gemm;           /* CONV_GEMM_*: the GEMM forms of the conv gradients */
     int conv_gemm_slice_max; /* $VAE_CONV_GEMM_SLICE (0: no cap) */
+    int conv_direct;         /* CONV_GEMM_*: the direct data-gradient kernel ($VAE_CONV_DIRECT) */
     int tf32;     /* set_precision: tensor-core TF32 math allowed (0: fp32 FMA only) */
 
     /* arena */
@@ -630,7 +635,18 @@ static void plan_destroy(conv_plan *p) {
  * algorithms and timed with them. $VAE_CONV_GEMM=1 takes them wherever the
  * workspace holds one image, =0 never; with $VAE_CUDNN_ALGO=heuristic,
  * cuDNN's choice unless it has none. $VAE_CONV_GEMM_SLICE=n caps a slice at
- * n images (for tests). */
+ * n images (for tests).
+ *
+ * The data gradient has a third deterministic candidate: a direct kernel
+ * (src/kernels/convt.cu: fp32 FMA, each output's taps summed in a fixed
+ * order, stride-2 tiles in shared memory), which needs no workspace and can
+ * add the bias and apply the activation itself (conv_direct_run). So a
+ * plan's data gradient is the fastest of cuDNN's pick, the GEMM form and the
+ * direct kernel, each timed once at plan time. $VAE_CONV_DIRECT=1 takes the
+ * direct kernel wherever it supports the shape (before the GEMM form, also
+ * with $VAE_CONV_GEMM=1), =0 never; with $VAE_CUDNN_ALGO=heuristic it is
+ * not timed and is taken only where neither cuDNN nor the GEMM form has an
+ * algorithm. The same enum's values. */
 enum { CONV_GEMM_TIMED = 0, CONV_GEMM_ALWAYS = 1, CONV_GEMM_NEVER = 2 };
 
 /* Images per slice within `cap` bytes of workspace (0: not one). */
@@ -681,17 +697,16 @@ static void conv_gemm_run(cuda_ctx *c, const conv_plan *p, int dgrad, const real
     }
 }
 
-/* Mean ms of three runs of the weight (dgrad 0) or data (1) gradient after
- * one untimed (synchronises; plan time only). */
-static float conv_gemm_ms(cuda_ctx *c, const conv_plan *p, int dgrad, const real *a,
-                          const real *dy, real *out, void *ws, int ns) {
+/* Mean ms of three runs of run(c, job) after one untimed, on the stream in
+ * use (synchronises; plan time only). */
+static float time_ms(cuda_ctx *c, void (*run)(cuda_ctx *c, const void *job), const void *job) {
     cudaEvent_t t0, t1;
     float ms = 0;
     CUDA_CHECK(cudaEventCreate(&t0));
     CUDA_CHECK(cudaEventCreate(&t1));
     for (int i = 0; i < 4; i++) {
         if (i == 1) CUDA_CHECK(cudaEventRecord(t0, c->stream));
-        conv_gemm_run(c, p, dgrad, a, dy, out, ws, ns);
+        run(c, job);
     }
     CUDA_CHECK(cudaEventRecord(t1, c->stream));
     CUDA_CHECK(cudaEventSynchronize(t1));
@@ -699,6 +714,19 @@ static float conv_gemm_ms(cuda_ctx *c, const conv_plan *p, int dgrad, const real
     CUDA_CHECK(cudaEventDestroy(t0));
     CUDA_CHECK(cudaEventDestroy(t1));
     return ms / 3;
+}
+
+/* The weight (dgrad 0) or data (1) gradient in GEMM form, for time_ms */
+typedef struct {
+    const conv_plan *p;
+    int dgrad, ns;
+    const real *a, *dy;
+    real *out;
+    void *ws;
+} gemm_job;
+static void gemm_job_run(cuda_ctx *c, const void *job) {
+    const gemm_job *j = job;
+    conv_gemm_run(c, j->p, j->dgrad, j->a, j->dy, j->out, j->ws, j->ns);
 }
 
 /* The slice (images) if the plan takes the GEMM form, its workspace then
@@ -714,7 +742,8 @@ static int conv_gemm_choose(cuda_ctx *c, const conv_plan *p, int dgrad, float cu
     } else if (c->conv_gemm == CONV_GEMM_ALWAYS || !have_pick) {
         take = 1;
     } else if (c->use_find) {
-        const float t = conv_gemm_ms(c, p, dgrad, a, dy, out, ws, ns);
+        const gemm_job job = {p, dgrad, ns, a, dy, out, ws};
+        const float t = time_ms(c, gemm_job_run, &job);
         take = t < cudnn_ms;
         if (c->dnn_verbose)
             fprintf(stderr, "vae: cuDNN %s: GEMM form %.3f ms in slices of %d images, %.1f MiB%s\n",
@@ -724,6 +753,40 @@ static int conv_gemm_choose(cuda_ctx *c, const conv_plan *p, int dgrad, float cu
     if (!take) return 0;
     ws_require(c, conv_gemm_bytes(p, ns));
     return ns;
+}
+
+/* The direct kernel on the plan's data gradient, in convT terms: in = dy
+ * [n, k, ho, wo], w [k, c, r, r], out = dx [n, c, h, w]. */
+static int conv_direct_supported(const conv_plan *p) {
+    return vae_cuda_convt_direct_supported(p->k, p->ho, p->wo, p->c, p->h, p->w, p->r, p->stride,
+                                           p->pad);
+}
+
+static void conv_direct_launch(cuda_ctx *c, const conv_plan *p, const real *w, const real *dy,
+                               real *dx, const real *bias, int act, real slope) {
+    vae_cuda_convt_direct(c->stream, dx, dy, w, bias, act, slope, p->n, p->k, p->ho, p->wo, p->c,
+                          p->h, p->w, p->r, p->stride, p->pad);
+}
+
+/* The direct kernel on a plan's data gradient (no bias), for time_ms */
+typedef struct {
+    const conv_plan *p;
+    const real *w, *dy;
+    real *dx;
+} direct_job;
+static void direct_job_run(cuda_ctx *c, const void *job) {
+    const direct_job *j = job;
+    conv_direct_launch(c, j->p, j->w, j->dy, j->dx, NULL, VAE_CUDA_CONVT_NONE, 0);
+}
+
+/* dx = act(conv^T(dy, w) + bias) by the direct kernel, if the plan (made:
+ * plan_bwd_data) chose it for its data gradient: then 1; else 0 and nothing
+ * is done. bias may be NULL; act VAE_CUDA_CONVT_* (src/kernels/vae_kernels.cuh). */
+static int conv_direct_run(cuda_ctx *c, const conv_plan *p, const real *w, const real *dy,
+                           real *dx, const real *bias, int act, real slope) {
+    if (!p->dgrad_direct) return 0;
+    conv_direct_launch(c, p, w, dy, dx, bias, act, slope);
+    return 1;
 }
 
 /* $VAE_CUDNN_VERBOSE=1: each search's candidates on stderr, the pick marked */
@@ -794,9 +857,27 @@ static int plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *d
             c->dnn, p->fd, p->yd, p->cd, p->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
     LOG_ALGOS(c, p, "backward-data", perf, got, pick);
-    p->dgrad_ns = conv_gemm_choose(c, p, 1, pick >= 0 ? perf[pick].time : 0, pick >= 0, w, dy, dx,
-                                   ws, cap);
-    if (!p->dgrad_ns) {
+    /* the direct kernel: forced, or timed against cuDNN's pick; then the
+     * GEMM form against the faster of the two */
+    const int direct_ok = c->conv_direct != CONV_GEMM_NEVER && conv_direct_supported(p);
+    float direct_ms = -1; /* < 0: not timed */
+    p->dgrad_direct = direct_ok && c->conv_direct == CONV_GEMM_ALWAYS;
+    p->dgrad_ns = 0;
+    if (!p->dgrad_direct) {
+        if (direct_ok && c->use_find) {
+            const direct_job job = {p, w, dy, dx};
+            direct_ms = time_ms(c, direct_job_run, &job);
+        }
+        const int direct_wins = direct_ms >= 0 && (pick < 0 || direct_ms < perf[pick].time);
+        const float rival_ms = direct_wins ? direct_ms : pick >= 0 ? perf[pick].time : 0;
+        p->dgrad_ns = conv_gemm_choose(c, p, 1, rival_ms, pick >= 0 || direct_ms >= 0, w, dy, dx,
+                                       ws, cap);
+        p->dgrad_direct = !p->dgrad_ns && direct_ok && (direct_wins || pick < 0);
+        if (c->dnn_verbose && direct_ms >= 0)
+            fprintf(stderr, "vae: cuDNN backward-data: direct kernel %.3f ms%s\n",
+                    (double)direct_ms, p->dgrad_direct ? " (chosen)" : "");
+    }
+    if (!p->dgrad_ns && !p->dgrad_direct) {
         if (pick < 0) plan_panic(p, "backward-data", cap, __LINE__);
         p->bwd_data = perf[pick].algo;
         ws_require(c, perf[pick].memory);
@@ -845,6 +926,7 @@ static void run_fwd(cuda_ctx *c, conv_plan *p, const real *x, const real *w, rea
 static void run_bwd_data(cuda_ctx *c, conv_plan *p, const real *w, const real *dy, real *dx) {
     const float one = 1.0f, zero = 0.0f;
     if (!plan_bwd_data(c, p, w, dy, dx)) return;
+    if (conv_direct_run(c, p, w, dy, dx, NULL, VAE_CUDA_CONVT_NONE, 0)) return;
     if (p->dgrad_ns > 0) {
         conv_gemm_run(c, p, 1, w, dy, dx, ws_ptr(c), p->dgrad_ns);
         return;
@@ -1493,12 +1575,25 @@ static void cuda_conv2d_backward(vae_backend *be, real *din, real *dw, real *db,
     if (din) run_bwd_data(c, p, w, dout, din);
 }
 
+/* The convT forward (its plan's data gradient), + bias, then act
+ * (VAE_CUDA_CONVT_*: 0 none, else vae_act + 1): in the direct kernel's
+ * epilogue when the plan chose that kernel, else the plan's algorithm and
+ * one bias + activation kernel (the same values). */
+static void convt_forward(cuda_ctx *c, const vae_convt_geom *g, int B, real *out, const real *in,
+                          const real *w, const real *b, int act, real slope) {
+    conv_plan *p = convt_plan_of(c, g, B);
+    if (!plan_bwd_data(c, p, w, in, out)) return; /* refused in a capture: noted there */
+    if (conv_direct_run(c, p, w, in, out, b, act, slope)) return;
+    run_bwd_data(c, p, w, in, out);
+    const int HW = g->hout * g->wout;
+    if (b) vae_cuda_bias_act_nchw(c->stream, out, b, B, g->cout, HW, act - 1, slope);
+    else if (act) vae_cuda_act_forward(c->stream, out, out, (size_t)B * g->cout * HW, act - 1, slope);
+}
+
 static void cuda_convt2d_forward(vae_backend *be, real *out, const real *in, const real *w,
                                  const real *b, const vae_convt_geom *g, int B) {
     if (B <= 0) return;
-    cuda_ctx *c = ctx_of(be);
-    run_bwd_data(c, convt_plan_of(c, g, B), w, in, out);
-    if (b) vae_cuda_bias_add_nchw(c->stream, out, b, B, g->cout, g->hout * g->wout);
+    convt_forward(ctx_of(be), g, B, out, in, w, b, VAE_CUDA_CONVT_NONE, 0);
 }
 
 static void cuda_convt2d_backward(vae_backend *be, real *din, real *dw, real *db,
@@ -1528,7 +1623,9 @@ static void cuda_act_backward(vae_backend *be, real *din, const real *dout, cons
 }
 
 /* Conv / convT + activation: the library's convolution, then one kernel for
- * bias + activation (bias.cu) instead of the bias kernel and the act kernel. */
+ * bias + activation (bias.cu) instead of the bias kernel and the act kernel;
+ * for a convT whose plan took the direct kernel, that kernel's epilogue
+ * (convt_forward). */
 static void cuda_conv2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
                                     const real *b, const vae_conv_geom *g, int B, vae_act act,
                                     real slope) {
@@ -1544,11 +1641,7 @@ static void cuda_convt2d_act_forward(vae_backend *be, real *out, const real *in,
                                      const real *b, const vae_convt_geom *g, int B, vae_act act,
                                      real slope) {
     if (B <= 0) return;
-    cuda_ctx *c = ctx_of(be);
-    const size_t n = (size_t)B * g->cout * g->hout * g->wout;
-    run_bwd_data(c, convt_plan_of(c, g, B), w, in, out);
-    if (b) vae_cuda_bias_act_nchw(c->stream, out, b, B, g->cout, g->hout * g->wout, (int)act, slope);
-    else vae_cuda_act_forward(c->stream, out, out, n, (int)act, slope);
+    convt_forward(ctx_of(be), g, B, out, in, w, b, (int)act + 1, slope);
 }
 
 /* din = dout act'(out) and the conv's db in one pass (bias.cu) */
@@ -1883,6 +1976,16 @@ vae_backend *vae_backend_cuda_create(int device) {
                                           : -1;
     if (c->conv_gemm < 0) {
         vae_error_set(VAE_EINVAL, "VAE_CONV_GEMM=\"%s\": expected 1 (always) or 0 (never)", cg);
+        goto fail;
+    }
+    const char *cdir = getenv("VAE_CONV_DIRECT");
+    c->conv_direct = !cdir || !*cdir ? CONV_GEMM_TIMED
+                     : strcmp(cdir, "1") == 0 ? CONV_GEMM_ALWAYS
+                     : strcmp(cdir, "0") == 0 ? CONV_GEMM_NEVER
+                                              : -1;
+    if (c->conv_direct < 0) {
+        vae_error_set(VAE_EINVAL, "VAE_CONV_DIRECT=\"%s\": expected 1 (always) or 0 (never)",
+                      cdir);
         goto fail;
     }
     const char *cs = getenv("VAE_CONV_GEMM_SLICE");

@@ -20,6 +20,7 @@
  *   adam.cu    Adam/AdamW with on-device clipping and non-finite skip;
  *              step_begin, step_commit, step_snapshot (one-thread bookkeeping)
  *   data.cu    batch gather uint8 -> real
+ *   convt.cu   direct transposed convolution / convolution data gradient
  */
 #ifndef VAE_KERNELS_CUH
 #define VAE_KERNELS_CUH
@@ -118,6 +119,24 @@ void vae_cuda_col2im_t(cudaStream_t s, real *dx, const real *col, int N, int C, 
                        int R, int P, int Q, int stride, int pad);
 /* out[k, n, e] = in[n, k, e]: [N, K, E] -> [K, N, E] */
 void vae_cuda_swap_nk(cudaStream_t s, real *out, const real *in, int N, int K, int E);
+
+/* ---- convt.cu ---- */
+/* act of vae_cuda_convt_direct */
+#define VAE_CUDA_CONVT_NONE 0
+#define VAE_CUDA_CONVT_RELU 1
+#define VAE_CUDA_CONVT_LEAKY_RELU 2
+/* 1 if vae_cuda_convt_direct handles this shape (all sizes positive, K,
+ * stride, pad <= 64, per-image sizes within int); plain C, no CUDA calls */
+int vae_cuda_convt_direct_supported(int CI, int HI, int WI, int CO, int HO, int WO, int K,
+                                    int stride, int pad);
+/* out[n, co, oy, ox] = act(bias[co] + sum over ci, ky, kx with oy = iy stride - pad + ky,
+ * ox = ix stride - pad + kx of in[n, ci, iy, ix] w[ci, co, ky, kx]): the transposed
+ * convolution of in [N, CI, HI, WI] with w [CI, CO, K, K] into out [N, CO, HO, WO]
+ * (= a convolution's data gradient), fp32 FMA in a fixed order (convt.cu); bias may
+ * be NULL; act VAE_CUDA_CONVT_* (slope: leaky ReLU's). Nothing for an unsupported shape. */
+void vae_cuda_convt_direct(cudaStream_t s, real *out, const real *in, const real *w,
+                           const real *bias, int act, real slope, int N, int CI, int HI, int WI,
+                           int CO, int HO, int WO, int K, int stride, int pad);
 
 /* ---- data.cu ---- */
 /* x[b, :] = data[idx[sv->row0 + b], :] / 255, b < B */

@@ -4,7 +4,10 @@
  *
  * It is the CUDA backend's op table with the libraries replaced: memory is
  * the CPU backend's (host memory, synchronous copies), cuBLAS and cuDNN are
- * the CPU backend's GEMMs and convolutions called without bias, and
+ * the CPU backend's GEMMs and convolutions called without bias — except a
+ * convolution's data gradient and a transposed convolution's forward, which
+ * run the CUDA backend's direct kernel (convt.cu; there a timed candidate)
+ * wherever it takes the shape, the convT's bias and activation fused — and
  * everything src/host/backend_cuda.c does with a kernel of ours it does here
  * with the same launcher, the same arguments and the same scratch sizes:
  * bias add and bias gradients (the cuBLAS/cuDNN path of the CUDA backend,
@@ -52,6 +55,17 @@ static void emu_dense_backward(vae_backend *be, real *din, real *dw, real *db, c
     C(be)->dense_backward(C(be), din, dw, NULL, dout, in, w, B, I, O);
     if (db) vae_emu_bias_grad_rows(S, db, dout, B, O, E(be)->bias_partials);
 }
+/* out = act(convT(in, w) + b) by the direct kernel (act: VAE_CUDA_CONVT_*),
+ * geometry in convT terms; 0 (nothing done) where it does not take the shape */
+static int emu_convt_direct(real *out, const real *in, const real *w, const real *b, int act,
+                            real slope, int B, int cin, int hin, int win, int cout, int hout,
+                            int wout, int k, int stride, int pad) {
+    if (!vae_emu_convt_direct_supported(cin, hin, win, cout, hout, wout, k, stride, pad))
+        return 0;
+    vae_emu_convt_direct(S, out, in, w, b, act, slope, B, cin, hin, win, cout, hout, wout, k,
+                         stride, pad);
+    return 1;
+}
 static void emu_conv2d_forward(vae_backend *be, real *out, const real *in, const real *w,
                                const real *b, const vae_conv_geom *g, int B) {
     C(be)->conv2d_forward(C(be), out, in, w, NULL, g, B);
@@ -61,10 +75,23 @@ static void emu_conv2d_backward(vae_backend *be, real *din, real *dw, real *db, 
                                 const real *in, const real *w, const vae_conv_geom *g, int B) {
     if (db)
         vae_emu_bias_grad_nchw(S, db, dout, B, g->cout, g->hout * g->wout, E(be)->bias_partials);
+    /* the data gradient: the convT of dout with w [cout, cin, k, k] */
+    if (din && B > 0 &&
+        vae_emu_convt_direct_supported(g->cout, g->hout, g->wout, g->cin, g->hin, g->win, g->k,
+                                       g->stride, g->pad)) {
+        C(be)->conv2d_backward(C(be), NULL, dw, NULL, dout, in, w, g, B);
+        emu_convt_direct(din, dout, w, NULL, VAE_CUDA_CONVT_NONE, 0, B, g->cout, g->hout,
+                         g->wout, g->cin, g->hin, g->win, g->k, g->stride, g->pad);
+        return;
+    }
     C(be)->conv2d_backward(C(be), din, dw, NULL, dout, in, w, g, B);
 }
 static void emu_convt2d_forward(vae_backend *be, real *out, const real *in, const real *w,
                                 const real *b, const vae_convt_geom *g, int B) {
+    if (B <= 0) return;
+    if (emu_convt_direct(out, in, w, b, VAE_CUDA_CONVT_NONE, 0, B, g->cin, g->hin, g->win,
+                         g->cout, g->hout, g->wout, g->k, g->stride, g->pad))
+        return;
     C(be)->convt2d_forward(C(be), out, in, w, NULL, g, B);
     if (b) vae_emu_bias_add_nchw(S, out, b, B, g->cout, g->hout * g->wout);
 }
@@ -101,7 +128,8 @@ static void emu_act_backward(vae_backend *be, real *din, const real *dout, const
 
 /* ---- fused VAE ops, reductions, optimizer, bookkeeping, data ---- */
 /* conv / convT + activation: the library's convolution (the CPU's, no
- * bias), then bias + activation in one kernel, as the CUDA backend */
+ * bias), then bias + activation in one kernel, as the CUDA backend; a convT
+ * the direct kernel takes: bias and activation fused into it */
 static void emu_conv2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
                                    const real *b, const vae_conv_geom *g, int B, vae_act act,
                                    real slope) {
@@ -114,6 +142,10 @@ static void emu_convt2d_act_forward(vae_backend *be, real *out, const real *in, 
                                     const real *b, const vae_convt_geom *g, int B, vae_act act,
                                     real slope) {
     if (B <= 0) return;
+    const int dact = act == VAE_ACT_LEAKY_RELU ? VAE_CUDA_CONVT_LEAKY_RELU : VAE_CUDA_CONVT_RELU;
+    if (emu_convt_direct(out, in, w, b, dact, slope, B, g->cin, g->hin, g->win, g->cout, g->hout,
+                         g->wout, g->k, g->stride, g->pad))
+        return;
     C(be)->convt2d_forward(C(be), out, in, w, NULL, g, B);
     if (b) vae_emu_bias_act_nchw(S, out, b, B, g->cout, g->hout * g->wout, (int)act, slope);
     else vae_emu_act_forward(S, out, out, (size_t)B * g->cout * g->hout * g->wout, (int)act, slope);
