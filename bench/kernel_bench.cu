@@ -36,6 +36,10 @@
  *     cannot pass as a fast one. Every CUDA call is checked; the launchers
  *     check their launches themselves (vae_panic aborts).
  *
+ *   - Beside the streaming kernels: the direct transposed convolution
+ *     (convt.cu) on the decoders' layers, whose note gives TFLOPS (it is
+ *     compute-bound for the wide layers, so its % D2D says little).
+ *
  * Exit status: 0 all checks passed, 1 a check failed or a CUDA error, 2 usage.
  */
 #include <cuda_runtime.h>
@@ -834,6 +838,125 @@ static void case_bias_nchw(int B, int C, int HW) {
     }
 }
 
+/* The fused forms above a conv / convT (bias.cu): bias + ReLU in one pass,
+ * and ReLU backward + bias gradient in one pass (din written, db summed). */
+static void case_bias_act_nchw(int B, int C, int HW) {
+    size_t n = (size_t)B * C * HW;
+    std::string sh = fmt("B=%d C=%d HW=%d", B, C, HW);
+    if (want("bias_act_nchw") && fits(4.0 * n)) {
+        DBuf<float> out(n), b(C);
+        fill(out.p, n, T_A, -1, 2);
+        fill(b.p, C, T_B, -1, 2);
+        auto launch = [&] { vae_cuda_bias_act_nchw(g_s, out.p, b.p, B, C, HW, VAE_ACT_RELU, 0); };
+        auto check = [&] {
+            Check c;
+            for (size_t i : samples(n)) {
+                const float y = hval(T_A, i, -1, 2) + hval(T_B, (i / HW) % C, -1, 2);
+                c.near("out", i, dget(out.p, i), y > 0 ? y : 0.f, 0);
+            }
+            return c.msg;
+        };
+        /* timed in place: from the second launch on the values are >= 0, the
+         * same bytes move */
+        run_case("bias_act_nchw relu", sh, (double)n, 8.0 * n + 4.0 * C, launch, check,
+                 {{out.p, n}}, "in place; the bias add and the ReLU in one pass");
+    }
+    if (want("act_bias_grad_nchw") && fits(12.0 * n)) {
+        DBuf<float> dout(n), out(n), din(n), db(C);
+        DBuf<double> part(VAE_CUDA_BIAS_SCRATCH);
+        fill(dout.p, n, T_A, -1, 2);
+        fill(out.p, n, T_B, -1, 2);
+        auto launch = [&] {
+            vae_cuda_act_bias_grad_nchw(g_s, din.p, db.p, dout.p, out.p, B, C, HW, VAE_ACT_RELU, 0,
+                                        part.p);
+        };
+        auto check = [&] {
+            Check c;
+            for (size_t i : samples(n)) {
+                const float y = hval(T_B, i, -1, 2), d = hval(T_A, i, -1, 2);
+                c.near("din", i, dget(din.p, i), y > 0 ? d : 0.f, 0);
+            }
+            std::vector<size_t> cs = {0, (size_t)C - 1};
+            for (size_t ch : cs) {
+                double sum = 0;
+                for (int b = 0; b < B; b++)
+                    for (int hw = 0; hw < HW; hw++) {
+                        const size_t i = ((size_t)b * C + ch) * HW + hw;
+                        if (hval(T_B, i, -1, 2) > 0) sum += hval(T_A, i, -1, 2);
+                    }
+                c.near("db", ch, dget(db.p, ch), sum, 1e-6);
+            }
+            return c.msg;
+        };
+        run_case("act_bias_grad_nchw relu", sh, (double)n, 12.0 * n + 4.0 * C, launch, check,
+                 {{din.p, n}, {db.p, (size_t)C}}, "ReLU backward + bias gradient, one pass (+ pass 2)");
+    }
+}
+
+/* The direct transposed convolution (convt.cu) with bias + ReLU fused, on the
+ * decoders' layers: compute-bound where CI is large, so the note gives its
+ * TFLOPS (2 x the multiply-adds of the taps that reach each output). Bytes:
+ * input + output + weights once. */
+static void case_convt(int N, int CI, int HI, int CO, int K, int S, int P, int OP) {
+    const int WI = HI, HO = (HI - 1) * S - 2 * P + K + OP, WO = HO;
+    const size_t nin = (size_t)N * CI * HI * WI, nout = (size_t)N * CO * HO * WO;
+    const size_t nw = (size_t)CI * CO * K * K;
+    std::string sh = fmt("N=%d %dx%d->%dx%d k%d", N, CI, HI, CO, HO, K);
+    if (!want("convt_direct") || !fits(4.0 * (nin + nout)) ||
+        !vae_cuda_convt_direct_supported(CI, HI, WI, CO, HO, WO, K, S, P))
+        return;
+    /* taps that reach the outputs of one image and one (ci, co) pair */
+    double taps = 0;
+    for (int oy = 0; oy < HO; oy++)
+        for (int ky = 0; ky < K; ky++) {
+            const int ny = oy + P - ky;
+            if (ny < 0 || ny % S || ny / S >= HI) continue;
+            for (int ox = 0; ox < WO; ox++)
+                for (int kx = 0; kx < K; kx++) {
+                    const int nx = ox + P - kx;
+                    if (nx >= 0 && nx % S == 0 && nx / S < WI) taps += 1;
+                }
+        }
+    const double flop = 2.0 * taps * CI * CO * N;
+    DBuf<float> in(nin), w(nw), b(CO), out(nout);
+    fill(in.p, nin, T_A, -1, 2);
+    fill(w.p, nw, T_B, -0.2f, 0.4f);
+    fill(b.p, CO, T_C, -0.5f, 1);
+    auto launch = [&] {
+        vae_cuda_convt_direct(g_s, out.p, in.p, w.p, b.p, VAE_CUDA_CONVT_RELU, 0, N, CI, HI, WI, CO,
+                              HO, WO, K, S, P);
+    };
+    auto check = [&] {
+        Check c;
+        for (size_t o : samples(nout)) {
+            const int ox = (int)(o % WO), oy = (int)(o / WO % HO), co = (int)(o / ((size_t)WO * HO) % CO);
+            const size_t n = o / ((size_t)WO * HO * CO);
+            float acc = 0;
+            for (int ci = 0; ci < CI; ci++)
+                for (int ky = 0; ky < K; ky++) {
+                    const int ny = oy + P - ky;
+                    if (ny < 0 || ny % S || ny / S >= HI) continue;
+                    for (int kx = 0; kx < K; kx++) {
+                        const int nx = ox + P - kx;
+                        if (nx < 0 || nx % S || nx / S >= WI) continue;
+                        acc = fmaf(hval(T_A, ((n * CI + ci) * HI + ny / S) * WI + nx / S, -1, 2),
+                                   hval(T_B, (((size_t)ci * CO + co) * K + ky) * K + kx, -0.2f, 0.4f),
+                                   acc);
+                    }
+                }
+            const float y = acc + hval(T_C, co, -0.5f, 1);
+            c.near("out", o, dget(out.p, o), y > 0 ? y : 0.f, 1e-6);
+        }
+        return c.msg;
+    };
+    /* the note is filled after timing: TFLOPS needs the time */
+    run_case("convt_direct +bias relu", sh, (double)nout, 4.0 * (nin + nout + nw + CO), launch, check,
+             {{out.p, nout}}, "");
+    Row &r = g_rows.back();
+    r.note += fmt("compute-bound: %.1f TFLOPS (%.2f GFLOP)", flop / (r.t.cold_us * 1e-6) / 1e12, flop / 1e9);
+    printf("  %s %s: %s\n", r.kernel.c_str(), r.shape.c_str(), r.note.c_str());
+}
+
 /* ------------------------------------------------------------ device info */
 
 typedef int (*nvml_fn0)(void);
@@ -1071,6 +1194,19 @@ int main(int argc, char **argv) {
     for (const auto &s : nchw)
         for (int B : Bd)
             if ((double)B * s[0] * s[1] <= maxn) case_bias_nchw(B, s[0], s[1]);
+    for (const auto &s : nchw)
+        for (int B : Bd)
+            if ((double)B * s[0] * s[1] <= maxn) case_bias_act_nchw(B, s[0], s[1]);
+    /* the decoders' transposed convolutions (mnist_conv: 64->32 7->14, 32->1
+     * 14->28, k3 s2 p1 op1; cifar10_conv: 128->64 4->8, 64->32 8->16, 32->3
+     * 16->32, k4 s2 p1), at a training batch and a decoding chunk */
+    const int convts[5][7] = {{64, 7, 32, 3, 2, 1, 1},
+                              {32, 14, 1, 3, 2, 1, 1},
+                              {128, 4, 64, 4, 2, 1, 0},
+                              {64, 8, 32, 4, 2, 1, 0},
+                              {32, 16, 3, 4, 2, 1, 0}};
+    for (const auto &t : convts)
+        for (int N : {128, 16384}) case_convt(N, t[0], t[1], t[2], t[3], t[4], t[5], t[6]);
     CK(cudaDeviceSynchronize());
 
     /* summary: the largest size of each kernel */
