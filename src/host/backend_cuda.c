@@ -1915,6 +1915,17 @@ static void cuda_destroy(vae_backend *be) {
     free(be);
 }
 
+/* $name: unset or empty CONV_GEMM_TIMED, "1" CONV_GEMM_ALWAYS, "0"
+ * CONV_GEMM_NEVER; anything else -1 with vae_error_set. */
+static int env_choice(const char *name) {
+    const char *v = getenv(name);
+    if (!v || !*v) return CONV_GEMM_TIMED;
+    if (strcmp(v, "1") == 0) return CONV_GEMM_ALWAYS;
+    if (strcmp(v, "0") == 0) return CONV_GEMM_NEVER;
+    vae_error_set(VAE_EINVAL, "%s=\"%s\": expected 1 (always) or 0 (never)", name, v);
+    return -1;
+}
+
 vae_backend *vae_backend_cuda_create(int device) {
     char why[256];
     if (!vae_cuda_available(why, sizeof why)) {
@@ -1969,25 +1980,9 @@ vae_backend *vae_backend_cuda_create(int device) {
     c->use_find = !(algo && strcmp(algo, "heuristic") == 0);
     const char *lt = getenv("VAE_CUBLASLT");
     c->use_lt = !(lt && strcmp(lt, "0") == 0);
-    const char *cg = getenv("VAE_CONV_GEMM");
-    c->conv_gemm = !cg || !*cg ? CONV_GEMM_TIMED
-                   : strcmp(cg, "1") == 0 ? CONV_GEMM_ALWAYS
-                   : strcmp(cg, "0") == 0 ? CONV_GEMM_NEVER
-                                          : -1;
-    if (c->conv_gemm < 0) {
-        vae_error_set(VAE_EINVAL, "VAE_CONV_GEMM=\"%s\": expected 1 (always) or 0 (never)", cg);
+    if ((c->conv_gemm = env_choice("VAE_CONV_GEMM")) < 0 ||
+        (c->conv_direct = env_choice("VAE_CONV_DIRECT")) < 0)
         goto fail;
-    }
-    const char *cdir = getenv("VAE_CONV_DIRECT");
-    c->conv_direct = !cdir || !*cdir ? CONV_GEMM_TIMED
-                     : strcmp(cdir, "1") == 0 ? CONV_GEMM_ALWAYS
-                     : strcmp(cdir, "0") == 0 ? CONV_GEMM_NEVER
-                                              : -1;
-    if (c->conv_direct < 0) {
-        vae_error_set(VAE_EINVAL, "VAE_CONV_DIRECT=\"%s\": expected 1 (always) or 0 (never)",
-                      cdir);
-        goto fail;
-    }
     const char *cs = getenv("VAE_CONV_GEMM_SLICE");
     if (cs && *cs) {
         char *end = NULL;

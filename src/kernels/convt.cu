@@ -177,6 +177,19 @@ __device__ __forceinline__ void convt_load_w(float (&v)[CQ], const float *p) {
     }
 }
 
+/* acc = +0 (the start of every output's sum) */
+template <int C, int S, int NB>
+__device__ __forceinline__ void convt_zero(float (&acc)[C][S][S][NB]) {
+#pragma unroll
+    for (int j = 0; j < C; j++)
+#pragma unroll
+        for (int qy = 0; qy < S; qy++)
+#pragma unroll
+            for (int qx = 0; qx < S; qx++)
+#pragma unroll
+                for (int k = 0; k < NB; k++) acc[j][qy][qx][k] = 0;
+}
+
 /* Output pair at p (8-byte aligned on the GPU when vec2): one store. */
 __device__ __forceinline__ void convt_put2(real *p, real v0, real v1) {
 #ifdef __CUDA_ARCH__
@@ -279,14 +292,7 @@ __global__ void __maxnreg__(CONVT_REGS(MAXT)) convt_tile_kernel(convt_args a) {
     const size_t HWI = (size_t)a.HI * a.WI;
 
     float acc[CQ][S][S][NB];
-#pragma unroll
-    for (int j = 0; j < CQ; j++)
-#pragma unroll
-        for (int qy = 0; qy < S; qy++)
-#pragma unroll
-            for (int qx = 0; qx < S; qx++)
-#pragma unroll
-                for (int k = 0; k < NB; k++) acc[j][qy][qx][k] = 0;
+    convt_zero(acc);
 
     for (int c0 = 0; c0 < a.CI; c0 += a.CC) {
         const int cc = a.CI - c0 < a.CC ? a.CI - c0 : a.CC;
@@ -397,14 +403,7 @@ __global__ void __launch_bounds__(CONVT_BLOCK, 2) convt_small_kernel(convt_args 
         for (int j = 0; j < WH; j++) cok[j] = ix0 + j >= 0 && ix0 + j < a.WI;
         const real *ip = a.in + (size_t)n * a.CI * HWI;
         float acc[COS][S][S][NB];
-#pragma unroll
-        for (int j = 0; j < COS; j++)
-#pragma unroll
-            for (int qy = 0; qy < S; qy++)
-#pragma unroll
-                for (int qx = 0; qx < S; qx++)
-#pragma unroll
-                    for (int k = 0; k < NB; k++) acc[j][qy][qx][k] = 0;
+        convt_zero(acc);
         for (int ci = 0; ci < a.CI; ci++, ip += HWI) {
             float x[WR * WH];
 #pragma unroll
