@@ -252,7 +252,7 @@ for name in ['data_batch_%d.bin' % i for i in range(1, 6)] + ['test_batch.bin']:
     --device cuda --no-npy --no-png --json --out /tmp/vd
   run "decoding vs PyTorch" 60 env LD_LIBRARY_PATH= "$(command -v python3)" bench/decode_bench.py \
     --vae .gpu/vae-run --device cuda --configs mnist_conv ${CK:+--ckpt mnist_conv=$CK} --n mnist_conv=262144 \
-    --batches 16384 --chunks 4096,16384 --compile none --out "$OUT/decode.md"
+    --batches 16384 --chunks 4096,16384,65536 --compile none --out "$OUT/decode.md"
 fi
 
 if [ "$STAGE" = test ]; then
