@@ -98,13 +98,20 @@ static vae_backend *g_gpu_direct; /* CUDA created with VAE_CONV_DIRECT=1 */
 /* whether g_gpu_direct's direct kernel takes a shape (convT terms) */
 static int (*g_direct_supported)(int CI, int HI, int WI, int CO, int HO, int WO, int K,
                                  int stride, int pad);
+/* ... and its direct forward kernel (convf.cu; conv terms) */
+static int (*g_fwd_direct_supported)(int CI, int H, int W, int CO, int HO, int WO, int K,
+                                     int stride, int pad);
 #ifdef VAE_HAVE_CUDA
 int vae_cuda_convt_direct_supported(int CI, int HI, int WI, int CO, int HO, int WO, int K,
                                     int stride, int pad);
+int vae_cuda_conv_direct_supported(int CI, int H, int W, int CO, int HO, int WO, int K,
+                                   int stride, int pad);
 #endif
 #ifdef VAE_TEST_HAVE_EMU
 int vae_emu_convt_direct_supported(int CI, int HI, int WI, int CO, int HO, int WO, int K,
                                    int stride, int pad);
+int vae_emu_conv_direct_supported(int CI, int H, int W, int CO, int HO, int WO, int K,
+                                  int stride, int pad);
 #endif
 
 /* ------------------------------------------------------------ buffers */
@@ -808,6 +815,102 @@ static void direct_ref(real *out, const real *in, const real *w, const real *bia
                 }
 }
 
+/* out = act(conv(in, w) + bias) summed as the direct forward kernel
+ * documents (convf.cu): for each output, acc = 0; ci, ky, kx ascending over
+ * the taps inside the input, acc = fmaf(in, w, acc); then acc + bias[co],
+ * then act (VAE_CUDA_CONVT_*: 0 none, 1 ReLU, 2 leaky). in [N, CI, H, W], w
+ * [CO, CI, K, K]. */
+static void fwd_ref(real *out, const real *in, const real *w, const real *bias, int act,
+                    real slope, int N, int CI, int H, int W, int CO, int HO, int WO, int K,
+                    int S, int P) {
+    for (int n = 0; n < N; n++)
+        for (int co = 0; co < CO; co++)
+            for (int oy = 0; oy < HO; oy++)
+                for (int ox = 0; ox < WO; ox++) {
+                    float acc = 0;
+                    for (int ci = 0; ci < CI; ci++)
+                        for (int ky = 0; ky < K; ky++) {
+                            const int iy = oy * S - P + ky;
+                            if (iy < 0 || iy >= H) continue;
+                            for (int kx = 0; kx < K; kx++) {
+                                const int ix = ox * S - P + kx;
+                                if (ix < 0 || ix >= W) continue;
+                                acc = fmaf(in[(((size_t)n * CI + ci) * H + iy) * W + ix],
+                                           w[(((size_t)co * CI + ci) * K + ky) * K + kx], acc);
+                            }
+                        }
+                    real v = acc;
+                    if (bias) v = v + bias[co];
+                    if (act == 1) v = v > 0 ? v : (real)0;
+                    else if (act == 2) v = v > 0 ? v : slope * v;
+                    out[(((size_t)n * CO + co) * HO + oy) * WO + ox] = v;
+                }
+}
+
+/* got (n values, then the GUARD sentinels) bit for bit against want */
+static void bits_check(const char *tag, const char *what, const real *got, const real *want,
+                       size_t n) {
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&got[i], &want[i], sizeof(real)) && !bad++) first = i;
+    CHECK_MSG(bad == 0, "%s %s by the direct kernel: %zu of %zu outputs differ from the "
+              "documented sum order (first at %zu: %.9g, expected %.9g)", tag, what, bad, n,
+              first, bad ? (double)got[first] : 0.0, bad ? (double)want[first] : 0.0);
+    CHECK_MSG(guard_intact(got, n), "%s %s by the direct kernel wrote past the end", tag, what);
+}
+
+/* The direct forward kernel (g_gpu_direct, VAE_CONV_DIRECT=1) bit for bit
+ * against fwd_ref where it takes the shape: conv (cg) conv2d_forward with
+ * the bias, conv2d_act_forward (leaky ReLU, slope 0.2; ReLU without bias);
+ * convT (tg) its data gradient (convt2d_backward's din). in/w/b/dout the
+ * host copies. */
+static void fwd_direct_check(const char *tag, const vae_conv_geom *cg, const vae_convt_geom *tg,
+                             int B, const real *hin, const real *hw, const real *hb,
+                             const real *hd, size_t nin, size_t nw, size_t nb, size_t nd) {
+    pool *pl = &g_pg_direct;
+    vae_backend *be = g_gpu_direct;
+    /* in conv terms */
+    const int CI = cg ? cg->cin : tg->cout, H = cg ? cg->hin : tg->hout;
+    const int W = cg ? cg->win : tg->wout, CO = cg ? cg->cout : tg->cin;
+    const int HO = cg ? cg->hout : tg->hin, WO = cg ? cg->wout : tg->win;
+    const int K = cg ? cg->k : tg->k, S = cg ? cg->stride : tg->stride;
+    const int P = cg ? cg->pad : tg->pad;
+    if (B <= 0 || !g_fwd_direct_supported(CI, H, W, CO, HO, WO, K, S, P)) return;
+    const size_t n = (size_t)B * CO * HO * WO;
+    real *want = test_xmalloc((n ? n : 1) * sizeof(real));
+    real *gw = dev_put(pl, hw, nw, 0), *gb = dev_put(pl, hb, nb, 0);
+    if (cg) {
+        real *gin = dev_put(pl, hin, nin, 0);
+        static const struct {
+            int act; /* VAE_CUDA_CONVT_* codes, as fwd_ref */
+            int bias;
+        } v[] = {{0, 1}, {2, 1}, {1, 0}};
+        for (int i = 0; i < 3; i++) {
+            real *gy = dev_sentinel(pl, n, 0);
+            if (v[i].act == 0)
+                be->conv2d_forward(be, gy, gin, gw, v[i].bias ? gb : NULL, cg, B);
+            else
+                be->conv2d_act_forward(be, gy, gin, gw, v[i].bias ? gb : NULL, cg, B,
+                                       v[i].act == 2 ? VAE_ACT_LEAKY_RELU : VAE_ACT_RELU, 0.2f);
+            fwd_ref(want, hin, hw, v[i].bias ? hb : NULL, v[i].act, 0.2f, B, CI, H, W, CO, HO,
+                    WO, K, S, P);
+            real *got = fetch(be, gy, n);
+            bits_check(tag, v[i].act == 0 ? "conv2d_forward" : "conv2d_act_forward", got, want,
+                       n);
+            free(got);
+        }
+    } else {
+        real *gd = dev_put(pl, hd, nd, 0), *gin = dev_put(pl, hin, nin, 0);
+        real *gx = dev_sentinel(pl, n, 0);
+        be->convt2d_backward(be, gx, NULL, NULL, gd, gin, gw, tg, B);
+        fwd_ref(want, hd, hw, NULL, 0, 0, B, CI, H, W, CO, HO, WO, K, S, P);
+        real *got = fetch(be, gx, n);
+        bits_check(tag, "convt2d_backward din", got, want, n);
+        free(got);
+    }
+    free(want);
+}
+
 /* The convolution gradients on a second or third CUDA backend (`form`: the
  * GEMM form, VAE_CONV_GEMM=1, slices of 3 images; the direct kernel,
  * VAE_CONV_DIRECT=1) against the CPU's results, with the same tolerances:
@@ -848,6 +951,8 @@ static void by_form(vae_backend *be, pool *pl, const char *form, int exact, cons
         free(got);
         free(want);
     }
+    if (exact)
+        fwd_direct_check(tag, cg, tg, B, hin, hw, hb, hd, in.n, w.n, b.n, dout.n);
     struct {
         const char *name;
         real *g;
@@ -1800,6 +1905,7 @@ static int open_emulated(void) {
     g_gpu_nolt = g_gpu ? vae_backend_emu_create() : NULL;
     g_gpu_direct = g_gpu_nolt ? vae_backend_emu_create() : NULL;
     g_direct_supported = vae_emu_convt_direct_supported;
+    g_fwd_direct_supported = vae_emu_conv_direct_supported;
     if (!g_gpu || !g_gpu_nolt || !g_gpu_direct) {
         fprintf(stderr, "emulator backend: %s\n", vae_error_get());
         exit(1);
@@ -1866,6 +1972,7 @@ static void open_cuda(void) {
     }
 #ifdef VAE_HAVE_CUDA
     g_direct_supported = vae_cuda_convt_direct_supported;
+    g_fwd_direct_supported = vae_cuda_conv_direct_supported;
 #endif
 }
 
@@ -1945,7 +2052,17 @@ int main(void) {
                                    * mnist encoder's second conv; odd sizes and CO = 9, 70
                                    * (not multiples of its channel groups); k2 s2 p0 */
                                   {3, 32, 14, 14, 64, 3, 2, 1}, {2, 9, 13, 11, 6, 3, 2, 1},
-                                  {1, 70, 8, 8, 10, 4, 2, 1},  {1, 5, 6, 6, 3, 2, 2, 0}};
+                                  {1, 70, 8, 8, 10, 4, 2, 1},  {1, 5, 6, 6, 3, 2, 2, 0},
+                                  /* the direct forward kernel (convf.cu): the mnist and
+                                   * cifar encoders' layers (tile kernel), stride 1 tiles,
+                                   * CO not a multiple of its groups of 4, rows and columns
+                                   * past one tile (WO > 32), CI over several chunks; the
+                                   * generic kernel: k 1, 2, 5, pad 0 .. 2 */
+                                  {3, 1, 28, 28, 32, 3, 2, 1}, {2, 3, 32, 32, 32, 4, 2, 1},
+                                  {2, 64, 8, 8, 128, 4, 2, 1}, {1, 3, 9, 10, 5, 3, 1, 1},
+                                  {2, 2, 7, 6, 7, 4, 1, 2},    {1, 2, 70, 37, 3, 3, 1, 0},
+                                  {1, 300, 5, 5, 6, 3, 2, 2},  {1, 4, 11, 9, 3, 1, 1, 0},
+                                  {2, 3, 9, 8, 5, 5, 2, 2}};
     for (size_t i = 0; libs && i < sizeof conv / sizeof conv[0]; i++) {
         const int *c = conv[i];
         test_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 200 + (unsigned)i);

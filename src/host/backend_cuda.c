@@ -51,7 +51,10 @@
  * against cuDNN's pick and taken when faster; the data gradient a third, a
  * direct kernel (src/kernels/convt.cu, $VAE_CONV_DIRECT), which as a
  * transposed convolution's forward also adds the bias and applies the
- * activation above it (convt_forward). A transposed convolution is
+ * activation above it (convt_forward). The forward likewise has a direct
+ * kernel of ours (src/kernels/convf.cu, the same $VAE_CONV_DIRECT), timed
+ * against cuDNN's pick, which adds the bias and applies the activation of
+ * conv2d_forward / conv2d_act_forward (conv_forward). A transposed convolution is
  * the adjoint of a convolution with the
  * same weight viewed as a conv filter [K = cin, C = cout, k, k]:
  *   convT forward        = cudnnConvolutionBackwardData (dy = in, dx = out)
@@ -224,6 +227,7 @@ typedef struct {
     int have_fwd, have_bwd_data, have_bwd_filter;
     int wgrad_ns, dgrad_ns; /* > 0: that gradient in GEMM form, slices of so many images */
     int dgrad_direct;       /* the data gradient by the direct kernel (conv_direct_run) */
+    int fwd_direct;         /* the forward by the direct kernel (conv_fwd_direct_run) */
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
@@ -265,7 +269,7 @@ typedef struct {
     int use_find; /* cuDNN algorithm choice by timing (1) or heuristics (0) */
     int conv_gemm;           /* CONV_GEMM_*: the GEMM forms of the conv gradients */
     int conv_gemm_slice_max; /* $VAE_CONV_GEMM_SLICE (0: no cap) */
-    int conv_direct;         /* CONV_GEMM_*: the direct data-gradient kernel ($VAE_CONV_DIRECT) */
+    int conv_direct;         /* CONV_GEMM_*: the direct forward and data-gradient kernels ($VAE_CONV_DIRECT) */
     int tf32;     /* set_precision: tensor-core TF32 math allowed (0: fp32 FMA only) */
 
     /* arena */
@@ -646,7 +650,10 @@ static void plan_destroy(conv_plan *p) {
  * direct kernel wherever it supports the shape (before the GEMM form, also
  * with $VAE_CONV_GEMM=1), =0 never; with $VAE_CUDNN_ALGO=heuristic it is
  * not timed and is taken only where neither cuDNN nor the GEMM form has an
- * algorithm. The same enum's values. */
+ * algorithm. The forward's direct kernel (src/kernels/convf.cu, the same
+ * order and epilogue) is chosen the same way against cuDNN's forward pick
+ * (plan_fwd): forced by $VAE_CONV_DIRECT=1, never with =0, else timed (with
+ * heuristics: only where cuDNN has no algorithm). The same enum's values. */
 enum { CONV_GEMM_TIMED = 0, CONV_GEMM_ALWAYS = 1, CONV_GEMM_NEVER = 2 };
 
 /* Images per slice within `cap` bytes of workspace (0: not one). */
@@ -789,6 +796,40 @@ static int conv_direct_run(cuda_ctx *c, const conv_plan *p, const real *w, const
     return 1;
 }
 
+/* The direct forward kernel (convf.cu) on the plan's forward: x [n, c, h, w],
+ * w [k, c, r, r], y [n, k, ho, wo]. */
+static int conv_fwd_direct_supported(const conv_plan *p) {
+    return vae_cuda_conv_direct_supported(p->c, p->h, p->w, p->k, p->ho, p->wo, p->r, p->stride,
+                                          p->pad);
+}
+
+static void conv_fwd_direct_launch(cuda_ctx *c, const conv_plan *p, const real *x, const real *w,
+                                   real *y, const real *bias, int act, real slope) {
+    vae_cuda_conv_direct(c->stream, y, x, w, bias, act, slope, p->n, p->c, p->h, p->w, p->k,
+                         p->ho, p->wo, p->r, p->stride, p->pad);
+}
+
+/* The direct forward kernel on a plan (no bias), for time_ms */
+typedef struct {
+    const conv_plan *p;
+    const real *x, *w;
+    real *y;
+} fwd_direct_job;
+static void fwd_direct_job_run(cuda_ctx *c, const void *job) {
+    const fwd_direct_job *j = job;
+    conv_fwd_direct_launch(c, j->p, j->x, j->w, j->y, NULL, VAE_CUDA_CONVT_NONE, 0);
+}
+
+/* y = act(conv(x, w) + bias) by the direct kernel, if the plan (made:
+ * plan_fwd) chose it for its forward: then 1; else 0 and nothing is done.
+ * bias may be NULL; act VAE_CUDA_CONVT_*. */
+static int conv_fwd_direct_run(cuda_ctx *c, const conv_plan *p, const real *x, const real *w,
+                               real *y, const real *bias, int act, real slope) {
+    if (!p->fwd_direct) return 0;
+    conv_fwd_direct_launch(c, p, x, w, y, bias, act, slope);
+    return 1;
+}
+
 /* $VAE_CUDNN_VERBOSE=1: each search's candidates on stderr, the pick marked */
 #define LOG_ALGOS(c, p, dir, perf, got, pick)                                                \
     do {                                                                                   \
@@ -833,9 +874,22 @@ static int plan_fwd(cuda_ctx *c, conv_plan *p, const void *x, const void *w, voi
             c->dnn, p->xd, p->fd, p->cd, p->yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
     LOG_ALGOS(c, p, "forward", perf, got, pick);
-    if (pick < 0) plan_panic(p, "forward", cap, __LINE__);
-    p->fwd = perf[pick].algo;
-    ws_require(c, perf[pick].memory);
+    /* the direct kernel: forced, or timed against cuDNN's pick */
+    const int direct_ok = c->conv_direct != CONV_GEMM_NEVER && conv_fwd_direct_supported(p);
+    p->fwd_direct = direct_ok && (c->conv_direct == CONV_GEMM_ALWAYS || pick < 0);
+    if (!p->fwd_direct && direct_ok && c->use_find) {
+        const fwd_direct_job job = {p, x, w, y};
+        const float direct_ms = time_ms(c, fwd_direct_job_run, &job);
+        p->fwd_direct = direct_ms < perf[pick].time;
+        if (c->dnn_verbose)
+            fprintf(stderr, "vae: cuDNN forward: direct kernel %.3f ms%s\n", (double)direct_ms,
+                    p->fwd_direct ? " (chosen)" : "");
+    }
+    if (!p->fwd_direct) {
+        if (pick < 0) plan_panic(p, "forward", cap, __LINE__);
+        p->fwd = perf[pick].algo;
+        ws_require(c, perf[pick].memory);
+    }
     p->have_fwd = 1;
     return 1;
 }
@@ -919,6 +973,7 @@ static int plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void 
 static void run_fwd(cuda_ctx *c, conv_plan *p, const real *x, const real *w, real *y) {
     const float one = 1.0f, zero = 0.0f;
     if (!plan_fwd(c, p, x, w, y)) return;
+    if (conv_fwd_direct_run(c, p, x, w, y, NULL, VAE_CUDA_CONVT_NONE, 0)) return;
     CUDNN_CHECK(cudnnConvolutionForward(c->dnn, &one, p->xd, x, p->fd, w, p->cd, p->fwd,
                                         ws_ptr(c), ws_size(c), &zero, p->yd, y));
 }
@@ -1552,12 +1607,30 @@ static void conv_empty_grads(cuda_ctx *c, real *dw, real *db, size_t nw, int cou
     if (db) CUDA_CHECK(cudaMemsetAsync(db, 0, (size_t)cout * sizeof(real), c->stream));
 }
 
+/* The conv forward, + bias, then act (VAE_CUDA_CONVT_*: 0 none, else
+ * vae_act + 1): in the direct kernel's epilogue when the plan chose that
+ * kernel, else the plan's algorithm and our bias (+ activation) kernel (the
+ * same values). */
+static void conv_forward(cuda_ctx *c, const vae_conv_geom *g, int B, real *out, const real *in,
+                         const real *w, const real *b, int act, real slope) {
+    conv_plan *p = conv_plan_of(c, g, B);
+    if (!plan_fwd(c, p, in, w, out)) return; /* refused in a capture: noted there */
+    if (conv_fwd_direct_run(c, p, in, w, out, b, act, slope)) return;
+    run_fwd(c, p, in, w, out);
+    const int HW = g->hout * g->wout;
+    if (!act) {
+        if (b) vae_cuda_bias_add_nchw(c->stream, out, b, B, g->cout, HW);
+    } else if (b) {
+        vae_cuda_bias_act_nchw(c->stream, out, b, B, g->cout, HW, act - 1, slope);
+    } else {
+        vae_cuda_act_forward(c->stream, out, out, (size_t)B * g->cout * HW, act - 1, slope);
+    }
+}
+
 static void cuda_conv2d_forward(vae_backend *be, real *out, const real *in, const real *w,
                                 const real *b, const vae_conv_geom *g, int B) {
     if (B <= 0) return;
-    cuda_ctx *c = ctx_of(be);
-    run_fwd(c, conv_plan_of(c, g, B), in, w, out);
-    if (b) vae_cuda_bias_add_nchw(c->stream, out, b, B, g->cout, g->hout * g->wout);
+    conv_forward(ctx_of(be), g, B, out, in, w, b, VAE_CUDA_CONVT_NONE, 0);
 }
 
 static void cuda_conv2d_backward(vae_backend *be, real *din, real *dw, real *db, const real *dout,
@@ -1624,17 +1697,13 @@ static void cuda_act_backward(vae_backend *be, real *din, const real *dout, cons
 
 /* Conv / convT + activation: the library's convolution, then one kernel for
  * bias + activation (bias.cu) instead of the bias kernel and the act kernel;
- * for a convT whose plan took the direct kernel, that kernel's epilogue
- * (convt_forward). */
+ * for a conv or convT whose plan took the direct kernel, that kernel's
+ * epilogue (conv_forward, convt_forward). */
 static void cuda_conv2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
                                     const real *b, const vae_conv_geom *g, int B, vae_act act,
                                     real slope) {
     if (B <= 0) return;
-    cuda_ctx *c = ctx_of(be);
-    const size_t n = (size_t)B * g->cout * g->hout * g->wout;
-    run_fwd(c, conv_plan_of(c, g, B), in, w, out);
-    if (b) vae_cuda_bias_act_nchw(c->stream, out, b, B, g->cout, g->hout * g->wout, (int)act, slope);
-    else vae_cuda_act_forward(c->stream, out, out, n, (int)act, slope);
+    conv_forward(ctx_of(be), g, B, out, in, w, b, (int)act + 1, slope);
 }
 
 static void cuda_convt2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,

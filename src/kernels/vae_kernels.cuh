@@ -138,6 +138,20 @@ void vae_cuda_convt_direct(cudaStream_t s, real *out, const real *in, const real
                            const real *bias, int act, real slope, int N, int CI, int HI, int WI,
                            int CO, int HO, int WO, int K, int stride, int pad);
 
+/* ---- convf.cu ---- */
+/* 1 if vae_cuda_conv_direct handles this shape (all sizes positive, K, stride,
+ * pad <= 64, per-image sizes within int); plain C, no CUDA calls */
+int vae_cuda_conv_direct_supported(int CI, int H, int W, int CO, int HO, int WO, int K,
+                                   int stride, int pad);
+/* out[n, co, oy, ox] = act(bias[co] + sum over ci, ky, kx with iy = oy stride - pad + ky,
+ * ix = ox stride - pad + kx inside in of in[n, ci, iy, ix] w[co, ci, ky, kx]): the
+ * convolution of in [N, CI, H, W] with w [CO, CI, K, K] into out [N, CO, HO, WO] (= a
+ * transposed convolution's data gradient), fp32 FMA in a fixed order (convf.cu); bias may
+ * be NULL; act VAE_CUDA_CONVT_* (slope: leaky ReLU's). Nothing for an unsupported shape. */
+void vae_cuda_conv_direct(cudaStream_t s, real *out, const real *in, const real *w,
+                          const real *bias, int act, real slope, int N, int CI, int H, int W,
+                          int CO, int HO, int WO, int K, int stride, int pad);
+
 /* ---- data.cu ---- */
 /* x[b, :] = data[idx[sv->row0 + b], :] / 255, b < B */
 void vae_cuda_gather_batch(cudaStream_t s, real *x, const uint8_t *data, const int32_t *idx,

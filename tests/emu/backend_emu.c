@@ -4,10 +4,12 @@
  *
  * It is the CUDA backend's op table with the libraries replaced: memory is
  * the CPU backend's (host memory, synchronous copies), cuBLAS and cuDNN are
- * the CPU backend's GEMMs and convolutions called without bias — except a
- * convolution's data gradient and a transposed convolution's forward, which
- * run the CUDA backend's direct kernel (convt.cu; there a timed candidate)
- * wherever it takes the shape, the convT's bias and activation fused — and
+ * the CPU backend's GEMMs and convolutions called without bias — except
+ * the convolutions the CUDA backend's direct kernels (there timed
+ * candidates) take: a convolution's data gradient and a transposed
+ * convolution's forward run convt.cu's, a convolution's forward and a
+ * transposed convolution's data gradient convf.cu's, wherever it takes the
+ * shape, the forward's bias and activation fused — and
  * everything src/host/backend_cuda.c does with a kernel of ours it does here
  * with the same launcher, the same arguments and the same scratch sizes:
  * bias add and bias gradients (the cuBLAS/cuDNN path of the CUDA backend,
@@ -66,8 +68,23 @@ static int emu_convt_direct(real *out, const real *in, const real *w, const real
                          stride, pad);
     return 1;
 }
+/* out = act(conv(in, w) + b) by the direct forward kernel (convf.cu), geometry
+ * in conv terms; 0 (nothing done) where it does not take the shape */
+static int emu_conv_direct(real *out, const real *in, const real *w, const real *b, int act,
+                           real slope, int B, int cin, int hin, int win, int cout, int hout,
+                           int wout, int k, int stride, int pad) {
+    if (B <= 0 ||
+        !vae_emu_conv_direct_supported(cin, hin, win, cout, hout, wout, k, stride, pad))
+        return 0;
+    vae_emu_conv_direct(S, out, in, w, b, act, slope, B, cin, hin, win, cout, hout, wout, k,
+                        stride, pad);
+    return 1;
+}
 static void emu_conv2d_forward(vae_backend *be, real *out, const real *in, const real *w,
                                const real *b, const vae_conv_geom *g, int B) {
+    if (emu_conv_direct(out, in, w, b, VAE_CUDA_CONVT_NONE, 0, B, g->cin, g->hin, g->win,
+                        g->cout, g->hout, g->wout, g->k, g->stride, g->pad))
+        return;
     C(be)->conv2d_forward(C(be), out, in, w, NULL, g, B);
     if (b) vae_emu_bias_add_nchw(S, out, b, B, g->cout, g->hout * g->wout);
 }
@@ -100,6 +117,16 @@ static void emu_convt2d_backward(vae_backend *be, real *din, real *dw, real *db,
                                  const vae_convt_geom *g, int B) {
     if (db)
         vae_emu_bias_grad_nchw(S, db, dout, B, g->cout, g->hout * g->wout, E(be)->bias_partials);
+    /* the data gradient: the conv of dout with w [cin, cout, k, k] as a conv
+     * filter [cin out, cout in] */
+    if (din && B > 0 &&
+        vae_emu_conv_direct_supported(g->cout, g->hout, g->wout, g->cin, g->hin, g->win, g->k,
+                                      g->stride, g->pad)) {
+        C(be)->convt2d_backward(C(be), NULL, dw, NULL, dout, in, w, g, B);
+        emu_conv_direct(din, dout, w, NULL, VAE_CUDA_CONVT_NONE, 0, B, g->cout, g->hout,
+                        g->wout, g->cin, g->hin, g->win, g->k, g->stride, g->pad);
+        return;
+    }
     C(be)->convt2d_backward(C(be), din, dw, NULL, dout, in, w, g, B);
 }
 /* dense + ReLU as the CUDA backend's fallback (no cuBLASLt ReLU epilogues):
@@ -128,12 +155,16 @@ static void emu_act_backward(vae_backend *be, real *din, const real *dout, const
 
 /* ---- fused VAE ops, reductions, optimizer, bookkeeping, data ---- */
 /* conv / convT + activation: the library's convolution (the CPU's, no
- * bias), then bias + activation in one kernel, as the CUDA backend; a convT
- * the direct kernel takes: bias and activation fused into it */
+ * bias), then bias + activation in one kernel, as the CUDA backend; a conv
+ * or convT a direct kernel takes: bias and activation fused into it */
 static void emu_conv2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
                                    const real *b, const vae_conv_geom *g, int B, vae_act act,
                                    real slope) {
     if (B <= 0) return;
+    const int dact = act == VAE_ACT_LEAKY_RELU ? VAE_CUDA_CONVT_LEAKY_RELU : VAE_CUDA_CONVT_RELU;
+    if (emu_conv_direct(out, in, w, b, dact, slope, B, g->cin, g->hin, g->win, g->cout, g->hout,
+                        g->wout, g->k, g->stride, g->pad))
+        return;
     C(be)->conv2d_forward(C(be), out, in, w, NULL, g, B);
     if (b) vae_emu_bias_act_nchw(S, out, b, B, g->cout, g->hout * g->wout, (int)act, slope);
     else vae_emu_act_forward(S, out, out, (size_t)B * g->cout * g->hout * g->wout, (int)act, slope);
