@@ -37,8 +37,9 @@
  *     check their launches themselves (vae_panic aborts).
  *
  *   - Beside the streaming kernels: the direct transposed convolution
- *     (convt.cu) on the decoders' layers, whose note gives TFLOPS (it is
- *     compute-bound for the wide layers, so its % D2D says little).
+ *     (convt.cu) on the decoders' layers and the direct convolution
+ *     (convf.cu) on the encoders', whose notes give TFLOPS (compute- or
+ *     latency-bound, so their % D2D says little).
  *
  * Exit status: 0 all checks passed, 1 a check failed or a CUDA error, 2 usage.
  */
@@ -957,6 +958,70 @@ static void case_convt(int N, int CI, int HI, int CO, int K, int S, int P, int O
     printf("  %s %s: %s\n", r.kernel.c_str(), r.shape.c_str(), r.note.c_str());
 }
 
+/* The direct forward convolution (convf.cu) with bias + ReLU fused, on the
+ * encoders' layers (and, the same shapes, the convT layers' data
+ * gradients): small, latency-bound launches at batch 128, so the note gives
+ * TFLOPS beside the time. Bytes: input + output + weights once. */
+static void case_convf(int N, int CI, int H, int CO, int K, int S, int P) {
+    const int W = H, HO = (H + 2 * P - K) / S + 1, WO = HO;
+    const size_t nin = (size_t)N * CI * H * W, nout = (size_t)N * CO * HO * WO;
+    const size_t nw = (size_t)CO * CI * K * K;
+    std::string sh = fmt("N=%d %dx%d->%dx%d k%d", N, CI, H, CO, HO, K);
+    if (!want("conv_direct") || !fits(4.0 * (nin + nout)) ||
+        !vae_cuda_conv_direct_supported(CI, H, W, CO, HO, WO, K, S, P))
+        return;
+    /* taps inside the input, over one image's outputs, per (ci, co) */
+    double taps = 0;
+    for (int oy = 0; oy < HO; oy++)
+        for (int ky = 0; ky < K; ky++) {
+            const int iy = oy * S - P + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (int ox = 0; ox < WO; ox++)
+                for (int kx = 0; kx < K; kx++) {
+                    const int ix = ox * S - P + kx;
+                    if (ix >= 0 && ix < W) taps += 1;
+                }
+        }
+    const double flop = 2.0 * taps * CI * CO * N;
+    DBuf<float> in(nin), w(nw), b(CO), out(nout);
+    fill(in.p, nin, T_A, -1, 2);
+    fill(w.p, nw, T_B, -0.2f, 0.4f);
+    fill(b.p, CO, T_C, -0.5f, 1);
+    auto launch = [&] {
+        vae_cuda_conv_direct(g_s, out.p, in.p, w.p, b.p, VAE_CUDA_CONVT_RELU, 0, N, CI, H, W, CO, HO,
+                             WO, K, S, P);
+    };
+    auto check = [&] {
+        Check c;
+        for (size_t o : samples(nout)) {
+            const int ox = (int)(o % WO), oy = (int)(o / WO % HO), co = (int)(o / ((size_t)WO * HO) % CO);
+            const size_t n = o / ((size_t)WO * HO * CO);
+            float acc = 0;
+            for (int ci = 0; ci < CI; ci++)
+                for (int ky = 0; ky < K; ky++) {
+                    const int iy = oy * S - P + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int kx = 0; kx < K; kx++) {
+                        const int ix = ox * S - P + kx;
+                        if (ix < 0 || ix >= W) continue;
+                        acc = fmaf(hval(T_A, ((n * CI + ci) * H + iy) * W + ix, -1, 2),
+                                   hval(T_B, (((size_t)co * CI + ci) * K + ky) * K + kx, -0.2f, 0.4f),
+                                   acc);
+                    }
+                }
+            const float y = acc + hval(T_C, co, -0.5f, 1);
+            c.near("out", o, dget(out.p, o), y > 0 ? y : 0.f, 1e-6);
+        }
+        return c.msg;
+    };
+    run_case("conv_direct +bias relu", sh, (double)nout, 4.0 * (nin + nout + nw + CO), launch, check,
+             {{out.p, nout}}, "");
+    Row &r = g_rows.back();
+    r.note += fmt("%.1f TFLOPS (%.3f GFLOP); cuDNN's pick is timed beside it at plan time",
+                  flop / (r.t.cold_us * 1e-6) / 1e12, flop / 1e9);
+    printf("  %s %s: %s\n", r.kernel.c_str(), r.shape.c_str(), r.note.c_str());
+}
+
 /* ------------------------------------------------------------ device info */
 
 typedef int (*nvml_fn0)(void);
@@ -1207,6 +1272,16 @@ int main(int argc, char **argv) {
                               {32, 16, 3, 4, 2, 1, 0}};
     for (const auto &t : convts)
         for (int N : {128, 16384}) case_convt(N, t[0], t[1], t[2], t[3], t[4], t[5], t[6]);
+    /* the encoders' convolutions (mnist_conv: 1->32 28->14, 32->64 14->7, k3
+     * s2 p1; cifar10_conv: 3->32 32->16, 32->64 16->8, 64->128 8->4, k4 s2
+     * p1) at batch 128 and 1024 */
+    const int convfs[5][6] = {{1, 28, 32, 3, 2, 1},
+                              {32, 14, 64, 3, 2, 1},
+                              {3, 32, 32, 4, 2, 1},
+                              {32, 16, 64, 4, 2, 1},
+                              {64, 8, 128, 4, 2, 1}};
+    for (const auto &t : convfs)
+        for (int N : {128, 1024}) case_convf(N, t[0], t[1], t[2], t[3], t[4], t[5]);
     CK(cudaDeviceSynchronize());
 
     /* summary: the largest size of each kernel */
