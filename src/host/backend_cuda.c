@@ -227,7 +227,7 @@ typedef struct {
     int have_fwd, have_bwd_data, have_bwd_filter;
     int wgrad_ns, dgrad_ns; /* > 0: that gradient in GEMM form, slices of so many images */
     int dgrad_direct;       /* the data gradient by the direct kernel (conv_direct_run) */
-    int fwd_direct;         /* the forward by the direct kernel (conv_fwd_direct_run) */
+    int fwd_direct;         /* the forward by the direct kernel (conv_direct_run) */
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
@@ -269,7 +269,7 @@ typedef struct {
     int use_find; /* cuDNN algorithm choice by timing (1) or heuristics (0) */
     int conv_gemm;           /* CONV_GEMM_*: the GEMM forms of the conv gradients */
     int conv_gemm_slice_max; /* $VAE_CONV_GEMM_SLICE (0: no cap) */
-    int conv_direct;         /* CONV_GEMM_*: the direct forward and data-gradient kernels ($VAE_CONV_DIRECT) */
+    int conv_direct; /* CONV_GEMM_*: the direct forward and data-gradient kernels ($VAE_CONV_DIRECT) */
     int tf32;     /* set_precision: tensor-core TF32 math allowed (0: fp32 FMA only) */
 
     /* arena */
@@ -762,71 +762,49 @@ static int conv_gemm_choose(cuda_ctx *c, const conv_plan *p, int dgrad, float cu
     return ns;
 }
 
-/* The direct kernel on the plan's data gradient, in convT terms: in = dy
- * [n, k, ho, wo], w [k, c, r, r], out = dx [n, c, h, w]. */
-static int conv_direct_supported(const conv_plan *p) {
-    return vae_cuda_convt_direct_supported(p->k, p->ho, p->wo, p->c, p->h, p->w, p->r, p->stride,
-                                           p->pad);
+/* The plan's direct kernels: for its forward (fwd 1: convf.cu, x [n, c, h,
+ * w] -> y [n, k, ho, wo]) and for its data gradient (fwd 0: convt.cu, in
+ * convT terms in = dy [n, k, ho, wo] -> out = dx [n, c, h, w]); the weight
+ * w [k, c, r, r] either way. */
+enum { DIRECT_DGRAD = 0, DIRECT_FWD = 1 };
+
+static int conv_direct_supported(const conv_plan *p, int fwd) {
+    return fwd ? vae_cuda_conv_direct_supported(p->c, p->h, p->w, p->k, p->ho, p->wo, p->r,
+                                                p->stride, p->pad)
+               : vae_cuda_convt_direct_supported(p->k, p->ho, p->wo, p->c, p->h, p->w, p->r,
+                                                 p->stride, p->pad);
 }
 
-static void conv_direct_launch(cuda_ctx *c, const conv_plan *p, const real *w, const real *dy,
-                               real *dx, const real *bias, int act, real slope) {
-    vae_cuda_convt_direct(c->stream, dx, dy, w, bias, act, slope, p->n, p->k, p->ho, p->wo, p->c,
-                          p->h, p->w, p->r, p->stride, p->pad);
+static void conv_direct_launch(cuda_ctx *c, const conv_plan *p, int fwd, const real *in,
+                               const real *w, real *out, const real *bias, int act, real slope) {
+    if (fwd)
+        vae_cuda_conv_direct(c->stream, out, in, w, bias, act, slope, p->n, p->c, p->h, p->w,
+                             p->k, p->ho, p->wo, p->r, p->stride, p->pad);
+    else
+        vae_cuda_convt_direct(c->stream, out, in, w, bias, act, slope, p->n, p->k, p->ho, p->wo,
+                              p->c, p->h, p->w, p->r, p->stride, p->pad);
 }
 
-/* The direct kernel on a plan's data gradient (no bias), for time_ms */
+/* A direct kernel on a plan (no bias), for time_ms */
 typedef struct {
     const conv_plan *p;
-    const real *w, *dy;
-    real *dx;
+    int fwd;
+    const real *in, *w;
+    real *out;
 } direct_job;
 static void direct_job_run(cuda_ctx *c, const void *job) {
     const direct_job *j = job;
-    conv_direct_launch(c, j->p, j->w, j->dy, j->dx, NULL, VAE_CUDA_CONVT_NONE, 0);
+    conv_direct_launch(c, j->p, j->fwd, j->in, j->w, j->out, NULL, VAE_CUDA_CONVT_NONE, 0);
 }
 
-/* dx = act(conv^T(dy, w) + bias) by the direct kernel, if the plan (made:
- * plan_bwd_data) chose it for its data gradient: then 1; else 0 and nothing
- * is done. bias may be NULL; act VAE_CUDA_CONVT_* (src/kernels/vae_kernels.cuh). */
-static int conv_direct_run(cuda_ctx *c, const conv_plan *p, const real *w, const real *dy,
-                           real *dx, const real *bias, int act, real slope) {
-    if (!p->dgrad_direct) return 0;
-    conv_direct_launch(c, p, w, dy, dx, bias, act, slope);
-    return 1;
-}
-
-/* The direct forward kernel (convf.cu) on the plan's forward: x [n, c, h, w],
- * w [k, c, r, r], y [n, k, ho, wo]. */
-static int conv_fwd_direct_supported(const conv_plan *p) {
-    return vae_cuda_conv_direct_supported(p->c, p->h, p->w, p->k, p->ho, p->wo, p->r, p->stride,
-                                          p->pad);
-}
-
-static void conv_fwd_direct_launch(cuda_ctx *c, const conv_plan *p, const real *x, const real *w,
-                                   real *y, const real *bias, int act, real slope) {
-    vae_cuda_conv_direct(c->stream, y, x, w, bias, act, slope, p->n, p->c, p->h, p->w, p->k,
-                         p->ho, p->wo, p->r, p->stride, p->pad);
-}
-
-/* The direct forward kernel on a plan (no bias), for time_ms */
-typedef struct {
-    const conv_plan *p;
-    const real *x, *w;
-    real *y;
-} fwd_direct_job;
-static void fwd_direct_job_run(cuda_ctx *c, const void *job) {
-    const fwd_direct_job *j = job;
-    conv_fwd_direct_launch(c, j->p, j->x, j->w, j->y, NULL, VAE_CUDA_CONVT_NONE, 0);
-}
-
-/* y = act(conv(x, w) + bias) by the direct kernel, if the plan (made:
- * plan_fwd) chose it for its forward: then 1; else 0 and nothing is done.
- * bias may be NULL; act VAE_CUDA_CONVT_*. */
-static int conv_fwd_direct_run(cuda_ctx *c, const conv_plan *p, const real *x, const real *w,
-                               real *y, const real *bias, int act, real slope) {
-    if (!p->fwd_direct) return 0;
-    conv_fwd_direct_launch(c, p, x, w, y, bias, act, slope);
+/* out = act(conv(in, w) + bias) (fwd) or act(conv^T(in, w) + bias) (the
+ * data gradient) by the direct kernel, if the plan (made: plan_fwd /
+ * plan_bwd_data) chose it for that direction: then 1; else 0 and nothing is
+ * done. bias may be NULL; act VAE_CUDA_CONVT_* (src/kernels/vae_kernels.cuh). */
+static int conv_direct_run(cuda_ctx *c, const conv_plan *p, int fwd, const real *in,
+                           const real *w, real *out, const real *bias, int act, real slope) {
+    if (!(fwd ? p->fwd_direct : p->dgrad_direct)) return 0;
+    conv_direct_launch(c, p, fwd, in, w, out, bias, act, slope);
     return 1;
 }
 
@@ -875,11 +853,11 @@ static int plan_fwd(cuda_ctx *c, conv_plan *p, const void *x, const void *w, voi
     PICK_ALGO(perf, got, cap, p->tf32, pick);
     LOG_ALGOS(c, p, "forward", perf, got, pick);
     /* the direct kernel: forced, or timed against cuDNN's pick */
-    const int direct_ok = c->conv_direct != CONV_GEMM_NEVER && conv_fwd_direct_supported(p);
+    const int direct_ok = c->conv_direct != CONV_GEMM_NEVER && conv_direct_supported(p, DIRECT_FWD);
     p->fwd_direct = direct_ok && (c->conv_direct == CONV_GEMM_ALWAYS || pick < 0);
     if (!p->fwd_direct && direct_ok && c->use_find) {
-        const fwd_direct_job job = {p, x, w, y};
-        const float direct_ms = time_ms(c, fwd_direct_job_run, &job);
+        const direct_job job = {p, DIRECT_FWD, x, w, y};
+        const float direct_ms = time_ms(c, direct_job_run, &job);
         p->fwd_direct = direct_ms < perf[pick].time;
         if (c->dnn_verbose)
             fprintf(stderr, "vae: cuDNN forward: direct kernel %.3f ms%s\n", (double)direct_ms,
@@ -913,13 +891,14 @@ static int plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *d
     LOG_ALGOS(c, p, "backward-data", perf, got, pick);
     /* the direct kernel: forced, or timed against cuDNN's pick; then the
      * GEMM form against the faster of the two */
-    const int direct_ok = c->conv_direct != CONV_GEMM_NEVER && conv_direct_supported(p);
+    const int direct_ok =
+        c->conv_direct != CONV_GEMM_NEVER && conv_direct_supported(p, DIRECT_DGRAD);
     float direct_ms = -1; /* < 0: not timed */
     p->dgrad_direct = direct_ok && c->conv_direct == CONV_GEMM_ALWAYS;
     p->dgrad_ns = 0;
     if (!p->dgrad_direct) {
         if (direct_ok && c->use_find) {
-            const direct_job job = {p, w, dy, dx};
+            const direct_job job = {p, DIRECT_DGRAD, dy, w, dx};
             direct_ms = time_ms(c, direct_job_run, &job);
         }
         const int direct_wins = direct_ms >= 0 && (pick < 0 || direct_ms < perf[pick].time);
@@ -973,7 +952,7 @@ static int plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void 
 static void run_fwd(cuda_ctx *c, conv_plan *p, const real *x, const real *w, real *y) {
     const float one = 1.0f, zero = 0.0f;
     if (!plan_fwd(c, p, x, w, y)) return;
-    if (conv_fwd_direct_run(c, p, x, w, y, NULL, VAE_CUDA_CONVT_NONE, 0)) return;
+    if (conv_direct_run(c, p, DIRECT_FWD, x, w, y, NULL, VAE_CUDA_CONVT_NONE, 0)) return;
     CUDNN_CHECK(cudnnConvolutionForward(c->dnn, &one, p->xd, x, p->fd, w, p->cd, p->fwd,
                                         ws_ptr(c), ws_size(c), &zero, p->yd, y));
 }
@@ -981,7 +960,7 @@ static void run_fwd(cuda_ctx *c, conv_plan *p, const real *x, const real *w, rea
 static void run_bwd_data(cuda_ctx *c, conv_plan *p, const real *w, const real *dy, real *dx) {
     const float one = 1.0f, zero = 0.0f;
     if (!plan_bwd_data(c, p, w, dy, dx)) return;
-    if (conv_direct_run(c, p, w, dy, dx, NULL, VAE_CUDA_CONVT_NONE, 0)) return;
+    if (conv_direct_run(c, p, DIRECT_DGRAD, dy, w, dx, NULL, VAE_CUDA_CONVT_NONE, 0)) return;
     if (p->dgrad_ns > 0) {
         conv_gemm_run(c, p, 1, w, dy, dx, ws_ptr(c), p->dgrad_ns);
         return;
@@ -1607,6 +1586,15 @@ static void conv_empty_grads(cuda_ctx *c, real *dw, real *db, size_t nw, int cou
     if (db) CUDA_CHECK(cudaMemsetAsync(db, 0, (size_t)cout * sizeof(real), c->stream));
 }
 
+/* out [B, C, HW] = act(out + b[c]) after a library convolution, as the
+ * direct kernels' epilogue (act VAE_CUDA_CONVT_*: 0 none, else vae_act + 1;
+ * b may be NULL): one kernel, or none for neither. */
+static void bias_act(cuda_ctx *c, real *out, const real *b, int B, int C, int HW, int act,
+                     real slope) {
+    if (b) vae_cuda_bias_act_nchw(c->stream, out, b, B, C, HW, act - 1, slope);
+    else if (act) vae_cuda_act_forward(c->stream, out, out, (size_t)B * C * HW, act - 1, slope);
+}
+
 /* The conv forward, + bias, then act (VAE_CUDA_CONVT_*: 0 none, else
  * vae_act + 1): in the direct kernel's epilogue when the plan chose that
  * kernel, else the plan's algorithm and our bias (+ activation) kernel (the
@@ -1615,16 +1603,9 @@ static void conv_forward(cuda_ctx *c, const vae_conv_geom *g, int B, real *out, 
                          const real *w, const real *b, int act, real slope) {
     conv_plan *p = conv_plan_of(c, g, B);
     if (!plan_fwd(c, p, in, w, out)) return; /* refused in a capture: noted there */
-    if (conv_fwd_direct_run(c, p, in, w, out, b, act, slope)) return;
+    if (conv_direct_run(c, p, DIRECT_FWD, in, w, out, b, act, slope)) return;
     run_fwd(c, p, in, w, out);
-    const int HW = g->hout * g->wout;
-    if (!act) {
-        if (b) vae_cuda_bias_add_nchw(c->stream, out, b, B, g->cout, HW);
-    } else if (b) {
-        vae_cuda_bias_act_nchw(c->stream, out, b, B, g->cout, HW, act - 1, slope);
-    } else {
-        vae_cuda_act_forward(c->stream, out, out, (size_t)B * g->cout * HW, act - 1, slope);
-    }
+    bias_act(c, out, b, B, g->cout, g->hout * g->wout, act, slope);
 }
 
 static void cuda_conv2d_forward(vae_backend *be, real *out, const real *in, const real *w,
@@ -1656,11 +1637,9 @@ static void convt_forward(cuda_ctx *c, const vae_convt_geom *g, int B, real *out
                           const real *w, const real *b, int act, real slope) {
     conv_plan *p = convt_plan_of(c, g, B);
     if (!plan_bwd_data(c, p, w, in, out)) return; /* refused in a capture: noted there */
-    if (conv_direct_run(c, p, w, in, out, b, act, slope)) return;
+    if (conv_direct_run(c, p, DIRECT_DGRAD, in, w, out, b, act, slope)) return;
     run_bwd_data(c, p, w, in, out);
-    const int HW = g->hout * g->wout;
-    if (b) vae_cuda_bias_act_nchw(c->stream, out, b, B, g->cout, HW, act - 1, slope);
-    else if (act) vae_cuda_act_forward(c->stream, out, out, (size_t)B * g->cout * HW, act - 1, slope);
+    bias_act(c, out, b, B, g->cout, g->hout * g->wout, act, slope);
 }
 
 static void cuda_convt2d_forward(vae_backend *be, real *out, const real *in, const real *w,

@@ -157,6 +157,13 @@ static void emu_act_backward(vae_backend *be, real *din, const real *dout, const
 /* conv / convT + activation: the library's convolution (the CPU's, no
  * bias), then bias + activation in one kernel, as the CUDA backend; a conv
  * or convT a direct kernel takes: bias and activation fused into it */
+/* out [B, C, HW] = act(out + b[c]) in one kernel (b may be NULL), as the
+ * CUDA backend's bias_act */
+static void emu_bias_act(real *out, const real *b, int B, int ch, int HW, vae_act act,
+                         real slope) {
+    if (b) vae_emu_bias_act_nchw(S, out, b, B, ch, HW, (int)act, slope);
+    else vae_emu_act_forward(S, out, out, (size_t)B * ch * HW, (int)act, slope);
+}
 static void emu_conv2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
                                    const real *b, const vae_conv_geom *g, int B, vae_act act,
                                    real slope) {
@@ -166,8 +173,7 @@ static void emu_conv2d_act_forward(vae_backend *be, real *out, const real *in, c
                         g->wout, g->k, g->stride, g->pad))
         return;
     C(be)->conv2d_forward(C(be), out, in, w, NULL, g, B);
-    if (b) vae_emu_bias_act_nchw(S, out, b, B, g->cout, g->hout * g->wout, (int)act, slope);
-    else vae_emu_act_forward(S, out, out, (size_t)B * g->cout * g->hout * g->wout, (int)act, slope);
+    emu_bias_act(out, b, B, g->cout, g->hout * g->wout, act, slope);
 }
 static void emu_convt2d_act_forward(vae_backend *be, real *out, const real *in, const real *w,
                                     const real *b, const vae_convt_geom *g, int B, vae_act act,
@@ -178,8 +184,7 @@ static void emu_convt2d_act_forward(vae_backend *be, real *out, const real *in, 
                          g->wout, g->k, g->stride, g->pad))
         return;
     C(be)->convt2d_forward(C(be), out, in, w, NULL, g, B);
-    if (b) vae_emu_bias_act_nchw(S, out, b, B, g->cout, g->hout * g->wout, (int)act, slope);
-    else vae_emu_act_forward(S, out, out, (size_t)B * g->cout * g->hout * g->wout, (int)act, slope);
+    emu_bias_act(out, b, B, g->cout, g->hout * g->wout, act, slope);
 }
 static void emu_act_backward_bias(vae_backend *be, real *din, real *db, const real *dout,
                                   const real *out, int B, int ch, int HW, vae_act act,
