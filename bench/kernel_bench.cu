@@ -894,6 +894,16 @@ static void case_bias_act_nchw(int B, int C, int HW) {
     }
 }
 
+/* The newest row's TFLOPS for `flop` floating-point operations, added to its
+ * note (the markdown table) and printed below it (the row is printed before
+ * its time is known to the caller). */
+static void flops_note(double flop, const char *tail) {
+    Row &r = g_rows.back();
+    r.note += fmt("%.1f TFLOPS (%.3f GFLOP); %s", flop / (r.t.cold_us * 1e-6) / 1e12, flop / 1e9,
+                  tail);
+    printf("  %s %s: %s\n", r.kernel.c_str(), r.shape.c_str(), r.note.c_str());
+}
+
 /* The direct transposed convolution (convt.cu) with bias + ReLU fused, on the
  * decoders' layers: compute-bound where CI is large, so the note gives its
  * TFLOPS (2 x the multiply-adds of the taps that reach each output). Bytes:
@@ -953,9 +963,7 @@ static void case_convt(int N, int CI, int HI, int CO, int K, int S, int P, int O
     /* the note is filled after timing: TFLOPS needs the time */
     run_case("convt_direct +bias relu", sh, (double)nout, 4.0 * (nin + nout + nw + CO), launch, check,
              {{out.p, nout}}, "");
-    Row &r = g_rows.back();
-    r.note += fmt("compute-bound: %.1f TFLOPS (%.2f GFLOP)", flop / (r.t.cold_us * 1e-6) / 1e12, flop / 1e9);
-    printf("  %s %s: %s\n", r.kernel.c_str(), r.shape.c_str(), r.note.c_str());
+    flops_note(flop, "compute-bound for the wide layers");
 }
 
 /* The direct forward convolution (convf.cu) with bias + ReLU fused, on the
@@ -1016,10 +1024,7 @@ static void case_convf(int N, int CI, int H, int CO, int K, int S, int P) {
     };
     run_case("conv_direct +bias relu", sh, (double)nout, 4.0 * (nin + nout + nw + CO), launch, check,
              {{out.p, nout}}, "");
-    Row &r = g_rows.back();
-    r.note += fmt("%.1f TFLOPS (%.3f GFLOP); cuDNN's pick is timed beside it at plan time",
-                  flop / (r.t.cold_us * 1e-6) / 1e12, flop / 1e9);
-    printf("  %s %s: %s\n", r.kernel.c_str(), r.shape.c_str(), r.note.c_str());
+    flops_note(flop, "cuDNN's pick is timed beside it at plan time");
 }
 
 /* ------------------------------------------------------------ device info */
