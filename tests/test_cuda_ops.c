@@ -101,17 +101,28 @@ static int (*g_direct_supported)(int CI, int HI, int WI, int CO, int HO, int WO,
 /* ... and its direct forward kernel (convf.cu; conv terms) */
 static int (*g_fwd_direct_supported)(int CI, int H, int W, int CO, int HO, int WO, int K,
                                      int stride, int pad);
+/* ... and its direct weight-gradient kernel (convw.cu; conv terms), with
+ * the images per partial sum its order depends on */
+static int (*g_wgrad_supported)(int CI, int H, int W, int CO, int HO, int WO, int K, int stride,
+                                int pad);
+static int (*g_wgrad_group)(int N, int CI, int CO, int K, int HO, int WO);
 #ifdef VAE_HAVE_CUDA
 int vae_cuda_convt_direct_supported(int CI, int HI, int WI, int CO, int HO, int WO, int K,
                                     int stride, int pad);
 int vae_cuda_conv_direct_supported(int CI, int H, int W, int CO, int HO, int WO, int K,
                                    int stride, int pad);
+int vae_cuda_conv_wgrad_supported(int CI, int H, int W, int CO, int HO, int WO, int K,
+                                  int stride, int pad);
+int vae_cuda_conv_wgrad_group(int N, int CI, int CO, int K, int HO, int WO);
 #endif
 #ifdef VAE_TEST_HAVE_EMU
 int vae_emu_convt_direct_supported(int CI, int HI, int WI, int CO, int HO, int WO, int K,
                                    int stride, int pad);
 int vae_emu_conv_direct_supported(int CI, int H, int W, int CO, int HO, int WO, int K,
                                   int stride, int pad);
+int vae_emu_conv_wgrad_supported(int CI, int H, int W, int CO, int HO, int WO, int K,
+                                 int stride, int pad);
+int vae_emu_conv_wgrad_group(int N, int CI, int CO, int K, int HO, int WO);
 #endif
 
 /* ------------------------------------------------------------ buffers */
@@ -847,6 +858,36 @@ static void fwd_ref(real *out, const real *in, const real *w, const real *bias, 
                 }
 }
 
+/* dw = the weight gradient of the convolution x [N, CI, H, W] -> dy [N, CO,
+ * HO, WO], dw [CO, CI, K, K], summed as the direct kernel documents
+ * (convw.cu): groups of G images; per group p = 0, then n, oy, ox ascending
+ * over the taps inside x, p = fmaf(dy, x, p); dw = p_0 + p_1 + ... in order. */
+static void wgrad_ref(real *dw, const real *x, const real *dy, int G, int N, int CI, int H,
+                      int W, int CO, int HO, int WO, int K, int S, int P) {
+    for (int co = 0; co < CO; co++)
+        for (int ci = 0; ci < CI; ci++)
+            for (int ky = 0; ky < K; ky++)
+                for (int kx = 0; kx < K; kx++) {
+                    float sum = 0;
+                    for (int n0 = 0; n0 < N; n0 += G) {
+                        float p = 0;
+                        for (int n = n0; n < N && n < n0 + G; n++)
+                            for (int oy = 0; oy < HO; oy++) {
+                                const int iy = oy * S - P + ky;
+                                if (iy < 0 || iy >= H) continue;
+                                for (int ox = 0; ox < WO; ox++) {
+                                    const int ix = ox * S - P + kx;
+                                    if (ix < 0 || ix >= W) continue;
+                                    p = fmaf(dy[(((size_t)n * CO + co) * HO + oy) * WO + ox],
+                                             x[(((size_t)n * CI + ci) * H + iy) * W + ix], p);
+                                }
+                            }
+                        sum = n0 == 0 ? p : sum + p;
+                    }
+                    dw[(((size_t)co * CI + ci) * K + ky) * K + kx] = sum;
+                }
+}
+
 /* got (n values, then the GUARD sentinels) bit for bit against want */
 static void bits_check(const char *tag, const char *what, const real *got, const real *want,
                        size_t n) {
@@ -953,6 +994,17 @@ static void by_form(vae_backend *be, pool *pl, const char *form, int exact, cons
     }
     if (exact)
         fwd_direct_check(tag, cg, tg, B, hin, hw, hb, hd, in.n, w.n, b.n, dout.n);
+    /* dw by the direct weight-gradient kernel, in conv terms (convT: x =
+     * dout, dy = in), bit for bit against wgrad_ref */
+    if (exact && B > 0 && g_wgrad_supported(CO, HO, WO, CI, HI, WI, K, S, P)) {
+        real *want = test_xmalloc((dw.n ? dw.n : 1) * sizeof(real));
+        wgrad_ref(want, cg ? hin : hd, cg ? hd : hin, g_wgrad_group(B, CO, CI, K, HI, WI), B, CO,
+                  HO, WO, CI, HI, WI, K, S, P);
+        real *got = fetch(be, gdw, dw.n);
+        bits_check(tag, "dw", got, want, dw.n);
+        free(got);
+        free(want);
+    }
     struct {
         const char *name;
         real *g;
@@ -1906,6 +1958,8 @@ static int open_emulated(void) {
     g_gpu_direct = g_gpu_nolt ? vae_backend_emu_create() : NULL;
     g_direct_supported = vae_emu_convt_direct_supported;
     g_fwd_direct_supported = vae_emu_conv_direct_supported;
+    g_wgrad_supported = vae_emu_conv_wgrad_supported;
+    g_wgrad_group = vae_emu_conv_wgrad_group;
     if (!g_gpu || !g_gpu_nolt || !g_gpu_direct) {
         fprintf(stderr, "emulator backend: %s\n", vae_error_get());
         exit(1);
@@ -1973,6 +2027,8 @@ static void open_cuda(void) {
 #ifdef VAE_HAVE_CUDA
     g_direct_supported = vae_cuda_convt_direct_supported;
     g_fwd_direct_supported = vae_cuda_conv_direct_supported;
+    g_wgrad_supported = vae_cuda_conv_wgrad_supported;
+    g_wgrad_group = vae_cuda_conv_wgrad_group;
 #endif
 }
 
@@ -2062,7 +2118,10 @@ int main(void) {
                                   {2, 64, 8, 8, 128, 4, 2, 1}, {1, 3, 9, 10, 5, 3, 1, 1},
                                   {2, 2, 7, 6, 7, 4, 1, 2},    {1, 2, 70, 37, 3, 3, 1, 0},
                                   {1, 300, 5, 5, 6, 3, 2, 2},  {1, 4, 11, 9, 3, 1, 1, 0},
-                                  {2, 3, 9, 8, 5, 5, 2, 2}};
+                                  {2, 3, 9, 8, 5, 5, 2, 2},
+                                  /* the direct weight gradient (convw.cu): the mnist
+                                   * encoder's second conv in groups of 3, 3 and 1 images */
+                                  {7, 32, 14, 14, 64, 4, 2, 1}};
     for (size_t i = 0; libs && i < sizeof conv / sizeof conv[0]; i++) {
         const int *c = conv[i];
         test_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 200 + (unsigned)i);
@@ -2081,6 +2140,9 @@ int main(void) {
                                    {3, 64, 7, 7, 32, 3, 2, 1, 1},  {3, 32, 14, 14, 1, 3, 2, 1, 1},
                                    {2, 128, 4, 4, 64, 4, 2, 1, 0}, {2, 64, 8, 8, 32, 4, 2, 1, 0},
                                    {2, 32, 16, 16, 3, 4, 2, 1, 0},
+                                   /* the direct weight gradient (convw.cu): the mnist
+                                    * decoder's first convT in groups of 3 and 2 images */
+                                   {5, 64, 7, 7, 32, 4, 2, 1, 0},
                                    /* odd outputs, CO not a multiple of the channel groups,
                                     * CI over several chunks, odd widths (no paired stores) */
                                    {1, 5, 3, 4, 7, 3, 2, 1, 0},    {2, 200, 3, 3, 2, 4, 2, 1, 1},

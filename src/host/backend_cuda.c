@@ -228,6 +228,7 @@ typedef struct {
     int wgrad_ns, dgrad_ns; /* > 0: that gradient in GEMM form, slices of so many images */
     int dgrad_direct;       /* the data gradient by the direct kernel (conv_direct_run) */
     int fwd_direct;         /* the forward by the direct kernel (conv_direct_run) */
+    int wgrad_direct;       /* the weight gradient by the direct kernel (convw.cu) */
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
@@ -653,7 +654,11 @@ static void plan_destroy(conv_plan *p) {
  * algorithm. The forward's direct kernel (src/kernels/convf.cu, the same
  * order and epilogue) is chosen the same way against cuDNN's forward pick
  * (plan_fwd): forced by $VAE_CONV_DIRECT=1, never with =0, else timed (with
- * heuristics: only where cuDNN has no algorithm). The same enum's values. */
+ * heuristics: only where cuDNN has no algorithm). So is the weight
+ * gradient's (src/kernels/convw.cu: sums over fixed groups of images, then
+ * the groups' sums in order; the partial sums in the workspace), against
+ * cuDNN's pick and then the GEMM form, as the data gradient's. The same
+ * enum's values. */
 enum { CONV_GEMM_TIMED = 0, CONV_GEMM_ALWAYS = 1, CONV_GEMM_NEVER = 2 };
 
 /* Images per slice within `cap` bytes of workspace (0: not one). */
@@ -808,6 +813,28 @@ static int conv_direct_run(cuda_ctx *c, const conv_plan *p, int fwd, const real 
     return 1;
 }
 
+/* The weight gradient by the direct kernel (convw.cu; dw = sum over the
+ * batch of x (*) dy, its partial sums in ws), the workspace bytes it needs,
+ * and a job for time_ms. */
+static void wgrad_direct_run(cuda_ctx *c, const conv_plan *p, const real *x, const real *dy,
+                             real *dw, void *ws) {
+    vae_cuda_conv_wgrad_direct(c->stream, dw, x, dy, ws, p->n, p->c, p->h, p->w, p->k, p->ho,
+                               p->wo, p->r, p->stride, p->pad);
+}
+static size_t wgrad_direct_bytes(const conv_plan *p) {
+    return vae_cuda_conv_wgrad_scratch(p->n, p->c, p->k, p->r, p->ho, p->wo) * sizeof(real);
+}
+typedef struct {
+    const conv_plan *p;
+    const real *x, *dy;
+    real *dw;
+    void *ws;
+} wgrad_job;
+static void wgrad_job_run(cuda_ctx *c, const void *job) {
+    const wgrad_job *j = job;
+    wgrad_direct_run(c, j->p, j->x, j->dy, j->dw, j->ws);
+}
+
 /* $VAE_CUDNN_VERBOSE=1: each search's candidates on stderr, the pick marked */
 #define LOG_ALGOS(c, p, dir, perf, got, pick)                                                \
     do {                                                                                   \
@@ -937,9 +964,32 @@ static int plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void 
             perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
     LOG_ALGOS(c, p, "backward-filter", perf, got, pick);
-    p->wgrad_ns = conv_gemm_choose(c, p, 0, pick >= 0 ? perf[pick].time : 0, pick >= 0, x, dy, dw,
-                                   ws, cap);
-    if (!p->wgrad_ns) {
+    /* the direct kernel (its partial sums in the workspace): forced, or
+     * timed against cuDNN's pick; then the GEMM form against the faster */
+    const size_t dbytes = wgrad_direct_bytes(p);
+    const int direct_ok = c->conv_direct != CONV_GEMM_NEVER && dbytes <= cap &&
+                          vae_cuda_conv_wgrad_supported(p->c, p->h, p->w, p->k, p->ho, p->wo,
+                                                        p->r, p->stride, p->pad);
+    float direct_ms = -1; /* < 0: not timed */
+    p->wgrad_direct = direct_ok && c->conv_direct == CONV_GEMM_ALWAYS;
+    p->wgrad_ns = 0;
+    if (!p->wgrad_direct) {
+        if (direct_ok && c->use_find) {
+            const wgrad_job job = {p, x, dy, dw, ws};
+            direct_ms = time_ms(c, wgrad_job_run, &job);
+        }
+        const int direct_wins = direct_ms >= 0 && (pick < 0 || direct_ms < perf[pick].time);
+        const float rival_ms = direct_wins ? direct_ms : pick >= 0 ? perf[pick].time : 0;
+        p->wgrad_ns = conv_gemm_choose(c, p, 0, rival_ms, pick >= 0 || direct_ms >= 0, x, dy,
+                                       dw, ws, cap);
+        p->wgrad_direct = !p->wgrad_ns && direct_ok && (direct_wins || pick < 0);
+        if (c->dnn_verbose && direct_ms >= 0)
+            fprintf(stderr, "vae: cuDNN backward-filter: direct kernel %.3f ms, %.1f MiB%s\n",
+                    (double)direct_ms, (double)dbytes / 1048576.0,
+                    p->wgrad_direct ? " (chosen)" : "");
+    }
+    if (p->wgrad_direct) ws_require(c, dbytes);
+    if (!p->wgrad_ns && !p->wgrad_direct) {
         if (pick < 0) plan_panic(p, "backward-filter", cap, __LINE__);
         p->bwd_filter = perf[pick].algo;
         ws_require(c, perf[pick].memory);
@@ -973,6 +1023,10 @@ static void run_bwd_data(cuda_ctx *c, conv_plan *p, const real *w, const real *d
 static void run_bwd_filter(cuda_ctx *c, conv_plan *p, const real *x, const real *dy, real *dw) {
     const float one = 1.0f, zero = 0.0f;
     if (!plan_bwd_filter(c, p, x, dy, dw)) return;
+    if (p->wgrad_direct) {
+        wgrad_direct_run(c, p, x, dy, dw, ws_ptr(c));
+        return;
+    }
     if (p->wgrad_ns > 0) {
         conv_gemm_run(c, p, 0, x, dy, dw, ws_ptr(c), p->wgrad_ns);
         return;

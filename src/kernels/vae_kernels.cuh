@@ -152,6 +152,25 @@ void vae_cuda_conv_direct(cudaStream_t s, real *out, const real *in, const real 
                           const real *bias, int act, real slope, int N, int CI, int H, int W,
                           int CO, int HO, int WO, int K, int stride, int pad);
 
+/* ---- convw.cu ---- */
+/* 1 if vae_cuda_conv_wgrad_direct handles this shape (all sizes positive, K,
+ * stride, pad <= 64, per-image sizes within int); plain C, no CUDA calls */
+int vae_cuda_conv_wgrad_supported(int CI, int H, int W, int CO, int HO, int WO, int K,
+                                  int stride, int pad);
+/* Images per partial sum of vae_cuda_conv_wgrad_direct (its summation order
+ * depends on it; convw.cu); plain C */
+int vae_cuda_conv_wgrad_group(int N, int CI, int CO, int K, int HO, int WO);
+/* Floats of scratch vae_cuda_conv_wgrad_direct needs (0: none); plain C */
+size_t vae_cuda_conv_wgrad_scratch(int N, int CI, int CO, int K, int HO, int WO);
+/* dw[co, ci, ky, kx] = sum over n, oy, ox with iy = oy stride - pad + ky, ix = ox stride -
+ * pad + kx inside x of dy[n, co, oy, ox] x[n, ci, iy, ix]: the weight gradient of the
+ * convolution of x [N, CI, H, W] into dy [N, CO, HO, WO], dw [CO, CI, K, K] overwritten,
+ * fp32 FMA in a fixed order (convw.cu); scratch as vae_cuda_conv_wgrad_scratch says
+ * (may be NULL when that is 0). Nothing for an unsupported shape or N < 1. */
+void vae_cuda_conv_wgrad_direct(cudaStream_t s, real *dw, const real *x, const real *dy,
+                                real *scratch, int N, int CI, int H, int W, int CO, int HO,
+                                int WO, int K, int stride, int pad);
+
 /* ---- data.cu ---- */
 /* x[b, :] = data[idx[sv->row0 + b], :] / 255, b < B */
 void vae_cuda_gather_batch(cudaStream_t s, real *x, const uint8_t *data, const int32_t *idx,

@@ -8,8 +8,9 @@
  * the convolutions the CUDA backend's direct kernels (there timed
  * candidates) take: a convolution's data gradient and a transposed
  * convolution's forward run convt.cu's, a convolution's forward and a
- * transposed convolution's data gradient convf.cu's, wherever it takes the
- * shape, the forward's bias and activation fused — and
+ * transposed convolution's data gradient convf.cu's, and both weight
+ * gradients convw.cu's, wherever it takes the shape, the forward's bias and
+ * activation fused — and
  * everything src/host/backend_cuda.c does with a kernel of ours it does here
  * with the same launcher, the same arguments and the same scratch sizes:
  * bias add and bias gradients (the cuBLAS/cuDNN path of the CUDA backend,
@@ -88,20 +89,40 @@ static void emu_conv2d_forward(vae_backend *be, real *out, const real *in, const
     C(be)->conv2d_forward(C(be), out, in, w, NULL, g, B);
     if (b) vae_emu_bias_add_nchw(S, out, b, B, g->cout, g->hout * g->wout);
 }
+/* dw = the weight gradient of the convolution x [B, cin, hin, win] -> dy
+ * [B, cout, hout, wout] by the direct kernel (convw.cu), with the scratch
+ * the CUDA backend gives it; 0 (nothing done) where it does not take the shape */
+static int emu_conv_wgrad(vae_backend *be, real *dw, const real *x, const real *dy, int B,
+                          int cin, int hin, int win, int cout, int hout, int wout, int k,
+                          int stride, int pad) {
+    if (B <= 0 ||
+        !vae_emu_conv_wgrad_supported(cin, hin, win, cout, hout, wout, k, stride, pad))
+        return 0;
+    const size_t n = vae_emu_conv_wgrad_scratch(B, cin, cout, k, hout, wout);
+    real *scratch = n ? C(be)->alloc(C(be), n * sizeof(real)) : NULL;
+    if (n && !scratch) vae_panic(__FILE__, __LINE__, "emulator: no memory for %zu floats", n);
+    vae_emu_conv_wgrad_direct(S, dw, x, dy, scratch, B, cin, hin, win, cout, hout, wout, k,
+                              stride, pad);
+    if (scratch) C(be)->release(C(be), scratch);
+    return 1;
+}
 static void emu_conv2d_backward(vae_backend *be, real *din, real *dw, real *db, const real *dout,
                                 const real *in, const real *w, const vae_conv_geom *g, int B) {
     if (db)
         vae_emu_bias_grad_nchw(S, db, dout, B, g->cout, g->hout * g->wout, E(be)->bias_partials);
+    if (dw && emu_conv_wgrad(be, dw, in, dout, B, g->cin, g->hin, g->win, g->cout, g->hout,
+                             g->wout, g->k, g->stride, g->pad))
+        dw = NULL;
     /* the data gradient: the convT of dout with w [cout, cin, k, k] */
     if (din && B > 0 &&
         vae_emu_convt_direct_supported(g->cout, g->hout, g->wout, g->cin, g->hin, g->win, g->k,
                                        g->stride, g->pad)) {
-        C(be)->conv2d_backward(C(be), NULL, dw, NULL, dout, in, w, g, B);
+        if (dw) C(be)->conv2d_backward(C(be), NULL, dw, NULL, dout, in, w, g, B);
         emu_convt_direct(din, dout, w, NULL, VAE_CUDA_CONVT_NONE, 0, B, g->cout, g->hout,
                          g->wout, g->cin, g->hin, g->win, g->k, g->stride, g->pad);
         return;
     }
-    C(be)->conv2d_backward(C(be), din, dw, NULL, dout, in, w, g, B);
+    if (din || dw) C(be)->conv2d_backward(C(be), din, dw, NULL, dout, in, w, g, B);
 }
 static void emu_convt2d_forward(vae_backend *be, real *out, const real *in, const real *w,
                                 const real *b, const vae_convt_geom *g, int B) {
@@ -117,17 +138,21 @@ static void emu_convt2d_backward(vae_backend *be, real *din, real *dw, real *db,
                                  const vae_convt_geom *g, int B) {
     if (db)
         vae_emu_bias_grad_nchw(S, db, dout, B, g->cout, g->hout * g->wout, E(be)->bias_partials);
-    /* the data gradient: the conv of dout with w [cin, cout, k, k] as a conv
-     * filter [cin out, cout in] */
+    /* dw: the weight gradient of the conv dout -> in (conv terms: x = dout,
+     * dy = in, w [cin, cout, k, k] as a filter [cin out, cout in]) */
+    if (dw && emu_conv_wgrad(be, dw, dout, in, B, g->cout, g->hout, g->wout, g->cin, g->hin,
+                             g->win, g->k, g->stride, g->pad))
+        dw = NULL;
+    /* the data gradient: the conv of dout with w as that filter */
     if (din && B > 0 &&
         vae_emu_conv_direct_supported(g->cout, g->hout, g->wout, g->cin, g->hin, g->win, g->k,
                                       g->stride, g->pad)) {
-        C(be)->convt2d_backward(C(be), NULL, dw, NULL, dout, in, w, g, B);
+        if (dw) C(be)->convt2d_backward(C(be), NULL, dw, NULL, dout, in, w, g, B);
         emu_conv_direct(din, dout, w, NULL, VAE_CUDA_CONVT_NONE, 0, B, g->cout, g->hout,
                         g->wout, g->cin, g->hin, g->win, g->k, g->stride, g->pad);
         return;
     }
-    C(be)->convt2d_backward(C(be), din, dw, NULL, dout, in, w, g, B);
+    if (din || dw) C(be)->convt2d_backward(C(be), din, dw, NULL, dout, in, w, g, B);
 }
 /* dense + ReLU as the CUDA backend's fallback (no cuBLASLt ReLU epilogues):
  * the GEMM, our bias and activation kernels; no mask */
