@@ -38,8 +38,9 @@
  *
  *   - Beside the streaming kernels: the direct transposed convolution
  *     (convt.cu) on the decoders' layers and the direct convolution
- *     (convf.cu) on the encoders', whose notes give TFLOPS (compute- or
- *     latency-bound, so their % D2D says little).
+ *     (convf.cu) on the encoders', and the direct weight gradient
+ *     (convw.cu) on the training layers, whose notes give TFLOPS (compute-
+ *     or latency-bound, so their % D2D says little).
  *
  * Exit status: 0 all checks passed, 1 a check failed or a CUDA error, 2 usage.
  */
@@ -1027,6 +1028,72 @@ static void case_convf(int N, int CI, int H, int CO, int K, int S, int P) {
     flops_note(flop, "cuDNN's pick is timed beside it at plan time");
 }
 
+/* The direct weight gradient (convw.cu) of a convolution x [N, CI, H, H] ->
+ * dy [N, CO, HO, HO], on the training layers (an encoder conv, and a
+ * decoder convT's weight gradient in conv terms): its two launches (tiles,
+ * then the groups' sum) timed together; the note gives TFLOPS. Bytes: x, dy
+ * and dw once. */
+static void case_convw(int N, int CI, int H, int CO, int K, int S, int P) {
+    const int W = H, HO = (H + 2 * P - K) / S + 1, WO = HO;
+    const size_t nx = (size_t)N * CI * H * W, ndy = (size_t)N * CO * HO * WO;
+    const size_t nw = (size_t)CO * CI * K * K;
+    const size_t nscr = vae_cuda_conv_wgrad_scratch(N, CI, CO, K, HO, WO);
+    std::string sh = fmt("N=%d %dx%d->%dx%d k%d", N, CI, H, CO, HO, K);
+    if (!want("conv_wgrad") || !fits(4.0 * (nx + ndy + nscr)) ||
+        !vae_cuda_conv_wgrad_supported(CI, H, W, CO, HO, WO, K, S, P))
+        return;
+    const int G = vae_cuda_conv_wgrad_group(N, CI, CO, K, HO, WO);
+    /* taps inside x over one image's outputs, per (ci, co) */
+    double taps = 0;
+    for (int oy = 0; oy < HO; oy++)
+        for (int ky = 0; ky < K; ky++) {
+            const int iy = oy * S - P + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (int ox = 0; ox < WO; ox++)
+                for (int kx = 0; kx < K; kx++) {
+                    const int ix = ox * S - P + kx;
+                    if (ix >= 0 && ix < W) taps += 1;
+                }
+        }
+    const double flop = 2.0 * taps * CI * CO * N;
+    DBuf<float> x(nx), dy(ndy), dw(nw), scr(nscr ? nscr : 1);
+    fill(x.p, nx, T_A, -1, 2);
+    fill(dy.p, ndy, T_B, -0.2f, 0.4f);
+    auto launch = [&] {
+        vae_cuda_conv_wgrad_direct(g_s, dw.p, x.p, dy.p, scr.p, N, CI, H, W, CO, HO, WO, K, S, P);
+    };
+    auto check = [&] {
+        Check c;
+        for (size_t o : samples(nw)) {
+            const int kx = (int)(o % K), ky = (int)(o / K % K), ci = (int)(o / ((size_t)K * K) % CI);
+            const int co = (int)(o / ((size_t)K * K * CI));
+            float sum = 0;
+            for (int n0 = 0; n0 < N; n0 += G) {
+                float part = 0;
+                for (int n = n0; n < N && n < n0 + G; n++)
+                    for (int oy = 0; oy < HO; oy++) {
+                        const int iy = oy * S - P + ky;
+                        if (iy < 0 || iy >= H) continue;
+                        for (int ox = 0; ox < WO; ox++) {
+                            const int ix = ox * S - P + kx;
+                            if (ix < 0 || ix >= W) continue;
+                            part = fmaf(hval(T_B, (((size_t)n * CO + co) * HO + oy) * WO + ox, -0.2f, 0.4f),
+                                        hval(T_A, (((size_t)n * CI + ci) * H + iy) * W + ix, -1, 2),
+                                        part);
+                        }
+                    }
+                sum = n0 == 0 ? part : sum + part;
+            }
+            c.near("dw", o, dget(dw.p, o), sum, 1e-6);
+        }
+        return c.msg;
+    };
+    run_case("conv_wgrad_direct", sh, (double)nw, 4.0 * (nx + ndy + nw), launch, check,
+             {{dw.p, nw}}, "");
+    flops_note(flop, fmt("groups of %d images; the GEMM form and cuDNN's pick are timed beside it "
+                         "at plan time", G).c_str());
+}
+
 /* ------------------------------------------------------------ device info */
 
 typedef int (*nvml_fn0)(void);
@@ -1287,6 +1354,12 @@ int main(int argc, char **argv) {
                               {64, 8, 128, 4, 2, 1}};
     for (const auto &t : convfs)
         for (int N : {128, 1024}) case_convf(N, t[0], t[1], t[2], t[3], t[4], t[5]);
+    /* the weight gradients of training, on the encoders' shapes above, which
+     * are also the decoders' transposed convolutions' in conv terms (x =
+     * the convT's dout, dy = its input: mnist_conv 32x14x14 -> 64x7x7 and
+     * 1x28x28 -> 32x14x14), at batch 128 and 1024 */
+    for (const auto &t : convfs)
+        for (int N : {128, 1024}) case_convw(N, t[0], t[1], t[2], t[3], t[4], t[5]);
     CK(cudaDeviceSynchronize());
 
     /* summary: the largest size of each kernel */
