@@ -159,8 +159,11 @@
  * mask) holds
  * the matmul descriptor (CUBLAS_COMPUTE_32F, or CUBLAS_COMPUTE_32F_FAST_TF32
  * after set_precision(tf32); scale type R_32F), the three layouts and one
- * algorithm from cublasLtMatmulAlgoGetHeuristic — deterministic, no timing,
- * so every process picks the same one. Its preference offers the cuBLAS
+ * algorithm: of the (up to LT_HEUR_MAX) cublasLtMatmulAlgoGetHeuristic
+ * offers, the fastest on the plan's first call, timed there (lt_plan_time),
+ * or with $VAE_CUDNN_ALGO=heuristic, or for a plan made during a capture,
+ * the heuristic's first, so that every process picks the same one. Every
+ * candidate is deterministic. Its preference offers the cuBLAS
  * workspace we already own (CUBLAS_WS_BYTES in the arena's scratch: cuBLAS
  * and cuBLASLt use it one after the other on the one stream), states the
  * real alignment of each pointer (the default assumes 256 bytes; parameters
@@ -1206,6 +1209,8 @@ typedef struct lt_plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, ld; /* ld: C and D (C = D, beta = 0) */
     cublasLtMatmulAlgo_t algo;
+    cublasLtMatmulAlgo_t cand[LT_HEUR_MAX]; /* the heuristic's usable algorithms, its order */
+    int ncand;
 } lt_plan;
 
 /* The largest power of two (<= 256) dividing the address. */
@@ -1379,13 +1384,13 @@ static int lt_plan_make(cuda_ctx *c, lt_plan *p, const void *bias, const void *a
                  cublasGetStatusString(st));
         goto out;
     }
-    for (int i = 0; i < got && i < LT_HEUR_MAX; i++) {
+    for (int i = 0; i < got && i < LT_HEUR_MAX; i++)
         if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= CUBLAS_WS_BYTES &&
-            lt_algo_ordered(&res[i].algo)) {
-            p->algo = res[i].algo;
-            ok = 1;
-            break;
-        }
+            lt_algo_ordered(&res[i].algo))
+            p->cand[p->ncand++] = res[i].algo;
+    if (p->ncand > 0) {
+        p->algo = p->cand[0];
+        ok = 1;
     }
     if (!ok && got > 0)
         snprintf(why, why_len,
@@ -1401,11 +1406,74 @@ out:
 }
 #undef LT_TRY
 
+/* D = op(A) op(B) with the plan's epilogue and algorithm `algo`, on the
+ * stream in use (the bias and mask pointers set on p->desc before). */
+static cublasStatus_t lt_matmul(cuda_ctx *c, const lt_plan *p, const cublasLtMatmulAlgo_t *algo,
+                                const void *a, const void *b, void *d) {
+    const float one = 1.0f, zero = 0.0f;
+    return cublasLtMatmul(c->lt, p->desc, &one, a, p->la, b, p->lb, &zero, d, p->ld, d, p->ld,
+                          algo, blas_ws(c), CUBLAS_WS_BYTES, c->stream);
+}
+
+/* With timed algorithm choice (not $VAE_CUDNN_ALGO=heuristic) and outside a
+ * capture: run each of the heuristic's usable algorithms on the call's own
+ * buffers (one untimed call, then the mean of three; D, and the bias
+ * gradient or mask an epilogue writes, are all written again by the call
+ * that follows) and keep the fastest. At a small batch the heuristic's
+ * first pick is often a split-K algorithm with a separate reduction kernel,
+ * which a single-pass one beats there. Every candidate is deterministic (no
+ * atomics: LT_REDUCTION_OK), so only the choice can differ between
+ * processes, as with cuDNN's. A plan made during a capture keeps the
+ * heuristic's first. Plan time only: synchronises. */
+static void lt_plan_time(cuda_ctx *c, lt_plan *p, const void *a, const void *b, void *d,
+                         const void *bias, const void *aux) {
+    if (!c->use_find || c->capturing || p->ncand < 2) return;
+    if (c->side_on) CUDA_CHECK(cudaDeviceSynchronize());
+    if (cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                       sizeof bias) != CUBLAS_STATUS_SUCCESS ||
+        (lt_has_aux(p->kind) &&
+         cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
+                                        sizeof aux) != CUBLAS_STATUS_SUCCESS))
+        return;
+    cudaEvent_t t0, t1;
+    CUDA_CHECK(cudaEventCreate(&t0));
+    CUDA_CHECK(cudaEventCreate(&t1));
+    int best = -1;
+    float best_ms = 0;
+    for (int i = 0; i < p->ncand; i++) {
+        cublasStatus_t st = lt_matmul(c, p, &p->cand[i], a, b, d);
+        float ms = 0;
+        if (st == CUBLAS_STATUS_SUCCESS) {
+            CUDA_CHECK(cudaEventRecord(t0, c->stream));
+            for (int r = 0; r < 3 && st == CUBLAS_STATUS_SUCCESS; r++)
+                st = lt_matmul(c, p, &p->cand[i], a, b, d);
+            CUDA_CHECK(cudaEventRecord(t1, c->stream));
+            CUDA_CHECK(cudaEventSynchronize(t1));
+            CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+            ms /= 3;
+        }
+        if (st != CUBLAS_STATUS_SUCCESS) {
+            (void)cudaGetLastError(); /* a refused launch's non-sticky error */
+            continue;
+        }
+        if (best < 0 || ms < best_ms) best = i, best_ms = ms;
+        if (c->dnn_verbose)
+            fprintf(stderr, "vae: cuBLASLt %s dense %d->%d (batch %d): algorithm %d of %d %.4f ms\n",
+                    lt_what(p->kind), p->I, p->O, p->B, i + 1, p->ncand, (double)ms);
+    }
+    CUDA_CHECK(cudaEventDestroy(t0));
+    CUDA_CHECK(cudaEventDestroy(t1));
+    if (best >= 0) p->algo = p->cand[best];
+    if (c->dnn_verbose && best >= 0)
+        fprintf(stderr, "vae: cuBLASLt %s dense %d->%d (batch %d): algorithm %d chosen\n",
+                lt_what(p->kind), p->I, p->O, p->B, best + 1);
+}
+
 /* The plan for this call, made at first use (host-only calls: allowed during
  * a graph capture); NULL if the plan table cannot grow (then the op falls
  * back). An unusable plan is returned too: the caller checks p->usable. */
 static lt_plan *lt_plan_get(cuda_ctx *c, int kind, int B, int I, int O, const void *a,
-                            const void *b, const void *d, const void *bias, const void *aux) {
+                            const void *b, void *d, const void *bias, const void *aux) {
     const unsigned aa = ptr_align(a), ab = ptr_align(b), ad = ptr_align(d), abias = ptr_align(bias);
     const unsigned aaux = ptr_align(aux);
     for (int i = 0; i < c->nlt; i++) {
@@ -1428,6 +1496,7 @@ static lt_plan *lt_plan_get(cuda_ctx *c, int kind, int B, int I, int O, const vo
     p->al_a = aa, p->al_b = ab, p->al_d = ad, p->al_bias = abias, p->al_aux = aaux;
     char why[256] = "";
     p->usable = lt_plan_make(c, p, bias, aux, why, sizeof why);
+    if (p->usable) lt_plan_time(c, p, a, b, d, bias, aux);
     if (!p->usable)
         lt_note(c, "cuBLASLt %s not used for dense %d->%d (batch %d%s): %s; using %s",
                 lt_what(kind), I, O, B, p->tf32 ? ", tf32" : "", why, lt_instead(kind));
@@ -1456,15 +1525,12 @@ static int lt_dense(cuda_ctx *c, int kind, int B, int I, int O, const void *a, c
     }
     lt_plan *p = lt_plan_get(c, kind, B, I, O, a, b, d, bias, aux);
     if (!p || !p->usable) return 0;
-    const float one = 1.0f, zero = 0.0f;
     cublasStatus_t st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                        &bias, sizeof bias);
     if (st == CUBLAS_STATUS_SUCCESS && lt_has_aux(kind))
         st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
                                             &aux, sizeof aux);
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmul(c->lt, p->desc, &one, a, p->la, b, p->lb, &zero, d, p->ld, d, p->ld,
-                            &p->algo, blas_ws(c), CUBLAS_WS_BYTES, c->stream);
+    if (st == CUBLAS_STATUS_SUCCESS) st = lt_matmul(c, p, &p->algo, a, b, d);
     if (st == CUBLAS_STATUS_SUCCESS) return 1;
     /* a refused launch leaves a (non-sticky) error behind; a sticky one
      * resurfaces at the next CUDA_CHECK */

@@ -948,7 +948,9 @@ static cublasStatus_t lt_check(const char *fn, const lt_desc *d, const lt_layout
 /* The algorithm: cublasLtMatmulAlgo_t.data[0] = ALGO_MAGIC, data[1] the
  * alignments of A, B, C, D the preference stated (16 bits each), data[2]
  * those of the bias and aux pointers the descriptor held, data[3] the
- * epilogue; the rest 0. */
+ * epilogue, data[4] its index among the results (two when two or more are
+ * requested, so that a caller that times the heuristic's candidates runs
+ * that path; both compute the same); the rest 0. */
 static unsigned cap256(uint32_t a) { return a > 256 ? 256 : a; }
 
 static unsigned algo_align(const cublasLtMatmulAlgo_t *al, int i) {
@@ -1010,17 +1012,22 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t lightHandle,
         mock_note("%s: epilogue %s refused ($VAE_MOCK_LT_REFUSE)", fn, epi_name(p.epi));
         return CUBLAS_STATUS_NOT_SUPPORTED;
     }
-    cublasLtMatmulHeuristicResult_t *r = &heuristicResultsArray[0];
-    memset(r, 0, sizeof *r);
-    r->algo.data[0] = ALGO_MAGIC;
-    r->algo.data[1] = (uint64_t)cap256(pref->align[0]) | (uint64_t)cap256(pref->align[1]) << 16 |
-                      (uint64_t)cap256(pref->align[2]) << 32 | (uint64_t)cap256(pref->align[3]) << 48;
-    r->algo.data[2] = (uint64_t)ptr_align(d->bias) | (uint64_t)ptr_align(d->aux) << 16;
-    r->algo.data[3] = p.epi;
-    r->workspaceSize = 0;
-    r->state = CUBLAS_STATUS_SUCCESS;
-    r->wavesCount = waves;
-    *returnAlgoCount = 1;
+    const int nres = requestedAlgoCount < 2 ? requestedAlgoCount : 2;
+    for (int i = 0; i < nres; i++) {
+        cublasLtMatmulHeuristicResult_t *r = &heuristicResultsArray[i];
+        memset(r, 0, sizeof *r);
+        r->algo.data[0] = ALGO_MAGIC;
+        r->algo.data[1] = (uint64_t)cap256(pref->align[0]) | (uint64_t)cap256(pref->align[1]) << 16 |
+                          (uint64_t)cap256(pref->align[2]) << 32 |
+                          (uint64_t)cap256(pref->align[3]) << 48;
+        r->algo.data[2] = (uint64_t)ptr_align(d->bias) | (uint64_t)ptr_align(d->aux) << 16;
+        r->algo.data[3] = p.epi;
+        r->algo.data[4] = (uint64_t)i;
+        r->workspaceSize = 0;
+        r->state = CUBLAS_STATUS_SUCCESS;
+        r->wavesCount = waves;
+    }
+    *returnAlgoCount = nres;
     return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -438,10 +438,19 @@ static cublasStatus_t heuristic(cublasLtHandle_t lt, const lt_plan *p, cublasLtM
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, p->desc, p->la, p->lb, p->lc, p->ld,
                                                        p->pref, 4, res, got);
     if (st == CUBLAS_STATUS_SUCCESS && *got >= 1) {
-        CHECK(*got == 1);
-        CHECK(res[0].state == CUBLAS_STATUS_SUCCESS);
-        CHECK(res[0].workspaceSize == 0);
+        /* two results (the same numerics) when two or more are asked for */
+        CHECK(*got == 2);
+        for (int i = 0; i < 2; i++) {
+            CHECK(res[i].state == CUBLAS_STATUS_SUCCESS);
+            CHECK(res[i].workspaceSize == 0);
+        }
+        CHECK(memcmp(&res[0].algo, &res[1].algo, sizeof res[0].algo) != 0);
         *algo = res[0].algo;
+        /* one when one is asked for */
+        int one = -1;
+        CHECK(cublasLtMatmulAlgoGetHeuristic(lt, p->desc, p->la, p->lb, p->lc, p->ld, p->pref, 1,
+                                             res, &one) == CUBLAS_STATUS_SUCCESS);
+        CHECK(one == 1);
     }
     return st;
 }
@@ -522,7 +531,7 @@ static void test_lt_epilogues(void) {
                         cublasLtMatmulAlgo_t algo;
                         int got;
                         EXPECT_OK(heuristic(lt, &p, &algo, &got));
-                        CHECK(got == 1);
+                        CHECK(got == 2);
                         int32_t splits = 0;
                         uint32_t scheme = 99;
                         size_t wr = 0;
@@ -952,7 +961,7 @@ static void test_refuse(void) {
     EXPECT_FAIL(heuristic(lt, &p[1], &algo, &got), CUBLAS_STATUS_NOT_SUPPORTED);
     CHECK(got == 0);
     EXPECT_OK(heuristic(lt, &p[2], &algo, &got));
-    CHECK(got == 1);
+    CHECK(got == 2);
     EXPECT_OK(heuristic(lt, &p[3], &algo, &got));
     setenv("VAE_MOCK_LT_REFUSE", "all", 1);
     for (int i = 0; i < 4; i++) {
