@@ -219,6 +219,11 @@ if [ "$STAGE" = verify ]; then
   run "memcheck test_cuda_ops" 60 "$CS" --tool memcheck --leak-check full --error-exitcode 9 build-gpu/tests/test_cuda_ops
   run "racecheck test_cuda_ops (kernels only)" 60 env VAE_TEST_KERNELS_ONLY=1 "$CS" --tool racecheck \
     --error-exitcode 9 build-gpu/tests/test_cuda_ops
+  # the direct convolution kernels alone: TFLOPS per layer (the plans time
+  # them against cuDNN; the choices are in the next run's output)
+  [ -x build-gpu/bench/vae_kernel_bench ] && run "direct convolution kernels" 30 \
+    build-gpu/bench/vae_kernel_bench --quick --only conv_direct,convt_direct,conv_wgrad \
+    --md "$OUT/conv-kernels.md"
   run "algorithm choices, training b128" 30 env VAE_CUDNN_VERBOSE=1 build-gpu/vae train configs/mnist_conv.ini \
     --epochs 2 --device cuda --no-progress --out /tmp/vv
   grep -h images_per_s /tmp/vv/metrics.jsonl >>"$LOG" 2>&1
@@ -250,9 +255,11 @@ for name in ['data_batch_%d.bin' % i for i in range(1, 6)] + ['test_batch.bin']:
   CK=$(ls -t /tmp/vv/ckpt-*.safetensors 2>/dev/null | head -1)
   run "decode choices" 20 env VAE_CUDNN_VERBOSE=1 build-gpu/vae sample "$CK" --prior 65536 --chunk 16384 \
     --device cuda --no-npy --no-png --json --out /tmp/vd
+  # 2^20 images: the engine's one-time set-up (plans, algorithm timing,
+  # ~0.13 s on the H200) was half of a 262,144-image run
   run "decoding vs PyTorch" 60 env LD_LIBRARY_PATH= "$(command -v python3)" bench/decode_bench.py \
-    --vae .gpu/vae-run --device cuda --configs mnist_conv ${CK:+--ckpt mnist_conv=$CK} --n mnist_conv=262144 \
-    --batches 16384 --chunks 4096,16384,65536 --compile none --out "$OUT/decode.md"
+    --vae .gpu/vae-run --device cuda --configs mnist_conv ${CK:+--ckpt mnist_conv=$CK} --n mnist_conv=1048576 \
+    --batches 16384 --chunks 16384,65536 --repeats 2 --compile none --out "$OUT/decode.md"
 fi
 
 if [ "$STAGE" = test ]; then
@@ -290,12 +297,12 @@ if [ "$STAGE" = bench ]; then
   PY=$(command -v python3)
   vae_wrapper
   # sized to fit one device call: --quick sizes for the kernels, 3 engine
-  # epochs and 3 PyTorch windows of 100 steps for training, 2^18 / 2^17
+  # epochs and 3 PyTorch windows of 100 steps for training, 2^20 / 2^18
   # images for decoding (BENCH_FULL=1: each script's own defaults)
   if [ -n "${BENCH_FULL:-}" ]; then KQ=(); TQ=(); DQ=(); else
     KQ=(--quick)
     TQ=(--epochs 3 --steps 100 --warmup 20 --repeats 3 --time-limit 150 --compile-reserve 70)
-    DQ=(--n mnist_conv=262144,cifar10_conv=131072 --batches 4096,16384,65536 --compile none)
+    DQ=(--n mnist_conv=1048576,cifar10_conv=262144 --batches 4096,16384,65536 --compile none)
   fi
   [ -x build-gpu/bench/vae_kernel_bench ] && run "kernel bench" 60 build-gpu/bench/vae_kernel_bench "${KQ[@]}" --md "$OUT/kernels.md"
   run "training vs PyTorch" 190 env LD_LIBRARY_PATH= "$PY" bench/gpu_train_bench.py \
