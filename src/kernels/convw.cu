@@ -192,6 +192,8 @@ __global__ void __launch_bounds__(TCO *TCR / 16) convw_tile_kernel(convw_args a)
 __global__ void convw_reduce_kernel(real *dw, const real *part, size_t n, int ng) {
     VAE_GRID_STRIDE_LOOP(i, n) {
         float s = part[i];
+        /* the adds stay in order; unrolling lets the loads run ahead */
+#pragma unroll 8
         for (int g = 1; g < ng; g++) s = s + part[(size_t)g * n + i];
         dw[i] = s;
     }
