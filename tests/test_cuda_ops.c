@@ -801,7 +801,7 @@ static real *host_of(const real *cpu_ptr, size_t n) {
 
 /* out = convT(in, w) (+ bias) summed as the direct kernel documents
  * (convt.cu): for each output, acc = 0; ci, ky, kx ascending over the taps
- * that reach it, acc = fmaf(in, w, acc); then acc + bias[co]. */
+ * that reach it, acc = fmaf(in, w, acc); then acc + 0 (-0 -> +0), + bias[co]. */
 static void direct_ref(real *out, const real *in, const real *w, const real *bias, int N, int CI,
                        int HI, int WI, int CO, int HO, int WO, int K, int S, int P) {
     for (int n = 0; n < N; n++)
@@ -820,7 +820,7 @@ static void direct_ref(real *out, const real *in, const real *w, const real *bia
                                            w[(((size_t)ci * CO + co) * K + ky) * K + kx], acc);
                             }
                         }
-                    real v = acc;
+                    real v = acc + (real)0; /* -0 -> +0, as the kernel */
                     if (bias) v = v + bias[co];
                     out[(((size_t)n * CO + co) * HO + oy) * WO + ox] = v;
                 }
@@ -828,7 +828,7 @@ static void direct_ref(real *out, const real *in, const real *w, const real *bia
 
 /* out = act(conv(in, w) + bias) summed as the direct forward kernel
  * documents (convf.cu): for each output, acc = 0; ci, ky, kx ascending over
- * the taps inside the input, acc = fmaf(in, w, acc); then acc + bias[co],
+ * the taps inside the input, acc = fmaf(in, w, acc); then acc + 0 (-0 -> +0), + bias[co],
  * then act (VAE_CUDA_CONVT_*: 0 none, 1 ReLU, 2 leaky). in [N, CI, H, W], w
  * [CO, CI, K, K]. */
 static void fwd_ref(real *out, const real *in, const real *w, const real *bias, int act,
@@ -850,7 +850,7 @@ static void fwd_ref(real *out, const real *in, const real *w, const real *bias, 
                                            w[(((size_t)co * CI + ci) * K + ky) * K + kx], acc);
                             }
                         }
-                    real v = acc;
+                    real v = acc + (real)0; /* -0 -> +0, as the kernel */
                     if (bias) v = v + bias[co];
                     if (act == 1) v = v > 0 ? v : (real)0;
                     else if (act == 2) v = v > 0 ? v : slope * v;
@@ -861,7 +861,8 @@ static void fwd_ref(real *out, const real *in, const real *w, const real *bias, 
 /* dw = the weight gradient of the convolution x [N, CI, H, W] -> dy [N, CO,
  * HO, WO], dw [CO, CI, K, K], summed as the direct kernel documents
  * (convw.cu): groups of G images; per group p = 0, then n, oy, ox ascending
- * over the taps inside x, p = fmaf(dy, x, p); dw = p_0 + p_1 + ... in order. */
+ * over the taps inside x, p = fmaf(dy, x, p); p = p + 0 (-0 -> +0); dw = p_0 + p_1
+ * + ... in order. */
 static void wgrad_ref(real *dw, const real *x, const real *dy, int G, int N, int CI, int H,
                       int W, int CO, int HO, int WO, int K, int S, int P) {
     for (int co = 0; co < CO; co++)
@@ -882,6 +883,7 @@ static void wgrad_ref(real *dw, const real *x, const real *dy, int G, int N, int
                                              x[(((size_t)n * CI + ci) * H + iy) * W + ix], p);
                                 }
                             }
+                        p = p + 0.0f; /* -0 -> +0, as the kernel */
                         sum = n0 == 0 ? p : sum + p;
                     }
                     dw[(((size_t)co * CI + ci) * K + ky) * K + kx] = sum;
@@ -950,6 +952,67 @@ static void fwd_direct_check(const char *tag, const vae_conv_geom *cg, const vae
         free(got);
     }
     free(want);
+}
+
+/* Sums of zeros: with inputs of 1e-30 and weights of 1e-20 (random signs)
+ * every product underflows to a signed zero, so every output of the
+ * convolution's forward, data gradient and weight gradient is +0 or -0. The
+ * direct kernels (g_gpu_direct) multiply the zero border and the padding
+ * rows too, which can turn a -0 sum into +0; their documented order ends in
+ * "+ 0" so that the bits (the sign included) are those of the references.
+ * Shape: the forward tile kernel (K 3, S 2), the data gradient's small
+ * kernel (2 channels), the weight gradient's rows padded to a 16-row slice. */
+static void test_direct_signed_zero(void) {
+    const int B = 2, CI = 2, H = 6, W = 6, CO = 3, K = 3, S = 2, P = 1, HO = 3, WO = 3;
+    const vae_conv_geom g = {CI, H, W, CO, HO, WO, K, S, P};
+    const size_t nin = (size_t)B * CI * H * W, nw = (size_t)CO * CI * K * K;
+    const size_t nout = (size_t)B * CO * HO * WO;
+    real *hin = test_xmalloc(nin * sizeof(real)), *hw = test_xmalloc(nw * sizeof(real));
+    real *hd = test_xmalloc(nout * sizeof(real));
+    uint32_t r = 12345;
+    struct {
+        real *h;
+        size_t n;
+        float mag;
+    } fills[3] = {{hin, nin, 1e-30f}, {hw, nw, 1e-20f}, {hd, nout, 1e-30f}};
+    for (int f = 0; f < 3; f++)
+        for (size_t i = 0; i < fills[f].n; i++) {
+            r = r * 1664525u + 1013904223u;
+            fills[f].h[i] = (r >> 31) ? fills[f].mag : -fills[f].mag;
+        }
+    pool *pl = &g_pg_direct;
+    vae_backend *be = g_gpu_direct;
+    real *gin = dev_put(pl, hin, nin, 0), *gw = dev_put(pl, hw, nw, 0);
+    real *gd = dev_put(pl, hd, nout, 0), *gy = dev_sentinel(pl, nout, 0);
+    real *gx = dev_sentinel(pl, nin, 0), *gdw = dev_sentinel(pl, nw, 0);
+    be->conv2d_forward(be, gy, gin, gw, NULL, &g, B);
+    be->conv2d_backward(be, gx, gdw, NULL, gd, gin, gw, &g, B);
+    const char *tag = "signed zeros B=2 2x6x6 -> 3x3x3 k3 s2 p1";
+    real *want = test_xmalloc(nin * sizeof(real)), *got;
+    if (g_fwd_direct_supported(CI, H, W, CO, HO, WO, K, S, P)) {
+        fwd_ref(want, hin, hw, NULL, 0, 0, B, CI, H, W, CO, HO, WO, K, S, P);
+        got = fetch(be, gy, nout);
+        bits_check(tag, "conv2d_forward", got, want, nout);
+        free(got);
+    }
+    if (g_direct_supported(CO, HO, WO, CI, H, W, K, S, P)) {
+        direct_ref(want, hd, hw, NULL, B, CO, HO, WO, CI, H, W, K, S, P);
+        got = fetch(be, gx, nin);
+        bits_check(tag, "din", got, want, nin);
+        free(got);
+    }
+    if (g_wgrad_supported(CI, H, W, CO, HO, WO, K, S, P)) {
+        wgrad_ref(want, hin, hd, g_wgrad_group(B, CI, CO, K, HO, WO), B, CI, H, W, CO, HO, WO, K,
+                  S, P);
+        got = fetch(be, gdw, nw);
+        bits_check(tag, "dw", got, want, nw);
+        free(got);
+    }
+    free(want);
+    free(hin);
+    free(hw);
+    free(hd);
+    pools_reset();
 }
 
 /* The convolution gradients on a second or third CUDA backend (`form`: the
@@ -2126,6 +2189,7 @@ int main(void) {
         const int *c = conv[i];
         test_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 200 + (unsigned)i);
     }
+    if (libs) test_direct_signed_zero();
     /* B, cin, h, w, cout, k, stride, pad, out_pad */
     static const int convt[][9] = {{1, 8, 7, 7, 4, 4, 2, 1, 0},  {3, 3, 5, 6, 2, 3, 2, 1, 1},
                                    {2, 5, 1, 1, 7, 3, 1, 0, 0},  {4, 64, 7, 7, 32, 4, 2, 1, 0},

@@ -927,7 +927,9 @@ static int plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *d
     p->dgrad_direct = direct_ok && c->conv_direct == CONV_GEMM_ALWAYS;
     p->dgrad_ns = 0;
     if (!p->dgrad_direct) {
-        if (direct_ok && c->use_find) {
+        /* (not when the GEMM form is forced and takes the shape: it wins anyway) */
+        if (direct_ok && c->use_find &&
+            !(c->conv_gemm == CONV_GEMM_ALWAYS && conv_gemm_slice(c, p, cap) > 0)) {
             const direct_job job = {p, DIRECT_DGRAD, dy, w, dx};
             direct_ms = time_ms(c, direct_job_run, &job);
         }
@@ -973,11 +975,15 @@ static int plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void 
     const int direct_ok = c->conv_direct != CONV_GEMM_NEVER && dbytes <= cap &&
                           vae_cuda_conv_wgrad_supported(p->c, p->h, p->w, p->k, p->ho, p->wo,
                                                         p->r, p->stride, p->pad);
+    if (c->dnn_verbose && c->conv_direct == CONV_GEMM_ALWAYS && dbytes > cap)
+        fprintf(stderr, "vae: cuDNN backward-filter: direct kernel not used: its %zu bytes of "
+                        "partial sums exceed the %zu bytes of workspace\n", dbytes, cap);
     float direct_ms = -1; /* < 0: not timed */
     p->wgrad_direct = direct_ok && c->conv_direct == CONV_GEMM_ALWAYS;
     p->wgrad_ns = 0;
     if (!p->wgrad_direct) {
-        if (direct_ok && c->use_find) {
+        if (direct_ok && c->use_find &&
+            !(c->conv_gemm == CONV_GEMM_ALWAYS && conv_gemm_slice(c, p, cap) > 0)) {
             const wgrad_job job = {p, x, dy, dw, ws};
             direct_ms = time_ms(c, wgrad_job_run, &job);
         }

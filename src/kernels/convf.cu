@@ -13,14 +13,15 @@
  *
  * Summation order, the same in every kernel below and for every N: acc = +0;
  * for ci ascending, ky ascending, kx ascending: acc = fmaf(in, w, acc); then
- * acc + bias[co] (when there is a bias), then act: 0 none, 1 ReLU (x > 0 ?
- * x : 0), 2 leaky ReLU (x > 0 ? x : slope x) — convt.cu's VAE_CUDA_CONVT_*
- * codes and expressions (act.cu's). So the bits depend on the operands
- * alone: not on N, the kernel, its tiling or the GPU, and they are those of
- * this sum followed by the bias and act kernels. The tile kernel also adds
- * the taps that fall on the zero border around the input: fmaf(0, w, acc) =
- * acc for a finite w, since acc, starting at +0, is never -0 — the bits of
- * skipping them (convt.cu's header).
+ * acc + 0 (a -0 sum becomes +0), then + bias[co] (when there is a bias),
+ * then act: 0 none, 1 ReLU (x > 0 ? x : 0), 2 leaky ReLU (x > 0 ? x :
+ * slope x) — convt.cu's VAE_CUDA_CONVT_* codes and expressions (act.cu's).
+ * So the bits depend on the operands alone: not on N, the kernel, its
+ * tiling or the GPU, and they are those of this sum followed by the bias
+ * and act kernels (up to the sign of a zero sum without a bias). The tile
+ * kernel also adds the taps that fall on the zero border around the input,
+ * which for a finite w changes at most the sign of a zero acc (moot after
+ * the + 0): the bits of skipping them (convt.cu's header).
  *
  * Kernels (vae_cuda_conv_direct picks by shape alone):
  *  - tile (K 3 or 4, stride 1 or 2, any pad): a block takes one image, GB
@@ -233,7 +234,7 @@ __global__ void __launch_bounds__(CONVF_MAXT) convf_tile_kernel(convf_args a) {
                 for (int k = 0; k < NB; k++) {
                     const int oy = oy0 + sl * NB + k;
                     if (oy >= a.HO) break;
-                    real v = acc[j][k];
+                    real v = acc[j][k] + (real)0; /* -0 -> +0 (header) */
                     if (a.bias) v = v + a.bias[co];
                     pl[(size_t)oy * a.WO + ox] = convf_act(v, a.act, a.slope);
                 }
@@ -264,7 +265,7 @@ __global__ void convf_generic_kernel(convf_args a, int K, int S, size_t total) {
                 }
             }
         }
-        real v = acc;
+        real v = acc + (real)0; /* -0 -> +0 (header) */
         if (a.bias) v = v + a.bias[co];
         a.out[i] = convf_act(v, a.act, a.slope);
     }

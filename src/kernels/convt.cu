@@ -13,15 +13,17 @@
  *
  * Summation order, the same in every kernel below and for every N: acc = +0;
  * for ci ascending, ky ascending, kx ascending, over the taps that reach
- * (oy, ox): acc = fmaf(in, w, acc); then acc + bias[co] (when there is a
- * bias), then act: 0 none, 1 ReLU (x > 0 ? x : 0), 2 leaky ReLU
- * (x > 0 ? x : slope x), act.cu's expressions. So the bits depend on the
- * operands alone: not on N, the kernel, its tiling or the GPU, and they are
- * those of this sum followed by the bias and act kernels. The tiled kernels
+ * (oy, ox): acc = fmaf(in, w, acc); then acc + 0 (a -0 sum becomes +0),
+ * then + bias[co] (when there is a bias), then act: 0 none, 1 ReLU (x > 0
+ * ? x : 0), 2 leaky ReLU (x > 0 ? x : slope x), act.cu's expressions. So
+ * the bits depend on the operands alone: not on N, the kernel, its tiling
+ * or the GPU, and they are those of this sum followed by the bias and act
+ * kernels (up to the sign of a zero sum without a bias). The tiled kernels
  * also add the taps that fall on the zero border around the input:
- * fmaf(0, w, acc) = acc for a finite w, since acc, starting at +0, is never
- * -0 — the bits of skipping them (an infinite or NaN weight would give NaN
- * there instead).
+ * fmaf(0, w, acc) equals acc for a finite w except that it may turn a -0
+ * acc (a product that underflowed) into +0, which the + 0 makes moot — the
+ * bits of skipping them (an infinite or NaN weight would give NaN there
+ * instead).
  *
  * Stride phases. A tap ky takes input row iy to output row oy = iy S - pad +
  * ky. Cut the output rows into cells of S, oy = S a + qy (cell row a, phase qy
@@ -254,7 +256,7 @@ __device__ __forceinline__ void convt_store(real *dst, const float (&acc)[CQ][S]
                 real v[S];
 #pragma unroll
                 for (int qx = 0; qx < S; qx++) {
-                    v[qx] = acc[j][qy][qx][k];
+                    v[qx] = acc[j][qy][qx][k] + (real)0; /* -0 -> +0 (header) */
                     if (a.bias) v[qx] = v[qx] + b;
                     v[qx] = convt_act(v[qx], a.act, a.slope);
                 }
@@ -445,7 +447,7 @@ __global__ void convt_generic_kernel(convt_args a, int K, int S, int P, size_t t
                 }
             }
         }
-        real v = acc;
+        real v = acc + (real)0; /* -0 -> +0 (header) */
         if (a.bias) v = v + a.bias[co];
         a.out[i] = convt_act(v, a.act, a.slope);
     }

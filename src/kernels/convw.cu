@@ -14,13 +14,15 @@
  * Summation order. The images go in groups of G consecutive ones (G =
  * vae_cuda_conv_wgrad_group(N, ...); the last group may be shorter). For
  * group g: p_g = +0; for n ascending within the group, then oy ascending,
- * then ox ascending, over the taps inside x: p_g = fmaf(dy, x, p_g). Then
- * dw = p_0, and dw = dw + p_g for g = 1, 2, ... in order. So the bits
- * depend on the operands, the shape and N alone: not on the tiling, the
- * launch or the GPU. The kernel also adds the taps that fall outside x, as
- * fmaf(dy, 0, p) = p for a finite dy: p starts at +0 and is never -0 (a
- * round-to-nearest sum that is exactly zero is +0), so the bits are those of
- * skipping them.
+ * then ox ascending, over the taps inside x: p_g = fmaf(dy, x, p_g); then
+ * p_g = p_g + 0 (a -0 becomes +0). Then dw = p_0, and dw = dw + p_g for g
+ * = 1, 2, ... in order. So the bits depend on the operands, the shape and
+ * N alone: not on the tiling, the launch or the GPU. The kernel also adds
+ * the taps that fall outside x (and rows past the group or CO, zero
+ * filled): fmaf(dy, 0, p) is p for a finite dy, except that it may turn a
+ * -0 p (a product that underflowed) into +0, which the + 0 makes moot; so
+ * the bits are those of skipping them. A non-finite dy at such a tap gives
+ * NaN there instead (as the GEMM form, whose im2col holds zeros).
  *
  * Kernels.
  *  - tile: dw viewed as the matrix [CO, CRR], CRR = CI K K (column (ci K +
@@ -183,7 +185,7 @@ __global__ void __launch_bounds__(TCO *TCR / 16) convw_tile_kernel(convw_args a)
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             const int crr = cr0 + tc * 4 + j;
-            if (crr < a.CRR) out[(size_t)co * a.CRR + crr] = acc[i][j];
+            if (crr < a.CRR) out[(size_t)co * a.CRR + crr] = acc[i][j] + (real)0; /* -0 -> +0 */
         }
     }
 }
