@@ -2063,7 +2063,10 @@ static void open_cuda(void) {
     char why[512] = "";
     if (!vae_cuda_available(why, sizeof why)) TEST_SKIP("no usable GPU: %s", why);
     g_gpu = vae_backend_cuda_create(0);
-    if (!g_gpu) TEST_SKIP("no usable GPU: %s", vae_error_get());
+    if (!g_gpu) { /* a GPU is there (above): a failure, not a skip (e.g. a bad VAE_* variable) */
+        fprintf(stderr, "CUDA backend: %s\n", vae_error_get());
+        exit(1);
+    }
     /* the backend reads VAE_CUBLASLT when it is created */
     const char *lt_env = getenv("VAE_CUBLASLT");
     if (lt_env && strcmp(lt_env, "0") == 0)
