@@ -161,8 +161,9 @@
  * after set_precision(tf32); scale type R_32F), the three layouts and one
  * algorithm: of the (up to LT_HEUR_MAX) cublasLtMatmulAlgoGetHeuristic
  * offers, the fastest on the plan's first call, timed there (lt_plan_time),
- * or with $VAE_CUDNN_ALGO=heuristic, or for a plan made during a capture,
- * the heuristic's first, so that every process picks the same one. Every
+ * or with $VAE_CUDNN_ALGO=heuristic, for a plan made during a capture and
+ * for a large GEMM, the heuristic's first (with the heuristic choice, the
+ * same one in every process). Every
  * candidate is deterministic. Its preference offers the cuBLAS
  * workspace we already own (CUBLAS_WS_BYTES in the arena's scratch: cuBLAS
  * and cuBLASLt use it one after the other on the one stream), states the
@@ -1430,10 +1431,15 @@ static cublasStatus_t lt_matmul(cuda_ctx *c, const lt_plan *p, const cublasLtMat
  * which a single-pass one beats there. Every candidate is deterministic (no
  * atomics: LT_REDUCTION_OK), so only the choice can differ between
  * processes, as with cuDNN's. A plan made during a capture keeps the
- * heuristic's first. Plan time only: synchronises. */
+ * heuristic's first, and so does a GEMM of more than LT_TIME_MAX_FLOP: the
+ * heuristic does well on large problems, and timing eight candidates four
+ * times each would cost a decoding run (16,384 x 3136 x 128: 13 GFLOP a
+ * call) more than it could save. Plan time only: synchronises. */
+#define LT_TIME_MAX_FLOP 2e9
 static void lt_plan_time(cuda_ctx *c, lt_plan *p, const void *a, const void *b, void *d,
                          const void *bias, const void *aux) {
     if (!c->use_find || c->capturing || p->ncand < 2) return;
+    if (2.0 * p->B * p->I * p->O > LT_TIME_MAX_FLOP) return;
     if (c->side_on) CUDA_CHECK(cudaDeviceSynchronize());
     if (cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                        sizeof bias) != CUBLAS_STATUS_SUCCESS ||
