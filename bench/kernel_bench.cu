@@ -967,6 +967,24 @@ static void case_convt(int N, int CI, int HI, int CO, int K, int S, int P, int O
     flops_note(flop, "compute-bound for the wide layers");
 }
 
+/* A convolution's taps inside the input [H, W] over one image's outputs [HO,
+ * WO], per (input, output) channel pair: its multiply-adds per image and
+ * channel pair (forward and weight gradient alike). */
+static double conv_taps(int H, int W, int HO, int WO, int K, int S, int P) {
+    double taps = 0;
+    for (int oy = 0; oy < HO; oy++)
+        for (int ky = 0; ky < K; ky++) {
+            const int iy = oy * S - P + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (int ox = 0; ox < WO; ox++)
+                for (int kx = 0; kx < K; kx++) {
+                    const int ix = ox * S - P + kx;
+                    if (ix >= 0 && ix < W) taps += 1;
+                }
+        }
+    return taps;
+}
+
 /* The direct forward convolution (convf.cu) with bias + ReLU fused, on the
  * encoders' layers (and, the same shapes, the convT layers' data
  * gradients): small, latency-bound launches at batch 128, so the note gives
@@ -979,19 +997,7 @@ static void case_convf(int N, int CI, int H, int CO, int K, int S, int P) {
     if (!want("conv_direct") || !fits(4.0 * (nin + nout)) ||
         !vae_cuda_conv_direct_supported(CI, H, W, CO, HO, WO, K, S, P))
         return;
-    /* taps inside the input, over one image's outputs, per (ci, co) */
-    double taps = 0;
-    for (int oy = 0; oy < HO; oy++)
-        for (int ky = 0; ky < K; ky++) {
-            const int iy = oy * S - P + ky;
-            if (iy < 0 || iy >= H) continue;
-            for (int ox = 0; ox < WO; ox++)
-                for (int kx = 0; kx < K; kx++) {
-                    const int ix = ox * S - P + kx;
-                    if (ix >= 0 && ix < W) taps += 1;
-                }
-        }
-    const double flop = 2.0 * taps * CI * CO * N;
+    const double flop = 2.0 * conv_taps(H, W, HO, WO, K, S, P) * CI * CO * N;
     DBuf<float> in(nin), w(nw), b(CO), out(nout);
     fill(in.p, nin, T_A, -1, 2);
     fill(w.p, nw, T_B, -0.2f, 0.4f);
@@ -1043,19 +1049,7 @@ static void case_convw(int N, int CI, int H, int CO, int K, int S, int P) {
         !vae_cuda_conv_wgrad_supported(CI, H, W, CO, HO, WO, K, S, P))
         return;
     const int G = vae_cuda_conv_wgrad_group(N, CI, CO, K, HO, WO);
-    /* taps inside x over one image's outputs, per (ci, co) */
-    double taps = 0;
-    for (int oy = 0; oy < HO; oy++)
-        for (int ky = 0; ky < K; ky++) {
-            const int iy = oy * S - P + ky;
-            if (iy < 0 || iy >= H) continue;
-            for (int ox = 0; ox < WO; ox++)
-                for (int kx = 0; kx < K; kx++) {
-                    const int ix = ox * S - P + kx;
-                    if (ix >= 0 && ix < W) taps += 1;
-                }
-        }
-    const double flop = 2.0 * taps * CI * CO * N;
+    const double flop = 2.0 * conv_taps(H, W, HO, WO, K, S, P) * CI * CO * N;
     DBuf<float> x(nx), dy(ndy), dw(nw), scr(nscr ? nscr : 1);
     fill(x.p, nx, T_A, -1, 2);
     fill(dy.p, ndy, T_B, -0.2f, 0.4f);

@@ -839,6 +839,36 @@ static void wgrad_job_run(cuda_ctx *c, const void *job) {
     wgrad_direct_run(c, j->p, j->x, j->dy, j->dw, j->ws);
 }
 
+/* A gradient's three-way choice (dgrad 1: the data gradient, a = w; 0: the
+ * weight gradient, a = x): our direct kernel (run(c, job) on the search's
+ * buffers; direct_ok: it takes the shape and its direct_bytes of workspace
+ * fit), cuDNN's pick (have_pick, its pick_ms) and the GEMM form. The direct
+ * kernel is forced by $VAE_CONV_DIRECT=1, else timed against cuDNN's pick
+ * (not when $VAE_CONV_GEMM=1 takes the shape anyway); then the GEMM form
+ * against the faster of the two (conv_gemm_choose). Sets *direct; returns
+ * the GEMM form's slice (0: not the GEMM form). */
+static int choose_gradient(cuda_ctx *c, const conv_plan *p, int dgrad, int direct_ok,
+                           size_t direct_bytes, void (*run)(cuda_ctx *c, const void *job),
+                           const void *job, int have_pick, float pick_ms, const real *a,
+                           const real *dy, real *out, void *ws, size_t cap, int *direct) {
+    *direct = direct_ok && c->conv_direct == CONV_GEMM_ALWAYS;
+    if (*direct) return 0;
+    float direct_ms = -1; /* < 0: not timed */
+    if (direct_ok && c->use_find &&
+        !(c->conv_gemm == CONV_GEMM_ALWAYS && conv_gemm_slice(c, p, cap) > 0))
+        direct_ms = time_ms(c, run, job);
+    const int direct_wins = direct_ms >= 0 && (!have_pick || direct_ms < pick_ms);
+    const float rival_ms = direct_wins ? direct_ms : have_pick ? pick_ms : 0;
+    const int ns = conv_gemm_choose(c, p, dgrad, rival_ms, have_pick || direct_ms >= 0, a, dy,
+                                    out, ws, cap);
+    *direct = !ns && direct_ok && (direct_wins || !have_pick);
+    if (c->dnn_verbose && direct_ms >= 0)
+        fprintf(stderr, "vae: cuDNN %s: direct kernel %.3f ms, %.1f MiB%s\n",
+                dgrad ? "backward-data" : "backward-filter", (double)direct_ms,
+                (double)direct_bytes / 1048576.0, *direct ? " (chosen)" : "");
+    return ns;
+}
+
 /* $VAE_CUDNN_VERBOSE=1: each search's candidates on stderr, the pick marked */
 #define LOG_ALGOS(c, p, dir, perf, got, pick)                                                \
     do {                                                                                   \
@@ -920,29 +950,12 @@ static int plan_bwd_data(cuda_ctx *c, conv_plan *p, const void *w, const void *d
             c->dnn, p->fd, p->yd, p->cd, p->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
     LOG_ALGOS(c, p, "backward-data", perf, got, pick);
-    /* the direct kernel: forced, or timed against cuDNN's pick; then the
-     * GEMM form against the faster of the two */
     const int direct_ok =
         c->conv_direct != CONV_GEMM_NEVER && conv_direct_supported(p, DIRECT_DGRAD);
-    float direct_ms = -1; /* < 0: not timed */
-    p->dgrad_direct = direct_ok && c->conv_direct == CONV_GEMM_ALWAYS;
-    p->dgrad_ns = 0;
-    if (!p->dgrad_direct) {
-        /* (not when the GEMM form is forced and takes the shape: it wins anyway) */
-        if (direct_ok && c->use_find &&
-            !(c->conv_gemm == CONV_GEMM_ALWAYS && conv_gemm_slice(c, p, cap) > 0)) {
-            const direct_job job = {p, DIRECT_DGRAD, dy, w, dx};
-            direct_ms = time_ms(c, direct_job_run, &job);
-        }
-        const int direct_wins = direct_ms >= 0 && (pick < 0 || direct_ms < perf[pick].time);
-        const float rival_ms = direct_wins ? direct_ms : pick >= 0 ? perf[pick].time : 0;
-        p->dgrad_ns = conv_gemm_choose(c, p, 1, rival_ms, pick >= 0 || direct_ms >= 0, w, dy, dx,
-                                       ws, cap);
-        p->dgrad_direct = !p->dgrad_ns && direct_ok && (direct_wins || pick < 0);
-        if (c->dnn_verbose && direct_ms >= 0)
-            fprintf(stderr, "vae: cuDNN backward-data: direct kernel %.3f ms%s\n",
-                    (double)direct_ms, p->dgrad_direct ? " (chosen)" : "");
-    }
+    const direct_job job = {p, DIRECT_DGRAD, dy, w, dx};
+    p->dgrad_ns = choose_gradient(c, p, 1, direct_ok, 0, direct_job_run, &job, pick >= 0,
+                                  pick >= 0 ? perf[pick].time : 0, w, dy, dx, ws, cap,
+                                  &p->dgrad_direct);
     if (!p->dgrad_ns && !p->dgrad_direct) {
         if (pick < 0) plan_panic(p, "backward-data", cap, __LINE__);
         p->bwd_data = perf[pick].algo;
@@ -970,8 +983,7 @@ static int plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void 
             perf));
     PICK_ALGO(perf, got, cap, p->tf32, pick);
     LOG_ALGOS(c, p, "backward-filter", perf, got, pick);
-    /* the direct kernel (its partial sums in the workspace): forced, or
-     * timed against cuDNN's pick; then the GEMM form against the faster */
+    /* the direct kernel needs its partial sums in the workspace */
     const size_t dbytes = wgrad_direct_bytes(p);
     const int direct_ok = c->conv_direct != CONV_GEMM_NEVER && dbytes <= cap &&
                           vae_cuda_conv_wgrad_supported(p->c, p->h, p->w, p->k, p->ho, p->wo,
@@ -979,25 +991,10 @@ static int plan_bwd_filter(cuda_ctx *c, conv_plan *p, const void *x, const void 
     if (c->dnn_verbose && c->conv_direct == CONV_GEMM_ALWAYS && dbytes > cap)
         fprintf(stderr, "vae: cuDNN backward-filter: direct kernel not used: its %zu bytes of "
                         "partial sums exceed the %zu bytes of workspace\n", dbytes, cap);
-    float direct_ms = -1; /* < 0: not timed */
-    p->wgrad_direct = direct_ok && c->conv_direct == CONV_GEMM_ALWAYS;
-    p->wgrad_ns = 0;
-    if (!p->wgrad_direct) {
-        if (direct_ok && c->use_find &&
-            !(c->conv_gemm == CONV_GEMM_ALWAYS && conv_gemm_slice(c, p, cap) > 0)) {
-            const wgrad_job job = {p, x, dy, dw, ws};
-            direct_ms = time_ms(c, wgrad_job_run, &job);
-        }
-        const int direct_wins = direct_ms >= 0 && (pick < 0 || direct_ms < perf[pick].time);
-        const float rival_ms = direct_wins ? direct_ms : pick >= 0 ? perf[pick].time : 0;
-        p->wgrad_ns = conv_gemm_choose(c, p, 0, rival_ms, pick >= 0 || direct_ms >= 0, x, dy,
-                                       dw, ws, cap);
-        p->wgrad_direct = !p->wgrad_ns && direct_ok && (direct_wins || pick < 0);
-        if (c->dnn_verbose && direct_ms >= 0)
-            fprintf(stderr, "vae: cuDNN backward-filter: direct kernel %.3f ms, %.1f MiB%s\n",
-                    (double)direct_ms, (double)dbytes / 1048576.0,
-                    p->wgrad_direct ? " (chosen)" : "");
-    }
+    const wgrad_job job = {p, x, dy, dw, ws};
+    p->wgrad_ns = choose_gradient(c, p, 0, direct_ok, dbytes, wgrad_job_run, &job, pick >= 0,
+                                  pick >= 0 ? perf[pick].time : 0, x, dy, dw, ws, cap,
+                                  &p->wgrad_direct);
     if (p->wgrad_direct) ws_require(c, dbytes);
     if (!p->wgrad_ns && !p->wgrad_direct) {
         if (pick < 0) plan_panic(p, "backward-filter", cap, __LINE__);

@@ -226,6 +226,21 @@ __device__ __forceinline__ double vae_block_sum(double x, double *shm) {
     return x;
 }
 
+/* v = p[0 .. 3] from shared memory, p 16-byte aligned: one 16-byte load on
+ * the GPU; the CPU emulator (tests/emu) checks the alignment instead, which
+ * the GPU would fault on. */
+__device__ __forceinline__ void vae_load4_shared(float (&v)[4], const float *p) {
+#ifdef __CUDA_ARCH__
+    const float4 t = *reinterpret_cast<const float4 *>(p);
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+#else
+    if ((uintptr_t)p % 16)
+        vae_panic(__FILE__, __LINE__, "shared load of 4 floats: %p not 16-byte aligned",
+                  (const void *)p);
+    for (int j = 0; j < 4; j++) v[j] = p[j];
+#endif
+}
+
 #endif /* __CUDACC__ */
 
 #endif /* VAE_CUDA_COMMON_CUH */

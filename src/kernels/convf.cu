@@ -103,20 +103,6 @@ __device__ __forceinline__ real convf_act(real x, int act, real slope) {
     return x;
 }
 
-/* v = p[0 .. 3] from shared memory, p 16-byte aligned (one load on the GPU;
- * the CPU emulator checks the alignment instead). */
-__device__ __forceinline__ void convf_load_w4(float (&v)[CONVF_CQ], const float *p) {
-#ifdef __CUDA_ARCH__
-    const float4 t = *reinterpret_cast<const float4 *>(p);
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-#else
-    if ((uintptr_t)p % 16)
-        vae_panic(__FILE__, __LINE__, "convf: %p not 16-byte aligned", (const void *)p);
-#pragma unroll
-    for (int j = 0; j < CONVF_CQ; j++) v[j] = p[j];
-#endif
-}
-
 /* The tile kernel (header). */
 template <int K, int S>
 __global__ void __launch_bounds__(CONVF_MAXT) convf_tile_kernel(convf_args a) {
@@ -210,7 +196,7 @@ __global__ void __launch_bounds__(CONVF_MAXT) convf_tile_kernel(convf_args a) {
 #pragma unroll
                         for (int kx = 0; kx < K; kx++) {
                             float wv[CQ];
-                            convf_load_w4(wv, wp + (ky * K + kx) * a.WP);
+                            vae_load4_shared(wv, wp + (ky * K + kx) * a.WP);
 #pragma unroll
                             for (int j = 0; j < CQ; j++)
 #pragma unroll

@@ -77,19 +77,6 @@ struct convw_args {
     int TILES_CO; /* tiles along CO (blockIdx.x % TILES_CO) */
 };
 
-/* v = p[0 .. 3] from shared memory, p 16-byte aligned (one load on the GPU;
- * the CPU emulator checks the alignment instead). */
-__device__ __forceinline__ void convw_load4(float (&v)[4], const float *p) {
-#ifdef __CUDA_ARCH__
-    const float4 t = *reinterpret_cast<const float4 *>(p);
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-#else
-    if ((uintptr_t)p % 16)
-        vae_panic(__FILE__, __LINE__, "convw: %p not 16-byte aligned", (const void *)p);
-    for (int j = 0; j < 4; j++) v[j] = p[j];
-#endif
-}
-
 /* The tile kernel (header): grid (tiles of dw, groups), TCO TCR / 16 threads. */
 template <int TCO, int TCR>
 __global__ void __launch_bounds__(TCO *TCR / 16) convw_tile_kernel(convw_args a) {
@@ -167,8 +154,8 @@ __global__ void __launch_bounds__(TCO *TCR / 16) convw_tile_kernel(convw_args a)
 #pragma unroll 4
         for (int k = 0; k < BM; k++) {
             float dv[4], xv[4];
-            convw_load4(dv, &sdy[k * DP + tr * 4]);
-            convw_load4(xv, &sx[k * XP + tc * 4]);
+            vae_load4_shared(dv, &sdy[k * DP + tr * 4]);
+            vae_load4_shared(xv, &sx[k * XP + tc * 4]);
 #pragma unroll
             for (int i = 0; i < 4; i++)
 #pragma unroll
@@ -210,16 +197,11 @@ static void convw_launch(dim3 grid, cudaStream_t s, const convw_args &a) {
     convw_tile_kernel<TCO, TCR><<<grid, threads, 0, s>>>(a);
 }
 
+/* The same limits as the direct forward kernel's (convf.cu): sizes positive,
+ * K, stride, pad <= 64, per-image sizes within int. */
 extern "C" int vae_cuda_conv_wgrad_supported(int CI, int H, int W, int CO, int HO, int WO,
                                              int K, int stride, int pad) {
-    if (CI < 1 || H < 1 || W < 1 || CO < 1 || HO < 1 || WO < 1 || K < 1 || stride < 1 ||
-        pad < 0)
-        return 0;
-    if (K > 64 || stride > 64 || pad > 64) return 0;
-    const size_t lim = (size_t)INT32_MAX;
-    if ((size_t)CI * H * W > lim || (size_t)CO * HO * WO > lim || (size_t)CI * CO * K * K > lim)
-        return 0;
-    return 1;
+    return vae_cuda_conv_direct_supported(CI, H, W, CO, HO, WO, K, stride, pad);
 }
 
 extern "C" int vae_cuda_conv_wgrad_group(int N, int CI, int CO, int K, int HO, int WO) {
