@@ -186,7 +186,11 @@ static void flush_l2() {
 template <class T> struct DBuf {
     T *p = nullptr;
     size_t n = 0;
-    explicit DBuf(size_t count) : n(count) { CK(cudaMalloc((void **)&p, (count ? count : 1) * sizeof(T))); }
+    /* zeroed: the reductions' scratch must start with zero counters */
+    explicit DBuf(size_t count) : n(count) {
+        CK(cudaMalloc((void **)&p, (count ? count : 1) * sizeof(T)));
+        CK(cudaMemset(p, 0, (count ? count : 1) * sizeof(T)));
+    }
     ~DBuf() {
         if (p) {
             cudaError_t e = cudaFree(p);
@@ -589,7 +593,7 @@ static void case_sum(size_t n, int square) {
     const char *name = square ? "sumsq" : "sum";
     if (!want(name) || !fits(4.0 * n)) return;
     DBuf<float> v(n);
-    DBuf<double> acc(1), part(VAE_CUDA_REDUCE_MAX_BLOCKS);
+    DBuf<double> acc(1), part(VAE_CUDA_REDUCE_SCRATCH);
     fill(v.p, n, T_A, -1, 2);
     /* pass-1 blocks (reduce.cu): one thread per group of 4 elements */
     size_t G = std::min<size_t>(((n + 3) / 4 + 255) / 256, VAE_CUDA_REDUCE_MAX_BLOCKS);
@@ -614,7 +618,7 @@ static void case_sum(size_t n, int square) {
         return c.msg;
     };
     run_case(name, fmt("n=2^%d", (int)std::log2((double)n)), (double)n, bytes, launch, check, {},
-             G > 1 ? "2 launches (partials + final)" : "1 launch");
+             G > 1 ? "1 launch (partials, the last block adds them)" : "1 launch");
 }
 
 static void case_reparam(int B, int L) {
@@ -891,7 +895,7 @@ static void case_bias_act_nchw(int B, int C, int HW) {
             return c.msg;
         };
         run_case("act_bias_grad_nchw relu", sh, (double)n, 12.0 * n + 4.0 * C, launch, check,
-                 {{din.p, n}, {db.p, (size_t)C}}, "ReLU backward + bias gradient, one pass (+ pass 2)");
+                 {{din.p, n}, {db.p, (size_t)C}}, "ReLU backward + bias gradient, one launch");
     }
 }
 

@@ -18,8 +18,10 @@
  * Memory: one arena, one cudaMalloc, laid out as
  *
  *   [ scratch | buffers from alloc(), bump upward ->  ...  <- cuDNN workspace ]
- *     scratch: the reduction partials (VAE_CUDA_REDUCE_MAX_BLOCKS doubles),
- *              the bias gradients' partials (VAE_CUDA_BIAS_SCRATCH doubles) and
+ *     scratch: the reduction partials (VAE_CUDA_REDUCE_SCRATCH doubles),
+ *              the bias gradients' partials (VAE_CUDA_BIAS_SCRATCH doubles;
+ *              both end in completion counters, so the scratch is zeroed
+ *              when the arena is made) and
  *              cuBLAS's workspace (cublasSetWorkspace, 32 MiB; also passed to
  *              every cublasLtMatmul), so cuBLAS never allocates behind our
  *              back; with the side stream, a second bias scratch and cuBLAS
@@ -286,7 +288,7 @@ typedef struct {
     size_t ws_need; /* largest workspace of the chosen algorithms */
     arena_rec *recs;
     int nrec, caprec;
-    double *partials; /* [VAE_CUDA_REDUCE_MAX_BLOCKS] reduction scratch */
+    double *partials; /* [VAE_CUDA_REDUCE_SCRATCH] reduction scratch */
     double *bias_partials; /* [VAE_CUDA_BIAS_SCRATCH] the bias gradients' pass-1 scratch */
 
     conv_plan **plans;
@@ -356,7 +358,7 @@ static size_t lane_scratch_bytes(void) {
     return align_up(VAE_CUDA_BIAS_SCRATCH * sizeof(double)) + align_up(CUBLAS_WS_BYTES);
 }
 static size_t lane_scratch_off(int lane) {
-    return align_up(VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double)) +
+    return align_up(VAE_CUDA_REDUCE_SCRATCH * sizeof(double)) +
            (size_t)lane * lane_scratch_bytes();
 }
 static size_t scratch_bytes(const cuda_ctx *c) { return lane_scratch_off(c->side_on ? 2 : 1); }
@@ -423,6 +425,9 @@ static int arena_create(cuda_ctx *c, size_t user_bytes) {
     }
     c->base = (char *)p;
     c->size = size;
+    /* the reductions' completion counters start at zero (vae_last_block) */
+    CUDA_CHECK(cudaMemsetAsync(c->base, 0, scratch_bytes(c), c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
     c->partials = (double *)(void *)c->base;
     for (int i = 0; i < (c->side_on ? 2 : 1); i++) {
         c->lanes[i].bias_partials = lane_bias_partials(c, i);

@@ -30,7 +30,11 @@
  *           a fixed tree) and writes partial[c * P + p] — or, when P = 1,
  *           db[c] directly (then there is no pass 2);
  *   pass 2: one warp per column / channel: lane k adds partials k, k+32, ...
- *           in increasing p, then the xor butterfly of common.cuh.
+ *           in increasing p, then the xor butterfly of common.cuh — for
+ *           NCHW in pass 1's launch: warp 0 of the channel's last block to
+ *           finish (vae_last_block, a per-channel integer ticket in the
+ *           scratch) does it, so the sum is one launch whatever P is;
+ *           for rows a second launch.
  * P = terms / (smallest chunk), capped so that pass 1 has at most
  * VAE_BIAS_TARGET_BLOCKS blocks (2048: enough to fill an H100/H200, 132 SMs x
  * 8 resident blocks, whatever C is) and the partials fit the scratch; below
@@ -49,8 +53,10 @@
  * VAE_CUDA_BIAS_SCRATCH doubles (the backend's, in its arena), shared by the
  * launches of one stream: correct because they run in order (pass 2 of one
  * gradient finishes before pass 1 of the next starts), eagerly or replayed
- * from a CUDA graph. Each backend has its own, so two backends on two
- * streams never share one.
+ * from a CUDA graph. Each backend has its own (one per stream), so two
+ * streams never share one. Its last VAE_CUDA_BIAS_COUNTERS unsigned words
+ * are the NCHW tickets: zero when the buffer is first given (the caller
+ * zeroes it), and each launch's last blocks set theirs back to zero.
  */
 #include "common.cuh"
 #include "vae_backend.h"
@@ -70,9 +76,13 @@
 #define VAE_BIAS_ROWS_MIN_CHUNK ((size_t)16 * VAE_BIAS_WARPS)
 
 /* Pass-1 partials, [C][P] (see the header), in the caller's scratch:
- * P * C <= VAE_CUDA_BIAS_SCRATCH whenever P > 1 (the plan caps P; the
- * launchers check). */
-#define VAE_BIAS_SCRATCH VAE_CUDA_BIAS_SCRATCH
+ * P * C <= VAE_BIAS_SCRATCH whenever P > 1 (the plan caps P; the launchers
+ * check); the scratch's last doubles hold the NCHW kernels' completion
+ * counters, one per channel (bias_counters). */
+#define VAE_BIAS_SCRATCH (VAE_CUDA_BIAS_SCRATCH - VAE_CUDA_BIAS_COUNTERS / 2)
+__host__ __device__ __forceinline__ unsigned *bias_counters(double *partials) {
+    return reinterpret_cast<unsigned *>(partials + VAE_BIAS_SCRATCH);
+}
 
 /* ------------------------------------------------------------ adds */
 
@@ -101,17 +111,22 @@ __global__ void bias_add_nchw_kernel(real *out, const real *bias, size_t n, int 
 
 /* ------------------------------------------------------------ gradients */
 
-/* db[c] = sum_p partial[c * P + p]: one warp per c, 8 per block. Lane k adds
- * p = k, k+32, ... in order, then the butterfly; fixed by P alone. */
+/* sum_p part[p] by one warp: lane k adds p = k, k+32, ... in order, then
+ * the butterfly; fixed by P alone. Read from L2 (__ldcg): in the NCHW
+ * kernel the other blocks of the launch wrote them (vae_last_block). */
+__device__ __forceinline__ real bias_partials_sum(const double *part, int P, int lane) {
+    double acc = 0;
+    for (int p = lane; p < P; p += 32) acc += __ldcg(part + p);
+    return (real)vae_warp_sum(acc);
+}
+
+/* Rows pass 2: db[c] = sum_p partial[c * P + p]: one warp per c, 8 per block. */
 __global__ void bias_grad_pass2_kernel(real *db, const double *partials, int C, int P) {
     const int lane = threadIdx.x & 31;
     const int c = blockIdx.x * VAE_BIAS_WARPS + (threadIdx.x >> 5);
     if (c >= C) return; /* whole warps leave together (C is uniform) */
-    const double *part = partials + (size_t)c * P;
-    double acc = 0;
-    for (int p = lane; p < P; p += 32) acc += part[p];
-    acc = vae_warp_sum(acc);
-    if (lane == 0) db[c] = (real)acc;
+    const real s = bias_partials_sum(partials + (size_t)c * P, P, lane);
+    if (lane == 0) db[c] = s;
 }
 
 /* Rows pass 1. Grid (ceil(cols / 32), P); block (x, p) sums rows
@@ -214,9 +229,16 @@ __global__ void bias_grad_nchw_kernel(real *db, double *partials, const real *do
             }
         }
         acc = vae_block_sum(acc, shm); /* ends with a barrier: shm reusable */
-        if (threadIdx.x == 0) {
-            if (P == 1) db[c] = (real)acc;
-            else partials[(size_t)c * P + p] = acc;
+        if (P == 1) {
+            if (threadIdx.x == 0) db[c] = (real)acc;
+            continue;
+        }
+        /* several chunks: the channel's last block to finish adds the P
+         * partials, as the rows' pass 2 would (one launch fewer) */
+        if (threadIdx.x == 0) partials[(size_t)c * P + p] = acc;
+        if (vae_last_block(bias_counters(partials) + c, (unsigned)P) && threadIdx.x < 32) {
+            const real s = bias_partials_sum(partials + (size_t)c * P, P, (int)threadIdx.x);
+            if (threadIdx.x == 0) db[c] = s;
         }
     }
 }
@@ -314,7 +336,7 @@ extern "C" void vae_cuda_act_bias_grad_nchw(cudaStream_t s, real *din, real *db,
     size_t K = 1;
     int P = bias_grad_plan(per, VAE_BIAS_NCHW_MIN_CHUNK, (size_t)C, (size_t)C, VAE_CUDA_THREADS,
                            &K);
-    if (P > 1 && (size_t)P * (size_t)C > VAE_BIAS_SCRATCH)
+    if (P > 1 && ((size_t)P * (size_t)C > VAE_BIAS_SCRATCH || C > VAE_CUDA_BIAS_COUNTERS))
         vae_panic(__FILE__, __LINE__, "bias_grad_nchw: %d x %d partials exceed the scratch", P, C);
     dim3 grid((unsigned)P, (unsigned)(C < 65535 ? C : 65535));
     if (act == VAE_ACT_RELU)
@@ -327,11 +349,6 @@ extern "C" void vae_cuda_act_bias_grad_nchw(cudaStream_t s, real *din, real *db,
         bias_grad_nchw_kernel<-1><<<grid, VAE_CUDA_THREADS, 0, s>>>(db, partials, dout, C, HW, per,
                                                                     K, P, din, out, slope);
     CUDA_LAUNCH_CHECK();
-    if (P > 1) {
-        bias_grad_pass2_kernel<<<(unsigned)((C + VAE_BIAS_WARPS - 1) / VAE_BIAS_WARPS),
-                                 VAE_CUDA_THREADS, 0, s>>>(db, partials, C, P);
-        CUDA_LAUNCH_CHECK();
-    }
 }
 
 extern "C" void vae_cuda_bias_grad_nchw(cudaStream_t s, real *db, const real *dout, int B, int C,

@@ -226,6 +226,33 @@ __device__ __forceinline__ double vae_block_sum(double x, double *shm) {
     return x;
 }
 
+/* Whether this block is the last of the `total` blocks that call it with the
+ * same counter (all threads of each block call it, once per counter use),
+ * so that it can finish a two-pass sum in the same launch: thread 0 makes
+ * the block's global writes before the call — its own, thread 0 being the
+ * one that writes a block's partial sum — visible device-wide
+ * (__threadfence), then takes a ticket from *counter; the last block resets
+ * *counter to 0 for the next launch and fences again before it reads what
+ * the others wrote (with __ldcg: from L2, never a stale L1 line). *counter
+ * must be 0 when the launch starts: a zeroed scratch word that only these
+ * launches use, one launch at a time (stream order). An integer ticket, no
+ * float atomics: which block comes last varies from run to run, but it adds
+ * the partials in a fixed order, so the sum does not. */
+__device__ __forceinline__ bool vae_last_block(unsigned *counter, unsigned total) {
+    __shared__ bool last;
+    __syncthreads(); /* every thread is done with the previous call's flag */
+    if (threadIdx.x == 0) {
+        __threadfence();
+        last = atomicAdd(counter, 1u) == total - 1;
+        if (last) {
+            *counter = 0;
+            __threadfence();
+        }
+    }
+    __syncthreads();
+    return last;
+}
+
 /* v = p[0 .. 3] from shared memory, p 16-byte aligned: one 16-byte load on
  * the GPU; the CPU emulator (tests/emu) checks the alignment instead, which
  * the GPU would fault on. */

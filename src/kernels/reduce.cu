@@ -12,7 +12,10 @@
  *           thread t of block k (g = 256 k + t) adds, in double, groups
  *           g, g + 256 G, g + 2 * 256 G, ..., each group's elements in
  *           order, and the block tree (common.cuh) writes partial[k];
- *   pass 2: one block adds the G partials the same way and updates *acc.
+ *   pass 2: one block adds the G partials the same way and updates *acc:
+ *           the last pass-1 block to finish (vae_last_block: an integer
+ *           ticket after the partials in the caller's scratch of
+ *           VAE_CUDA_REDUCE_SCRATCH doubles), so the sum is one launch.
  * With G = 1 pass 1 updates *acc directly. A group is one float4 load when v
  * is 16-byte aligned, four scalar loads otherwise — the same values added in
  * the same order. Each thread loads VAE_VEC_UNROLL groups before it adds
@@ -53,9 +56,11 @@ __device__ __forceinline__ float4 sum_group(const real *v, size_t n, size_t j, i
     return q;
 }
 
+/* Pass 1 (and, with one block, the whole sum): block k's sum to partial[k];
+ * the last block to finish then adds the G partials as pass 2 (header). */
 template <int SQUARE>
-__global__ void sum_pass1_kernel(double *out, const real *v, size_t n, int aligned,
-                                 int accumulate) {
+__global__ void sum_pass1_kernel(double *acc_out, double *partial, const real *v, size_t n,
+                                 int aligned, int accumulate) {
     __shared__ double shm[VAE_CUDA_THREADS / 32];
     const size_t ng = sum_groups(n);
     const size_t S = (size_t)gridDim.x * VAE_CUDA_THREADS;
@@ -71,17 +76,18 @@ __global__ void sum_pass1_kernel(double *out, const real *v, size_t n, int align
             if (j0 + k * S < ng) acc = sum_add4<SQUARE>(acc, q[k]);
     }
     acc = vae_block_sum(acc, shm);
-    if (threadIdx.x == 0) {
-        if (accumulate) out[blockIdx.x] += acc;
-        else out[blockIdx.x] = acc;
+    if (gridDim.x > 1) {
+        if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+        const int G = (int)gridDim.x;
+        if (!vae_last_block(reinterpret_cast<unsigned *>(partial + VAE_CUDA_REDUCE_MAX_BLOCKS),
+                            (unsigned)G))
+            return;
+        /* pass 2, by the last block: thread t adds partials t, t + 256, ...
+         * in order, then the block tree */
+        acc = 0;
+        for (int k = threadIdx.x; k < G; k += blockDim.x) acc += __ldcg(partial + k);
+        acc = vae_block_sum(acc, shm);
     }
-}
-
-__global__ void sum_pass2_kernel(double *acc_out, const double *partial, int G, int accumulate) {
-    __shared__ double shm[VAE_CUDA_THREADS / 32];
-    double acc = 0;
-    for (int k = threadIdx.x; k < G; k += blockDim.x) acc += partial[k];
-    acc = vae_block_sum(acc, shm);
     if (threadIdx.x == 0) {
         if (accumulate) *acc_out += acc;
         else *acc_out = acc;
@@ -92,19 +98,13 @@ extern "C" void vae_cuda_sum(cudaStream_t s, double *acc, const real *v, size_t 
                              int accumulate, double *partials) {
     size_t g = (sum_groups(n) + VAE_CUDA_THREADS - 1) / VAE_CUDA_THREADS;
     if (g > VAE_CUDA_REDUCE_MAX_BLOCKS) g = VAE_CUDA_REDUCE_MAX_BLOCKS;
+    if (g < 1) g = 1; /* n = 0: one block writes 0 or adds 0 */
     const int aligned = vae_vec4_head(v, sizeof(real)) == 0;
-    if (g <= 1) {
-        /* one block (n = 0 included: it writes 0 or adds 0) */
-        if (square)
-            sum_pass1_kernel<1><<<1, VAE_CUDA_THREADS, 0, s>>>(acc, v, n, aligned, accumulate);
-        else sum_pass1_kernel<0><<<1, VAE_CUDA_THREADS, 0, s>>>(acc, v, n, aligned, accumulate);
-        CUDA_LAUNCH_CHECK();
-        return;
-    }
     if (square)
-        sum_pass1_kernel<1><<<(unsigned)g, VAE_CUDA_THREADS, 0, s>>>(partials, v, n, aligned, 0);
-    else sum_pass1_kernel<0><<<(unsigned)g, VAE_CUDA_THREADS, 0, s>>>(partials, v, n, aligned, 0);
-    CUDA_LAUNCH_CHECK();
-    sum_pass2_kernel<<<1, VAE_CUDA_THREADS, 0, s>>>(acc, partials, (int)g, accumulate);
+        sum_pass1_kernel<1><<<(unsigned)g, VAE_CUDA_THREADS, 0, s>>>(acc, partials, v, n, aligned,
+                                                                     accumulate);
+    else
+        sum_pass1_kernel<0><<<(unsigned)g, VAE_CUDA_THREADS, 0, s>>>(acc, partials, v, n, aligned,
+                                                                     accumulate);
     CUDA_LAUNCH_CHECK();
 }

@@ -34,12 +34,18 @@
 extern "C" {
 #endif
 
-/* Blocks used by the first pass of vae_cuda_sum; the caller provides a
- * scratch buffer of this many doubles (the partial sums). */
+/* Most blocks of vae_cuda_sum; the caller provides a scratch buffer of
+ * VAE_CUDA_REDUCE_SCRATCH doubles: the blocks' partial sums, then a
+ * completion counter (common.cuh, vae_last_block). */
 #define VAE_CUDA_REDUCE_MAX_BLOCKS 1024
-/* Doubles of scratch the bias-gradient launchers take (their pass-1 partials;
- * 512 KiB), one buffer per stream. */
+#define VAE_CUDA_REDUCE_SCRATCH (VAE_CUDA_REDUCE_MAX_BLOCKS + 1)
+/* Doubles of scratch the bias-gradient launchers take (512 KiB): their
+ * pass-1 partials, and at the end VAE_CUDA_BIAS_COUNTERS completion counters
+ * (unsigned). Both scratch buffers must be zero when first given to a
+ * launcher, and each belongs to one stream (its launches keep the counters
+ * at zero between them). */
 #define VAE_CUDA_BIAS_SCRATCH 65536
+#define VAE_CUDA_BIAS_COUNTERS 2048
 
 /* ---- act.cu (act: 0 relu, 1 leaky relu; see vae_act) ---- */
 void vae_cuda_act_forward(cudaStream_t s, real *out, const real *in, size_t n, int act,
@@ -88,7 +94,8 @@ void vae_cuda_normal_fill(cudaStream_t s, real *z, size_t n, uint64_t seed, uint
 /* ---- reduce.cu ---- */
 /* total = sum_i v[i] (square: v[i]^2), accumulated in double in a fixed order;
  * *acc = total (accumulate = 0) or *acc += total (accumulate = 1).
- * partials: VAE_CUDA_REDUCE_MAX_BLOCKS doubles of scratch. n = 0 gives total 0. */
+ * partials: VAE_CUDA_REDUCE_SCRATCH doubles of scratch, zero when first given.
+ * One launch. n = 0 gives total 0. */
 void vae_cuda_sum(cudaStream_t s, double *acc, const real *v, size_t n, int square,
                   int accumulate, double *partials);
 

@@ -27,7 +27,7 @@
 
 typedef struct {
     vae_backend *cpu;
-    double *partials;      /* VAE_CUDA_REDUCE_MAX_BLOCKS, as the CUDA backend's */
+    double *partials;      /* VAE_CUDA_REDUCE_SCRATCH, as the CUDA backend's */
     double *bias_partials; /* VAE_CUDA_BIAS_SCRATCH */
 } emu_ctx;
 
@@ -309,7 +309,7 @@ vae_backend *vae_backend_emu_create(void) {
         return NULL;
     }
     c->cpu = cpu;
-    c->partials = cpu->alloc(cpu, VAE_CUDA_REDUCE_MAX_BLOCKS * sizeof(double));
+    c->partials = cpu->alloc(cpu, VAE_CUDA_REDUCE_SCRATCH * sizeof(double));
     c->bias_partials = cpu->alloc(cpu, VAE_CUDA_BIAS_SCRATCH * sizeof(double));
     be->ctx = c;
     if (!c->partials || !c->bias_partials) {
@@ -320,6 +320,10 @@ vae_backend *vae_backend_emu_create(void) {
         free(be);
         return NULL;
     }
+    /* the completion counters at their ends start at zero, as the CUDA
+     * backend's (its arena's scratch is zeroed) */
+    cpu->zero(cpu, c->partials, VAE_CUDA_REDUCE_SCRATCH * sizeof(double));
+    cpu->zero(cpu, c->bias_partials, VAE_CUDA_BIAS_SCRATCH * sizeof(double));
     be->name = "cuda-emulator";
     be->alloc = emu_alloc;
     be->release = emu_release;

@@ -106,6 +106,16 @@ inline T vae_emu_shfl_xor_sync(const char *file, int line, unsigned mask, T v, i
 #define VAE_FLAG_LOAD(p) __atomic_load_n((const int *)(p), __ATOMIC_RELAXED)
 #define VAE_FLAG_STORE(p, v) __atomic_store_n((int *)(p), (v), __ATOMIC_RELAXED)
 
+/* vae_last_block (common.cuh): the ticket counter as a relaxed atomic; the
+ * fence does nothing, since a launch's blocks run one after another on one
+ * OS thread here (so the last block is always the last launched, and sees
+ * the others' writes); __ldcg a plain load. */
+inline unsigned atomicAdd(unsigned *p, unsigned v) {
+    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
+inline void __threadfence() {}
+template <typename T> inline T __ldcg(const T *p) { return *p; }
+
 /* __dmul_rn is "never fused": with -ffp-contract=off a plain multiply is. */
 inline double __dmul_rn(double a, double b) { return a * b; }
 

@@ -231,7 +231,7 @@ static void offsets_elementwise(void) {
             }
 
         /* sum / sumsq: the same bits at every offset, near the host's sum */
-        static double partials[VAE_CUDA_REDUCE_MAX_BLOCKS];
+        static double partials[VAE_CUDA_REDUCE_SCRATCH]; /* zero: the counter */
         const size_t big = n * 67 + 3; /* also the two-pass sizes */
         for (int square = 0; square < 2; square++) {
             double first = 0;
