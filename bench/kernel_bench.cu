@@ -186,10 +186,12 @@ static void flush_l2() {
 template <class T> struct DBuf {
     T *p = nullptr;
     size_t n = 0;
-    /* zeroed: the reductions' scratch must start with zero counters */
+    /* zeroed (the reductions' scratch must start with zero counters), and
+     * done before any later work on the bench's non-blocking stream */
     explicit DBuf(size_t count) : n(count) {
         CK(cudaMalloc((void **)&p, (count ? count : 1) * sizeof(T)));
         CK(cudaMemset(p, 0, (count ? count : 1) * sizeof(T)));
+        CK(cudaDeviceSynchronize());
     }
     ~DBuf() {
         if (p) {

@@ -423,11 +423,17 @@ static int arena_create(cuda_ctx *c, size_t user_bytes) {
                              "free on the device)",
                              size, cudaGetErrorString(e), free_b, total_b);
     }
+    /* the reductions' completion counters start at zero (vae_last_block) */
+    e = cudaMemsetAsync(p, 0, scratch_bytes(c), c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        (void)cudaFree(p);
+        return vae_error_set(VAE_EDEVICE, "CUDA arena: zeroing its scratch failed: %s",
+                             cudaGetErrorString(e));
+    }
     c->base = (char *)p;
     c->size = size;
-    /* the reductions' completion counters start at zero (vae_last_block) */
-    CUDA_CHECK(cudaMemsetAsync(c->base, 0, scratch_bytes(c), c->stream));
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
     c->partials = (double *)(void *)c->base;
     for (int i = 0; i < (c->side_on ? 2 : 1); i++) {
         c->lanes[i].bias_partials = lane_bias_partials(c, i);
@@ -1881,13 +1887,14 @@ static void cuda_recon_loss(vae_backend *be, real *dout, real *recon, const real
 
 static void cuda_sum_into(vae_backend *be, double *acc, const real *v, size_t n) {
     cuda_ctx *c = ctx_of(be);
-    VAE_ASSERT(c->partials);
+    /* one reduction scratch (with its completion counter): main lane only */
+    VAE_ASSERT(c->partials && !c->in_side);
     vae_cuda_sum(c->stream, acc, v, n, 0, 1, c->partials);
 }
 
 static void cuda_sumsq(vae_backend *be, double *acc, const real *v, size_t n) {
     cuda_ctx *c = ctx_of(be);
-    VAE_ASSERT(c->partials);
+    VAE_ASSERT(c->partials && !c->in_side);
     vae_cuda_sum(c->stream, acc, v, n, 1, 0, c->partials);
 }
 

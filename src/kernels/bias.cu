@@ -50,7 +50,9 @@
  *         incrementally without a division, then the block tree.
  *
  * Scratch: the partials go to the caller's `partials` buffer of
- * VAE_CUDA_BIAS_SCRATCH doubles (the backend's, in its arena), shared by the
+ * VAE_CUDA_BIAS_SCRATCH doubles (the backend's, in its arena; its first
+ * 65536 for the partials, as before the counters came, so the plans are
+ * unchanged), shared by the
  * launches of one stream: correct because they run in order (pass 2 of one
  * gradient finishes before pass 1 of the next starts), eagerly or replayed
  * from a CUDA graph. Each backend has its own (one per stream), so two
@@ -79,7 +81,7 @@
  * P * C <= VAE_BIAS_SCRATCH whenever P > 1 (the plan caps P; the launchers
  * check); the scratch's last doubles hold the NCHW kernels' completion
  * counters, one per channel (bias_counters). */
-#define VAE_BIAS_SCRATCH (VAE_CUDA_BIAS_SCRATCH - VAE_CUDA_BIAS_COUNTERS / 2)
+#define VAE_BIAS_SCRATCH (VAE_CUDA_BIAS_SCRATCH - VAE_CUDA_BIAS_COUNTERS / 2) /* 65536 */
 __host__ __device__ __forceinline__ unsigned *bias_counters(double *partials) {
     return reinterpret_cast<unsigned *>(partials + VAE_BIAS_SCRATCH);
 }

@@ -39,13 +39,13 @@ extern "C" {
  * completion counter (common.cuh, vae_last_block). */
 #define VAE_CUDA_REDUCE_MAX_BLOCKS 1024
 #define VAE_CUDA_REDUCE_SCRATCH (VAE_CUDA_REDUCE_MAX_BLOCKS + 1)
-/* Doubles of scratch the bias-gradient launchers take (512 KiB): their
- * pass-1 partials, and at the end VAE_CUDA_BIAS_COUNTERS completion counters
+/* Doubles of scratch the bias-gradient launchers take (520 KiB): 65536 for
+ * their pass-1 partials, then VAE_CUDA_BIAS_COUNTERS completion counters
  * (unsigned). Both scratch buffers must be zero when first given to a
  * launcher, and each belongs to one stream (its launches keep the counters
  * at zero between them). */
-#define VAE_CUDA_BIAS_SCRATCH 65536
 #define VAE_CUDA_BIAS_COUNTERS 2048
+#define VAE_CUDA_BIAS_SCRATCH (65536 + VAE_CUDA_BIAS_COUNTERS / 2)
 
 /* ---- act.cu (act: 0 relu, 1 leaky relu; see vae_act) ---- */
 void vae_cuda_act_forward(cudaStream_t s, real *out, const real *in, size_t n, int act,
