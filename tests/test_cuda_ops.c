@@ -40,8 +40,11 @@
  *     third by the direct kernel (VAE_CONV_DIRECT=1, src/kernels/convt.cu),
  *     each against the CPU with the GEMM tolerance; the direct kernel's
  *     results must also equal, bit for bit, a host loop that sums each
- *     output's taps in the kernel's documented order with fmaf (then +
- *     bias): its order depends on the shape alone, not on its tiling.
+ *     output's taps in the kernel's documented order with fmaf (then + 0,
+ *     + bias): its order depends on the shape alone, not on its tiling.
+ *     So do the weight gradients and the forwards (convw.cu, convf.cu;
+ *     the weight gradient's order also depends on N through its groups of
+ *     images), and test_direct_signed_zero checks the signs of zero sums.
  *   Fused elementwise ops: |a-b| <= 1e-6 max(|b|, scale), scale the
  *     magnitude of the operands (1 here). CUDA's expf/log1pf are within
  *     2 ulp, glibc's within 1, and nvcc contracts a*b+c into one FMA, so
