@@ -115,13 +115,10 @@ static void emu_conv2d_backward(vae_backend *be, real *din, real *dw, real *db, 
         dw = NULL;
     /* the data gradient: the convT of dout with w [cout, cin, k, k] */
     if (din && B > 0 &&
-        vae_emu_convt_direct_supported(g->cout, g->hout, g->wout, g->cin, g->hin, g->win, g->k,
-                                       g->stride, g->pad)) {
-        if (dw) C(be)->conv2d_backward(C(be), NULL, dw, NULL, dout, in, w, g, B);
         emu_convt_direct(din, dout, w, NULL, VAE_CUDA_CONVT_NONE, 0, B, g->cout, g->hout,
-                         g->wout, g->cin, g->hin, g->win, g->k, g->stride, g->pad);
-        return;
-    }
+                         g->wout, g->cin, g->hin, g->win, g->k, g->stride, g->pad))
+        din = NULL;
+    /* what no kernel of ours took: the CPU's */
     if (din || dw) C(be)->conv2d_backward(C(be), din, dw, NULL, dout, in, w, g, B);
 }
 static void emu_convt2d_forward(vae_backend *be, real *out, const real *in, const real *w,
@@ -144,14 +141,10 @@ static void emu_convt2d_backward(vae_backend *be, real *din, real *dw, real *db,
                              g->win, g->k, g->stride, g->pad))
         dw = NULL;
     /* the data gradient: the conv of dout with w as that filter */
-    if (din && B > 0 &&
-        vae_emu_conv_direct_supported(g->cout, g->hout, g->wout, g->cin, g->hin, g->win, g->k,
-                                      g->stride, g->pad)) {
-        if (dw) C(be)->convt2d_backward(C(be), NULL, dw, NULL, dout, in, w, g, B);
-        emu_conv_direct(din, dout, w, NULL, VAE_CUDA_CONVT_NONE, 0, B, g->cout, g->hout,
-                        g->wout, g->cin, g->hin, g->win, g->k, g->stride, g->pad);
-        return;
-    }
+    if (din && emu_conv_direct(din, dout, w, NULL, VAE_CUDA_CONVT_NONE, 0, B, g->cout, g->hout,
+                               g->wout, g->cin, g->hin, g->win, g->k, g->stride, g->pad))
+        din = NULL;
+    /* what no kernel of ours took: the CPU's */
     if (din || dw) C(be)->convt2d_backward(C(be), din, dw, NULL, dout, in, w, g, B);
 }
 /* dense + ReLU as the CUDA backend's fallback (no cuBLASLt ReLU epilogues):
