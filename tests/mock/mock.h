@@ -26,8 +26,10 @@ typedef void (*mock_fn)(void *args);
 /* fn(args) in stream order on stream s (NULL = the legacy default stream):
  * now, or recorded with a copy of the `size` bytes at args when s is being
  * captured. args must hold everything fn needs by value (pointers to device
- * memory and scalars; host-side scalars such as alpha/beta copied in). */
-void mock_enqueue(cudaStream_t s, mock_fn fn, const void *args, size_t size);
+ * memory and scalars; host-side scalars such as alpha/beta copied in).
+ * what: the API call it stands for (a static string; VAE_MOCK_GRAPH_DUMP
+ * prints it for the graph's node). */
+void mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size);
 
 /* 1 when s is being captured (cudaStreamIsCapturing without the status). */
 int mock_capturing(cudaStream_t s);

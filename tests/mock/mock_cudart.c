@@ -36,6 +36,7 @@ typedef struct node {
     struct node *next;
     int is_launch;
     mock_fn fn;               /* !is_launch: fn(args) */
+    const char *what;         /* !is_launch: the API call (mock_enqueue's) */
     vae_emu_launch_rec rec;   /* is_launch: rec.arg points into args */
     size_t size;
     unsigned char args[];     /* the copy */
@@ -120,7 +121,7 @@ static struct CUstream_st *capture_origin(struct CUstream_st *st) {
 
 int mock_capturing(cudaStream_t s) { return stream_of(s)->capturing; }
 
-void mock_enqueue(cudaStream_t s, mock_fn fn, const void *args, size_t size) {
+void mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size) {
     struct CUstream_st *st = stream_of(s);
     if (!st->capturing) {
         fn((void *)args);
@@ -128,6 +129,7 @@ void mock_enqueue(cudaStream_t s, mock_fn fn, const void *args, size_t size) {
     }
     node *n = node_new(size);
     n->fn = fn;
+    n->what = what;
     memcpy(n->args, args, size);
     append(st, n);
 }
@@ -167,6 +169,30 @@ static void run_nodes(const node *n) {
             free(copy);
         }
     }
+}
+
+/* VAE_MOCK_GRAPH_DUMP=1: each captured graph's nodes on stderr, one line
+ * each (a kernel's launch site, grid and block; a library call's name), then
+ * their counts. A census of what one replay launches, for reasoning about a
+ * step's launch overheads; a library call may be several kernels on a GPU. */
+static void dump_graph(const struct CUgraph_st *g) {
+    const char *e = getenv("VAE_MOCK_GRAPH_DUMP");
+    if (!e || !*e || !strcmp(e, "0")) return;
+    long kernels = 0, calls = 0;
+    fprintf(stderr, "mock graph:\n");
+    for (const node *n = g->head; n; n = n->next) {
+        if (n->is_launch) {
+            const unsigned *gr = n->rec.grid, *bl = n->rec.block;
+            fprintf(stderr, "  kernel  %-28s grid %u,%u,%u  block %u,%u,%u\n",
+                    n->rec.site ? n->rec.site : "?", gr[0], gr[1], gr[2], bl[0], bl[1], bl[2]);
+            kernels++;
+        } else {
+            fprintf(stderr, "  call    %s\n", n->what ? n->what : "?");
+            calls++;
+        }
+    }
+    fprintf(stderr, "mock graph: %ld nodes: %ld kernels of ours, %ld library calls/copies\n",
+            kernels + calls, kernels, calls);
 }
 
 /* ------------------------------------------------------------ errors */
@@ -375,7 +401,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
         }
     }
     copy_args c = {dst, src, n};
-    mock_enqueue(s, run_copy, &c, sizeof c);
+    mock_enqueue(s, "cudaMemcpyAsync", run_copy, &c, sizeof c);
     return cudaSuccess;
 }
 
@@ -386,7 +412,7 @@ cudaError_t cudaMemsetAsync(void *dst, int value, size_t n, cudaStream_t s) {
         return cudaErrorInvalidValue;
     }
     set_args c = {dst, value, n};
-    mock_enqueue(s, run_set, &c, sizeof c);
+    mock_enqueue(s, "cudaMemsetAsync", run_set, &c, sizeof c);
     return cudaSuccess;
 }
 
@@ -495,6 +521,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
         free(g);
         return unjoined ? cudaErrorStreamCaptureUnjoined : cudaErrorStreamCaptureInvalidated;
     }
+    dump_graph(g);
     *graph = g;
     return cudaSuccess;
 }

@@ -66,7 +66,7 @@ static struct {
 } g_pending[8];
 static int g_npending;
 
-void mock_enqueue(cudaStream_t s, mock_fn fn, const void *args, size_t size) {
+void mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size) {
     void *copy = malloc(size);
     if (!copy) abort();
     memcpy(copy, args, size);

@@ -36,7 +36,7 @@ static struct {
 } g_rec[MAX_RECORDED];
 static int g_nrec;
 
-void mock_enqueue(cudaStream_t s, mock_fn fn, const void *args, size_t size) {
+void mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size) {
     (void)s;
     void *copy = malloc(size);
     if (!copy) abort();
