@@ -468,6 +468,10 @@ static void test_dense(int B, int I, int O, int woff, int boff, unsigned seed) {
  *   4. dense_backward_relu(din2, dbin2; mask, no dw/db): the mask's record
  *      was taken by 2, so the GPU must take the fallback from `in`
  *   5. 1 and 2 again into h3, din3, dbin3, dw3, db3 (cached plans): bit-equal
+ *   6. the unfused sequence of 4 into din_u, dbin_u: dense_backward (din
+ *      only), act_backward in place, dense_backward (db only, from din_u:
+ *      the bias-gradient kernel): bit-equal to 4 on every backend (the
+ *      fallback fuses the ReLU backward with the bias gradient)
  * The mask sits `moff` bytes past a 256-byte boundary (below 16: the fused
  * path must decline it), the weights `woff` floats, b, db and dbin `boff`
  * floats (below 4: the epilogues decline the bias). */
@@ -475,6 +479,7 @@ typedef struct {
     vae_backend *be;
     const char *name;
     real *h, *din, *dbin, *dw, *db, *h2, *din2, *dbin2, *h3, *din3, *dbin3, *dw3, *db3;
+    real *din_u, *dbin_u;
     void *mask;
     size_t mbytes;
 } relu_bufs;
@@ -508,12 +513,17 @@ static relu_bufs relu_run(pool *pl, const char *name, const real *hin, const rea
     r.dbin3 = dev_sentinel(pl, (size_t)O, (size_t)boff);
     r.dw3 = dev_sentinel(pl, (size_t)O2 * O, (size_t)woff);
     r.db3 = dev_sentinel(pl, (size_t)O2, (size_t)boff);
+    r.din_u = dev_sentinel(pl, nh, 0);
+    r.dbin_u = dev_sentinel(pl, (size_t)O, (size_t)boff);
     be->dense_relu_forward(be, r.h, mask, in, w, b, B, I, O);
     be->dense_backward_relu(be, r.din, r.dbin, r.dw, r.db, dout, r.h, mask, w2, B, O, O2);
     be->dense_relu_forward(be, r.h2, NULL, in, w, b, B, I, O);
     be->dense_backward_relu(be, r.din2, r.dbin2, NULL, NULL, dout, r.h, mask, w2, B, O, O2);
     be->dense_relu_forward(be, r.h3, mask, in, w, b, B, I, O);
     be->dense_backward_relu(be, r.din3, r.dbin3, r.dw3, r.db3, dout, r.h3, mask, w2, B, O, O2);
+    be->dense_backward(be, r.din_u, NULL, NULL, dout, r.h, w2, B, O, O2);
+    be->act_backward(be, r.din_u, r.din_u, r.h, nh, VAE_ACT_RELU, 0);
+    be->dense_backward(be, NULL, NULL, r.dbin_u, r.din_u, NULL, NULL, B, O, O);
     return r;
 }
 
@@ -668,6 +678,11 @@ static void test_dense_relu(int B, int I, int O, int O2, int woff, int boff, int
     }
     for (int k = 0; k < 3; k++) {
         const relu_bufs *x = &r[k];
+        CHECK_MSG(be_bits_equal(x->be, x->din2, x->din_u, nh * sizeof(real)) &&
+                      be_bits_equal(x->be, x->dbin2, x->dbin_u, (size_t)O * sizeof(real)),
+                  RELU_CASE ": %s backward without mask (din, dbin) differs from dense_backward, "
+                            "act_backward and the bias gradient in sequence",
+                  B, I, O, O2, woff, boff, moff, x->name);
         if (k > 0)
             CHECK_MSG(be_bits_equal(x->be, x->h, x->h2, nh * sizeof(real)) &&
                           be_bits_equal(x->be, x->h, x->h3, nh * sizeof(real)),

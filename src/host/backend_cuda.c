@@ -1697,8 +1697,9 @@ static void cuda_dense_relu_forward(vae_backend *be, real *out, void *mask, cons
  * DRELU_BGRAD epilogue: m = I, n = B, k = O, A = w (N, lda I), B = dout
  * (N, ldb O), D = din (ldd I), mask I rows by B columns, bias gradient of I
  * entries (one per row of D, summed over its columns: over the batch).
- * Otherwise dense_backward's data-gradient GEMM, the ReLU-backward kernel
- * from `in` and the bias-gradient kernel. dw and db as dense_backward. */
+ * Otherwise dense_backward's data-gradient GEMM, then the ReLU backward from
+ * `in` and, fused with it, the bias gradient (one kernel; the ReLU-backward
+ * kernel alone when there is no dbin). dw and db as dense_backward. */
 static void cuda_dense_backward_relu(vae_backend *be, real *din, real *dbin, real *dw, real *db,
                                      const real *dout, const real *in, const void *mask,
                                      const real *w, int B, int I, int O) {
@@ -1708,9 +1709,11 @@ static void cuda_dense_backward_relu(vae_backend *be, real *din, real *dbin, rea
     if (!(have_mask && dbin &&
           lt_dense(c, LT_BWD_DRELU_BGRAD, B, I, O, w, dout, din, dbin, mask))) {
         cuda_dense_backward(be, din, NULL, NULL, dout, in, w, B, I, O); /* din = dout w */
-        if (B > 0 && I > 0)
+        if (dbin)
+            vae_cuda_act_bias_grad_rows(c->stream, din, dbin, din, in, B, I, VAE_ACT_RELU, 0,
+                                        c->bias_partials);
+        else if (B > 0 && I > 0)
             vae_cuda_act_backward(c->stream, din, din, in, (size_t)B * I, VAE_ACT_RELU, 0);
-        if (dbin) vae_cuda_bias_grad_rows(c->stream, dbin, din, B, I, c->bias_partials);
     }
     cuda_dense_backward(be, NULL, dw, db, dout, in, w, B, I, O);
 }

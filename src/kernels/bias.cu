@@ -2,6 +2,8 @@
  * and for conv / convT layers the same fused with the activation above them.
  *
  *   dense rows:  out[r, c] += b[c]                 db[c] = sum_r dout[r, c]
+ *   rows + act:                                    din = dout act'(out),
+ *                                                  db[c] = sum_r din[r, c]
  *   NCHW:        out[b, c, hw] += bias[c]          db[c] = sum_{b, hw} dout[b, c, hw]
  *   NCHW + act:  out = act(out + bias[c])          din = dout act'(out),
  *                                                  db[c] = sum_{b, hw} din[b, c, hw]
@@ -132,9 +134,16 @@ __global__ void bias_grad_pass2_kernel(real *db, const double *partials, int C, 
 }
 
 /* Rows pass 1. Grid (ceil(cols / 32), P); block (x, p) sums rows
- * [p*chunk, min((p+1)*chunk, rows)) of columns 32x .. 32x+31. */
+ * [p*chunk, min((p+1)*chunk, rows)) of columns 32x .. 32x+31.
+ * ACT >= 0: each term is first the activation's backward from out (the
+ * layer's output above the dense layer whose bias this is), written to
+ * din[same index] and summed, as in the NCHW kernel below: a dense + ReLU
+ * pair's ReLU backward fused with its bias gradient (every element belongs
+ * to exactly one block and thread, so din is written once, in full). */
+template <int ACT>
 __global__ void bias_grad_rows_kernel(real *db, double *partials, const real *dout, int rows,
-                                      int cols, int chunk, int P) {
+                                      int cols, int chunk, int P, real *din, const real *out,
+                                      real slope) {
     __shared__ double shm[VAE_BIAS_WARPS][32];
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int c = blockIdx.x * 32 + lane;
@@ -144,18 +153,28 @@ __global__ void bias_grad_rows_kernel(real *db, double *partials, const real *do
     double acc = 0;
     if (c < cols && r0 + w < r1) {
         const size_t step = (size_t)VAE_BIAS_WARPS * cols; /* 8 rows */
-        const real *src = dout + (size_t)(r0 + w) * cols + c;
+        size_t at = (size_t)(r0 + w) * cols + c; /* the current row's element */
         /* left: rows of the chunk from the current one on (r1 - r > 0) */
         for (int left = r1 - (r0 + w);; left -= VAE_BIAS_WARPS * VAE_BIAS_UNROLL) {
-            real v[VAE_BIAS_UNROLL];
+            real v[VAE_BIAS_UNROLL], y[VAE_BIAS_UNROLL];
 #pragma unroll
-            for (int u = 0; u < VAE_BIAS_UNROLL; u++)
-                v[u] = u * VAE_BIAS_WARPS < left ? src[u * step] : (real)0;
+            for (int u = 0; u < VAE_BIAS_UNROLL; u++) {
+                const bool ok = u * VAE_BIAS_WARPS < left;
+                v[u] = ok ? dout[at + u * step] : (real)0;
+                if (ACT >= 0) y[u] = ok ? out[at + u * step] : (real)0;
+            }
+            if (ACT >= 0) {
+#pragma unroll
+                for (int u = 0; u < VAE_BIAS_UNROLL; u++) {
+                    v[u] = y[u] > 0 ? v[u] : (ACT == VAE_ACT_LEAKY_RELU ? slope * v[u] : (real)0);
+                    if (u * VAE_BIAS_WARPS < left) din[at + u * step] = v[u];
+                }
+            }
 #pragma unroll
             for (int u = 0; u < VAE_BIAS_UNROLL; u++)
                 if (u * VAE_BIAS_WARPS < left) acc += (double)v[u];
             if (left <= VAE_BIAS_WARPS * VAE_BIAS_UNROLL) break;
-            src += VAE_BIAS_UNROLL * step;
+            at += VAE_BIAS_UNROLL * step;
         }
     }
     shm[w][lane] = acc;
@@ -280,8 +299,9 @@ extern "C" void vae_cuda_bias_add_rows(cudaStream_t s, real *out, const real *b,
     CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *dout, int rows,
-                                        int cols, double *partials) {
+extern "C" void vae_cuda_act_bias_grad_rows(cudaStream_t s, real *din, real *db,
+                                            const real *dout, const real *out, int rows, int cols,
+                                            int act, real slope, double *partials) {
     if (cols <= 0) return;
     if (rows < 0) rows = 0; /* no rows: db = 0 */
     const unsigned tiles = (unsigned)((cols + 31) / 32);
@@ -292,14 +312,26 @@ extern "C" void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *do
         vae_panic(__FILE__, __LINE__, "bias_grad_rows: %d x %d partials exceed the scratch", P,
                   cols);
     dim3 grid(tiles, (unsigned)P);
-    bias_grad_rows_kernel<<<grid, VAE_CUDA_THREADS, 0, s>>>(db, partials, dout, rows, cols,
-                                                            (int)chunk, P);
+    if (act == VAE_ACT_RELU)
+        bias_grad_rows_kernel<VAE_ACT_RELU><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+            db, partials, dout, rows, cols, (int)chunk, P, din, out, slope);
+    else if (act == VAE_ACT_LEAKY_RELU)
+        bias_grad_rows_kernel<VAE_ACT_LEAKY_RELU><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+            db, partials, dout, rows, cols, (int)chunk, P, din, out, slope);
+    else
+        bias_grad_rows_kernel<-1><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+            db, partials, dout, rows, cols, (int)chunk, P, din, out, slope);
     CUDA_LAUNCH_CHECK();
     if (P > 1) {
         bias_grad_pass2_kernel<<<(unsigned)((cols + VAE_BIAS_WARPS - 1) / VAE_BIAS_WARPS),
                                  VAE_CUDA_THREADS, 0, s>>>(db, partials, cols, P);
         CUDA_LAUNCH_CHECK();
     }
+}
+
+extern "C" void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *dout, int rows,
+                                        int cols, double *partials) {
+    vae_cuda_act_bias_grad_rows(s, NULL, db, dout, NULL, rows, cols, -1, 0, partials);
 }
 
 template <int ACT>

@@ -59,6 +59,13 @@ void vae_cuda_bias_add_rows(cudaStream_t s, real *out, const real *b, int rows, 
 /* db[c] = sum_r dout[r, c] */
 void vae_cuda_bias_grad_rows(cudaStream_t s, real *db, const real *dout, int rows, int cols,
                              double *partials);
+/* din = dout * act'(out) (act_backward's values; din == dout allowed) and
+ * db[c] = sum_r din[r, c], in one pass over [rows, cols]: a dense + ReLU
+ * pair's ReLU backward with the dense layer's bias gradient; act -1: db only
+ * (din and out unused: vae_cuda_bias_grad_rows) */
+void vae_cuda_act_bias_grad_rows(cudaStream_t s, real *din, real *db, const real *dout,
+                                 const real *out, int rows, int cols, int act, real slope,
+                                 double *partials);
 /* out[b, c, hw] += bias[c] for out [B, C, HW] */
 void vae_cuda_bias_add_nchw(cudaStream_t s, real *out, const real *bias, int B, int C, int HW);
 /* db[c] = sum_{b, hw} dout[b, c, hw] */

@@ -148,7 +148,8 @@ static void emu_convt2d_backward(vae_backend *be, real *din, real *dw, real *db,
     if (din || dw) C(be)->convt2d_backward(C(be), din, dw, NULL, dout, in, w, g, B);
 }
 /* dense + ReLU as the CUDA backend's fallback (no cuBLASLt ReLU epilogues):
- * the GEMM, our bias and activation kernels; no mask */
+ * the GEMM, our bias and activation kernels (in the backward the ReLU's
+ * with the bias gradient below, fused); no mask */
 static void emu_dense_relu_forward(vae_backend *be, real *out, void *mask, const real *in,
                                    const real *w, const real *b, int B, int I, int O) {
     emu_dense_forward(be, out, in, w, b, B, I, O);
@@ -159,8 +160,11 @@ static void emu_dense_backward_relu(vae_backend *be, real *din, real *dbin, real
                                     const real *w, int B, int I, int O) {
     emu_dense_backward(be, din, dw, db, dout, in, w, B, I, O);
     if (!din) return;
-    vae_emu_act_backward(S, din, din, in, (size_t)B * I, VAE_ACT_RELU, 0);
-    if (dbin) vae_emu_bias_grad_rows(S, dbin, din, B, I, E(be)->bias_partials);
+    if (dbin)
+        vae_emu_act_bias_grad_rows(S, din, dbin, din, in, B, I, VAE_ACT_RELU, 0,
+                                   E(be)->bias_partials);
+    else
+        vae_emu_act_backward(S, din, din, in, (size_t)B * I, VAE_ACT_RELU, 0);
 }
 static void emu_act_forward(vae_backend *be, real *out, const real *in, size_t n, vae_act act,
                             real slope) {
