@@ -807,6 +807,37 @@ static void case_bias_rows(int rows, int cols) {
         run_case("bias_grad_rows", fmt("%d x %d", rows, cols), (double)n, 4.0 * n + 4.0 * cols, launch,
                  check, {{db.p, (size_t)cols}}, "two-pass: row chunks x 32-column tiles, then one warp per column");
     }
+    /* the dense + ReLU backward's fallback: ReLU backward from out, din
+     * written, db summed, one pass */
+    if (want("act_bias_grad_rows") && fits(12.0 * n)) {
+        DBuf<float> dout(n), out(n), din(n), db(cols);
+        DBuf<double> part(VAE_CUDA_BIAS_SCRATCH);
+        fill(dout.p, n, T_A, -1, 2);
+        fill(out.p, n, T_B, -1, 2);
+        auto launch = [&] {
+            vae_cuda_act_bias_grad_rows(g_s, din.p, db.p, dout.p, out.p, rows, cols, VAE_ACT_RELU, 0,
+                                        part.p);
+        };
+        auto check = [&] {
+            Check c;
+            for (size_t i : samples(n)) {
+                const float y = hval(T_B, i, -1, 2), d = hval(T_A, i, -1, 2);
+                c.near("din", i, dget(din.p, i), y > 0 ? d : 0.f, 0);
+            }
+            for (size_t col : samples((size_t)cols)) {
+                double s = 0;
+                for (int r = 0; r < rows; r++) {
+                    const size_t i = (size_t)r * cols + col;
+                    if (hval(T_B, i, -1, 2) > 0) s += hval(T_A, i, -1, 2);
+                }
+                c.near("db", col, dget(db.p, col), s, 1e-6);
+            }
+            return c.msg;
+        };
+        run_case("act_bias_grad_rows relu", fmt("%d x %d", rows, cols), (double)n,
+                 12.0 * n + 4.0 * cols, launch, check, {{din.p, n}, {db.p, (size_t)cols}},
+                 "ReLU backward + bias gradient, one pass (two launches above 255 rows)");
+    }
 }
 
 static void case_bias_nchw(int B, int C, int HW) {
