@@ -1568,16 +1568,22 @@ static int lt_dense(cuda_ctx *c, int kind, int B, int I, int O, const void *a, c
     lt_note(c, "cuBLASLt %s not used for dense %d->%d (batch %d%s): cublasLtMatmul: %s; using %s",
             lt_what(kind), I, O, B, p->tf32 ? ", tf32" : "", cublasGetStatusString(st),
             lt_instead(kind));
-    /* A failure that invalidated a capture in progress: the fallback could
-     * not be recorded either (its launches would fail, and CUBLAS_CHECK
-     * abort), so the op is skipped and the capture fails softly; the
-     * caller's eager run then takes the fallback. */
+    /* A failure that invalidated a capture in progress: on the real runtime
+     * every later launch and library call into that capture fails too (the
+     * step's next CUDA_LAUNCH_CHECK or CUBLAS_CHECK would abort with the
+     * runtime's "previous error during capture"), so the capture cannot end
+     * softly. Stop here, saying why and what avoids it. (Not seen: the same
+     * plan ran eagerly on the step before the capture; a refusal, e.g.
+     * CUBLAS_STATUS_NOT_SUPPORTED, leaves the capture valid and takes the
+     * fallback below, inside the graph.) */
     enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
     if (c->capturing && cudaStreamIsCapturing(c->stream, &cs) == cudaSuccess &&
-        cs == cudaStreamCaptureStatusInvalidated) {
-        capture_refuse(c, "a cuBLASLt matmul that failed");
-        return 1;
-    }
+        cs == cudaStreamCaptureStatusInvalidated)
+        vae_panic(__FILE__, __LINE__,
+                  "cuBLASLt %s (dense %d->%d, batch %d) failed during the CUDA graph capture of "
+                  "a training step (%s) and invalidated it; rerun with VAE_CUDA_GRAPH=0 (no "
+                  "graphs) or VAE_CUBLASLT=0 (cuBLAS instead of cuBLASLt)",
+                  lt_what(kind), I, O, B, cublasGetStatusString(st));
     return 0;
 }
 
