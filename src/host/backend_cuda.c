@@ -555,10 +555,13 @@ static void ws_require(cuda_ctx *c, size_t bytes) {
 /* Workspace offered to an algorithm search: everything above the buffers
  * (half of it with side segments, so that both lanes can have what a search
  * picks), up to CONV_WS_CAP (or the current workspace, if larger), at the
- * arena's end. With side segments the device is idle first: the search may
- * overlap either lane's workspace, and the other lane may have work queued. */
+ * arena's end. The device is idle first: with side segments the search may
+ * overlap either lane's workspace and the other lane may have work queued,
+ * and the timings that follow should not share the GPU with another
+ * stream's work (a sampling run's copy of the previous chunk to the host,
+ * when its last, shorter chunk makes new plans). Plan time only. */
 static size_t search_ws(const cuda_ctx *c, void **ws) {
-    if (c->side_on) CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaDeviceSynchronize());
     size_t avail = c->size - align_up(c->top);
     if (c->ws_split) avail /= 2;
     size_t cap = ws_size(c) > CONV_WS_CAP ? ws_size(c) : CONV_WS_CAP;
@@ -1456,7 +1459,7 @@ static void lt_plan_time(cuda_ctx *c, lt_plan *p, const void *a, const void *b, 
                          const void *bias, const void *aux) {
     if (!c->use_find || c->capturing || p->ncand < 2) return;
     if (2.0 * p->B * p->I * p->O > LT_TIME_MAX_FLOP) return;
-    if (c->side_on) CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaDeviceSynchronize()); /* the GPU to itself, as search_ws */
     if (cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                        sizeof bias) != CUBLAS_STATUS_SUCCESS ||
         (lt_has_aux(p->kind) &&
@@ -1574,8 +1577,8 @@ static int lt_dense(cuda_ctx *c, int kind, int B, int I, int O, const void *a, c
      * runtime's "previous error during capture"), so the capture cannot end
      * softly. Stop here, saying why and what avoids it. (Not seen: the same
      * plan ran eagerly on the step before the capture; a refusal, e.g.
-     * CUBLAS_STATUS_NOT_SUPPORTED, leaves the capture valid and takes the
-     * fallback below, inside the graph.) */
+     * CUBLAS_STATUS_NOT_SUPPORTED, leaves the capture valid, and the caller
+     * records its fallback in the graph.) */
     enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
     if (c->capturing && cudaStreamIsCapturing(c->stream, &cs) == cudaSuccess &&
         cs == cudaStreamCaptureStatusInvalidated)

@@ -266,6 +266,11 @@ extern "C" int vae_cuda_conv_direct_supported(int CI, int H, int W, int CO, int 
     const size_t lim = (size_t)INT32_MAX;
     if ((size_t)CI * H * W > lim || (size_t)CO * HO * WO > lim || (size_t)CI * CO * K * K > lim)
         return 0;
+    /* the kernels' int arithmetic: oy S + ky, ox S + kx, and a tile side
+     * (<= 64) added to CI K K (convw.cu) stay below 2^31 */
+    if ((size_t)HO * stride + K > lim || (size_t)WO * stride + K > lim ||
+        (size_t)CI * K * K > lim - 64)
+        return 0;
     return 1;
 }
 

@@ -59,7 +59,7 @@
  *    image, the padding of CO and of the cell rows counted (mnist's 64 -> 32
  *    7x7: (2, 7), 112 threads an image; cifar's: (4, 4)). A block has at most
  *    224 / 192 threads, so that two fit an SM's registers at 144 / 168 per
- *    thread (__maxnreg__; sm_90 ptxas: K 3 127 / 127, K 4 144 / 167, no
+ *    thread (__maxnreg__; sm_90 ptxas, nvcc 13.0: K 3 125 / 128, K 4 125 / 165, no
  *    spills, no stack), and NI images, NI > 1 only when that still leaves
  *    CONVT_MIN_BLOCKS blocks.
  *  - small (stride 2, pad 1, K 3 or 4, CO <= 4, all weights within 48 KiB):
