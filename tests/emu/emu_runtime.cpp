@@ -1,6 +1,7 @@
 /* emu_runtime.cpp — the scheduler behind cuda_emu.h.
  *
- * A launch runs on the calling thread, block after block. Each CUDA thread
+ * A launch runs on the calling thread, block after block (in a scattered
+ * order, block_step below). Each CUDA thread
  * of a block is a fiber (its own stack; a switch is a handful of register
  * moves, vae_emu_switch below); the scheduler runs every
  * ready fiber in thread order until it finishes or stops at a barrier, then
@@ -396,6 +397,28 @@ void vae_emu_run(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body
     vae_emu_run_rec(&rec);
 }
 
+/* Block order. A GPU runs a grid's blocks in no promised order, so the
+ * blocks do not run in index order here either: the k-th block run is
+ * block (k step + nb/2) mod nb of the nb in the grid (x fastest, then y,
+ * z), step the first of a few primes that does not divide nb (so every
+ * block runs once), which scatters neighbours apart and starts mid-grid. A
+ * kernel whose result depends on the order its blocks run in (two blocks
+ * writing one place; a block reading what another writes in the same
+ * launch; a "last block" taken to be the highest index) then shows it
+ * against the reference. VAE_EMU_BLOCK_ORDER=index runs them in index
+ * order (for debugging). */
+static unsigned long long block_step(unsigned long long nb) {
+    static const int in_order = [] {
+        const char *e = getenv("VAE_EMU_BLOCK_ORDER");
+        return e && strcmp(e, "index") == 0;
+    }();
+    if (in_order || nb < 3) return 1;
+    static const unsigned long long primes[] = {7919, 104729, 1299709, 15485863};
+    for (unsigned long long p : primes)
+        if (nb % p && p % nb > 1) return p % nb; /* p prime: coprime to nb */
+    return 1;
+}
+
 int vae_emu_take_launch_error(void) {
     std::lock_guard<std::mutex> l(g_launch);
     cudaError_t e = g_last;
@@ -435,9 +458,12 @@ void vae_emu_run_rec(const vae_emu_launch_rec *rec) {
     for (int i = 0; i < n; i++)
         g.fibers[i].tid = {i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
     const unsigned long long nb = (unsigned long long)grid.x * grid.y * grid.z;
-    for (unsigned long long k = 0; k < nb; k++) {
-        blockIdx = {(unsigned)(k % grid.x), (unsigned)((k / grid.x) % grid.y),
-                    (unsigned)(k / ((unsigned long long)grid.x * grid.y))};
+    const unsigned long long step = block_step(nb);
+    unsigned long long b = 0; /* the block run k-th: k step + nb/2 mod nb (header) */
+    if (step != 1) b = nb / 2;
+    for (unsigned long long k = 0; k < nb; k++, b = (b + step) % nb) {
+        blockIdx = {(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y),
+                    (unsigned)(b / ((unsigned long long)grid.x * grid.y))};
         if (!free) {
             run_block(n);
             g.block_no++;
