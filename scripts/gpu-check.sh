@@ -154,7 +154,7 @@ build_gpu() {
   grep -E "CUDA backend" build-gpu/CMakeCache.txt >>"$LOG" 2>&1
   # what the GPU checks and benches need; the CPU tests and the CPU stand-ins
   # for the GPU (tests/emu, tests/mock) run in CI, not here
-  run "build" 200 cmake --build build-gpu -j "$(nproc)" --target vae test_cuda_ops test_cuda_train vae_kernel_bench
+  run "build" 200 cmake --build build-gpu -j "$(nproc)" --target vae test_cuda_ops test_cuda_train test_capture_invalidated vae_kernel_bench
   grep -ciE "warning" "$LOG" | sed 's/^/warnings in the log so far: /' | tee -a "$LOG"
   ldd build-gpu/vae >>"$LOG" 2>&1
 }
@@ -215,6 +215,7 @@ if [ "$STAGE" = verify ]; then
   build_gpu
   run "test_cuda_ops" 60 build-gpu/tests/test_cuda_ops
   run "test_cuda_train" 60 build-gpu/tests/test_cuda_train
+  run "test_capture_invalidated (the mock's model of the runtime)" 20 build-gpu/tests/test_capture_invalidated
   CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   run "memcheck test_cuda_ops" 60 "$CS" --tool memcheck --leak-check full --error-exitcode 9 build-gpu/tests/test_cuda_ops
   run "racecheck test_cuda_ops (kernels only)" 60 env VAE_TEST_KERNELS_ONLY=1 "$CS" --tool racecheck \
@@ -266,6 +267,7 @@ if [ "$STAGE" = test ]; then
   build_gpu
   run "vae info" 30 build-gpu/vae info configs/mnist_conv.ini
   run "test_cuda_ops" 90 build-gpu/tests/test_cuda_ops
+  run "test_capture_invalidated (the mock's model of the runtime)" 20 build-gpu/tests/test_capture_invalidated
   # the opt-in cuBLASLt ReLU mask + DRELU_BGRAD backward (off by default)
   run "test_cuda_ops VAE_LT_DRELU=1" 60 env VAE_LT_DRELU=1 build-gpu/tests/test_cuda_ops
   run "test_cuda_train" 120 build-gpu/tests/test_cuda_train

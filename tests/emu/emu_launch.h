@@ -21,8 +21,10 @@ typedef struct {
 } vae_emu_launch_rec;
 
 /* When set (by tests/mock), every launch is offered to it first; a nonzero
- * return means it took the launch (recorded it into a graph being captured),
- * which then does not run now. */
+ * return means it took the launch, which then does not run now: 1 recorded
+ * it into a graph being captured, 2 refused it (a capture already
+ * invalidated: the launch's error is then cudaErrorStreamCaptureInvalidated,
+ * as the runtime's). */
 extern int (*vae_emu_launch_hook)(const vae_emu_launch_rec *rec);
 
 /* Runs a launch now, without offering it to the hook (a graph's replay). */

@@ -393,7 +393,12 @@ void vae_emu_run(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body
                  void *arg, size_t arg_size, const char *site, int free) {
     const vae_emu_launch_rec rec = {{grid.x, grid.y, grid.z}, {block.x, block.y, block.z},
                                     smem, (void *)s, body, arg, arg_size, site, free};
-    if (vae_emu_launch_hook && vae_emu_launch_hook(&rec)) return;
+    const int took = vae_emu_launch_hook ? vae_emu_launch_hook(&rec) : 0;
+    if (took == 2) {
+        std::lock_guard<std::mutex> l(g_launch);
+        g_last = cudaErrorStreamCaptureInvalidated;
+    }
+    if (took) return;
     vae_emu_run_rec(&rec);
 }
 

@@ -82,3 +82,14 @@ foreach(t mock_cublas mock_cudnn)
     set_tests_properties(test_${t} PROPERTIES LABELS mock)
   endif()
 endforeach()
+
+# A stream capture after an illegal call invalidated it, on the mock runtime
+# (test_mock_capture); the same program against the real runtime is
+# test_capture_invalidated in CUDA builds (tests/CMakeLists.txt), so a GPU
+# run shows whether the mock models it.
+add_executable(test_mock_capture ${mock}/test_capture_invalidated.c)
+target_link_libraries(test_mock_capture PRIVATE vae_lib_mock)
+target_include_directories(test_mock_capture PRIVATE ${mock} ${emu} ${VAE_MOCK_CUDA_INC})
+target_compile_definitions(test_mock_capture PRIVATE VAE_TEST_MOCK=1)
+add_test(NAME test_mock_capture COMMAND test_mock_capture)
+set_tests_properties(test_mock_capture PROPERTIES SKIP_RETURN_CODE 77 LABELS mock)

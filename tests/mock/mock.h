@@ -28,8 +28,10 @@ typedef void (*mock_fn)(void *args);
  * captured. args must hold everything fn needs by value (pointers to device
  * memory and scalars; host-side scalars such as alpha/beta copied in).
  * what: the API call it stands for (a static string; VAE_MOCK_GRAPH_DUMP
- * prints it for the graph's node). */
-void mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size);
+ * prints it for the graph's node). Returns 0, or -1 without doing anything
+ * when s is in a capture already invalidated (the real libraries then fail
+ * the call: the caller returns its execution-failed status). */
+int mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size);
 
 /* 1 when s is being captured (cudaStreamIsCapturing without the status). */
 int mock_capturing(cudaStream_t s);

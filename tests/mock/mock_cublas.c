@@ -474,7 +474,8 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t handle, cublasOperation_t transa,
     a.alpha = al, a.beta = be, a.ta = ta, a.tb = tb;
     a.tf32 = math == CUBLAS_TF32_TENSOR_OP_MATH;
     a.epi = CUBLASLT_EPILOGUE_DEFAULT;
-    mock_enqueue(c->stream, "cublasSgemm", gemm_run, &a, sizeof a);
+    if (mock_enqueue(c->stream, "cublasSgemm", gemm_run, &a, sizeof a))
+        return CUBLAS_STATUS_EXECUTION_FAILED;
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -1233,6 +1234,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
     if (has_bias && epi_bias_out(epi)) a.bgrad = (float *)(uintptr_t)d->bias;
     if (has_aux && epi_aux_out(epi)) a.aux_out = (unsigned char *)(uintptr_t)d->aux;
     if (has_aux && epi_aux_in(epi)) a.aux_in = d->aux;
-    mock_enqueue(stream, "cublasLtMatmul", gemm_run, &a, sizeof a);
+    if (mock_enqueue(stream, "cublasLtMatmul", gemm_run, &a, sizeof a))
+        return CUBLAS_STATUS_EXECUTION_FAILED;
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -121,23 +121,33 @@ static struct CUstream_st *capture_origin(struct CUstream_st *st) {
 
 int mock_capturing(cudaStream_t s) { return stream_of(s)->capturing; }
 
-void mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size) {
+int mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size) {
     struct CUstream_st *st = stream_of(s);
     if (!st->capturing) {
         fn((void *)args);
-        return;
+        return 0;
+    }
+    if (capture_origin(st)->invalidated) {
+        mock_note("%s into a capture already invalidated: refused", what);
+        return -1;
     }
     node *n = node_new(size);
     n->fn = fn;
     n->what = what;
     memcpy(n->args, args, size);
     append(st, n);
+    return 0;
 }
 
 /* The emulator offers every kernel launch here first. */
 static int launch_hook(const vae_emu_launch_rec *rec) {
     struct CUstream_st *st = stream_of((cudaStream_t)rec->stream);
     if (!st->capturing) return 0;
+    if (capture_origin(st)->invalidated) { /* the runtime refuses it likewise */
+        mock_note("kernel launch at %s into a capture already invalidated: refused",
+                  rec->site ? rec->site : "?");
+        return 2;
+    }
     node *n = node_new(rec->arg_size);
     n->is_launch = 1;
     n->rec = *rec;
@@ -401,7 +411,8 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
         }
     }
     copy_args c = {dst, src, n};
-    mock_enqueue(s, "cudaMemcpyAsync", run_copy, &c, sizeof c);
+    if (mock_enqueue(s, "cudaMemcpyAsync", run_copy, &c, sizeof c))
+        return cudaErrorStreamCaptureInvalidated;
     return cudaSuccess;
 }
 
@@ -412,7 +423,8 @@ cudaError_t cudaMemsetAsync(void *dst, int value, size_t n, cudaStream_t s) {
         return cudaErrorInvalidValue;
     }
     set_args c = {dst, value, n};
-    mock_enqueue(s, "cudaMemsetAsync", run_set, &c, sizeof c);
+    if (mock_enqueue(s, "cudaMemsetAsync", run_set, &c, sizeof c))
+        return cudaErrorStreamCaptureInvalidated;
     return cudaSuccess;
 }
 

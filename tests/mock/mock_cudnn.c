@@ -881,7 +881,8 @@ static cudnnStatus_t find_run(const char *fn, cudnnHandle_t handle, int dir, con
         return CUDNN_STATUS_SUCCESS;
     }
     j.kind = JOB_FIND_FILL;
-    mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j);
+    if (mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j))
+        return CUDNN_STATUS_EXECUTION_FAILED;
     *algo_status = CUDNN_STATUS_SUCCESS;
     return CUDNN_STATUS_SUCCESS;
 }
@@ -1024,7 +1025,8 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
                           workSpaceSizeInBytes, 1, &j)) ||
         (st = scalars(fn, alpha, beta, &j)))
         return st;
-    mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j);
+    if (mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j))
+        return CUDNN_STATUS_EXECUTION_FAILED;
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -1049,7 +1051,8 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alp
                           workSpaceSizeInBytes, 1, &j)) ||
         (st = scalars(fn, alpha, beta, &j)))
         return st;
-    mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j);
+    if (mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j))
+        return CUDNN_STATUS_EXECUTION_FAILED;
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -1080,6 +1083,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
                           workSpaceSizeInBytes, 1, &j)) ||
         (st = scalars(fn, alpha, beta, &j)))
         return st;
-    mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j);
+    if (mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j))
+        return CUDNN_STATUS_EXECUTION_FAILED;
     return CUDNN_STATUS_SUCCESS;
 }

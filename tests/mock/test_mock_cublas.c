@@ -66,7 +66,7 @@ static struct {
 } g_pending[8];
 static int g_npending;
 
-void mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size) {
+int mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size) {
     void *copy = malloc(size);
     if (!copy) abort();
     memcpy(copy, args, size);
@@ -75,10 +75,11 @@ void mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args
     if (g_defer && g_npending < 8) {
         g_pending[g_npending].fn = fn;
         g_pending[g_npending++].args = copy;
-        return;
+        return 0;
     }
     fn(copy);
     free(copy);
+    return 0;
 }
 
 int mock_capturing(cudaStream_t s) {

@@ -36,7 +36,7 @@ static struct {
 } g_rec[MAX_RECORDED];
 static int g_nrec;
 
-void mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size) {
+int mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size) {
     (void)s;
     void *copy = malloc(size);
     if (!copy) abort();
@@ -46,10 +46,11 @@ void mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args
         g_rec[g_nrec].fn = fn;
         g_rec[g_nrec].args = copy;
         g_nrec++;
-        return;
+        return 0;
     }
     fn(copy);
     free(copy);
+    return 0;
 }
 
 int mock_capturing(cudaStream_t s) {

@@ -7,6 +7,7 @@ typedef enum cudaError {
     cudaSuccess = 0,
     cudaErrorInvalidValue = 1,
     cudaErrorInvalidConfiguration = 9,
+    cudaErrorStreamCaptureInvalidated = 901, /* a launch the mock's capture refused */
 } cudaError_t;
 
 typedef struct vae_emu_stream *cudaStream_t;
