@@ -774,6 +774,15 @@ static void case_gather(int B, int D, int N) {
              {{x.p, n}}, "u8 rows -> float");
 }
 
+/* The fused ReLU backward's din (dout T_A, out T_B): dout where out > 0,
+ * else 0, at the sampled indices. */
+static void check_relu_din(Check &c, const float *din, size_t n) {
+    for (size_t i : samples(n)) {
+        const float y = hval(T_B, i, -1, 2), d = hval(T_A, i, -1, 2);
+        c.near("din", i, dget(din, i), y > 0 ? d : 0.f, 0);
+    }
+}
+
 static void case_bias_rows(int rows, int cols) {
     size_t n = (size_t)rows * cols;
     if (want("bias_add_rows") && fits(4.0 * n)) {
@@ -820,10 +829,7 @@ static void case_bias_rows(int rows, int cols) {
         };
         auto check = [&] {
             Check c;
-            for (size_t i : samples(n)) {
-                const float y = hval(T_B, i, -1, 2), d = hval(T_A, i, -1, 2);
-                c.near("din", i, dget(din.p, i), y > 0 ? d : 0.f, 0);
-            }
+            check_relu_din(c, din.p, n);
             for (size_t col : samples((size_t)cols)) {
                 double s = 0;
                 for (int r = 0; r < rows; r++) {
@@ -911,10 +917,7 @@ static void case_bias_act_nchw(int B, int C, int HW) {
         };
         auto check = [&] {
             Check c;
-            for (size_t i : samples(n)) {
-                const float y = hval(T_B, i, -1, 2), d = hval(T_A, i, -1, 2);
-                c.near("din", i, dget(din.p, i), y > 0 ? d : 0.f, 0);
-            }
+            check_relu_din(c, din.p, n);
             std::vector<size_t> cs = {0, (size_t)C - 1};
             for (size_t ch : cs) {
                 double sum = 0;
