@@ -50,6 +50,10 @@ typedef struct vae_backend vae_backend;
 struct vae_backend {
     const char *name; /* "cpu" or "cuda" */
     void *ctx;        /* backend private state */
+    /* 1: an op's results may depend on the batch size it runs at, beyond
+     * the rows themselves (CUDA: algorithms chosen per shape); the sampler
+     * then decodes every chunk at the full chunk size. 0: the CPU's. */
+    int batch_variant;
 
     /* ---- memory ---- */
     /* Backend memory; CPU: 64-byte aligned host memory; CUDA: carved from the

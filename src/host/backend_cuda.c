@@ -2235,6 +2235,7 @@ vae_backend *vae_backend_cuda_create(int device) {
     }
 
     be->name = "cuda";
+    be->batch_variant = 1;
     be->ctx = c;
     be->alloc = cuda_alloc;
     be->release = cuda_release;

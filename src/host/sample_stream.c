@@ -241,15 +241,16 @@ int vae_sample_run(vae_model *m, const vae_sample_job *job, vae_sample_result *r
                 be->download(be, w.zs[b], m->z, (size_t)c * L * sizeof(real));
             }
         }
-        /* Once there are several chunks, each is decoded at the full size B:
-         * the last one's rows past c still hold the chunk before's latents,
-         * decoded and dropped. So every image goes through the same batch
-         * size, the same plans and the same algorithms (on the GPU they are
-         * chosen per batch size, and the BLAS may sum a short batch in
-         * another order), and a slice's images are the whole run's bit for
-         * bit; no new algorithm search for the last chunk either. At most
-         * one chunk of extra work. */
-        const int cb = n > B ? B : c;
+        /* On a backend whose results may depend on the batch size (CUDA:
+         * algorithms chosen per shape), once there are several chunks each
+         * is decoded at the full size B: the last one's rows past c still
+         * hold the chunk before's latents, decoded and dropped. So every
+         * image goes through the same plans and algorithms, a slice's images
+         * are the whole run's bit for bit, and the last chunk starts no new
+         * algorithm search; at most one chunk of extra work. (The CPU
+         * backend keeps its short last chunk: the slice test of
+         * tests/cli/test_sample.py shows the same images either way.) */
+        const int cb = be->batch_variant && n > B ? B : c;
         real *out = vae_model_decode(m, m->z, cb);
         be->to_u8(be, dev_px[b], out, (size_t)c * D, m->cfg->likelihood);
         if (pending >= 0) { /* chunk k-1: its copy is done once copy_wait returns */

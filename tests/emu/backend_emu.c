@@ -322,6 +322,7 @@ vae_backend *vae_backend_emu_create(void) {
     cpu->zero(cpu, c->partials, VAE_CUDA_REDUCE_SCRATCH * sizeof(double));
     cpu->zero(cpu, c->bias_partials, VAE_CUDA_BIAS_SCRATCH * sizeof(double));
     be->name = "cuda-emulator";
+    be->batch_variant = 1; /* as the CUDA backend (its sampler path) */
     be->alloc = emu_alloc;
     be->release = emu_release;
     be->upload = emu_upload;
