@@ -1,7 +1,8 @@
 /* emu_runtime.cpp — the scheduler behind cuda_emu.h.
  *
  * A launch runs on the calling thread, block after block (in a scattered
- * order, block_step below). Each CUDA thread
+ * order, block_step below; every other block runs its threads backwards,
+ * run_block). Each CUDA thread
  * of a block is a fiber (its own stack; a switch is a handful of register
  * moves, vae_emu_switch below); the scheduler runs every
  * ready fiber in thread order until it finishes or stops at a barrier, then
@@ -333,10 +334,17 @@ void run_block(int n) {
     g.live = n;
     g.at_sync = 0;
     for (int w = 0; w * 32 < n; w++) g.at_shfl[w] = 0;
+    /* every other block runs its threads from the last to the first, so
+     * that two threads' accesses with no barrier between them (a race)
+     * happen in both orders across a launch and a wrong value shows even
+     * without the ThreadSanitizer build */
+    const bool rev = g.block_no & 1;
     for (;;) {
         /* each ready fiber runs until it finishes or waits at a barrier */
-        for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            const int i = rev ? n - 1 - j : j;
             if (g.fibers[i].st == READY) enter(i);
+        }
         if (!g.live) return;
         if (!release(n)) deadlock(n);
     }
@@ -475,8 +483,8 @@ void vae_emu_run_rec(const vae_emu_launch_rec *rec) {
             continue;
         }
         g.cur = FREE_RUN;
-        for (int i = 0; i < n; i++) {
-            threadIdx = g.fibers[i].tid;
+        for (int j = 0; j < n; j++) { /* every other block backwards, as run_block */
+            threadIdx = g.fibers[k & 1 ? n - 1 - j : j].tid;
             body(arg);
         }
         g.cur = -1;
