@@ -324,7 +324,9 @@ int release(int n) {
     return 1;
 }
 
-void run_block(int n) {
+/* rev: run the threads from the last to the first (every other block, the
+ * launch loop below) */
+void run_block(int n, bool rev) {
     for (int i = 0; i < n; i++) {
         fiber &f = g.fibers[i];
         fiber_init(f);
@@ -334,11 +336,6 @@ void run_block(int n) {
     g.live = n;
     g.at_sync = 0;
     for (int w = 0; w * 32 < n; w++) g.at_shfl[w] = 0;
-    /* every other block runs its threads from the last to the first, so
-     * that two threads' accesses with no barrier between them (a race)
-     * happen in both orders across a launch and a wrong value shows even
-     * without the ThreadSanitizer build */
-    const bool rev = g.block_no & 1;
     for (;;) {
         /* each ready fiber runs until it finishes or waits at a barrier */
         for (int j = 0; j < n; j++) {
@@ -477,14 +474,19 @@ void vae_emu_run_rec(const vae_emu_launch_rec *rec) {
     for (unsigned long long k = 0; k < nb; k++, b = (b + step) % nb) {
         blockIdx = {(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y),
                     (unsigned)(b / ((unsigned long long)grid.x * grid.y))};
+        /* every other block runs its threads from the last to the first, so
+         * that two threads' accesses with no barrier between them (a race)
+         * happen in both orders within a launch and a wrong value shows
+         * even without the ThreadSanitizer build */
+        const bool rev = k & 1;
         if (!free) {
-            run_block(n);
+            run_block(n, rev);
             g.block_no++;
             continue;
         }
         g.cur = FREE_RUN;
-        for (int j = 0; j < n; j++) { /* every other block backwards, as run_block */
-            threadIdx = g.fibers[k & 1 ? n - 1 - j : j].tid;
+        for (int j = 0; j < n; j++) {
+            threadIdx = g.fibers[rev ? n - 1 - j : j].tid;
             body(arg);
         }
         g.cur = -1;
