@@ -44,6 +44,7 @@ typedef struct {
     const char *sheet_prefix;
     int sheet_cols;            /* images per sheet-grid row */
     int sheet_px;              /* largest sheet side in pixels */
+    int sheet_threads;         /* PNG encoder threads (vae_sheets_open; 0 = one per CPU) */
     int progress;              /* progress bar on stderr */
     volatile sig_atomic_t *stop; /* if non-NULL and set: stop at the next chunk boundary */
 } vae_sample_job;

@@ -36,6 +36,13 @@
  * Memory is O(cols * C*H*W) plus per-open-sheet state, independent of
  * n_total.
  *
+ * Threads. With threads > 1 the sheets of a block row are encoded in
+ * parallel by up to min(threads, ceil(cols / spr)) worker threads (0 = one
+ * per online CPU), each with its own pixel row; push returns when its grid
+ * rows are written, as with one thread, and the files are the same bytes.
+ * A grid one sheet wide is encoded by the pushing thread alone. Every PNG
+ * is compressed with zlib level 1 and the Up filter (png_err.h).
+ *
  * Errors. Functions return VAE_OK or VAE_EINVAL / VAE_EIO / VAE_ENOMEM with a
  * message naming the file and what was expected. After any error the object
  * refuses further pushes; vae_sheets_abort (or close) is still safe.
@@ -58,12 +65,13 @@ extern "C" {
 typedef struct vae_sheets vae_sheets;
 
 /* Plan the sheets of n_total images [C, H, W] in a grid of `cols` columns,
- * to be written as dir/prefix*.png. Writes no file yet; dir must exist.
- * Fails (EINVAL) on c not 1 or 3, n_total, cols, h or w <= 0, max_px < 0,
- * a sheet side over libpng's limit of 1000000 pixels, a grid row that does
- * not fit in memory (size_t), or file names too long. */
+ * to be written as dir/prefix*.png by up to `threads` encoders (Threads).
+ * Writes no file yet; dir must exist. Fails (EINVAL) on c not 1 or 3,
+ * n_total, cols, h or w <= 0, max_px or threads < 0, a sheet side over
+ * libpng's limit of 1000000 pixels, a grid row that does not fit in memory
+ * (size_t), or file names too long. */
 int vae_sheets_open(vae_sheets **out, const char *dir, const char *prefix, int64_t n_total, int cols,
-                    int c, int h, int w, int max_px);
+                    int c, int h, int w, int max_px, int threads);
 
 /* Append the next n images imgs [n, C, H, W] (n >= 0). Pushing more than
  * n_total in all is an error (nothing of that chunk is written). */
@@ -85,9 +93,10 @@ int64_t vae_sheets_committed(const vae_sheets *s);
 /* Path of sheet (R, Cb) as it is (or would be) written; returns 0, or -1 if
  * R / Cb are outside the block grid or dst (bytes) is too small. */
 int vae_sheets_path(const vae_sheets *s, int64_t R, int64_t Cb, char *dst, size_t bytes);
-/* Bytes of the module's own buffers (grid row + one interleaved pixel row),
- * fixed at open: O(cols * C*H*W), independent of n_total. libpng and zlib
- * state (per open sheet) comes on top. */
+/* Bytes of the module's own buffers (grid row + an interleaved pixel row
+ * for the pushing thread and one per worker), fixed at open: O(cols *
+ * C*H*W), independent of n_total. libpng and zlib state (per open sheet)
+ * comes on top. */
 size_t vae_sheets_buffer_bytes(const vae_sheets *s);
 
 #ifdef __cplusplus

@@ -7,7 +7,9 @@
  * `pad` white pixels, empty slots white, sheets without any image absent.
  * Image pixels are hash values in [0, 254], so a white pixel is always
  * padding. A single sheet must equal vae_tile_images + vae_png_write byte
- * for byte. */
+ * for byte. Every test runs twice, with the caller encoding alone (threads
+ * 1) and with a pool of 3 encoders, and (8) checks that the pool's files are
+ * the single thread's byte for byte. */
 #include <dirent.h>
 #include <inttypes.h>
 #include <png.h>
@@ -21,6 +23,10 @@
 #include "vae_sheets.h"
 
 enum { PAD = VAE_SHEETS_PAD };
+
+/* encoder threads of this pass (main), and its suffix for directory names */
+static int g_threads = 1;
+static const char *g_pass = "";
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -44,7 +50,9 @@ static uint8_t *make_imgs(int64_t n, int c, int h, int w) {
 }
 
 static const char *subdir(const char *name) {
-    const char *p = test_tmp_path(name);
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", name, g_pass);
+    const char *p = test_tmp_path(full);
     if (mkdir(p, 0777) != 0) {
         perror(p);
         exit(1);
@@ -174,12 +182,13 @@ static int64_t check_layout(const char *dir, const char *prefix, const uint8_t *
 }
 
 /* Write n images to dir/prefix in chunks of `chunk` images (cycling through
- * the list; 0 = all at once). Returns the status of close. */
-static int write_sheets(const char *dir, const char *prefix, const uint8_t *imgs, int64_t n, int cols,
-                        int c, int h, int w, int max_px, const int *chunks, int n_chunks,
-                        int64_t *count) {
+ * the list; 0 = all at once) with `threads` encoders. Returns the status of
+ * close. */
+static int write_sheets_n(const char *dir, const char *prefix, const uint8_t *imgs, int64_t n,
+                          int cols, int c, int h, int w, int max_px, const int *chunks,
+                          int n_chunks, int64_t *count, int threads) {
     vae_sheets *s;
-    int rc = vae_sheets_open(&s, dir, prefix, n, cols, c, h, w, max_px);
+    int rc = vae_sheets_open(&s, dir, prefix, n, cols, c, h, w, max_px, threads);
     if (rc) return rc;
     if (count) *count = vae_sheets_count(s);
     const size_t D = (size_t)c * h * w;
@@ -194,6 +203,21 @@ static int write_sheets(const char *dir, const char *prefix, const uint8_t *imgs
         return rc;
     }
     return vae_sheets_close(s);
+}
+
+/* write_sheets_n with this pass's threads */
+static int write_sheets(const char *dir, const char *prefix, const uint8_t *imgs, int64_t n, int cols,
+                        int c, int h, int w, int max_px, const int *chunks, int n_chunks,
+                        int64_t *count) {
+    return write_sheets_n(dir, prefix, imgs, n, cols, c, h, w, max_px, chunks, n_chunks, count,
+                          g_threads);
+}
+
+static int write_sheets_threads(const char *dir, const char *prefix, const uint8_t *imgs,
+                                int64_t n, int cols, int c, int h, int w, int max_px,
+                                const int *chunks, int n_chunks, int threads) {
+    return write_sheets_n(dir, prefix, imgs, n, cols, c, h, w, max_px, chunks, n_chunks, NULL,
+                          threads);
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -338,7 +362,7 @@ static void test_chunks(void) {
         }
     /* pushing 0 images is a no-op */
     vae_sheets *s;
-    CHECK(vae_sheets_open(&s, dirs[0], "zero", 1, 1, 1, 1, 1, 0) == VAE_OK);
+    CHECK(vae_sheets_open(&s, dirs[0], "zero", 1, 1, 1, 1, 1, 0, g_threads) == VAE_OK);
     CHECK(vae_sheets_push(s, NULL, 0) == VAE_OK);
     CHECK(vae_sheets_committed(s) == 0);
     vae_sheets_abort(s);
@@ -352,7 +376,7 @@ static void test_abort(void) {
     uint8_t *imgs = make_imgs(n, c, h, w);
     const size_t D = (size_t)c * h * w;
     vae_sheets *s;
-    CHECK(vae_sheets_open(&s, dir, "a", n, cols, c, h, w, mpx) == VAE_OK);
+    CHECK(vae_sheets_open(&s, dir, "a", n, cols, c, h, w, mpx, g_threads) == VAE_OK);
     CHECK(count_entries(dir, NULL) == 0); /* nothing written at open */
     /* grid rows 0-3 (block row 0) and 3 images of row 4 */
     CHECK(vae_sheets_push(s, imgs, 31) == VAE_OK);
@@ -382,7 +406,7 @@ static void test_abort(void) {
 
     /* close before all images were pushed: error, in-progress sheets dropped */
     const char *early = subdir("abort_close");
-    CHECK(vae_sheets_open(&s, early, "a", n, cols, c, h, w, mpx) == VAE_OK);
+    CHECK(vae_sheets_open(&s, early, "a", n, cols, c, h, w, mpx, g_threads) == VAE_OK);
     CHECK(vae_sheets_push(s, imgs, 35) == VAE_OK);
     CHECK_ERR(vae_sheets_close(s), "closed after 35 of 70 images");
     CHECK(count_entries(early, &tmp) == 2 && tmp == 0);
@@ -393,28 +417,29 @@ static void test_abort(void) {
 static void test_errors(void) {
     const char *dir = subdir("errors");
     vae_sheets *s = (vae_sheets *)&s;
-    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 2, 4, 4, 0), "2 channels per image, expected 1 (grey) or 3");
+    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 2, 4, 4, 0, g_threads), "2 channels per image, expected 1 (grey) or 3");
     CHECK(s == NULL);
-    CHECK_ERR(vae_sheets_open(&s, dir, "e", 0, 5, 1, 4, 4, 0), "0 images");
-    CHECK_ERR(vae_sheets_open(&s, dir, "e", -3, 5, 1, 4, 4, 0), "bad sheet layout");
-    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 0, 1, 4, 4, 0), "0 columns");
-    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 1, 0, 4, 0), "0x4 pixels");
-    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 1, 4, 4, -1), "max_px -1");
-    CHECK_ERR(vae_sheets_open(&s, dir, "", 10, 5, 1, 4, 4, 0), "non-empty file prefix");
+    CHECK_ERR(vae_sheets_open(&s, dir, "e", 0, 5, 1, 4, 4, 0, g_threads), "0 images");
+    CHECK_ERR(vae_sheets_open(&s, dir, "e", -3, 5, 1, 4, 4, 0, g_threads), "bad sheet layout");
+    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 0, 1, 4, 4, 0, g_threads), "0 columns");
+    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 1, 0, 4, 0, g_threads), "0x4 pixels");
+    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 1, 4, 4, -1, g_threads), "max_px -1");
+    CHECK_ERR(vae_sheets_open(&s, dir, "", 10, 5, 1, 4, 4, 0, g_threads), "non-empty file prefix");
     /* sheets beyond the PNG limit: one wide image, or a large max_px */
-    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 1, 4, 1000001, 0), "exceeds the PNG limit");
-    CHECK_ERR(vae_sheets_open(&s, dir, "e", 1000000000, 1000000, 1, 4, 1000, 2000000),
+    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 1, 4, 1000001, 0, g_threads), "exceeds the PNG limit");
+    CHECK_ERR(vae_sheets_open(&s, dir, "e", 1000000000, 1000000, 1, 4, 1000, 2000000, g_threads),
               "lower max_px");
+    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 1, 4, 4, 0, -1), "-1 threads");
     /* file names too long */
     char longp[1100];
     memset(longp, 'x', sizeof longp - 1);
     longp[sizeof longp - 1] = 0;
-    CHECK_ERR(vae_sheets_open(&s, dir, longp, 10, 5, 1, 4, 4, 0), "too long");
+    CHECK_ERR(vae_sheets_open(&s, dir, longp, 10, 5, 1, 4, 4, 0, g_threads), "too long");
     CHECK(count_entries(dir, NULL) == 0);
 
     /* pushing more than announced: refused, nothing written, still usable */
     uint8_t *imgs = make_imgs(6, 1, 2, 2);
-    CHECK(vae_sheets_open(&s, dir, "e", 5, 5, 1, 2, 2, 0) == VAE_OK);
+    CHECK(vae_sheets_open(&s, dir, "e", 5, 5, 1, 2, 2, 0, g_threads) == VAE_OK);
     CHECK_ERR(vae_sheets_push(s, imgs, 6), "push of 6 images after 0 exceeds the 5 announced");
     CHECK_ERR(vae_sheets_push(s, imgs, -1), "expected >= 0");
     CHECK_ERR(vae_sheets_push(s, NULL, 2), "NULL buffer");
@@ -428,12 +453,12 @@ static void test_errors(void) {
      * naming the file; later pushes are refused; abort is safe */
     char nodir[800];
     snprintf(nodir, sizeof nodir, "%s/missing", dir);
-    CHECK(vae_sheets_open(&s, nodir, "m", 6, 3, 1, 2, 2, 0) == VAE_OK);
+    CHECK(vae_sheets_open(&s, nodir, "m", 6, 3, 1, 2, 2, 0, g_threads) == VAE_OK);
     CHECK(vae_sheets_push(s, imgs, 2) == VAE_OK); /* buffered: no file yet */
     CHECK_ERR(vae_sheets_push(s, imgs, 1), "missing/m.png: No such file or directory");
     CHECK_ERR(vae_sheets_push(s, imgs, 1), "earlier error");
     vae_sheets_abort(s);
-    CHECK(vae_sheets_open(&s, nodir, "m", 6, 3, 1, 2, 2, 0) == VAE_OK);
+    CHECK(vae_sheets_open(&s, nodir, "m", 6, 3, 1, 2, 2, 0, g_threads) == VAE_OK);
     CHECK_ERR(vae_sheets_push(s, imgs, 6), "cannot create temporary file");
     CHECK_ERR(vae_sheets_close(s), "earlier error");
     vae_sheets_abort(NULL);
@@ -452,13 +477,14 @@ static void test_errors(void) {
         lim = old_lim;
         lim.rlim_cur = 2000;
         CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
-        CHECK(vae_sheets_open(&s, full, "f", 8, 4, 3, 32, 32, 0) == VAE_OK);
+        CHECK(vae_sheets_open(&s, full, "f", 8, 4, 3, 32, 32, 0, g_threads) == VAE_OK);
         int rc = vae_sheets_push(s, imgs, 4);
         if (rc == VAE_OK) rc = vae_sheets_push(s, imgs + 4 * 3 * 32 * 32, 4);
         CHECK(setrlimit(RLIMIT_FSIZE, &old_lim) == 0);
         signal(SIGXFSZ, old_sig);
-        CHECK_MSG(rc == VAE_EIO && strstr(vae_error_get(), "fsize/f.png: "), "rc %d: %s", rc,
-                  vae_error_get());
+        CHECK_MSG(rc == VAE_EIO && strstr(vae_error_get(), full) &&
+                      strstr(vae_error_get(), "/f.png: "),
+                  "rc %d: %s", rc, vae_error_get());
         CHECK_MSG(strstr(vae_error_get(), "PNG write failed: Write Error") ||
                       strstr(vae_error_get(), "File too large"),
                   "%s", vae_error_get());
@@ -476,8 +502,8 @@ static void test_memory(void) {
     const int cols = 100, h = 28, w = 28;
     const size_t D = (size_t)h * w;
     vae_sheets *a, *b;
-    CHECK(vae_sheets_open(&a, dir, "m", (int64_t)cols * 10000, cols, 1, h, w, 4096) == VAE_OK);
-    CHECK(vae_sheets_open(&b, dir, "m", 1000000000, cols, 1, h, w, 4096) == VAE_OK);
+    CHECK(vae_sheets_open(&a, dir, "m", (int64_t)cols * 10000, cols, 1, h, w, 4096, g_threads) == VAE_OK);
+    CHECK(vae_sheets_open(&b, dir, "m", 1000000000, cols, 1, h, w, 4096, g_threads) == VAE_OK);
     const size_t bytes = vae_sheets_buffer_bytes(a);
     CHECK(bytes == vae_sheets_buffer_bytes(b));
     CHECK_MSG(bytes >= cols * D && bytes <= cols * D + 64 * 1024, "%zu bytes of buffers", bytes);
@@ -505,13 +531,75 @@ static void test_memory(void) {
     free(chunk);
 }
 
+/* (8) a pool of encoders writes the single thread's files byte for byte,
+ * whatever its size; an error in a worker names the leftmost failed sheet */
+static void test_threads(void) {
+    /* n, cols, c, h, w, max_px: 2, 7, 12 and 25 block columns */
+    const int lay[4][6] = {{70, 7, 3, 4, 5, 26}, {67, 20, 1, 3, 3, 13}, {12, 12, 1, 1, 1, 1},
+                           {260, 50, 3, 2, 3, 8}};
+    const int threads[] = {2, 3, 5, 0};
+    for (int t = 0; t < 4; t++) {
+        const int n = lay[t][0], cols = lay[t][1], c = lay[t][2], h = lay[t][3], w = lay[t][4],
+                  mpx = lay[t][5];
+        uint8_t *imgs = make_imgs(n, c, h, w);
+        const int odd[] = {3, 11, 1, 5, 2, 13};
+        char name[64];
+        snprintf(name, sizeof name, "thr%d_1", t);
+        const char *one = subdir(name);
+        vae_sheets *s;
+        const int64_t count = vae_sheets_open(&s, one, "t", n, cols, c, h, w, mpx, 1) == VAE_OK
+                                  ? vae_sheets_count(s)
+                                  : -1;
+        vae_sheets_abort(s);
+        CHECK(count > 1);
+        CHECK(write_sheets_threads(one, "t", imgs, n, cols, c, h, w, mpx, odd, 6, 1) == VAE_OK);
+        CHECK(check_layout(one, "t", imgs, n, cols, c, h, w, mpx) == count);
+        for (int k = 0; k < 4; k++) {
+            snprintf(name, sizeof name, "thr%d_%d", t, threads[k]);
+            const char *dir = subdir(name);
+            CHECK(write_sheets_threads(dir, "t", imgs, n, cols, c, h, w, mpx, odd, 6, threads[k]) ==
+                  VAE_OK);
+            CHECK(check_layout(dir, "t", imgs, n, cols, c, h, w, mpx) == count);
+            DIR *d = opendir(one);
+            for (struct dirent *e; d && (e = readdir(d));) {
+                if (e->d_name[0] == '.') continue;
+                char a[800], b[800];
+                snprintf(a, sizeof a, "%s/%s", one, e->d_name);
+                snprintf(b, sizeof b, "%s/%s", dir, e->d_name);
+                CHECK_MSG(same_file(a, b), "%s differs from %s", b, a);
+            }
+            if (d) closedir(d);
+        }
+        free(imgs);
+    }
+    /* 6 sheets side by side in a folder that does not exist: every worker
+     * fails; the error names the first sheet, as with one thread */
+    char nodir[800];
+    snprintf(nodir, sizeof nodir, "%s/missing", subdir("thr_err"));
+    uint8_t *imgs = make_imgs(6, 1, 2, 2);
+    vae_sheets *s;
+    CHECK(vae_sheets_open(&s, nodir, "m", 6, 6, 1, 2, 2, 4, 3) == VAE_OK);
+    CHECK(vae_sheets_count(s) == 6);
+    CHECK_ERR(vae_sheets_push(s, imgs, 6), "missing/m-0-0.png: No such file or directory");
+    CHECK_ERR(vae_sheets_push(s, imgs, 1), "earlier error");
+    vae_sheets_abort(s);
+    free(imgs);
+}
+
 int main(void) {
-    test_single();
-    test_split();
-    test_partial();
-    test_chunks();
-    test_abort();
-    test_errors();
-    test_memory();
+    /* the whole suite with the caller encoding alone, then with 3 workers */
+    for (int pass = 0; pass < 2; pass++) {
+        g_threads = pass ? 3 : 1;
+        g_pass = pass ? "_t3" : "";
+        test_single();
+        test_split();
+        test_partial();
+        test_chunks();
+        test_abort();
+        test_errors();
+        test_memory();
+    }
+    g_threads = 1, g_pass = "";
+    test_threads();
     return test_finish();
 }

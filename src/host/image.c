@@ -53,6 +53,7 @@ int vae_png_write(const char *path, const uint8_t *pixels, int w, int h, int c) 
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8,
                  c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    vae_png_set_fast(png);
     png_write_info(png, info);
     const size_t stride = (size_t)w * (size_t)c;
     for (int y = 0; y < h; y++) png_write_row(png, pixels + (size_t)y * stride);

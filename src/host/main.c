@@ -101,7 +101,8 @@ static const char *USAGE_SAMPLE =
     "  --seed N           sampling seed (default: the checkpoint's)\n"
     "  --data DIR         data directory (test images for interpolation)\n"
     "  --device D         cpu | cuda | auto\n"
-    "  --threads N        CPU threads\n"
+    "  --threads N        CPU threads, for decoding on the CPU and PNG encoding\n"
+    "                     (0 = all cores)\n"
     "  --progress / --no-progress   progress bar (default: on a terminal)\n";
 
 static const char *USAGE_INFO =
@@ -732,6 +733,7 @@ static int sample_stream(const args_t *a, int mode, int64_t n_total, int ia, int
         job.sheet_dir = out;
         job.sheet_prefix = base;
         job.sheet_px = sheet_px;
+        job.sheet_threads = L.cfg.threads; /* --threads, else the config's (0: all cores) */
         if (mode != 0) {
             job.sheet_cols = (int)(mode == 1 ? job.spec.steps : job.last - job.first);
         } else { /* prior: a square-ish sheet, as wide as one sheet allows */

@@ -204,7 +204,7 @@ int vae_sample_run(vae_model *m, const vae_sample_job *job, vae_sample_result *r
     }
     if (!rc && job->sheet_dir) {
         rc = vae_sheets_open(&sheets, job->sheet_dir, job->sheet_prefix, n, job->sheet_cols, s.c, s.h,
-                             s.w, job->sheet_px);
+                             s.w, job->sheet_px, job->sheet_threads);
         w.sheets = sheets;
     }
     if (!rc && (want_host || want_z)) {

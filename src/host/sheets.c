@@ -7,6 +7,15 @@
  * is the sheet's first grid row); the sheet is committed after its last
  * grid row.
  *
+ * Threads. The sheets of a block row are independent files, so with
+ * threads > 1 each grid row is encoded by a pool of workers, worker i taking
+ * the sheets Cb = i, i + T, ... (T = min(threads, block columns)), each with
+ * its own pixel-row buffer; the pushing thread hands them the row and waits
+ * until all are done, so the caller's buffer and every guarantee above stay
+ * as with one thread (the files and their bytes do not depend on T). A grid
+ * with one block column (at most 4096 pixels wide by default) has nothing
+ * to share and is encoded by the caller alone.
+ *
  * libpng reports errors by longjmp. Each sheet owns its context (jmp_buf +
  * message) at a fixed heap address, and every libpng call runs under a
  * setjmp in sheet_guarded(), whose locals are not modified after setjmp, so
@@ -15,11 +24,13 @@
  */
 #include <inttypes.h>
 #include <png.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "png_err.h"
 #include "vae_io.h"
@@ -38,6 +49,17 @@ typedef struct {
     int live;          /* open: png + af valid */
     int ncols, nrows;  /* images across / down in this sheet */
 } sheet;
+
+/* A worker of the pool (header: Threads). */
+typedef struct {
+    struct vae_sheets *s;
+    pthread_t th;
+    int id;            /* takes the sheets Cb = id, id + T, ... */
+    uint8_t *line;     /* [line_px, c] its interleaved pixel row */
+    int64_t committed; /* sheets it committed in the current job */
+    int rc, cb;        /* its first error in the current job and the sheet's Cb */
+    char msg[2048];    /* that error's message (messages are per thread) */
+} sheets_worker;
 
 struct vae_sheets {
     char base[1024];    /* "<dir>/<prefix>" */
@@ -58,6 +80,18 @@ struct vae_sheets {
     size_t line_px;     /* width of the widest sheet */
     sheet *sh;          /* [bcols] writers of the current block row */
     int64_t grow;       /* next grid row to emit */
+    /* the pool (header: Threads); nthreads 0: no workers, the caller encodes */
+    int nthreads;       /* workers running */
+    int nwk;            /* workers allocated (wk[i].line for i < nwk) */
+    sheets_worker *wk;  /* [nwk] */
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    int sync_up;        /* mu, go and done initialised */
+    int64_t job;        /* number of the current job (a grid row); workers wait for a new one */
+    const uint8_t *job_imgs;
+    int job_k;
+    int busy;           /* workers still on the current job */
+    int quit;
     int failed;         /* error code of an earlier I/O failure, else 0 */
 };
 
@@ -104,17 +138,18 @@ static void op_header(vae_sheets *s, sheet *sh) {
     png_init_io(sh->png, sh->af.f);
     png_set_IHDR(sh->png, sh->info, pw, ph, 8, s->c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    vae_png_set_fast(sh->png);
     png_write_info(sh->png, sh->info);
 }
 
 /* The pixel rows of one grid row in sheet column block Cb: `pad` white rows
  * when this is not the sheet's first grid row, then H rows. imgs [k, D]
  * holds the grid row's first k images (k < cols only for the last row). */
-static void op_rows(vae_sheets *s, sheet *sh, int Cb, const uint8_t *imgs, int k, int first) {
+static void op_rows(vae_sheets *s, sheet *sh, int Cb, const uint8_t *imgs, uint8_t *line, int k,
+                    int first) {
     const int c = s->c, w = s->w, pad = s->pad;
     const size_t plane = (size_t)s->h * (size_t)w;
     const size_t span = (size_t)(sh->ncols * (w + pad) - pad) * (size_t)c; /* bytes per pixel row */
-    uint8_t *line = s->line;
     if (!first) {
         memset(line, 255, span);
         for (int y = 0; y < pad; y++) png_write_row(sh->png, line);
@@ -135,9 +170,11 @@ static void op_rows(vae_sheets *s, sheet *sh, int Cb, const uint8_t *imgs, int k
     }
 }
 
-/* Run one libpng step on sheet sh; on a libpng error drop the sheet and
- * return VAE_EIO naming its file and libpng's message. */
-static int sheet_guarded(vae_sheets *s, sheet *sh, int op, int Cb, const uint8_t *imgs, int k, int first) {
+/* Run one libpng step on sheet sh (OP_ROWS: with the pixel-row buffer
+ * line); on a libpng error drop the sheet and return VAE_EIO naming its file
+ * and libpng's message. */
+static int sheet_guarded(vae_sheets *s, sheet *sh, int op, int Cb, const uint8_t *imgs,
+                         uint8_t *line, int k, int first) {
     sh->ctx.msg[0] = 0;
     if (setjmp(sh->ctx.jb)) {
         int rc = vae_error_set(VAE_EIO, "%s: PNG write failed: %s", sh->af.path, sh->ctx.msg);
@@ -145,7 +182,7 @@ static int sheet_guarded(vae_sheets *s, sheet *sh, int op, int Cb, const uint8_t
         return rc;
     }
     if (op == OP_HEADER) op_header(s, sh);
-    else if (op == OP_ROWS) op_rows(s, sh, Cb, imgs, k, first);
+    else if (op == OP_ROWS) op_rows(s, sh, Cb, imgs, line, k, first);
     else png_write_end(sh->png, NULL);
     return VAE_OK;
 }
@@ -169,38 +206,152 @@ static int sheet_open(vae_sheets *s, sheet *sh, int64_t R, int Cb) {
         sheet_drop(sh);
         return vae_error_set(VAE_ENOMEM, "%s: out of memory creating the PNG writer", path);
     }
-    return sheet_guarded(s, sh, OP_HEADER, Cb, NULL, 0, 1);
+    return sheet_guarded(s, sh, OP_HEADER, Cb, NULL, NULL, 0, 1);
 }
 
-static int sheet_finish(vae_sheets *s, sheet *sh, int Cb) {
-    int rc = sheet_guarded(s, sh, OP_END, Cb, NULL, 0, 0);
+static int sheet_finish(vae_sheets *s, sheet *sh, int Cb, int64_t *committed) {
+    int rc = sheet_guarded(s, sh, OP_END, Cb, NULL, NULL, 0, 0);
     if (rc) return rc;
     png_destroy_write_struct(&sh->png, &sh->info);
     sh->live = 0;
     rc = vae_atomic_commit(&sh->af); /* removes the temp file itself on failure */
     if (rc) return rc;
-    s->committed++;
+    ++*committed;
     return VAE_OK;
 }
 
-/* Write grid row s->grow, whose first k images are imgs [k, D], into the
- * sheets of its block row (opening them at the block row's first grid row,
- * committing them after its last). */
-static int emit_row(vae_sheets *s, const uint8_t *imgs, int k) {
+/* Grid row s->grow, whose first k images are imgs [k, D], into sheet Cb of
+ * its block row (opened at the block row's first grid row, committed after
+ * its last; *committed counts it), with the pixel-row buffer line. Touches
+ * sheet Cb alone, so different Cb may run in different threads. */
+static int sheet_row(vae_sheets *s, int Cb, const uint8_t *imgs, int k, uint8_t *line,
+                     int64_t *committed) {
     const int64_t R = s->grow / s->sps;
     const int lr = (int)(s->grow % s->sps); /* grid row inside the block row */
+    sheet *sh = &s->sh[Cb];
     int rc;
-    for (int Cb = 0; Cb < s->bcols; Cb++) {
-        sheet *sh = &s->sh[Cb];
-        if (lr == 0) {
-            VAE_ASSERT(!sh->live);
-            if (!sheet_exists(s, R, Cb)) continue;
-            if ((rc = sheet_open(s, sh, R, Cb))) return rc;
-        }
-        if (!sh->live) continue; /* a sheet not written in this block row */
-        if ((rc = sheet_guarded(s, sh, OP_ROWS, Cb, imgs, k, lr == 0))) return rc;
-        if (lr == sh->nrows - 1 && (rc = sheet_finish(s, sh, Cb))) return rc;
+    if (lr == 0) {
+        VAE_ASSERT(!sh->live);
+        if (!sheet_exists(s, R, Cb)) return VAE_OK;
+        if ((rc = sheet_open(s, sh, R, Cb))) return rc;
     }
+    if (!sh->live) return VAE_OK; /* a sheet not written in this block row */
+    if ((rc = sheet_guarded(s, sh, OP_ROWS, Cb, imgs, line, k, lr == 0))) return rc;
+    if (lr == sh->nrows - 1 && (rc = sheet_finish(s, sh, Cb, committed))) return rc;
+    return VAE_OK;
+}
+
+/* --------------------------------------------------- the pool */
+
+static void pool_stop(vae_sheets *s);
+
+static void *worker_main(void *arg) {
+    sheets_worker *w = arg;
+    vae_sheets *s = w->s;
+    int64_t seen = 0;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->job == seen && !s->quit) pthread_cond_wait(&s->go, &s->mu);
+        if (s->quit) break;
+        seen = s->job;
+        const uint8_t *imgs = s->job_imgs;
+        const int k = s->job_k;
+        pthread_mutex_unlock(&s->mu);
+        for (int Cb = w->id; Cb < s->bcols; Cb += s->nthreads) {
+            const int rc = sheet_row(s, Cb, imgs, k, w->line, &w->committed);
+            if (rc) {
+                w->rc = rc, w->cb = Cb;
+                snprintf(w->msg, sizeof w->msg, "%s", vae_error_get());
+                break;
+            }
+        }
+        pthread_mutex_lock(&s->mu);
+        if (--s->busy == 0) pthread_cond_signal(&s->done);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Start up to `want` workers (fewer if the system refuses threads; none
+ * when fewer than two start, and the caller then encodes alone). */
+static int pool_start(vae_sheets *s, int want) {
+    if (want < 2) return VAE_OK;
+    if (pthread_mutex_init(&s->mu, NULL)) return VAE_OK;
+    if (pthread_cond_init(&s->go, NULL)) {
+        pthread_mutex_destroy(&s->mu);
+        return VAE_OK;
+    }
+    if (pthread_cond_init(&s->done, NULL)) {
+        pthread_cond_destroy(&s->go);
+        pthread_mutex_destroy(&s->mu);
+        return VAE_OK;
+    }
+    s->sync_up = 1;
+    s->wk = vae_calloc((size_t)want, sizeof *s->wk);
+    if (!s->wk) return vae_error_prefix(VAE_ENOMEM, "%s: sheet encoders", s->base);
+    s->nwk = want;
+    for (int i = 0; i < want; i++) {
+        s->wk[i].line = vae_malloc(s->line_px, (size_t)s->c);
+        if (!s->wk[i].line) return vae_error_prefix(VAE_ENOMEM, "%s: sheet encoders", s->base);
+    }
+    /* nthreads counts the started ones: a worker reads it only during a
+     * job, and the first job comes after the last start */
+    for (int i = 0; i < want; i++) {
+        s->wk[i].s = s, s->wk[i].id = i;
+        if (pthread_create(&s->wk[i].th, NULL, worker_main, &s->wk[i])) break;
+        s->nthreads = i + 1;
+    }
+    if (s->nthreads < 2) pool_stop(s); /* one worker would only add hand-offs */
+    return VAE_OK;
+}
+
+static void pool_stop(vae_sheets *s) {
+    if (s->sync_up) {
+        pthread_mutex_lock(&s->mu);
+        s->quit = 1;
+        pthread_cond_broadcast(&s->go);
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < s->nthreads; i++) pthread_join(s->wk[i].th, NULL);
+        pthread_cond_destroy(&s->done);
+        pthread_cond_destroy(&s->go);
+        pthread_mutex_destroy(&s->mu);
+        s->sync_up = 0;
+    }
+    for (int i = 0; i < s->nwk; i++) free(s->wk[i].line);
+    free(s->wk);
+    s->wk = NULL;
+    s->nthreads = s->nwk = 0;
+}
+
+/* Write grid row s->grow (imgs [k, D]) into every sheet of its block row:
+ * by the workers when there are two or more, else here. On errors the one
+ * of the leftmost sheet is reported (the same as without workers). */
+static int emit_row(vae_sheets *s, const uint8_t *imgs, int k) {
+    int rc = VAE_OK;
+    if (s->nthreads < 2) {
+        for (int Cb = 0; Cb < s->bcols && !rc; Cb++)
+            rc = sheet_row(s, Cb, imgs, k, s->line, &s->committed);
+    } else {
+        pthread_mutex_lock(&s->mu);
+        s->job_imgs = imgs, s->job_k = k;
+        s->busy = s->nthreads;
+        s->job++;
+        pthread_cond_broadcast(&s->go);
+        while (s->busy) pthread_cond_wait(&s->done, &s->mu);
+        pthread_mutex_unlock(&s->mu);
+        int cb = -1;
+        for (int i = 0; i < s->nthreads; i++) {
+            sheets_worker *w = &s->wk[i];
+            s->committed += w->committed;
+            w->committed = 0;
+            if (w->rc && (cb < 0 || w->cb < cb)) {
+                cb = w->cb;
+                rc = vae_error_set(w->rc, "%s", w->msg);
+            }
+            w->rc = 0;
+        }
+    }
+    if (rc) return rc;
     s->grow++;
     return VAE_OK;
 }
@@ -208,7 +359,7 @@ static int emit_row(vae_sheets *s, const uint8_t *imgs, int k) {
 /* --------------------------------------------------- public API */
 
 int vae_sheets_open(vae_sheets **out, const char *dir, const char *prefix, int64_t n_total, int cols,
-                    int c, int h, int w, int max_px) {
+                    int c, int h, int w, int max_px, int threads) {
     if (!out) return vae_error_set(VAE_EINVAL, "sheets: no output handle");
     *out = NULL;
     if (!dir || !prefix || !*prefix)
@@ -216,11 +367,12 @@ int vae_sheets_open(vae_sheets **out, const char *dir, const char *prefix, int64
     if (c != 1 && c != 3)
         return vae_error_set(VAE_EINVAL, "%s/%s: %d channels per image, expected 1 (grey) or 3 (RGB)",
                              dir, prefix, c);
-    if (n_total <= 0 || cols <= 0 || h <= 0 || w <= 0 || max_px < 0)
+    if (n_total <= 0 || cols <= 0 || h <= 0 || w <= 0 || max_px < 0 || threads < 0)
         return vae_error_set(VAE_EINVAL,
                              "%s/%s: bad sheet layout (%" PRId64 " images, %d columns, %dx%d pixels, "
-                             "max_px %d): expected counts and sizes > 0 and max_px >= 0",
-                             dir, prefix, n_total, cols, h, w, max_px);
+                             "max_px %d, %d threads): expected counts and sizes > 0, max_px and "
+                             "threads >= 0",
+                             dir, prefix, n_total, cols, h, w, max_px, threads);
     const int pad = VAE_SHEETS_PAD;
     const int64_t mpx = max_px ? max_px : VAE_SHEETS_DEFAULT_MAX_PX;
     int64_t spr = (mpx + pad) / ((int64_t)w + pad), sps = (mpx + pad) / ((int64_t)h + pad);
@@ -276,6 +428,15 @@ int vae_sheets_open(vae_sheets **out, const char *dir, const char *prefix, int64
         vae_sheets_abort(s);
         return vae_error_prefix(VAE_ENOMEM, "%s/%s: sheets", dir, prefix);
     }
+    if (threads == 0) {
+        const long online = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = online > 1 ? (online < 1024 ? (int)online : 1024) : 1;
+    }
+    int rc = pool_start(s, threads < s->bcols ? threads : s->bcols);
+    if (rc) {
+        vae_sheets_abort(s);
+        return rc;
+    }
     *out = s;
     return VAE_OK;
 }
@@ -324,6 +485,7 @@ int vae_sheets_push(vae_sheets *s, const uint8_t *imgs, int64_t n) {
 
 void vae_sheets_abort(vae_sheets *s) {
     if (!s) return;
+    pool_stop(s); /* the workers are idle between pushes: this only joins them */
     if (s->sh)
         for (int i = 0; i < s->bcols; i++) sheet_drop(&s->sh[i]);
     free(s->sh);
@@ -353,5 +515,6 @@ int64_t vae_sheets_committed(const vae_sheets *s) { return s ? s->committed : 0;
 
 size_t vae_sheets_buffer_bytes(const vae_sheets *s) {
     if (!s) return 0;
-    return (size_t)s->cols * s->D + s->line_px * (size_t)s->c + (size_t)s->bcols * sizeof(sheet);
+    return (size_t)s->cols * s->D + (size_t)(1 + s->nwk) * s->line_px * (size_t)s->c +
+           (size_t)s->bcols * sizeof(sheet) + (size_t)s->nwk * sizeof(sheets_worker);
 }
