@@ -39,7 +39,11 @@ Host-file runs are bounded by the copy from the device and by the disk; the
 script measures both for the same number of bytes (device->host copy of a
 uint8 tensor, pageable and pinned, on cuda; a host memcpy on cpu; a write +
 fsync of the same bytes in the --tmp directory) and prints the images/s each
-allows beside the measured rate.
+allows beside the measured rate. With PNG sheets on (the default of --grid
+and --interpolate) the host side also encodes PNG: vae_sheets_bench (built
+beside the engine, bench/sheets_bench.c) times that on 10,000 images the
+engine decodes (a 100x100 --grid), repeated to --sheet-images, as a grid
+1,000 columns wide with --threads encoders; its rate is a fourth column.
 
 Checkpoints: --ckpt NAME=PATH, else one trained here, once per --work DIR
 (reused when present): `vae train CONFIG --epochs 1 --device cpu` on a small
@@ -254,6 +258,34 @@ def engine_sample(eng, ckpt, n, out_dir, args, npy, chunk=None, extra=()):
     else:
         res["ips"] = n / wall  # no --json: the whole process, start-up included
     return res, cmd
+
+
+def png_sheets_rate(eng, sheets_bench, ckpt, args, tmp_root):
+    """Images/s vae_sheets_bench encodes as PNG sheets: 10,000 images of a
+    100x100 --grid decoded by the engine, repeated to --sheet-images, in a
+    grid of 1,000 columns with --threads encoders. Returns (images/s, the
+    bench's output lines, its command)."""
+    d = tempfile.mkdtemp(prefix="vae-decode-sheets-", dir=tmp_root)
+    try:
+        cmd = [eng.path, "sample", ckpt, "--grid", "0,1", "--steps", "100", "--out", d,
+               "--device", args.device, "--threads", str(args.threads), "--no-png"]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"{q(cmd)} exited {p.returncode}:\n{p.stderr.strip()}")
+        sheets = os.path.join(d, "sheets")
+        os.mkdir(sheets)
+        bcmd = [sheets_bench, "--npy", os.path.join(d, "grid.npy"), "--images",
+                str(args.sheet_images), "--cols", "1000", "--threads", str(args.threads),
+                "--repeats", str(max(1, args.repeats)), "--out", sheets]
+        b = subprocess.run(bcmd, capture_output=True, text=True)
+        if b.returncode != 0:
+            raise RuntimeError(f"{q(bcmd)} exited {b.returncode}:\n{b.stderr.strip()}")
+        m = re.search(r"([0-9.]+) images/s", b.stdout)
+        if not m:
+            raise RuntimeError(f"{q(bcmd)}: no images/s in its output:\n{b.stdout}")
+        return float(m.group(1)), b.stdout.strip().splitlines(), bcmd
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def engine_once(eng, ckpt, n, args, npy, chunk, tmp_root):
@@ -537,6 +569,11 @@ def main():
     ap.add_argument("--train-images", type=int, default=2048, help="images in the training set")
     ap.add_argument("--data", default=None, help="data dir with mnist/ (default $VAE_DATA_DIR, else ./data)")
     ap.add_argument("--tmp", default=None, help="directory for the .npy files (default: $TMPDIR)")
+    ap.add_argument("--sheets-bench", default=None,
+                    help="vae_sheets_bench binary (default: bench/vae_sheets_bench beside --vae; "
+                         "'none' skips the PNG column)")
+    ap.add_argument("--sheet-images", type=int, default=100000,
+                    help="images vae_sheets_bench encodes per repeat")
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--out", default=None, help="also write the results as markdown here")
@@ -564,6 +601,12 @@ def main():
     data_dir = vae_ref.data_dir(args.data)
 
     eng = Engine(args.vae)
+    sheets_bench = args.sheets_bench or os.path.join(os.path.dirname(os.path.abspath(args.vae)),
+                                                     "bench", "vae_sheets_bench")
+    if sheets_bench == "none" or not os.access(sheets_bench, os.X_OK):
+        if args.sheets_bench not in (None, "none"):
+            sys.exit(f"decode_bench: --sheets-bench {args.sheets_bench}: not an executable")
+        sheets_bench = None
     if args.device == "cuda":
         machine = (f"{torch.cuda.get_device_name(0)}; host {cpu_name()}, {os.cpu_count()} cores")
     else:
@@ -731,6 +774,17 @@ def main():
                     f"= {v / D:,.0f} images/s")
             res["limits"] = lim
             res["copy"], res["disk_write"], res["disk_fsync"] = cbw, dw, dbw
+            if sheets_bench and not args.skip_engine:
+                try:
+                    ips, out_lines, bcmd = png_sheets_rate(eng, sheets_bench, ck, args, tmp_root)
+                    res["png"] = ips
+                    for line in out_lines:
+                        say(f"[{nm}] {line}")
+                    say(f"[{nm}] limit   PNG sheets (1,000 columns, {args.threads} encoder "
+                        f"threads): {ips:,.0f} images/s")
+                    details.append(f"{nm}: PNG sheets: {q(bcmd)}")
+                except RuntimeError as e:
+                    say(f"[{nm}] PNG sheets: failed: {e}")
             rows.append((nm, n, D, res))
     finally:
         if own_work:
@@ -761,10 +815,13 @@ def main():
               "disk, as if the three overlapped fully; 'serial' = 1 / (1/decode + 1/copy + "
               "1/disk), none overlapping. The engine's --json seconds end at its last write(), "
               "before the .npy's flush + fsync + rename, so its figure is set against the disk "
-              "up to the last write(); the fsync figure bounds a durable file.", "",
+              "up to the last write(); the fsync figure bounds a durable file. 'PNG sheets' is "
+              "what the host encodes as PNG (vae_sheets_bench, --threads encoders): a further "
+              "bound when sheets are on (--grid, --interpolate by default), not part of the "
+              "--prior .npy run measured here.", "",
               "| config | engine decode | copy to host | disk to last write() | disk + fsync "
-              "| bound (serial) | engine to host | limited by |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
+              "| bound (serial) | engine to host | limited by | PNG sheets |",
+              "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for nm, n, D, res in rows:
         if "copy" not in res:
             continue
@@ -783,7 +840,8 @@ def main():
             f"| {fmt_ips(res['disk_fsync'] / D)} ({res['disk_fsync'] / 1e9:.2f} GB/s) "
             f"| {fmt_ips(pb[0])} ({fmt_ips(sb)}) | "
             + (f"{fmt_ips(host)} = {100 * host / pb[0]:.0f}% of the bound | {pb[1]} |"
-               if host else "n/a | |"))
+               if host else "n/a | |")
+            + f" {fmt_ips(res['png']) if res.get('png') else 'n/a'} |")
     for line in table:
         say(line)
     if not eng.has("--json") and not args.skip_engine:

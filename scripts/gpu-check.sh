@@ -140,11 +140,14 @@ if ! pkg-config --exists inih libcjson 2>/dev/null && [ -d .gpu/debs ]; then
 fi
 
 # PyTorch brings its own cuDNN and refuses another on LD_LIBRARY_PATH: the
-# Python benches run without ours, the engine through .gpu/vae-run, which has it
+# Python benches run without ours, the engine through .gpu/vae-run (and the
+# PNG sheet bench through .gpu/sheets-bench-run), which have it
 vae_wrapper() {
   printf '#!/bin/sh\nexport LD_LIBRARY_PATH="%s"\nexec "%s" "$@"\n' "$LD_LIBRARY_PATH" \
     "$ROOT/build-gpu/vae" >.gpu/vae-run
-  chmod +x .gpu/vae-run
+  printf '#!/bin/sh\nexport LD_LIBRARY_PATH="%s"\nexec "%s" "$@"\n' "$LD_LIBRARY_PATH" \
+    "$ROOT/build-gpu/bench/vae_sheets_bench" >.gpu/sheets-bench-run
+  chmod +x .gpu/vae-run .gpu/sheets-bench-run
 }
 
 build_gpu() {
@@ -154,7 +157,8 @@ build_gpu() {
   grep -E "CUDA backend" build-gpu/CMakeCache.txt >>"$LOG" 2>&1
   # what the GPU checks and benches need; the CPU tests and the CPU stand-ins
   # for the GPU (tests/emu, tests/mock) run in CI, not here
-  run "build" 200 cmake --build build-gpu -j "$(nproc)" --target vae test_cuda_ops test_cuda_train test_capture_invalidated vae_kernel_bench
+  run "build" 200 cmake --build build-gpu -j "$(nproc)" --target vae test_cuda_ops test_cuda_train test_capture_invalidated vae_kernel_bench \
+    vae_sheets_bench
   grep -ciE "warning" "$LOG" | sed 's/^/warnings in the log so far: /' | tee -a "$LOG"
   ldd build-gpu/vae >>"$LOG" 2>&1
 }
@@ -260,7 +264,8 @@ for name in ['data_batch_%d.bin' % i for i in range(1, 6)] + ['test_batch.bin']:
   # ~0.13 s on the H200) was half of a 262,144-image run
   run "decoding vs PyTorch" 60 env LD_LIBRARY_PATH= "$(command -v python3)" bench/decode_bench.py \
     --vae .gpu/vae-run --device cuda --configs mnist_conv ${CK:+--ckpt mnist_conv=$CK} --n mnist_conv=1048576 \
-    --batches 16384 --chunks 16384,65536 --repeats 2 --compile none --out "$OUT/decode.md"
+    --batches 16384 --chunks 16384,65536 --repeats 2 --compile none --sheets-bench .gpu/sheets-bench-run \
+    --out "$OUT/decode.md"
 fi
 
 if [ "$STAGE" = test ]; then
