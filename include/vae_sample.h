@@ -10,11 +10,13 @@
  *
  *   backend stream:  latent_fill -> decode -> to_u8 ---------------> px_dev[b]
  *   copy stream:                             download_async(px_host[b])
- *   writer thread:                     .npy append, PNG sheet rows (px_host[b])
+ *   files writer:                      .npy appends (images, latents)
+ *   sheets writer:                     PNG sheet rows (vae_sheets: encoder pool)
  *
  * Chunk k+1 is issued to the backend before the host waits for chunk k's
- * copy, and the writer thread writes chunk k while chunk k+1 decodes, so the
- * device does not wait for the disk unless the disk is slower than decoding.
+ * copy, and the writers write chunk k while chunk k+1 decodes, the two at
+ * the same time, so the device does not wait for the disk (or the PNG
+ * encoders) unless they are slower than decoding.
  * Memory is O(chunk): two chunks of pixels on the host and on the device,
  * one row of sheet images, and the model's buffers for `chunk` images.
  *

@@ -77,10 +77,12 @@
  * corrections) are a vae_step_vals block in backend memory: each case makes
  * one on the host and uploads it to both backends (vals_in).
  */
+#include <dirent.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -91,6 +93,7 @@
 #include "vae_math.h"
 #include "vae_io.h"
 #include "vae_sample.h"
+#include "vae_sheets.h"
 
 #define GUARD 64
 static const uint32_t SENTINEL_BITS = 0x7fa5a5a5u; /* a quiet NaN */
@@ -1956,6 +1959,74 @@ static const char *DECODER_CFG =
     "layer = convT 8 k=4 stride=2 pad=1\nlayer = leaky_relu slope=0.1\n"
     "layer = convT 1 k=4 stride=2 pad=1\n[train]\nbatch = 96\n";
 
+/* The run of *job on m again with every output at once: the .npy, the
+ * latents and PNG sheets 17 columns wide of at most 64 pixels (9 block
+ * columns) with 3 encoders, so the two writer threads (files, sheets) and
+ * the sheets' pool all work. The .npy must be `want` (the run's, npy_path
+ * alone) bit for bit, the latents file [n, 6] float32, and the sheets, with
+ * no temp file left, byte for byte those that `want` pushed straight into
+ * vae_sheets with one encoder gives. */
+static void sample_all_outputs(vae_model *m, const vae_sample_job *job0, const char *npy,
+                               const uint8_t *want, int64_t n) {
+    char dir[256], ref[256], lat[300], path[600], rpath[600];
+    snprintf(dir, sizeof dir, "/tmp/vae_test_cuda_sheets_%d", (int)getpid());
+    snprintf(ref, sizeof ref, "/tmp/vae_test_cuda_sheets_%d_ref", (int)getpid());
+    if (mkdir(dir, 0777) != 0 || mkdir(ref, 0777) != 0) {
+        CHECK_MSG(0, "mkdir %s, %s", dir, ref);
+        return;
+    }
+    snprintf(lat, sizeof lat, "%s/latents.npy", dir);
+    vae_sample_job job = *job0;
+    job.npy_path = npy;
+    job.latents_path = lat;
+    job.sheet_dir = dir, job.sheet_prefix = "s", job.sheet_cols = 17, job.sheet_px = 64;
+    job.sheet_threads = 3;
+    vae_sheets *rs = NULL;
+    CHECK(vae_sheets_open(&rs, ref, "s", n, 17, 1, 28, 28, 64, 1) == VAE_OK);
+    const int64_t count = vae_sheets_count(rs);
+    CHECK(rs && vae_sheets_push(rs, want, n) == VAE_OK && vae_sheets_close(rs) == VAE_OK);
+    vae_sample_result r;
+    CHECK(vae_sample_run(m, &job, &r) == VAE_OK);
+    CHECK_MSG(r.written == n && r.sheets == count && count > 1, "%lld written, %d of %lld sheets",
+              (long long)r.written, r.sheets, (long long)count);
+    uint8_t *got = NULL;
+    int64_t sh[4];
+    int nd = 0;
+    CHECK(vae_npy_read_u8(npy, &got, sh, &nd) == VAE_OK);
+    CHECK_MSG(got && nd == 4 && sh[0] == n && memcmp(got, want, (size_t)n * 784) == 0,
+              "the .npy written beside the sheets and latents differs from the run's");
+    free(got);
+    struct stat st;
+    CHECK_MSG(stat(lat, &st) == 0 && st.st_size == 128 + n * 6 * 4, "latents: %lld bytes",
+              (long long)st.st_size);
+    int64_t pngs = 0, other = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        const size_t len = strlen(e->d_name);
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (e->d_name[0] == 's' && len > 4 && !strcmp(e->d_name + len - 4, ".png")) {
+            pngs++;
+            snprintf(rpath, sizeof rpath, "%s/%s", ref, e->d_name);
+            size_t na = 0, nb = 0;
+            char *pa = test_slurp(path, &na), *pb = test_slurp(rpath, &nb);
+            CHECK_MSG(pa && pb && na == nb && memcmp(pa, pb, na) == 0, "%s differs from %s", path,
+                      rpath);
+            free(pa);
+            free(pb);
+            remove(rpath);
+        } else if (strcmp(e->d_name, "latents.npy")) {
+            other++;
+        }
+        remove(path);
+    }
+    if (d) closedir(d);
+    CHECK_MSG(pngs == count && other == 0, "%lld sheets of %lld and %lld other files in %s",
+              (long long)pngs, (long long)count, (long long)other, dir);
+    rmdir(dir);
+    rmdir(ref);
+}
+
 static void test_sample_run(int kind, int64_t n, int bits) {
     vae_config cfg;
     vae_config_defaults(&cfg);
@@ -2040,6 +2111,8 @@ static void test_sample_run(int kind, int64_t n, int bits) {
         free(c);
         remove(pp);
     }
+    job.last = n; /* the whole slice again */
+    if (b && bits == 23) sample_all_outputs(&mg, &job, pg, b, n - 3);
     free(a);
     free(b);
     remove(pc);

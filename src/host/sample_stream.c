@@ -1,16 +1,20 @@
 /* sample_stream.c — streamed decoding of many latents (see vae_sample.h).
  *
  * Two host buffers of pixels (and of latents, when they are saved) go round
- * between the decode loop and one writer thread:
+ * between the decode loop and the writers:
  *
  *   loop k:  issue latent_fill + decode + to_u8 of chunk k into dev[k%2]
- *            wait for the copy of chunk k-1, hand host[(k-1)%2] to the writer
- *            wait until the writer is done with host[k%2] (chunk k-2)
+ *            wait for the copy of chunk k-1, hand host[(k-1)%2] to the writers
+ *            wait until the writers are done with host[k%2] (chunk k-2)
  *            issue the copy dev[k%2] -> host[k%2] (second stream on CUDA)
  *
  * so on the CUDA backend chunk k decodes while chunk k-1 is copied and
  * written. On the CPU backend the calls are synchronous and the overlap is
- * between decoding (this thread and the BLAS threads) and writing.
+ * between decoding (this thread and the BLAS threads) and writing. There is
+ * a writer thread per kind of output: one appends each buffer to the .npy
+ * files, one pushes it into the PNG sheets (whose encoders are a pool of
+ * their own), so the disk and the PNG encoders work at the same time; a
+ * buffer is free again when both have taken it.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -55,39 +59,53 @@ int vae_sample_auto_chunk(const vae_config *cfg, size_t budget, int64_t n, size_
     return (int)c;
 }
 
-/* ------------------------------------------------------------ writer */
+/* ------------------------------------------------------------ writers */
 
+/* The writers' roles: the .npy files (images, latents) and the PNG sheets. */
+enum { W_FILES, W_SHEETS, W_ROLES };
+
+typedef struct writer_t writer_t;
 typedef struct {
+    writer_t *w;
+    int role;
     pthread_t th;
+} writer_role;
+
+struct writer_t {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int full[2];       /* buffer handed over, not yet written */
-    int n[2];          /* images in it */
-    int next;          /* buffer the writer takes next */
-    int quit;          /* no more buffers will come */
-    int err;           /* first error (the writer stops writing) */
-    char msg[512];     /* its message (errors are thread-local) */
+    int users[2];          /* writers still to take buffer b (0: free) */
+    int done[W_ROLES][2];  /* role r has taken buffer b since it was handed over */
+    int n[2];              /* images in buffer b */
+    int nroles;            /* writer threads running */
+    int quit;              /* no more buffers will come */
+    int err;               /* first error (the writers stop writing) */
+    char msg[2048];        /* its message (errors are thread-local) */
+    writer_role role[W_ROLES];
     int L;
     uint8_t *px[2];
     real *zs[2];
     vae_npy_writer *npy, *lat;
     vae_sheets *sheets;
-} writer_t;
+};
 
+/* A writer: takes buffers 0, 1, 0, ... as they are handed over. */
 static void *writer_main(void *arg) {
-    writer_t *w = arg;
-    for (;;) {
+    const writer_role *r = arg;
+    writer_t *w = r->w;
+    for (int b = 0;; b = 1 - b) {
         pthread_mutex_lock(&w->mu);
-        while (!w->full[w->next] && !w->quit) pthread_cond_wait(&w->cv, &w->mu);
-        if (!w->full[w->next]) { /* quit and nothing left */
+        while (!(w->users[b] > 0 && !w->done[r->role][b]) && !w->quit)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!(w->users[b] > 0 && !w->done[r->role][b])) { /* quit and nothing left */
             pthread_mutex_unlock(&w->mu);
             return NULL;
         }
-        const int b = w->next, n = w->n[b], failed = w->err;
+        const int n = w->n[b], failed = w->err;
         pthread_mutex_unlock(&w->mu);
 
         int rc = VAE_OK;
-        if (!failed) {
+        if (!failed && r->role == W_FILES) {
             if (w->npy) rc = vae_npy_append(w->npy, w->px[b], n);
             if (!rc && w->lat) {
                 if (sizeof(real) != sizeof(float)) {
@@ -98,7 +116,8 @@ static void *writer_main(void *arg) {
                 }
                 rc = vae_npy_append(w->lat, w->zs[b], n);
             }
-            if (!rc && w->sheets) rc = vae_sheets_push(w->sheets, w->px[b], n);
+        } else if (!failed) {
+            rc = vae_sheets_push(w->sheets, w->px[b], n);
         }
 
         pthread_mutex_lock(&w->mu);
@@ -106,26 +125,51 @@ static void *writer_main(void *arg) {
             w->err = rc;
             snprintf(w->msg, sizeof w->msg, "%s", vae_error_get());
         }
-        w->full[b] = 0;
-        w->next = 1 - b;
+        w->done[r->role][b] = 1;
+        w->users[b]--;
         pthread_cond_broadcast(&w->cv);
         pthread_mutex_unlock(&w->mu);
     }
 }
 
-/* Hand buffer b (n images) to the writer. */
+/* Start a writer per role in use (files: .npy or latents; sheets); 0 or an
+ * error (the ones started are stopped by writers_stop). */
+static int writers_start(writer_t *w) {
+    const int use[W_ROLES] = {w->npy || w->lat, w->sheets != NULL};
+    for (int r = 0; r < W_ROLES; r++) {
+        if (!use[r]) continue;
+        writer_role *wr = &w->role[w->nroles];
+        wr->w = w, wr->role = r;
+        if (pthread_create(&wr->th, NULL, writer_main, wr))
+            return vae_error_set(VAE_ENOMEM, "cannot start the writer thread");
+        w->nroles++;
+    }
+    return VAE_OK;
+}
+
+/* No more buffers: the writers finish what was handed over and end. */
+static void writers_stop(writer_t *w) {
+    pthread_mutex_lock(&w->mu);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; i < w->nroles; i++) pthread_join(w->role[i].th, NULL);
+}
+
+/* Hand buffer b (n images) to the writers. */
 static void writer_put(writer_t *w, int b, int n) {
     pthread_mutex_lock(&w->mu);
     w->n[b] = n;
-    w->full[b] = 1;
+    for (int r = 0; r < W_ROLES; r++) w->done[r][b] = 0;
+    w->users[b] = w->nroles;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
 
-/* Wait until buffer b is free; returns the writer's error code so far. */
+/* Wait until buffer b is free; returns the writers' error code so far. */
 static int writer_wait(writer_t *w, int b) {
     pthread_mutex_lock(&w->mu);
-    while (w->full[b]) pthread_cond_wait(&w->cv, &w->mu);
+    while (w->users[b] > 0) pthread_cond_wait(&w->cv, &w->mu);
     int err = w->err;
     pthread_mutex_unlock(&w->mu);
     return err;
@@ -168,7 +212,7 @@ int vae_sample_run(vae_model *m, const vae_sample_job *job, vae_sample_result *r
     w.L = L;
     uint8_t *dev_px[2] = {NULL, NULL};
     real *dev_vec = NULL;
-    int rc = VAE_OK, npy_open = 0, lat_open = 0, thread_up = 0;
+    int rc = VAE_OK, npy_open = 0, lat_open = 0, thread_up = 0, sync_up = 0;
 
     /* ---- buffers */
     for (int b = 0; b < 2 && !rc; b++) {
@@ -208,11 +252,13 @@ int vae_sample_run(vae_model *m, const vae_sample_job *job, vae_sample_result *r
         w.sheets = sheets;
     }
     if (!rc && (want_host || want_z)) {
-        if (pthread_mutex_init(&w.mu, NULL) || pthread_cond_init(&w.cv, NULL) ||
-            pthread_create(&w.th, NULL, writer_main, &w))
+        if (pthread_mutex_init(&w.mu, NULL) || pthread_cond_init(&w.cv, NULL)) {
             rc = vae_error_set(VAE_ENOMEM, "cannot start the writer thread");
-        else
-            thread_up = 1;
+        } else {
+            sync_up = 1;
+            rc = writers_start(&w);
+            thread_up = !rc;
+        }
     }
 
     /* ---- decode loop */
@@ -289,12 +335,8 @@ int vae_sample_run(vae_model *m, const vae_sample_job *job, vae_sample_result *r
         done += pending_n;
     }
     be->sync(be);
-    if (thread_up) {
-        pthread_mutex_lock(&w.mu);
-        w.quit = 1;
-        pthread_cond_broadcast(&w.cv);
-        pthread_mutex_unlock(&w.mu);
-        pthread_join(w.th, NULL);
+    if (sync_up) {
+        writers_stop(&w);
         if (w.err) rc = vae_error_set(w.err, "%s", w.msg);
         pthread_mutex_destroy(&w.mu);
         pthread_cond_destroy(&w.cv);
