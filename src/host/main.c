@@ -306,8 +306,15 @@ static int apply_overrides(vae_config *cfg, const args_t *a) {
         snprintf(v, sizeof v, "%.9g", a->lr);
         if (override(cfg, "optim", "lr", v)) return -1;
     }
-    if (a->keep >= 0) cfg->keep = (int)a->keep;
-    if (a->device && parse_device(a->device, &cfg->device)) return -1;
+    if (a->keep >= 0) {
+        cfg->keep = (int)a->keep;
+        snprintf(v, sizeof v, "%lld", a->keep);
+        if (override(cfg, "train", "keep", v)) return -1;
+    }
+    if (a->device) {
+        if (parse_device(a->device, &cfg->device)) return -1;
+        if (override(cfg, "train", "device", a->device)) return -1;
+    }
     if (vae_config_validate(cfg) != VAE_OK) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
         return -1;

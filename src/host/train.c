@@ -256,6 +256,34 @@ static int append_metrics(const char *path, cJSON *obj) {
 }
 
 /* Checkpoint names sort by step: ckpt-s<step>-e<epoch>.safetensors. */
+/* s as one shell word: as it is when it has only safe characters, else in
+ * single quotes (a ' written as '\''); truncated to fit len. */
+static const char *shell_quote(char *dst, size_t len, const char *s) {
+    if (!len) return "";
+    int plain = *s != 0;
+    for (const char *p = s; *p && plain; p++)
+        plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                strchr("._/-+=:,@%", *p);
+    if (plain) {
+        snprintf(dst, len, "%s", s);
+        return dst;
+    }
+    size_t k = 0;
+    dst[k++] = '\'';
+    for (const char *p = s; *p && k + 5 < len; p++) {
+        if (*p == '\'') {
+            memcpy(dst + k, "'\\''", 4);
+            k += 4;
+        } else {
+            dst[k++] = *p;
+        }
+    }
+    if (k + 1 < len) dst[k++] = '\'';
+    dst[k < len ? k : len - 1] = 0;
+    return dst;
+}
+
+/* ckpt-s<step>-e<epoch>: step = steps done, epoch = epochs completed */
 static void ckpt_name(char *out, size_t len, const char *dir, int64_t step, int64_t epoch) {
     snprintf(out, len, "%s/ckpt-s%010" PRId64 "-e%04" PRId64 ".safetensors", dir, step, epoch);
 }
@@ -707,8 +735,19 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             rc = 1;
             goto done;
         }
-        fprintf(stderr, "vae: resuming from %s at step %" PRId64 " (epoch %" PRId64 ", batch %" PRId64 ")\n",
-                ck, st.step, st.step / st.steps_per_epoch, st.step % st.steps_per_epoch);
+        const int64_t done_epochs = st.step / st.steps_per_epoch;
+        if (st.step >= (int64_t)cfg->epochs * st.steps_per_epoch) {
+            fprintf(stderr,
+                    "vae: %s has completed %" PRId64 " epoch(s) of %" PRId64 " batches; the run is %d epoch(s): "
+                    "nothing to train (--epochs N sets a longer one)\n",
+                    ck, done_epochs, st.steps_per_epoch, cfg->epochs);
+            rc = 0;
+            goto done;
+        }
+        fprintf(stderr,
+                "vae: resuming from %s at step %" PRId64 " (epoch %" PRId64 ", after %" PRId64
+                " of its %" PRId64 " batches)\n",
+                ck, st.step, done_epochs + 1, st.step % st.steps_per_epoch, st.steps_per_epoch);
         /* the unfinished epoch's sums; its images are counted as all used
          * (the checkpoint does not record skipped steps), the first
          * step % spe batches being full */
@@ -804,8 +843,14 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
                         g_stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)",
                         st.step, epoch + 1, wrc ? "could not write checkpoint" : "checkpoint written to", path);
                 if (wrc) fprintf(stderr, "vae: %s\n", vae_error_get());
-                else fprintf(stderr, "vae: resume with: vae train %s --resume %s --out %s\n",
-                             o->config_path, o->out_dir, o->out_dir);
+                else {
+                    /* the checkpoint holds the config (with the flags given
+                     * here): --resume alone continues exactly */
+                    char qo[2100], qd[2100];
+                    fprintf(stderr, "vae: resume with: vae train --resume %s --data %s\n",
+                            shell_quote(qo, sizeof qo, o->out_dir),
+                            shell_quote(qd, sizeof qd, o->data_dir));
+                }
                 rc = 130;
                 goto done;
             }

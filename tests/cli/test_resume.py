@@ -5,6 +5,7 @@ mid-epoch and resumed; so does a run killed with SIGKILL at random moments
 on disk. Uses a 1000/200-image subset of MNIST (dataset = idx)."""
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -41,6 +42,10 @@ kd = os.path.join(base, "keep")
 run(["train", cfg, "--out", kd, "--keep", "2"] + common)
 kept = sorted(f for f in os.listdir(kd) if f.startswith("ckpt-"))
 c.check([k.split("-e")[1] for k in kept] == ["0002.safetensors", "0003.safetensors"], f"--keep 2 kept {kept}")
+# flags are written into the run's config.ini (and so into the checkpoints)
+ini = open(os.path.join(kd, "config.ini")).read()
+c.check("keep = 2" in ini and "device = cpu" in ini and "threads = 1" in ini,
+        "--keep, --device and --threads are in the run's config.ini")
 
 # 1 epoch, then resume to 3
 part = os.path.join(base, "part")
@@ -61,6 +66,16 @@ run(["train", cfg, "--out", part2, "--epochs", "2"] + common)
 run(["train", "--resume", part2, "--epochs", "3"] + common)
 c.check(same(ts, final_tensors(part2)[1]), "resume without CONFIG uses the checkpoint's config")
 
+# resuming a run that has done its epochs: says so, trains nothing, changes nothing
+ini_before = open(os.path.join(part2, "config.ini")).read()
+cks_before = sorted(os.listdir(part2))
+p = subprocess.run([VAE, "train", "--resume", part2, "--epochs", "2"] + common, capture_output=True, text=True)
+c.check(p.returncode == 0 and "nothing to train" in p.stderr, f"resume past the end: {p.returncode} {p.stderr!r}")
+c.check(open(os.path.join(part2, "config.ini")).read() == ini_before,
+        "resume past the end leaves config.ini as it was")
+c.check([f for f in sorted(os.listdir(part2)) if f.startswith("ckpt-")] ==
+        [f for f in cks_before if f.startswith("ckpt-")], "resume past the end writes no checkpoint")
+
 # The signal tests need a run long enough to interrupt: 30 epochs, 600 steps.
 long_ = ["--epochs", "30"]
 straight30 = os.path.join(base, "straight30")
@@ -79,8 +94,14 @@ c.check("--resume" in err and "interrupted" in err, "SIGINT message says how to 
 stopped_at = int(final_tensors(intr)[0]["step"])
 print(f"SIGINT stopped the run at step {stopped_at}")
 c.check(0 < stopped_at < 600, "stopped before the end")
-run(["train", cfg, "--resume", intr, "--out", intr] + long_ + common)
-c.check(same(t30, final_tensors(intr)[1]), "SIGINT + resume == straight run, bit for bit")
+# the command the message gives, as printed, continues the run exactly (the
+# run's flags, --epochs 30 among them, come from the checkpoint)
+said = [l.split("resume with: ", 1)[1] for l in err.splitlines() if "resume with: " in l]
+c.check(len(said) == 1 and said[0].startswith("vae train --resume "), f"resume command: {said}")
+if said:
+    argv = shlex.split(said[0])
+    run(argv[1:] + ["--no-progress"])
+    c.check(same(t30, final_tensors(intr)[1]), "SIGINT + the printed resume command == straight run, bit for bit")
 
 # SIGTERM behaves like SIGINT
 term = os.path.join(base, "term")
