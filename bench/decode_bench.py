@@ -263,8 +263,9 @@ def engine_sample(eng, ckpt, n, out_dir, args, npy, chunk=None, extra=()):
 def png_sheets_rate(eng, sheets_bench, ckpt, args, tmp_root):
     """Images/s vae_sheets_bench encodes as PNG sheets: 10,000 images of a
     100x100 --grid decoded by the engine, repeated to --sheet-images, in a
-    grid of 1,000 columns with --threads encoders. Returns (images/s, the
-    bench's output lines, its command)."""
+    grid of 1,000 columns (a --grid 0,1 --steps 1000) with up to --threads
+    encoders (one per block column of sheets). Returns (images/s, encoder
+    threads, the bench's output lines, its command)."""
     d = tempfile.mkdtemp(prefix="vae-decode-sheets-", dir=tmp_root)
     try:
         cmd = [eng.path, "sample", ckpt, "--grid", "0,1", "--steps", "100", "--out", d,
@@ -281,9 +282,10 @@ def png_sheets_rate(eng, sheets_bench, ckpt, args, tmp_root):
         if b.returncode != 0:
             raise RuntimeError(f"{q(bcmd)} exited {b.returncode}:\n{b.stderr.strip()}")
         m = re.search(r"([0-9.]+) images/s", b.stdout)
-        if not m:
-            raise RuntimeError(f"{q(bcmd)}: no images/s in its output:\n{b.stdout}")
-        return float(m.group(1)), b.stdout.strip().splitlines(), bcmd
+        t = re.search(r"([0-9]+) encoder thread", b.stdout)
+        if not m or not t:
+            raise RuntimeError(f"{q(bcmd)}: no images/s or encoder threads in its output:\n{b.stdout}")
+        return float(m.group(1)), int(t.group(1)), b.stdout.strip().splitlines(), bcmd
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -776,12 +778,13 @@ def main():
             res["copy"], res["disk_write"], res["disk_fsync"] = cbw, dw, dbw
             if sheets_bench and not args.skip_engine:
                 try:
-                    ips, out_lines, bcmd = png_sheets_rate(eng, sheets_bench, ck, args, tmp_root)
+                    ips, enc, out_lines, bcmd = png_sheets_rate(eng, sheets_bench, ck, args,
+                                                                 tmp_root)
                     res["png"] = ips
                     for line in out_lines:
                         say(f"[{nm}] {line}")
-                    say(f"[{nm}] limit   PNG sheets (1,000 columns, {args.threads} encoder "
-                        f"threads): {ips:,.0f} images/s")
+                    say(f"[{nm}] limit   PNG sheets (1,000 columns, {enc} encoder "
+                        f"thread{'s' if enc != 1 else ''}): {ips:,.0f} images/s")
                     details.append(f"{nm}: PNG sheets: {q(bcmd)}")
                 except RuntimeError as e:
                     say(f"[{nm}] PNG sheets: failed: {e}")
@@ -816,9 +819,10 @@ def main():
               "1/disk), none overlapping. The engine's --json seconds end at its last write(), "
               "before the .npy's flush + fsync + rename, so its figure is set against the disk "
               "up to the last write(); the fsync figure bounds a durable file. 'PNG sheets' is "
-              "what the host encodes as PNG (vae_sheets_bench, --threads encoders): a further "
-              "bound when sheets are on (--grid, --interpolate by default), not part of the "
-              "--prior .npy run measured here.", "",
+              "what the host encodes as PNG in a grid 1,000 images wide (vae_sheets_bench, one "
+              "encoder per column of sheets, at most --threads): a further bound when sheets are "
+              "on (--grid and --interpolate by default; a grid one sheet wide, and --prior's "
+              "sheets, get one encoder), not part of the --prior .npy run measured here.", "",
               "| config | engine decode | copy to host | disk to last write() | disk + fsync "
               "| bound (serial) | engine to host | limited by | PNG sheets |",
               "|---|---:|---:|---:|---:|---:|---:|---|---:|"]

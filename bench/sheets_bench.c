@@ -9,10 +9,13 @@
  *   vae_sheets_bench [--npy FILE] [--images N] [--cols N] [--threads N]
  *                    [--sheet-px N] [--repeats N] [--out DIR]
  *
- * Each repeat writes the whole grid into DIR as bench*.png (default a fresh
- * temp folder, removed at the end) and its sheets are deleted before the
- * next; the median repeat is reported. The figure bounds `vae sample --grid` (PNG on
- * by default) on the host side, beside the disk and the copy from the GPU.
+ * Each repeat writes the whole grid into DIR as bench*.png (DIR must exist
+ * and be empty; default a fresh temp folder, removed at the end) and its
+ * sheets are deleted before the next; the median repeat is reported, with
+ * the encoder threads the grid gets: min(threads, block columns), one when
+ * the grid is a single sheet wide (src/host/sheets.c). The figure bounds
+ * `vae sample --grid` (PNG on by default) on the host side, beside the disk
+ * and the copy from the GPU.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
@@ -35,8 +38,8 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* Bytes of the sheets this program wrote in dir (bench*.png); removes them
- * when rm. */
+/* Bytes of the sheets this program wrote in dir (bench*.png: dir was empty
+ * at the start); removes them when rm. */
 static int64_t dir_bytes(const char *dir, int rm) {
     DIR *d = opendir(dir);
     if (!d) return -1;
@@ -75,11 +78,33 @@ static long long arg_ll(const char *flag, const char *v, long long lo, long long
     return x;
 }
 
+/* The sheets' folder: emptied of our files, and removed when it was made
+ * here; then the exit status. */
+static int finish(const char *dir, int made, int status) {
+    dir_bytes(dir, 1);
+    if (made) rmdir(dir);
+    return status;
+}
+
+/* Is dir an existing folder with nothing in it? */
+static int empty_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n == 0;
+}
+
 int main(int argc, char **argv) {
     const char *npy = NULL, *out = NULL;
     long long images = 0, cols = 1000, threads = 0, sheet_px = 0, repeats = 3;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if ((!strcmp(f, "--npy") || !strcmp(f, "--out")) && (!v || !*v)) {
+            fprintf(stderr, "vae_sheets_bench: %s: expected a path\n", f);
+            return 2;
+        }
         if (!strcmp(f, "--npy")) npy = v, i++;
         else if (!strcmp(f, "--out")) out = v, i++;
         else if (!strcmp(f, "--images")) images = arg_ll(f, v, 1, 1LL << 40), i++;
@@ -123,10 +148,26 @@ int main(int argc, char **argv) {
     const int64_t N = shape[0];
     const int c = (int)shape[1], h = (int)shape[2], w = (int)shape[3];
     const size_t D = (size_t)c * h * w;
+    if (N < 1 || h < 1 || w < 1) {
+        fprintf(stderr, "vae_sheets_bench: %s holds no images\n", npy);
+        return 1;
+    }
     if (!images) images = N;
+    /* encoders the grid gets (sheets.c): one per block column, at most threads */
+    const long long mpx = sheet_px ? sheet_px : VAE_SHEETS_DEFAULT_MAX_PX;
+    long long spr = (mpx + VAE_SHEETS_PAD) / (w + VAE_SHEETS_PAD);
+    spr = spr < 1 ? 1 : spr > cols ? cols : spr;
+    const long long bcols = (cols + spr - 1) / spr;
+    long long enc = threads ? threads : sysconf(_SC_NPROCESSORS_ONLN);
+    enc = enc > bcols ? bcols : enc;
+    enc = enc < 2 ? 1 : enc;
 
     char tmp[] = "/tmp/vae-sheets-bench-XXXXXX";
     const char *dir = out;
+    if (out && !empty_dir(out)) {
+        fprintf(stderr, "vae_sheets_bench: --out %s: expected an existing, empty folder\n", out);
+        return 2;
+    }
     if (!dir && !(dir = mkdtemp(tmp))) {
         perror("vae_sheets_bench: mkdtemp");
         return 1;
@@ -146,25 +187,25 @@ int main(int argc, char **argv) {
         if (rc) {
             fprintf(stderr, "vae_sheets_bench: %s\n", vae_error_get());
             vae_sheets_abort(s);
-            return 1;
+            return finish(dir, !out, 1);
         }
         sheets = vae_sheets_count(s);
         rc = vae_sheets_close(s);
         secs[r] = now_s() - t0;
         if (rc) {
             fprintf(stderr, "vae_sheets_bench: %s\n", vae_error_get());
-            return 1;
+            return finish(dir, !out, 1);
         }
         bytes = dir_bytes(dir, 1);
     }
-    if (!out) rmdir(dir);
+    finish(dir, !out, 0);
     qsort(secs, (size_t)repeats, sizeof *secs, cmp_double);
     const double med = secs[repeats / 2];
     printf("sheets: %lld images [%d, %d, %d] from %s, %lld columns, %" PRId64
-           " sheet(s), threads %lld (0 = all cores)\n",
-           images, c, h, w, npy ? npy : "random blobs", cols, sheets, threads);
+           " sheet(s) in %lld block column(s), %lld encoder thread(s) (--threads %lld)\n",
+           images, c, h, w, npy ? npy : "random blobs", cols, sheets, bcols, enc, threads);
     printf("sheets: median %.3f s of %lld (best %.3f): %.0f images/s, %.1f MB/s of pixels; "
-           "%.1f MB of PNG (%.2f bytes/pixel)\n",
+           "%.1f MB of PNG (%.2f PNG bytes per image byte)\n",
            med, repeats, secs[0], (double)images / med, (double)images * (double)D / med / 1e6,
            (double)bytes / 1e6, (double)bytes / ((double)images * (double)D));
     free(secs);

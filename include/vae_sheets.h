@@ -38,10 +38,13 @@
  *
  * Threads. With threads > 1 the sheets of a block row are encoded in
  * parallel by up to min(threads, ceil(cols / spr)) worker threads (0 = one
- * per online CPU), each with its own pixel row; push returns when its grid
- * rows are written, as with one thread, and the files are the same bytes.
- * A grid one sheet wide is encoded by the pushing thread alone. Every PNG
- * is compressed with zlib level 1 and the Up filter (png_err.h).
+ * per CPU the process may use), each with its own pixel row; push returns
+ * when its grid rows are written, as with one thread, and the files are the
+ * same bytes. (After an error, sheets right of the failed one that one
+ * thread would not have reached may be committed: complete, but one thread
+ * would not have written them.) A grid one sheet wide is encoded by the
+ * pushing thread alone. Every PNG is compressed with zlib level 1 and the
+ * Up filter (png_err.h).
  *
  * Errors. Functions return VAE_OK or VAE_EINVAL / VAE_EIO / VAE_ENOMEM with a
  * message naming the file and what was expected. After any error the object

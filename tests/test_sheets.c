@@ -8,8 +8,9 @@
  * Image pixels are hash values in [0, 254], so a white pixel is always
  * padding. A single sheet must equal vae_tile_images + vae_png_write byte
  * for byte. Every test runs twice, with the caller encoding alone (threads
- * 1) and with a pool of 3 encoders, and (8) checks that the pool's files are
- * the single thread's byte for byte. */
+ * 1) and with threads 3 (a pool of encoders for the layouts more than one
+ * sheet wide), and (8) checks that the pool's files are the single thread's
+ * byte for byte, and a libpng error inside a worker. */
 #include <dirent.h>
 #include <inttypes.h>
 #include <png.h>
@@ -584,6 +585,37 @@ static void test_threads(void) {
     CHECK_ERR(vae_sheets_push(s, imgs, 1), "earlier error");
     vae_sheets_abort(s);
     free(imgs);
+
+    /* a write error inside libpng (longjmp) in a worker, and the leftmost
+     * failing sheet reported: 4 sheets side by side of one 64x64 RGB image
+     * each, files limited to 2000 bytes; sheets 1 and 2 hold noise (12 KiB,
+     * over the limit and over stdio's buffer, so libpng's own write fails),
+     * 0 and 3 a flat grey. With 2 workers, worker 0 fails at sheet 2 and
+     * worker 1 at sheet 1: the error must name sheet 1. */
+    const char *fs = subdir("thr_fsize");
+    struct rlimit old_lim, lim;
+    if (getrlimit(RLIMIT_FSIZE, &old_lim) == 0) {
+        void (*old_sig)(int) = signal(SIGXFSZ, SIG_IGN);
+        const size_t D = 3 * 64 * 64;
+        imgs = make_imgs(4, 3, 64, 64);
+        memset(imgs, 128, D);
+        memset(imgs + 3 * D, 128, D);
+        lim = old_lim;
+        lim.rlim_cur = 2000;
+        CHECK(vae_sheets_open(&s, fs, "x", 4, 4, 3, 64, 64, 64, 2) == VAE_OK);
+        CHECK(vae_sheets_count(s) == 4);
+        CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+        const int rc = vae_sheets_push(s, imgs, 4);
+        CHECK(setrlimit(RLIMIT_FSIZE, &old_lim) == 0);
+        signal(SIGXFSZ, old_sig);
+        CHECK_MSG(rc == VAE_EIO && strstr(vae_error_get(), "/x-0-1.png: PNG write failed: "),
+                  "rc %d: %s", rc, vae_error_get());
+        CHECK_ERR(vae_sheets_push(s, imgs, 1), "earlier error");
+        vae_sheets_abort(s);
+        int tmp = 0, n = count_entries(fs, &tmp);
+        CHECK_MSG(tmp == 0 && n <= 2, "%d files, %d temp, in %s", n, tmp, fs);
+        free(imgs);
+    }
 }
 
 int main(void) {

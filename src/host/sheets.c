@@ -12,9 +12,13 @@
  * the sheets Cb = i, i + T, ... (T = min(threads, block columns)), each with
  * its own pixel-row buffer; the pushing thread hands them the row and waits
  * until all are done, so the caller's buffer and every guarantee above stay
- * as with one thread (the files and their bytes do not depend on T). A grid
- * with one block column (at most 4096 pixels wide by default) has nothing
- * to share and is encoded by the caller alone.
+ * as with one thread (the files and their bytes do not depend on T). After
+ * an error, though, the other workers finish their sheets of that grid row,
+ * so a sheet right of the failed one may be committed where one thread
+ * would have stopped before it (each committed sheet is complete; the error
+ * reported is the leftmost failed sheet's, as with one thread). A grid with
+ * one block column (at most 4096 pixels wide by default) has nothing to
+ * share and is encoded by the caller alone.
  *
  * libpng reports errors by longjmp. Each sheet owns its context (jmp_buf +
  * message) at a fixed heap address, and every libpng call runs under a
@@ -22,9 +26,11 @@
  * nothing needs to be volatile. A failed sheet is destroyed and its temp
  * file removed at once; the object then refuses further pushes.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <inttypes.h>
 #include <png.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -243,6 +249,18 @@ static int sheet_row(vae_sheets *s, int Cb, const uint8_t *imgs, int k, uint8_t 
 
 /* --------------------------------------------------- the pool */
 
+/* CPUs this process may run on (its affinity mask, as OpenBLAS counts
+ * them), else the online ones; 1 to 1024. */
+static int cpus_usable(void) {
+    long n = 0;
+#ifdef CPU_COUNT
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+#endif
+    if (n < 1) n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
+}
+
 static void pool_stop(vae_sheets *s);
 
 static void *worker_main(void *arg) {
@@ -301,7 +319,12 @@ static int pool_start(vae_sheets *s, int want) {
         if (pthread_create(&s->wk[i].th, NULL, worker_main, &s->wk[i])) break;
         s->nthreads = i + 1;
     }
-    if (s->nthreads < 2) pool_stop(s); /* one worker would only add hand-offs */
+    if (s->nthreads < 2) {
+        pool_stop(s); /* one worker would only add hand-offs */
+        return VAE_OK;
+    }
+    for (int i = s->nthreads; i < s->nwk; i++) free(s->wk[i].line); /* not started */
+    s->nwk = s->nthreads;
     return VAE_OK;
 }
 
@@ -428,10 +451,7 @@ int vae_sheets_open(vae_sheets **out, const char *dir, const char *prefix, int64
         vae_sheets_abort(s);
         return vae_error_prefix(VAE_ENOMEM, "%s/%s: sheets", dir, prefix);
     }
-    if (threads == 0) {
-        const long online = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = online > 1 ? (online < 1024 ? (int)online : 1024) : 1;
-    }
+    if (threads == 0) threads = cpus_usable();
     int rc = pool_start(s, threads < s->bcols ? threads : s->bcols);
     if (rc) {
         vae_sheets_abort(s);
