@@ -115,7 +115,9 @@ static const char *USAGE_INFO =
 typedef struct {
     const char *positional;
     const char *data, *out, *resume, *device, *interpolate;
-    long long epochs, batch, seed, threads, keep, iw, prior, max_bad;
+    long long epochs, batch, threads, keep, iw, prior, max_bad;
+    uint64_t seed;
+    int has_seed;
     double lr;
     int json, progress, help;
     /* sample */
@@ -138,9 +140,38 @@ static int parse_ll(const char *flag, const char *v, long long lo, long long hi,
     return 0;
 }
 
-static int parse_args(int argc, char **argv, args_t *a) {
+/* Is the option f listed in the command's help text (as "--flag" followed
+ * by a space, newline, ']' or '/')? The help text is the list of what the
+ * command takes. */
+static int flag_in_usage(const char *usage, const char *f) {
+    const size_t n = strlen(f);
+    for (const char *p = strstr(usage, f); p; p = strstr(p + 1, f)) {
+        const char before = p == usage ? ' ' : p[-1], after = p[n];
+        if ((before == ' ' || before == '[' || before == '\n') &&
+            (after == ' ' || after == '\n' || after == ']' || after == '/' || after == 0))
+            return 1;
+    }
+    return 0;
+}
+
+/* Unsigned 64-bit integer (a seed: the config takes 0 .. 2^64 - 1 too). */
+static int parse_u64(const char *flag, const char *v, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = v && *v != '-' ? strtoull(v, &end, 10) : 0;
+    if (!v || *v == '-' || errno || end == v || *end) {
+        fprintf(stderr, "vae: %s %s: expected an integer in 0..18446744073709551615\n", flag,
+                v ? v : "(missing)");
+        return -1;
+    }
+    *out = (uint64_t)x;
+    return 0;
+}
+
+/* The options of `vae <cmd>` (those its help text `usage` lists). */
+static int parse_args(int argc, char **argv, args_t *a, const char *cmd, const char *usage) {
     memset(a, 0, sizeof *a);
-    a->epochs = a->batch = a->seed = a->threads = a->keep = a->iw = a->prior = a->max_bad = -1;
+    a->epochs = a->batch = a->threads = a->keep = a->iw = a->prior = a->max_bad = -1;
     a->lr = -1;
     a->progress = -1;
     a->steps = a->sheet_px = -1;
@@ -148,8 +179,21 @@ static int parse_args(int argc, char **argv, args_t *a) {
     a->png = -1;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        /* the value after an option; another option there means it is missing */
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *v = next && !(next[0] == '-' && next[1] == '-') ? next : NULL;
 #define NEXT() (i++, v)
+        if (f[0] == '-' && f[1] == '-' && strcmp(f, "--help") && !flag_in_usage(usage, f)) {
+            fprintf(stderr, "vae: %s is not an option of 'vae %s' (see vae %s --help)\n", f, cmd,
+                    cmd);
+            return -1;
+        }
+        if (!v && next && (!strcmp(f, "--epochs") || !strcmp(f, "--batch") || !strcmp(f, "--seed") ||
+                           !strcmp(f, "--threads") || !strcmp(f, "--keep") || !strcmp(f, "--iw") ||
+                           !strcmp(f, "--prior") || !strcmp(f, "--max-bad-steps") ||
+                           !strcmp(f, "--lr") || !strcmp(f, "--steps") || !strcmp(f, "--sheet-px") ||
+                           !strcmp(f, "--chunk") || !strcmp(f, "--range")))
+            goto missing;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) a->help = 1;
         else if (!strcmp(f, "--json")) a->json = 1;
         else if (!strcmp(f, "--progress")) a->progress = 1;
@@ -183,7 +227,10 @@ static int parse_args(int argc, char **argv, args_t *a) {
         else if (!strcmp(f, "--interpolate")) { if (!v) goto missing; a->interpolate = NEXT(); }
         else if (!strcmp(f, "--epochs")) { if (parse_ll(f, NEXT(), 1, 1000000, &a->epochs)) return -1; }
         else if (!strcmp(f, "--batch")) { if (parse_ll(f, NEXT(), 1, 65536, &a->batch)) return -1; }
-        else if (!strcmp(f, "--seed")) { if (parse_ll(f, NEXT(), 0, INT64_MAX, &a->seed)) return -1; }
+        else if (!strcmp(f, "--seed")) {
+            if (parse_u64(f, NEXT(), &a->seed)) return -1;
+            a->has_seed = 1;
+        }
         else if (!strcmp(f, "--threads")) { if (parse_ll(f, NEXT(), 0, 1024, &a->threads)) return -1; }
         else if (!strcmp(f, "--keep")) { if (parse_ll(f, NEXT(), 0, 1000000, &a->keep)) return -1; }
         else if (!strcmp(f, "--iw")) { if (parse_ll(f, NEXT(), 1, 100000, &a->iw)) return -1; }
@@ -207,7 +254,8 @@ static int parse_args(int argc, char **argv, args_t *a) {
         }
         continue;
     missing:
-        fprintf(stderr, "vae: %s needs a value\n", f);
+        if (next) fprintf(stderr, "vae: %s needs a value (found the option %s)\n", f, next);
+        else fprintf(stderr, "vae: %s needs a value\n", f);
         return -1;
 #undef NEXT
     }
@@ -291,9 +339,9 @@ static int apply_overrides(vae_config *cfg, const args_t *a) {
         snprintf(v, sizeof v, "%lld", a->batch);
         if (override(cfg, "train", "batch", v)) return -1;
     }
-    if (a->seed >= 0) {
-        cfg->seed = (uint64_t)a->seed;
-        snprintf(v, sizeof v, "%lld", a->seed);
+    if (a->has_seed) {
+        cfg->seed = a->seed;
+        snprintf(v, sizeof v, "%" PRIu64, a->seed);
         if (override(cfg, "train", "seed", v)) return -1;
     }
     if (a->threads >= 0) {
@@ -383,7 +431,7 @@ static void write_run_json(const char *dir, const char *name, const vae_config *
 
 static int cmd_train(int argc, char **argv) {
     args_t a;
-    if (parse_args(argc, argv, &a)) return 2;
+    if (parse_args(argc, argv, &a, "train", USAGE_TRAIN)) return 2;
     if (a.help) {
         fputs(USAGE_TRAIN, stdout);
         return 0;
@@ -515,7 +563,7 @@ static void unload(loaded_t *L) {
 
 static int cmd_eval(int argc, char **argv) {
     args_t a;
-    if (parse_args(argc, argv, &a)) return 2;
+    if (parse_args(argc, argv, &a, "eval", USAGE_EVAL)) return 2;
     if (a.help) {
         fputs(USAGE_EVAL, stdout);
         return 0;
@@ -535,7 +583,7 @@ static int cmd_eval(int argc, char **argv) {
     vae_dev_data dd = {0};
     vae_eval_result r;
     int rc = 1;
-    uint64_t seed = a.seed >= 0 ? (uint64_t)a.seed : L.st.seed;
+    uint64_t seed = a.has_seed ? a.seed : L.st.seed;
     double t0 = vae_now();
     if (vae_dataset_load(&test, &L.cfg, dir, 0) || vae_dev_data_upload(&dd, L.be, &test) ||
         vae_evaluate(&L.model, &dd, seed, a.iw > 0 ? (int)a.iw : 0, &r)) {
@@ -648,7 +696,7 @@ static int sample_stream(const args_t *a, int mode, int64_t n_total, int ia, int
     vae_sample_job job;
     memset(&job, 0, sizeof job);
     job.spec.L = m->L;
-    job.spec.seed = a->seed >= 0 ? (uint64_t)a->seed : L.st.seed;
+    job.spec.seed = a->has_seed ? a->seed : L.st.seed;
     job.first = 0, job.last = n_total;
     if (L.cfg.type != VAE_MODEL_VAE && mode == 0) {
         fprintf(stderr, "vae: --prior needs a VAE; %s is a plain autoencoder\n", L.path);
@@ -826,7 +874,7 @@ done:
 
 static int cmd_sample(int argc, char **argv) {
     args_t a;
-    if (parse_args(argc, argv, &a)) return 2;
+    if (parse_args(argc, argv, &a, "sample", USAGE_SAMPLE)) return 2;
     if (a.help) {
         fputs(USAGE_SAMPLE, stdout);
         return 0;
@@ -855,11 +903,45 @@ static int cmd_sample(int argc, char **argv) {
         fprintf(stderr, "vae: --quantiles and --range are two spacings of the grid; give one\n");
         return 2;
     }
+    /* options that mean nothing in this mode are errors, not ignored */
+    const int mode = a.prior > 0 ? 0 : a.grid ? 1 : a.interpolate ? 2 : -1;
+    const struct {
+        const char *flag;
+        int given;
+        const char *where; /* the modes it applies to */
+        int in_mode[3];    /* prior, grid, interpolate */
+    } only[] = {
+        {"--steps", a.steps > 0, "--grid and --interpolate", {0, 1, 1}},
+        {"--range", a.range > 0, "--grid", {0, 1, 0}},
+        {"--quantiles", a.quantiles, "--grid", {0, 1, 0}},
+        {"--at", a.at != NULL, "--grid", {0, 1, 0}},
+        {"--slerp", a.slerp, "--interpolate", {0, 0, 1}},
+        {"--slice", a.slice != NULL, "--prior, --grid and --interpolate", {1, 1, 1}},
+        {"--chunk", a.batch > 0, "--prior, --grid and --interpolate", {1, 1, 1}},
+        {"--precision", a.precision != NULL, "--prior, --grid and --interpolate", {1, 1, 1}},
+        {"--png/--no-png", a.png >= 0, "--prior, --grid and --interpolate", {1, 1, 1}},
+        {"--sheet-px", a.sheet_px > 0, "--prior, --grid and --interpolate", {1, 1, 1}},
+        {"--no-npy", a.no_npy, "--prior, --grid and --interpolate", {1, 1, 1}},
+        {"--save-latents", a.save_latents, "--prior, --grid and --interpolate", {1, 1, 1}},
+        {"--json", a.json, "--prior, --grid and --interpolate", {1, 1, 1}},
+    };
+    for (size_t k = 0; k < sizeof only / sizeof only[0]; k++)
+        if (only[k].given && (mode < 0 || !only[k].in_mode[mode])) {
+            fprintf(stderr, "vae: %s applies to %s only\n", only[k].flag, only[k].where);
+            return 2;
+        }
     if (modes == 1) {
         const int64_t S = a.steps > 0 ? a.steps : 10;
-        if (a.prior > 0) return sample_stream(&a, 0, a.prior, 0, 0, 0, 0);
-        if (a.grid) return sample_stream(&a, 1, S * S, 0, 0, d1, d2);
-        return sample_stream(&a, 2, S, ia, ib, 0, 0);
+        const int64_t n_total = mode == 0 ? a.prior : mode == 1 ? S * S : S;
+        int64_t first, last;
+        if (a.slice && parse_slice(a.slice, n_total, &first, &last)) return 2;
+        if (vae_precision_bits(a.precision) < 0) {
+            fprintf(stderr, "vae: --precision %s: expected fp32, tf32 or bf16\n", a.precision);
+            return 2;
+        }
+        if (mode == 0) return sample_stream(&a, 0, n_total, 0, 0, 0, 0);
+        if (mode == 1) return sample_stream(&a, 1, n_total, 0, 0, d1, d2);
+        return sample_stream(&a, 2, n_total, ia, ib, 0, 0);
     }
 
     loaded_t L;
@@ -876,7 +958,7 @@ static int cmd_sample(int argc, char **argv) {
         unload(&L);
         return 1;
     }
-    uint64_t seed = a.seed >= 0 ? (uint64_t)a.seed : L.st.seed;
+    uint64_t seed = a.has_seed ? a.seed : L.st.seed;
     vae_dataset test = {0};
     int have_test = vae_dataset_load(&test, &L.cfg, dir, 0) == VAE_OK;
     if (!have_test)
@@ -933,7 +1015,7 @@ static void print_layers(const vae_model *m, const char *part, const vae_layer *
 
 static int cmd_info(int argc, char **argv) {
     args_t a;
-    if (parse_args(argc, argv, &a)) return 2;
+    if (parse_args(argc, argv, &a, "info", USAGE_INFO)) return 2;
     if (a.help) {
         fputs(USAGE_INFO, stdout);
         return 0;

@@ -207,15 +207,29 @@ p = sample(ck, d, "--interpolate", "3,999999", check=False)
 c.check(p.returncode != 0 and "test image indices must be in 0..199" in p.stderr, "bad --interpolate index named")
 
 # ---------------------------------------------------------------- bad input
-for args, msg in ((["--grid", "0,9"], "latent dimensions must be in 0..5"),
-                  (["--grid", "1,1"], "two different latent dimensions"),
-                  (["--prior", "10", "--slice", "5:20"], "expected A:B with 0 <= A < B <= 10"),
-                  (["--grid", "0,1", "--at", "1,2"], "expected 6 comma-separated numbers"),
-                  (["--prior", "10", "--precision", "fp8"], "expected fp32, tf32 or bf16"),
-                  (["--prior", "10", "--grid", "0,1"], "give one"),
-                  (["--grid", "0,1", "--quantiles", "--range", "2"], "give one")):
+# exit 1: wrong for this checkpoint; exit 2: a usage error, found before loading it
+for args, msg, code in ((["--grid", "0,9"], "latent dimensions must be in 0..5", 1),
+                        (["--grid", "0,1", "--at", "1,2"], "expected 6 comma-separated numbers", 1),
+                        (["--grid", "1,1"], "two different latent dimensions", 2),
+                        (["--prior", "10", "--slice", "5:20"], "expected A:B with 0 <= A < B <= 10", 2),
+                        (["--prior", "10", "--precision", "fp8"], "expected fp32, tf32 or bf16", 2),
+                        (["--prior", "10", "--grid", "0,1"], "give one", 2),
+                        (["--grid", "0,1", "--quantiles", "--range", "2"], "give one", 2),
+                        # options that mean nothing in the mode are refused, not ignored
+                        (["--prior", "10", "--slerp"], "--slerp applies to --interpolate only", 2),
+                        (["--prior", "10", "--steps", "4"], "--steps applies to --grid and --interpolate", 2),
+                        (["--interpolate", "0,1", "--at", "1,2,3,4,5,6"], "--at applies to --grid only", 2),
+                        (["--json"], "--json applies to --prior, --grid and --interpolate only", 2),
+                        (["--prior", "10", "--iw", "4"], "--iw is not an option of 'vae sample'", 2),
+                        (["--prior", "--json"], "--prior needs a value (found the option --json)", 2),
+                        (["--prior", "10", "--seed", "-1"], "expected an integer in 0..18446744073709551615", 2)):
     p = sample(ck, os.path.join(base, "bad"), *args, check=False)
-    c.check(p.returncode != 0 and msg in p.stderr, f"{args}: message '{msg}' (got: {p.stderr.strip()[-160:]})")
+    c.check(p.returncode == code and msg in p.stderr,
+            f"{args}: exit {code} and message '{msg}' (got {p.returncode}: {p.stderr.strip()[-160:]})")
+# the whole range of seeds the config takes
+p = sample(ck, os.path.join(base, "seed64"), "--prior", "3", "--seed", "18446744073709551615", "--no-npy",
+           "--json", check=False)
+c.check(p.returncode == 0 and '"images":3' in p.stdout, f"--seed 2^64-1: {p.returncode} {p.stderr[-160:]}")
 
 # ---------------------------------------------------------------- precision
 d = os.path.join(base, "prec")
