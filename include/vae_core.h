@@ -53,6 +53,10 @@ int vae_error_prefix(int code, const char *fmt, ...)
     ;
 const char *vae_error_get(void);
 
+/* `git describe --always --dirty --tags` of the sources this library was
+ * built from ("unknown" outside a git checkout); generated at build time. */
+const char *vae_git_describe(void);
+
 /* Broken invariants (programming errors, not user input): print the
  * expression, file and line and abort. */
 #define VAE_ASSERT(cond)                                                       \

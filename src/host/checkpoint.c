@@ -19,10 +19,6 @@
 
 #include "vae_train.h"
 
-#ifndef VAE_GIT_DESCRIBE
-#define VAE_GIT_DESCRIBE "unknown"
-#endif
-
 #define CKPT_FORMAT "vae-engine-checkpoint"
 #define CKPT_VERSION "1"
 #define OPT_M "optimizer.exp_avg."
@@ -64,6 +60,8 @@ int vae_ckpt_save(const char *path, vae_model *m, const vae_train_state *st) {
     snprintf(ar, sizeof ar, "%.17g", st->acc_recon);
     snprintf(ak, sizeof ak, "%.17g", st->acc_kl);
     snprintf(el, sizeof el, "%.6f", st->elapsed_s);
+    char ver[128];
+    snprintf(ver, sizeof ver, "%s", vae_git_describe());
     vae_st_meta meta[] = {
         {"format", CKPT_FORMAT},
         {"format_version", CKPT_VERSION},
@@ -75,7 +73,7 @@ int vae_ckpt_save(const char *path, vae_model *m, const vae_train_state *st) {
         {"acc_recon", ar},
         {"acc_kl", ak},
         {"elapsed_s", el},
-        {"version", VAE_GIT_DESCRIBE},
+        {"version", ver},
         {"rng", "philox4x32-10 (seed, step)"},
     };
     int rc = vae_st_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0]));

@@ -27,9 +27,6 @@
 #ifndef VAE_VERSION
 #define VAE_VERSION "0"
 #endif
-#ifndef VAE_GIT_DESCRIBE
-#define VAE_GIT_DESCRIBE "unknown"
-#endif
 
 char *openblas_get_config(void);
 
@@ -402,7 +399,7 @@ static void write_run_json(const char *dir, const char *name, const vae_config *
     strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     cJSON_AddStringToObject(j, "started", buf);
     cJSON_AddStringToObject(j, "version", VAE_VERSION);
-    cJSON_AddStringToObject(j, "git_describe", VAE_GIT_DESCRIBE);
+    cJSON_AddStringToObject(j, "git_describe", vae_git_describe());
     cJSON *cmd = cJSON_AddArrayToObject(j, "argv");
     for (int i = 0; i < argc; i++) cJSON_AddItemToArray(cmd, cJSON_CreateString(argv[i]));
     snprintf(buf, sizeof buf, "%" PRIu64, cfg->seed);
@@ -1089,7 +1086,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "--version")) {
-        printf("vae %s (%s)\n", VAE_VERSION, VAE_GIT_DESCRIBE);
+        printf("vae %s (%s)\n", VAE_VERSION, vae_git_describe());
         return 0;
     }
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
