@@ -445,11 +445,11 @@ static void test_errors(void) {
 
     /* shape chaining */
     BAD("dense_after_conv.ini", 10, E(9, "layer = conv 4 k=3"),
-        "[encoder] layer 2 (dense) needs a flat input but gets 4x26x26", "add 'flatten' before it", NULL);
+        "encoder.1 (dense) needs a flat input but gets 4x26x26", "add 'flatten' before it", NULL);
     BAD("dense_on_image.ini", 9, E(9, "layer = dense 16", 10, "layer = relu"), "needs a flat input but gets 1x28x28",
         "flatten", NULL);
     BAD("conv_after_flatten.ini", 10, E(10, "layer = conv 4 k=1"), "needs an image input", "reshape", NULL);
-    BAD("conv_on_latent.ini", 14, E(14, "layer = conv 4 k=1"), "[decoder] layer 1 (conv) needs an image input",
+    BAD("conv_on_latent.ini", 14, E(14, "layer = conv 4 k=1"), "decoder.0 (conv) needs an image input",
         "reshape CxHxW", NULL);
     BAD("reshape_count.ini", 15, E(15, "layer = reshape 1x28x27"), "reshape 1x28x27) has 756 values",
         "expected a shape with 784 values", NULL);

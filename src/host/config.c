@@ -614,8 +614,8 @@ static int chain_shapes(parse_state *st, const char *sec, vae_layer_spec *L, int
         switch (l->kind) {
         case VAE_LAYER_DENSE:
             if (s.h != 1 || s.w != 1)
-                return fail_at(st, line, "[%s] layer %d (dense) needs a flat input but gets %s; "
-                               "expected a flat input: add 'flatten' before it", sec, i + 1,
+                return fail_at(st, line, "%s.%d (dense) needs a flat input but gets %s; "
+                               "expected a flat input: add 'flatten' before it", sec, i,
                                shape_str(s, a, sizeof a));
             c = l->out;
             image = 0;
@@ -623,23 +623,23 @@ static int chain_shapes(parse_state *st, const char *sec, vae_layer_spec *L, int
         case VAE_LAYER_CONV:
         case VAE_LAYER_CONVT:
             if (!image)
-                return fail_at(st, line, "[%s] layer %d (%s) needs an image input but gets the vector "
-                               "%s; expected 'reshape CxHxW' before it", sec, i + 1, kn,
+                return fail_at(st, line, "%s.%d (%s) needs an image input but gets the vector "
+                               "%s; expected 'reshape CxHxW' before it", sec, i, kn,
                                shape_str(s, a, sizeof a));
             if (l->kind == VAE_LAYER_CONV) {
                 if (h + 2 * l->pad < l->k || w + 2 * l->pad < l->k)
-                    return fail_at(st, line, "[%s] layer %d (conv k=%d pad=%d) gets %s, so its output "
+                    return fail_at(st, line, "%s.%d (conv k=%d pad=%d) gets %s, so its output "
                                    "would be empty; expected height and width + 2*pad >= k", sec,
-                                   i + 1, l->k, l->pad, shape_str(s, a, sizeof a));
+                                   i, l->k, l->pad, shape_str(s, a, sizeof a));
                 h = (h + 2 * l->pad - l->k) / l->stride + 1;
                 w = (w + 2 * l->pad - l->k) / l->stride + 1;
             } else {
                 h = (h - 1) * l->stride - 2 * l->pad + l->k + l->out_pad;
                 w = (w - 1) * l->stride - 2 * l->pad + l->k + l->out_pad;
                 if (h < 1 || w < 1)
-                    return fail_at(st, line, "[%s] layer %d (convT k=%d stride=%d pad=%d) gets %s, so "
+                    return fail_at(st, line, "%s.%d (convT k=%d stride=%d pad=%d) gets %s, so "
                                    "its output would be empty; expected (size-1)*stride - 2*pad + k + "
-                                   "out_pad >= 1", sec, i + 1, l->k, l->stride, l->pad,
+                                   "out_pad >= 1", sec, i, l->k, l->stride, l->pad,
                                    shape_str(s, a, sizeof a));
             }
             c = l->out;
@@ -655,10 +655,10 @@ static int chain_shapes(parse_state *st, const char *sec, vae_layer_spec *L, int
             break;
         case VAE_LAYER_RESHAPE:
             if (vae_shape_count(l->reshape) != vae_shape_count(s))
-                return fail_at(st, line, "[%s] layer %d (reshape %dx%dx%d) has %d values but its input, "
-                               "%s, has %d; expected a shape with %d values", sec, i + 1, l->reshape.c,
+                return fail_at(st, line, "%s.%d (reshape %dx%dx%d) has %d values but its input is "
+                               "%s; expected a shape with %d values", sec, i, l->reshape.c,
                                l->reshape.h, l->reshape.w, vae_shape_count(l->reshape),
-                               shape_str(s, a, sizeof a), vae_shape_count(s), vae_shape_count(s));
+                               shape_str(s, a, sizeof a), vae_shape_count(s));
             c = l->reshape.c;
             h = l->reshape.h;
             w = l->reshape.w;
@@ -666,8 +666,8 @@ static int chain_shapes(parse_state *st, const char *sec, vae_layer_spec *L, int
             break;
         }
         if (h > SHAPE_MAX_DIM || w > SHAPE_MAX_DIM || c * h * w > SHAPE_MAX_VALUES)
-            return fail_at(st, line, "[%s] layer %d (%s) output %lldx%lldx%lld is too large; expected "
-                           "H, W <= %d and at most %d values", sec, i + 1, kn, c, h, w,
+            return fail_at(st, line, "%s.%d (%s) output %lldx%lldx%lld is too large; expected "
+                           "H, W <= %d and at most %d values", sec, i, kn, c, h, w,
                            SHAPE_MAX_DIM, SHAPE_MAX_VALUES);
         s.c = (int)c;
         s.h = (int)h;

@@ -400,7 +400,9 @@ static void write_run_json(const char *dir, const char *name, const vae_config *
     cJSON_AddStringToObject(j, "started", buf);
     cJSON_AddStringToObject(j, "version", VAE_VERSION);
     cJSON_AddStringToObject(j, "git_describe", vae_git_describe());
-    cJSON *cmd = cJSON_AddArrayToObject(j, "argv");
+    cJSON *cmd = cJSON_AddArrayToObject(j, "argv"); /* the whole command line */
+    cJSON_AddItemToArray(cmd, cJSON_CreateString("vae"));
+    cJSON_AddItemToArray(cmd, cJSON_CreateString("train"));
     for (int i = 0; i < argc; i++) cJSON_AddItemToArray(cmd, cJSON_CreateString(argv[i]));
     snprintf(buf, sizeof buf, "%" PRIu64, cfg->seed);
     cJSON_AddStringToObject(j, "seed", buf);
@@ -497,10 +499,17 @@ static int cmd_train(int argc, char **argv) {
         vae_config_free(&cfg);
         return 1;
     }
-    char rname[64] = "run.json";
-    if (a.resume) {
+    char rname[80] = "run.json";
+    if (a.resume) { /* run-resumed-<time>[-k].json, a new name for each resume */
         time_t now = time(NULL);
-        strftime(rname, sizeof rname, "run-resumed-%Y%m%d-%H%M%S.json", localtime(&now));
+        char stamp[40], p[1200];
+        strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", localtime(&now));
+        snprintf(rname, sizeof rname, "run-resumed-%s.json", stamp);
+        for (int k = 2; k < 1000; k++) {
+            snprintf(p, sizeof p, "%s/%s", out_dir, rname);
+            if (access(p, F_OK) != 0) break;
+            snprintf(rname, sizeof rname, "run-resumed-%s-%d.json", stamp, k);
+        }
     }
     write_run_json(out_dir, rname, &cfg, be, argc, argv);
     int rc = vae_train(&cfg, be, &o);

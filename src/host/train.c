@@ -839,7 +839,8 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
                 st.elapsed_s = vae_now() - run_start;
                 ckpt_name(path, sizeof path, o->out_dir, st.step, epoch);
                 int wrc = vae_ckpt_save(path, &model, &st);
-                fprintf(stderr, "\nvae: %s at step %" PRId64 " (epoch %" PRId64 "); %s %s\n",
+                fprintf(stderr, "%svae: %s at step %" PRId64 " (epoch %" PRId64 "); %s %s\n",
+                        o->progress ? "\n" : "", /* below the progress bar */
                         g_stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)",
                         st.step, epoch + 1, wrc ? "could not write checkpoint" : "checkpoint written to", path);
                 if (wrc) fprintf(stderr, "vae: %s\n", vae_error_get());
