@@ -266,6 +266,12 @@ for name in ['data_batch_%d.bin' % i for i in range(1, 6)] + ['test_batch.bin']:
     --vae .gpu/vae-run --device cuda --configs mnist_conv ${CK:+--ckpt mnist_conv=$CK} --n mnist_conv=1048576 \
     --batches 16384 --chunks 16384,65536 --repeats 2 --compile none --sheets-bench .gpu/sheets-bench-run \
     --out "$OUT/decode.md"
+  # a 1024 x 1024 grid end to end with its .npy and PNG sheets (both writer
+  # threads, one PNG encoder per core): what a user's --grid run gets
+  run "grid 1024x1024 to .npy + PNG sheets" 60 build-gpu/vae sample "$CK" --grid 0,1 --steps 1024 \
+    --device cuda --json --no-progress --out /tmp/vg
+  du -sh /tmp/vg >>"$LOG" 2>&1
+  rm -rf /tmp/vg
 fi
 
 if [ "$STAGE" = test ]; then
@@ -316,6 +322,9 @@ if [ "$STAGE" = bench ]; then
     --vae .gpu/vae-run --device cuda "${TQ[@]}" --out "$OUT/train.md"
   CK=$(ls -t /tmp/gpu-run/ckpt-*.safetensors 2>/dev/null | head -1)
   run "decoding vs PyTorch" 240 env LD_LIBRARY_PATH= "$PY" bench/decode_bench.py --vae .gpu/vae-run --device cuda \
-    ${CK:+--ckpt mnist_conv=$CK} "${DQ[@]}" --out "$OUT/decode.md"
+    ${CK:+--ckpt mnist_conv=$CK} "${DQ[@]}" --sheets-bench .gpu/sheets-bench-run --out "$OUT/decode.md"
+  run "grid 1024x1024 to .npy + PNG sheets" 60 build-gpu/vae sample "$CK" --grid 0,1 --steps 1024 \
+    --device cuda --json --no-progress --out /tmp/vg
+  rm -rf /tmp/vg
 fi
 say "done in $(( $(date +%s) - START )) s"
