@@ -155,8 +155,9 @@ static int flag_in_usage(const char *usage, const char *f) {
 static int parse_u64(const char *flag, const char *v, uint64_t *out) {
     char *end = NULL;
     errno = 0;
-    unsigned long long x = v && *v != '-' ? strtoull(v, &end, 10) : 0;
-    if (!v || *v == '-' || errno || end == v || *end) {
+    const int digit = v && *v >= '0' && *v <= '9'; /* no sign, no blanks (as the config) */
+    unsigned long long x = digit ? strtoull(v, &end, 10) : 0;
+    if (!digit || errno || end == v || *end) {
         fprintf(stderr, "vae: %s %s: expected an integer in 0..18446744073709551615\n", flag,
                 v ? v : "(missing)");
         return -1;
@@ -538,7 +539,10 @@ static int load_for_inference(const char *ckpt, const args_t *a, loaded_t *L) {
         return -1;
     }
     if (a->batch > 0) L->cfg.batch = (int)a->batch;
-    if (a->threads >= 0) L->cfg.threads = (int)a->threads;
+    /* where the checkpoint is used, not where it was trained: --device
+     * (default auto) and --threads (default all cores) */
+    L->cfg.threads = a->threads >= 0 ? (int)a->threads : 0;
+    L->cfg.device = VAE_DEVICE_AUTO;
     if (a->device && parse_device(a->device, &L->cfg.device)) {
         vae_st_free(&f);
         return -1;

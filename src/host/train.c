@@ -283,6 +283,28 @@ static const char *shell_quote(char *dst, size_t len, const char *s) {
     return dst;
 }
 
+/* The message of a run stopped by SIGINT/SIGTERM after step `step` of
+ * epoch `epoch` (1-based), its checkpoint at path written (wrc == 0) or
+ * not; returns 130. The checkpoint holds the config with the flags given
+ * (--max-bad-steps aside, which the command repeats), so the printed
+ * command continues the run exactly. */
+static int report_stop(const vae_train_opts *o, int64_t step, int64_t epoch, const char *path,
+                       int wrc) {
+    fprintf(stderr, "%svae: %s at step %" PRId64 " (epoch %" PRId64 "); %s %s\n",
+            o->progress ? "\n" : "", /* below the progress bar */
+            g_stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)", step, epoch,
+            wrc ? "could not write checkpoint" : "checkpoint written to", path);
+    if (wrc) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+    } else {
+        char qo[2100], qd[2100], mb[48] = "";
+        if (o->max_bad_steps > 0) snprintf(mb, sizeof mb, " --max-bad-steps %d", o->max_bad_steps);
+        fprintf(stderr, "vae: resume with: vae train --resume %s --data %s%s\n",
+                shell_quote(qo, sizeof qo, o->out_dir), shell_quote(qd, sizeof qd, o->data_dir), mb);
+    }
+    return 130;
+}
+
 /* ckpt-s<step>-e<epoch>: step = steps done, epoch = epochs completed */
 static void ckpt_name(char *out, size_t len, const char *dir, int64_t step, int64_t epoch) {
     snprintf(out, len, "%s/ckpt-s%010" PRId64 "-e%04" PRId64 ".safetensors", dir, step, epoch);
@@ -832,27 +854,15 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
                     last_bar = now;
                 }
             }
-            if (g_stop_signal) {
+            /* a stop on an epoch's last step waits for the epoch's end
+             * (evaluation, metrics line, checkpoint) below */
+            if (g_stop_signal && bi + 1 < spe) {
                 reader_sync(&rd, &view);
                 if ((rc = report_bad_steps(&T, &view, &seen_bad, &st, o, run_start))) goto done;
                 st.acc_recon = view.acc[VAE_ACC_RECON], st.acc_kl = view.acc[VAE_ACC_KL];
                 st.elapsed_s = vae_now() - run_start;
                 ckpt_name(path, sizeof path, o->out_dir, st.step, epoch);
-                int wrc = vae_ckpt_save(path, &model, &st);
-                fprintf(stderr, "%svae: %s at step %" PRId64 " (epoch %" PRId64 "); %s %s\n",
-                        o->progress ? "\n" : "", /* below the progress bar */
-                        g_stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)",
-                        st.step, epoch + 1, wrc ? "could not write checkpoint" : "checkpoint written to", path);
-                if (wrc) fprintf(stderr, "vae: %s\n", vae_error_get());
-                else {
-                    /* the checkpoint holds the config (with the flags given
-                     * here): --resume alone continues exactly */
-                    char qo[2100], qd[2100];
-                    fprintf(stderr, "vae: resume with: vae train --resume %s --data %s\n",
-                            shell_quote(qo, sizeof qo, o->out_dir),
-                            shell_quote(qd, sizeof qd, o->data_dir));
-                }
-                rc = 130;
+                rc = report_stop(o, st.step, epoch + 1, path, vae_ckpt_save(path, &model, &st));
                 goto done;
             }
         }
@@ -920,6 +930,18 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         cJSON_Delete(j);
         if (rc) {
             fprintf(stderr, "vae: %s\n", vae_error_get());
+            goto done;
+        }
+        /* a stop during this epoch's last step or its evaluation: after the
+         * epoch, with a checkpoint of it (the last epoch just finishes) */
+        if (g_stop_signal && ep < cfg->epochs) {
+            int wrc = VAE_OK;
+            ckpt_name(path, sizeof path, o->out_dir, st.step, ep);
+            if (ep % cfg->checkpoint_every != 0) {
+                wrc = vae_ckpt_save(path, &model, &st);
+                if (!wrc) rotate_checkpoints(o->out_dir, o->keep);
+            }
+            rc = report_stop(o, st.step, ep, path, wrc);
             goto done;
         }
     }

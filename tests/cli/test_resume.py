@@ -103,6 +103,35 @@ if said:
     run(argv[1:] + ["--no-progress"])
     c.check(same(t30, final_tensors(intr)[1]), "SIGINT + the printed resume command == straight run, bit for bit")
 
+# a stop on an epoch's last step waits for the epoch's end: with one step
+# an epoch (batch = the training set) every SIGINT lands there. The epoch's
+# metrics line and checkpoint are written, and the printed command resumes
+# to the straight run's parameters and metrics.
+one = ["--batch", "1000", "--epochs", "30"]
+straight1 = os.path.join(base, "straight1")
+run(["train", cfg, "--out", straight1] + one + common)
+edge = os.path.join(base, "edge")
+p = subprocess.Popen([VAE, "train", cfg, "--out", edge] + one + common,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+time.sleep(0.5)
+p.send_signal(signal.SIGINT)
+out, err = p.communicate(timeout=120)
+me = final_tensors(edge)[0]
+done_lines = len(open(os.path.join(edge, "metrics.jsonl")).read().splitlines())
+print(f"SIGINT with one step an epoch: exit {p.returncode} at step {me['step']}, {done_lines} metrics lines")
+c.check(p.returncode in (0, 130), f"SIGINT at an epoch's end: exit {p.returncode}")
+if p.returncode == 130:
+    c.check(int(me["step"]) == done_lines, f"stopped after a whole epoch with its metrics line "
+            f"(step {me['step']}, {done_lines} lines)")
+    said = [l.split("resume with: ", 1)[1] for l in err.splitlines() if "resume with: " in l]
+    c.check(len(said) == 1, f"resume command: {said}")
+    if said:
+        run(shlex.split(said[0])[1:] + ["--no-progress"])
+strip1 = lambda d: strip(open(os.path.join(d, "metrics.jsonl")).read().splitlines())
+c.check(same(final_tensors(straight1)[1], final_tensors(edge)[1]) and strip1(edge) == strip1(straight1),
+        "SIGINT at an epoch's end + resume == straight run (parameters and metrics)")
+c.check(any(f.endswith(".png") for f in os.listdir(edge)), "the resumed run wrote its sample grids")
+
 # SIGTERM behaves like SIGINT
 term = os.path.join(base, "term")
 p = subprocess.Popen([VAE, "train", cfg, "--out", term] + long_ + common,
