@@ -49,6 +49,11 @@ typedef struct {
     int progress;            /* 1: progress bar (terminal), 0: one line per epoch */
     int keep;                /* checkpoints kept (0 = all) */
     int max_bad_steps;       /* steps with non-finite gradients tolerated (0 = stop at first) */
+    /* called once the run is set up (data and checkpoint loaded, config.ini
+     * written), before its first step; NULL: nothing. A run that fails
+     * before never calls it. */
+    void (*on_start)(void *arg);
+    void *on_start_arg;
 } vae_train_opts;
 
 /* Train per cfg (already merged with command-line overrides). Returns 0,

@@ -1,5 +1,6 @@
 /* main.c — the `vae` command line: train, eval, sample, info. */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -429,6 +431,47 @@ static void write_run_json(const char *dir, const char *name, const vae_config *
 
 /* ------------------------------------------------------------ train */
 
+/* Does dir hold ckpt-*.safetensors files? */
+static int has_checkpoints(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        const size_t n = strlen(e->d_name);
+        found = !strncmp(e->d_name, "ckpt-", 5) && n > 17 && !strcmp(e->d_name + n - 12, ".safetensors");
+    }
+    closedir(d);
+    return found;
+}
+
+/* What record_run writes: run.json for a new run, run-resumed-<time>[-k].json
+ * (a new name each time) for a resume. */
+typedef struct {
+    const char *out_dir;
+    int resumed;
+    const vae_config *cfg;
+    const vae_backend *be;
+    int argc;
+    char **argv;
+} run_record;
+
+static void record_run(void *arg) {
+    const run_record *r = arg;
+    char rname[80] = "run.json";
+    if (r->resumed) {
+        time_t now = time(NULL);
+        char stamp[40], p[1200];
+        strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", localtime(&now));
+        snprintf(rname, sizeof rname, "run-resumed-%s.json", stamp);
+        for (int k = 2; k < 1000; k++) {
+            snprintf(p, sizeof p, "%s/%s", r->out_dir, rname);
+            if (access(p, F_OK) != 0) break;
+            snprintf(rname, sizeof rname, "run-resumed-%s-%d.json", stamp, k);
+        }
+    }
+    write_run_json(r->out_dir, rname, r->cfg, r->be, r->argc, r->argv);
+}
+
 static int cmd_train(int argc, char **argv) {
     args_t a;
     if (parse_args(argc, argv, &a, "train", USAGE_TRAIN)) return 2;
@@ -492,28 +535,33 @@ static int cmd_train(int argc, char **argv) {
     o.progress = a.progress >= 0 ? a.progress : isatty(2);
     o.keep = cfg.keep;
     o.max_bad_steps = a.max_bad > 0 ? (int)a.max_bad : 0;
-    /* record how this run was made before it starts, so that a run that
-     * dies still says what it was: run.json, or run-resumed-<time>.json */
+    /* a new run does not go into another run's folder: its checkpoints
+     * would be mixed with this one's (and --resume DIR would take theirs) */
+    if (!a.resume && has_checkpoints(out_dir)) {
+        fprintf(stderr,
+                "vae: --out %s already holds a run's checkpoints; continue it with "
+                "'vae train --resume %s', or give another --out\n",
+                out_dir, out_dir);
+        be->destroy(be);
+        vae_config_free(&cfg);
+        return 1;
+    }
+    struct stat sb;
+    const int existed = stat(out_dir, &sb) == 0;
     if (vae_mkdir_p(out_dir)) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
         be->destroy(be);
         vae_config_free(&cfg);
         return 1;
     }
-    char rname[80] = "run.json";
-    if (a.resume) { /* run-resumed-<time>[-k].json, a new name for each resume */
-        time_t now = time(NULL);
-        char stamp[40], p[1200];
-        strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", localtime(&now));
-        snprintf(rname, sizeof rname, "run-resumed-%s.json", stamp);
-        for (int k = 2; k < 1000; k++) {
-            snprintf(p, sizeof p, "%s/%s", out_dir, rname);
-            if (access(p, F_OK) != 0) break;
-            snprintf(rname, sizeof rname, "run-resumed-%s-%d.json", stamp, k);
-        }
-    }
-    write_run_json(out_dir, rname, &cfg, be, argc, argv);
+    /* how this run was made, written once it has started (so that a run
+     * that dies still says what it was, and one that could not start
+     * leaves nothing): run.json, or run-resumed-<time>.json */
+    run_record rec = {out_dir, a.resume != NULL, &cfg, be, argc, argv};
+    o.on_start = record_run;
+    o.on_start_arg = &rec;
     int rc = vae_train(&cfg, be, &o);
+    if (rc && !existed) rmdir(out_dir); /* only if the failed run left it empty */
     be->destroy(be);
     vae_config_free(&cfg);
     return rc == 0 ? 0 : (rc == 130 ? 130 : 1);

@@ -790,6 +790,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
     snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", o->out_dir);
     if (o->resume) trim_metrics(metrics_path, st.step / st.steps_per_epoch);
     else unlink(metrics_path);
+    if (o->on_start) o->on_start(o->on_start_arg);
 
     fprintf(stderr,
             "vae: training %s on %s: %d train / %d test images, batch %d, %zu parameters, "

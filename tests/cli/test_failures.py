@@ -212,5 +212,24 @@ else:
         c.check(not os.path.exists(os.path.join(mnt, "prior.npy")) and not temps(mnt), "no partial prior.npy left")
     finally:
         subprocess.run(["umount", mnt])
+# --- a new run into another run's folder is refused; nothing there changes
+d = os.path.join(base, "clean")
+before = {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)}
+p = run(["train", cfg, "--out", d, "--epochs", "1"] + common, check=False)
+c.check(p.returncode == 1 and "already holds a run's checkpoints" in p.stderr and "--resume" in p.stderr,
+        f"train into a run's folder: {p.returncode} {p.stderr.strip()[-200:]}")
+c.check({f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)} == before,
+        "the other run's files are untouched")
+
+# --- a run that cannot start leaves nothing behind: no folder, no run record
+d = os.path.join(base, "nostart")
+p = run(["train", cfg, "--out", d, "--data", os.path.join(base, "no-such-data")] + common[2:], check=False)
+c.check(p.returncode == 1 and not os.path.exists(d), f"failed start leaves no folder ({p.returncode})")
+d = os.path.join(base, "clean")
+names = set(os.listdir(d))
+p = run(["train", "--resume", d, "--batch", "40", "--epochs", "2"] + common, check=False)
+c.check(p.returncode == 1 and "an exact resume needs the same" in p.stderr, f"resume with another batch: {p.stderr[-200:]}")
+c.check(set(os.listdir(d)) == names, f"a failed resume writes no run record: {set(os.listdir(d)) - names}")
+
 shutil.rmtree(base, ignore_errors=True)
 c.finish()
