@@ -80,6 +80,9 @@ void vae_free_aligned(void *p);
 
 /* Wall clock in seconds (monotonic). */
 double vae_now(void);
+/* Bytes of host memory available to a new allocation without swapping
+ * (MemAvailable in /proc/meminfo), or -1 where that is not known. */
+int64_t vae_host_memory_available(void);
 
 #ifdef __cplusplus
 }

@@ -136,6 +136,12 @@ void vae_model_free(vae_model *m);
  * that asks for none (CPU) allocates that less the one mask buffer. 0 on a
  * config error. Allocates nothing. */
 size_t vae_model_plan_bytes(const vae_config *cfg, int B);
+/* The backend vae_model_plan_bytes counts on, for a model whose shapes,
+ * parameter table and byte count are wanted without its memory (vae info):
+ * every buffer is one small static block, never to be read or written (no
+ * init_params, no ops). Free with be->destroy after vae_model_free. NULL
+ * when out of memory. */
+vae_backend *vae_backend_plan_create(void);
 
 /* PyTorch's default init (uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights
  * and biases of Linear, Conv2d and ConvTranspose2d), drawn from Philox

@@ -139,8 +139,9 @@ int vae_evaluate(vae_model *m, const vae_dev_data *dd, uint64_t seed, int iw_k,
 /* Image grids for `vae sample` and the end of training, into dir:
  * samples.png (prior), reconstructions.png (test images beside their
  * reconstructions), traversal.png (latent dims 0 and 1 over [-3, 3]),
- * interpolation.png (test images ia -> ib). With test == NULL only the
- * grids that need no data are written. */
+ * interpolation.png (test images ia -> ib, left out when the test set has
+ * no such images). With test == NULL only the grids that need no data are
+ * written. */
 int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint64_t seed,
                     int ia, int ib);
 /* Posterior means mu[n, L] (host) of test images idx[n], encoded in batches of m->B. */

@@ -603,6 +603,18 @@ static int load_for_inference(const char *ckpt, const args_t *a, loaded_t *L) {
                  "chosen: %.1f KiB of activations per image, %zu MiB budget on %s", per / 1024.0,
                  budget >> 20, L->be->name);
     }
+    const int64_t avail = vae_host_memory_available();
+    if (L->be && !L->be->reserve && avail >= 0) { /* host memory: see vae train */
+        const size_t need = vae_model_plan_bytes(&L->cfg, L->cfg.batch);
+        if ((int64_t)need > avail) {
+            fprintf(stderr, "vae: %s at %s %d needs %.1f MiB of host memory; %.1f MiB are "
+                            "available; lower %s\n",
+                    L->path, a->auto_chunk_n > 0 ? "chunk" : "batch", L->cfg.batch, need / 1048576.0,
+                    avail / 1048576.0, a->auto_chunk_n > 0 ? "--chunk" : "--batch");
+            vae_st_free(&f);
+            return -1;
+        }
+    }
     if (!L->be || vae_model_create(&L->model, &L->cfg, L->be, L->cfg.batch) ||
         vae_ckpt_restore(&f, L->path, &L->model, &L->st, 0)) {
         if (L->be) fprintf(stderr, "vae: %s\n", vae_error_get());
@@ -1094,7 +1106,9 @@ static int cmd_info(int argc, char **argv) {
     }
     if (is_ckpt) vae_st_free(&f);
     if (a.batch > 0) cfg.batch = (int)a.batch;
-    vae_backend *be = vae_backend_cpu_create(1);
+    /* the model's shapes and sizes without its memory: a config may describe
+     * more than this machine holds */
+    vae_backend *be = vae_backend_plan_create();
     vae_model m;
     if (!be || vae_model_create(&m, &cfg, be, cfg.batch)) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
@@ -1116,7 +1130,7 @@ static int cmd_info(int argc, char **argv) {
     printf("  total: %zu parameters (%.2f MiB as float32), %.3f MFLOPs per image forward "
            "(about 3x that per training image)\n", params, params * 4.0 / 1048576.0, flops / 1e6);
     printf("memory for batch %d: %.2f MiB (parameters, gradients, Adam moments, activations)\n",
-           cfg.batch, m.bytes / 1048576.0);
+           cfg.batch, vae_model_plan_bytes(&cfg, cfg.batch) / 1048576.0);
     /* what a run of this config needs in one device arena (vae train reserves it) */
     size_t D = (size_t)vae_shape_count(cfg.input), n_img = 0;
     if (cfg.dataset == VAE_DATA_MNIST) n_img = 70000;

@@ -332,22 +332,44 @@ static void plan_dense_backward_relu(vae_backend *be, real *din, real *dbin, rea
     (void)w, (void)B, (void)I, (void)O;
 }
 
+static void plan_setup(vae_backend *be, plan_ctx *ctx) {
+    memset(be, 0, sizeof *be);
+    be->name = "plan";
+    be->ctx = ctx;
+    be->alloc = plan_alloc;
+    be->release = plan_release;
+    be->zero = plan_zero;
+    be->relu_mask_bytes = plan_mask_bytes;
+    be->dense_relu_forward = plan_dense_relu_forward;
+    be->dense_backward_relu = plan_dense_backward_relu;
+}
+
 size_t vae_model_plan_bytes(const vae_config *cfg, int B) {
     plan_ctx ctx = {0};
     vae_backend be;
-    memset(&be, 0, sizeof be);
-    be.name = "plan";
-    be.ctx = &ctx;
-    be.alloc = plan_alloc;
-    be.release = plan_release;
-    be.zero = plan_zero;
-    be.relu_mask_bytes = plan_mask_bytes;
-    be.dense_relu_forward = plan_dense_relu_forward;
-    be.dense_backward_relu = plan_dense_backward_relu;
+    plan_setup(&be, &ctx);
     vae_model m;
     if (vae_model_create(&m, cfg, &be, B)) return 0;
     vae_model_free(&m);
     return ctx.bytes;
+}
+
+static void plan_destroy(vae_backend *be) {
+    if (!be) return;
+    free(be->ctx);
+    free(be);
+}
+
+vae_backend *vae_backend_plan_create(void) {
+    vae_backend *be = vae_calloc(1, sizeof *be);
+    plan_ctx *ctx = be ? vae_calloc(1, sizeof *ctx) : NULL;
+    if (!ctx) {
+        free(be);
+        return NULL;
+    }
+    plan_setup(be, ctx);
+    be->destroy = plan_destroy;
+    return be;
 }
 
 void vae_model_free(vae_model *m) {

@@ -717,6 +717,16 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
                 be->name, plan_model / 1048576.0, B, plan_data / 1048576.0, vae_error_get());
         goto done;
     }
+    /* host memory (the CPU backend): fail here, with the figures, rather
+     * than be killed by the kernel part-way through allocating */
+    const int64_t avail = vae_host_memory_available();
+    if (!be->reserve && avail >= 0 && (int64_t)(plan_model + plan_extra) > avail) {
+        fprintf(stderr, "vae: the run needs %.1f MiB of host memory for the model at batch %d "
+                        "(besides the data); %.1f MiB are available; lower --batch or the layer sizes\n",
+                (plan_model + plan_extra) / 1048576.0, B, avail / 1048576.0);
+        rc = VAE_ENOMEM;
+        goto done;
+    }
     if ((rc = vae_model_create(&model, cfg, be, B)) || (rc = vae_dev_data_upload(&dtrain, be, &train)) ||
         (rc = vae_dev_data_upload(&dtest, be, &test))) {
         fprintf(stderr, "vae: %s\n", vae_error_get());

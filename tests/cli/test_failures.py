@@ -231,5 +231,30 @@ p = run(["train", "--resume", d, "--batch", "40", "--epochs", "2"] + common, che
 c.check(p.returncode == 1 and "an exact resume needs the same" in p.stderr, f"resume with another batch: {p.stderr[-200:]}")
 c.check(set(os.listdir(d)) == names, f"a failed resume writes no run record: {set(os.listdir(d)) - names}")
 
+# --- a test set of one image: the run completes; interpolation.png needs two
+one = os.path.join(base, "one_test")
+os.makedirs(one)
+mnist_subset(one, 100, 1)
+d = os.path.join(base, "one_run")
+p = run(["train", cfg, "--out", d, "--epochs", "1", "--data", one] + common[2:], check=False)
+c.check(p.returncode == 0 and os.path.exists(os.path.join(d, "samples.png")) and
+        not os.path.exists(os.path.join(d, "interpolation.png")),
+        f"one test image: exit {p.returncode}, grids without interpolation.png ({p.stderr.strip()[-200:]})")
+
+# --- a model larger than the host's memory: refused up front with the figures,
+# not killed part-way (and vae info describes it without allocating it)
+huge = os.path.join(base, "huge.ini")
+open(huge, "w").write(SMALL_MLP.replace("layer = dense 64\nlayer = relu\n[decoder]",
+                                        "layer = dense 65536\n" * 4 + "layer = relu\n[decoder]"))
+d = os.path.join(base, "huge_run")
+p = run(["train", huge, "--out", d] + common, check=False)
+c.check(p.returncode == 1 and "MiB of host memory" in p.stderr and "are available" in p.stderr and
+        not os.path.exists(d), f"a model too large for the host: {p.returncode} {p.stderr.strip()[-200:]}")
+before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+p = run(["info", huge], check=False)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+c.check(p.returncode == 0 and "memory for batch" in p.stdout, f"info on the huge config: {p.returncode}")
+c.check(peak < 500 * 1024, f"vae info allocates none of the model (children's peak RSS {peak // 1024} MiB)")
+
 shutil.rmtree(base, ignore_errors=True)
 c.finish()
