@@ -4,7 +4,9 @@
  * VAE_DATA_DIR set, the real MNIST files are loaded and checked too. */
 #include <errno.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "testutil.h"
@@ -231,7 +233,33 @@ static void test_idx_broken(void) {
     CHECK_ERR(vae_load_idx(&ds, p, NULL), "long.idx: 2 trailing bytes");
     /* Gzipped, the same checks apply to the decompressed bytes. */
     p = write_gz("long.idx.gz", buf, len);
-    CHECK_ERR(vae_load_idx(&ds, p, NULL), "long.idx.gz: 2 trailing bytes");
+    CHECK_ERR(vae_load_idx(&ds, p, NULL),
+              "long.idx.gz: trailing bytes: header says 3 images of 2x3 (34 bytes) but the "
+              "decompressed file is longer");
+    /* A valid header followed by far more than it describes is refused having
+     * read only what the header describes: 256 MiB after a raw file (sparse:
+     * no disk), 64 MiB of zeros after a gzipped one (a 64 KiB file). */
+    {
+        struct rusage ru0, ru1;
+        getrusage(RUSAGE_SELF, &ru0);
+        len = make_idx_images(buf, 0x00000803u, 3, 2, 3, 0);
+        p = test_write_file("padded.idx", buf, len);
+        FILE *f = fopen(p, "r+b");
+        CHECK(f && ftruncate(fileno(f), (off_t)len + (256 << 20)) == 0);
+        if (f) fclose(f);
+        CHECK_ERR(vae_load_idx(&ds, p, NULL), "padded.idx: 268435456 trailing bytes");
+        const char *gp = test_tmp_path("padded.idx.gz");
+        gzFile g = gzopen(gp, "wb1");
+        uint8_t *zeros = calloc(1, 1 << 20);
+        int ok = g && zeros && gzwrite(g, buf, (unsigned)len) == (int)len;
+        for (int k = 0; ok && k < 64; k++) ok = gzwrite(g, zeros, 1 << 20) == 1 << 20;
+        CHECK(g && gzclose(g) == Z_OK && ok);
+        free(zeros);
+        CHECK_ERR(vae_load_idx(&ds, gp, NULL), "padded.idx.gz: trailing bytes");
+        getrusage(RUSAGE_SELF, &ru1);
+        CHECK_MSG(ru1.ru_maxrss - ru0.ru_maxrss < 16 * 1024, "peak RSS grew by %ld KiB",
+                  ru1.ru_maxrss - ru0.ru_maxrss);
+    }
     /* Header shorter than 16 bytes. */
     p = test_write_file("hdr.idx", buf, 10);
     CHECK_ERR(vae_load_idx(&ds, p, NULL), "hdr.idx: truncated: 10 bytes, shorter than the 16-byte");

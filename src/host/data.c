@@ -52,9 +52,10 @@ static int grow(uint8_t **buf, size_t *cap, size_t used, size_t limit) {
     return 0;
 }
 
-/* Plain file: `head` holds the first `nhead` bytes already read. */
+/* Plain file: `head` holds the first `nhead` bytes already read. Sets
+ * *over when the file holds more than max_bytes (the error then). */
 static int read_raw(FILE *f, const char *path, const uint8_t *head, size_t nhead,
-                    uint8_t **out, size_t *len, size_t max_bytes, size_t hint) {
+                    uint8_t **out, size_t *len, size_t max_bytes, size_t hint, int *over) {
     /* Capacity may reach max_bytes + 1 so that one byte too many is seen. */
     size_t limit = max_bytes < SIZE_MAX ? max_bytes + 1 : SIZE_MAX;
     size_t cap = hint < limit ? hint + 1 : limit; /* st_size is a hint, not trusted */
@@ -84,6 +85,7 @@ static int read_raw(FILE *f, const char *path, const uint8_t *head, size_t nhead
     }
     if (used > max_bytes) {
         free(buf);
+        *over = 1;
         return vae_error_set(VAE_EINVAL, "%s: file size exceeds %zu bytes", path, max_bytes);
     }
     *out = buf;
@@ -92,9 +94,10 @@ static int read_raw(FILE *f, const char *path, const uint8_t *head, size_t nhead
 }
 
 /* gzip file (one or more members), streamed: compressed bytes are read in
- * chunks and the output buffer grows as data comes out, up to max_bytes. */
+ * chunks and the output buffer grows as data comes out, up to max_bytes
+ * (*over set when there is more: the error then). */
 static int read_gzip(FILE *f, const char *path, uint8_t *in, size_t nin, uint8_t **out,
-                     size_t *len, size_t max_bytes) {
+                     size_t *len, size_t max_bytes, int *over) {
     z_stream zs;
     memset(&zs, 0, sizeof zs);
     int zr = inflateInit2(&zs, 16 + MAX_WBITS);
@@ -127,6 +130,7 @@ static int read_gzip(FILE *f, const char *path, uint8_t *in, size_t nin, uint8_t
             break;
         }
         if (g > 0) {
+            *over = 1;
             rc = vae_error_set(VAE_EINVAL, "%s: decompressed size exceeds %zu bytes", path, max_bytes);
             break;
         }
@@ -177,8 +181,10 @@ static int read_gzip(FILE *f, const char *path, uint8_t *in, size_t nin, uint8_t
         break;
     }
     inflateEnd(&zs);
-    if (rc == VAE_OK && used > max_bytes)
+    if (rc == VAE_OK && used > max_bytes) {
+        *over = 1;
         rc = vae_error_set(VAE_EINVAL, "%s: decompressed size exceeds %zu bytes", path, max_bytes);
+    }
     if (rc != VAE_OK) {
         free(buf);
         return rc;
@@ -188,9 +194,11 @@ static int read_gzip(FILE *f, const char *path, uint8_t *in, size_t nin, uint8_t
     return VAE_OK;
 }
 
-static int read_file(const char *path, uint8_t **out, size_t *len, size_t max_bytes, int gunzip) {
+static int read_file(const char *path, uint8_t **out, size_t *len, size_t max_bytes, int gunzip,
+                     int *over) {
     *out = NULL;
     *len = 0;
+    *over = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return vae_error_set(VAE_EIO, "%s: %s", path, strerror(errno));
     struct stat st;
@@ -213,9 +221,9 @@ static int read_file(const char *path, uint8_t **out, size_t *len, size_t max_by
     if (n == 0 && ferror(f)) {
         rc = vae_error_set(VAE_EIO, "%s: read error: %s", path, strerror(errno ? errno : EIO));
     } else if (gunzip && n >= 2 && in[0] == 0x1f && in[1] == 0x8b) {
-        rc = read_gzip(f, path, in, n, out, len, max_bytes);
+        rc = read_gzip(f, path, in, n, out, len, max_bytes, over);
     } else {
-        rc = read_raw(f, path, in, n, out, len, max_bytes, hint);
+        rc = read_raw(f, path, in, n, out, len, max_bytes, hint, over);
     }
     free(in);
     fclose(f);
@@ -223,11 +231,45 @@ static int read_file(const char *path, uint8_t **out, size_t *len, size_t max_by
 }
 
 int vae_read_file(const char *path, uint8_t **out, size_t *len, size_t max_bytes) {
-    return read_file(path, out, len, max_bytes, 1);
+    int over;
+    return read_file(path, out, len, max_bytes, 1, &over);
 }
 
 int vae_read_file_raw(const char *path, uint8_t **out, size_t *len, size_t max_bytes) {
-    return read_file(path, out, len, max_bytes, 0);
+    int over;
+    return read_file(path, out, len, max_bytes, 0, &over);
+}
+
+/* The first (up to) n bytes of a file's content, decompressed when it is
+ * gzip; 0 when they cannot be read (the full read then says why). */
+static size_t read_head(const char *path, uint8_t *dst, unsigned n) {
+    gzFile g = gzopen(path, "rb");
+    if (!g) return 0;
+    const int r = gzread(g, dst, n);
+    gzclose(g);
+    return r > 0 ? (size_t)r : 0;
+}
+
+/* An IDX file of `header` bytes whose header says it holds `want` bytes in
+ * all: read at most that many (a header that lies, or a file padded after
+ * it, costs no more memory than the data it describes). The trailing-bytes
+ * error names the excess when the file is not compressed. */
+static int read_idx_bounded(const char *path, size_t want, uint8_t **out, size_t *len,
+                            const char *what) {
+    int over;
+    int rc = read_file(path, out, len, want, 1, &over);
+    if (!over) return rc;
+    struct stat st;
+    uint8_t magic[2] = {0, 0};
+    FILE *f = fopen(path, "rb");
+    const int gz = f && fread(magic, 1, 2, f) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    if (f) fclose(f);
+    if (!gz && stat(path, &st) == 0 && (uint64_t)st.st_size > want)
+        return vae_error_set(VAE_EINVAL, "%s: %llu trailing bytes: %s (%zu bytes) but file has %llu bytes",
+                             path, (unsigned long long)((uint64_t)st.st_size - want), what, want,
+                             (unsigned long long)st.st_size);
+    return vae_error_set(VAE_EINVAL, "%s: trailing bytes: %s (%zu bytes) but the decompressed file is longer",
+                         path, what, want);
 }
 
 /* ------------------------------------------------------------ IDX */
@@ -274,11 +316,31 @@ static int idx_check_magic(const char *path, const uint8_t *buf, size_t len, int
     return VAE_OK;
 }
 
+/* The bytes an IDX images file with this 16-byte header holds in all, or 0
+ * when the header is not a valid one (the full read then says why). */
+static size_t idx_images_bytes(const uint8_t *h, size_t n) {
+    if (n < 16 || be32(h) != 0x00000803u) return 0;
+    const uint64_t c = be32(h + 4), r = be32(h + 8), w = be32(h + 12);
+    if (c == 0 || c > VAE_DATA_MAX_IMAGES || r == 0 || w == 0 || r > VAE_DATA_MAX_DIM ||
+        w > VAE_DATA_MAX_DIM)
+        return 0;
+    const uint64_t want = 16 + c * r * w; /* <= 1e8 * 4096^2: no overflow */
+    return want <= DATA_FILE_LIMIT ? (size_t)want : 0;
+}
+
 int vae_load_idx(vae_dataset *ds, const char *images_path, const char *labels_path) {
     memset(ds, 0, sizeof *ds);
     uint8_t *img = NULL, *lab = NULL;
     size_t ilen = 0, llen = 0;
-    int rc = vae_read_file(images_path, &img, &ilen, DATA_FILE_LIMIT);
+    /* read no more than the header describes (when it is valid) */
+    uint8_t head[16];
+    const size_t iwant = idx_images_bytes(head, read_head(images_path, head, sizeof head));
+    char what[160];
+    if (iwant)
+        snprintf(what, sizeof what, "header says %u images of %ux%u", be32(head + 4), be32(head + 8),
+                 be32(head + 12));
+    int rc = iwant ? read_idx_bounded(images_path, iwant, &img, &ilen, what)
+                   : vae_read_file(images_path, &img, &ilen, DATA_FILE_LIMIT);
     if (rc) return rc;
     rc = idx_check_magic(images_path, img, ilen, 3, "images");
     if (rc) goto fail;
@@ -322,7 +384,14 @@ int vae_load_idx(vae_dataset *ds, const char *images_path, const char *labels_pa
     }
 
     if (labels_path) {
-        rc = vae_read_file(labels_path, &lab, &llen, DATA_FILE_LIMIT);
+        const size_t nh = read_head(labels_path, head, 8);
+        const uint64_t lwant = nh == 8 && be32(head) == 0x00000801u ? 8 + (uint64_t)be32(head + 4) : 0;
+        if (lwant && lwant <= 8 + (uint64_t)VAE_DATA_MAX_IMAGES) {
+            snprintf(what, sizeof what, "header says %u labels", be32(head + 4));
+            rc = read_idx_bounded(labels_path, (size_t)lwant, &lab, &llen, what);
+        } else {
+            rc = vae_read_file(labels_path, &lab, &llen, DATA_FILE_LIMIT);
+        }
         if (rc) goto fail;
         rc = idx_check_magic(labels_path, lab, llen, 1, "labels");
         if (rc) goto fail;
