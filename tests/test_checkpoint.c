@@ -105,6 +105,85 @@ int main(void) {
     CHECK_ERR(vae_ckpt_restore(&f, path2, &b, NULL, 0), "partial.safetensors: tensor 'encoder.0.weight' is missing");
     vae_st_free(&f);
 
+    /* damage that the checksum does not catch, each refused naming what:
+     * the same checkpoint rewritten (a fresh crc32) with one change */
+    {
+        vae_st_file g;
+        CHECK(vae_st_read(&g, path) == VAE_OK);
+        vae_st_tensor *ts = calloc((size_t)g.n_t, sizeof *ts);
+        vae_st_meta *ms = calloc((size_t)g.n_meta, sizeof *ms);
+        int nm = 0;
+        for (int i = 0; i < g.n_meta; i++)
+            if (strcmp(g.meta[i].key, "crc32")) ms[nm++] = g.meta[i];
+        for (int i = 0; i < g.n_t; i++) ts[i] = g.t[i];
+        char bad[700];
+        snprintf(bad, sizeof bad, "%s/bad.safetensors", test_tmpdir());
+        /* a NaN parameter (training never saves one) */
+        const vae_st_tensor *w0 = vae_st_find(&g, "encoder.0.weight");
+        float *nanw = malloc(w0->bytes);
+        memcpy(nanw, w0->data, w0->bytes);
+        nanw[5] = NAN;
+        for (int i = 0; i < g.n_t; i++)
+            if (!strcmp(ts[i].name, "encoder.0.weight")) ts[i].data = nanw;
+        CHECK(vae_st_write(bad, ts, g.n_t, ms, nm) == VAE_OK);
+        vae_config_free(&cfg4);
+        vae_config_defaults(&cfg4);
+        CHECK(vae_ckpt_open(bad, &f, &cfg4) == VAE_OK);
+        CHECK_ERR(vae_ckpt_restore(&f, bad, &b, NULL, 0),
+                  "tensor 'encoder.0.weight' holds a non-finite value (nan at index 5)");
+        vae_st_free(&f);
+        for (int i = 0; i < g.n_t; i++) ts[i] = g.t[i];
+        /* a NaN loss sum in the metadata */
+        for (int i = 0; i < nm; i++)
+            if (!strcmp(ms[i].key, "acc_recon")) ms[i].value = "nan";
+        CHECK(vae_st_write(bad, ts, g.n_t, ms, nm) == VAE_OK);
+        vae_train_state st3;
+        vae_config_free(&cfg4);
+        vae_config_defaults(&cfg4);
+        CHECK(vae_ckpt_open(bad, &f, &cfg4) == VAE_OK);
+        CHECK_ERR(vae_ckpt_restore(&f, bad, &b, &st3, 1),
+                  "metadata 'acc_recon' = \"nan\"; expected a finite number");
+        vae_st_free(&f);
+        /* bytes appended after the tensors: named as such, not as corruption */
+        size_t n = 0;
+        char *raw = test_slurp(path, &n);
+        FILE *o = fopen(bad, "wb");
+        CHECK(raw && o && fwrite(raw, 1, n, o) == n && fwrite("xxxx", 1, 4, o) == 4);
+        if (o) fclose(o);
+        vae_config_free(&cfg4);
+        vae_config_defaults(&cfg4);
+        CHECK_ERR(vae_ckpt_open(bad, &f, &cfg4), "4 bytes after the last tensor's data");
+        /* no crc32 at all: the header rewritten without it, the same data */
+        uint64_t hl = 0;
+        for (int k = 7; k >= 0; k--) hl = hl << 8 | (uint8_t)raw[k];
+        char *hdr = strndup(raw + 8, (size_t)hl);
+        char *cp = strstr(hdr, "\"crc32\"");
+        CHECK(cp != NULL);
+        if (cp) { /* "crc32":"<digits>" and a comma beside it -> spaces (JSON allows them) */
+            char *e = strchr(cp + 8, '"');
+            e = e ? strchr(e + 1, '"') : NULL;
+            if (e) {
+                char *from = cp, *to = e + 1;
+                if (*to == ',') to++;
+                else if (from > hdr && from[-1] == ',') from--;
+                memset(from, ' ', (size_t)(to - from));
+            }
+        }
+        o = fopen(bad, "wb");
+        CHECK(o && fwrite(raw, 1, 8, o) == 8 && fwrite(hdr, 1, (size_t)hl, o) == hl &&
+              fwrite(raw + 8 + hl, 1, n - 8 - hl, o) == n - 8 - hl);
+        if (o) fclose(o);
+        vae_config_free(&cfg4);
+        vae_config_defaults(&cfg4);
+        CHECK_ERR(vae_ckpt_open(bad, &f, &cfg4), "checkpoint has no 'crc32' metadata");
+        free(hdr);
+        free(raw);
+        free(nanw);
+        free(ts);
+        free(ms);
+        vae_st_free(&g);
+    }
+
     /* a safetensors file that is not ours */
     vae_st_meta foreign[] = {{"format", "pt"}};
     CHECK(vae_st_write(path2, &one, 1, foreign, 1) == VAE_OK);

@@ -103,6 +103,14 @@ int vae_ckpt_open(const char *path, vae_st_file *f, vae_config *cfg) {
         vae_st_free(f);
         return rc;
     }
+    /* vae_st_read checked the checksum if there is one; ours always has one */
+    if (!vae_st_meta_get(f, "crc32")) {
+        vae_st_free(f);
+        return vae_error_set(VAE_EINVAL,
+                             "%s: checkpoint has no 'crc32' metadata, which every checkpoint this "
+                             "engine writes has: its tensors cannot be checked",
+                             path);
+    }
     const char *text = vae_st_meta_get(f, "config");
     if (!text) {
         vae_st_free(f);
@@ -133,9 +141,10 @@ static int meta_f64(const vae_st_file *f, const char *path, const char *key, dou
     char *end = NULL;
     if (!s) return vae_error_set(VAE_EINVAL, "%s: checkpoint metadata '%s' is missing", path, key);
     double v = strtod(s, &end);
-    if (end == s || *end)
-        return vae_error_set(VAE_EINVAL, "%s: checkpoint metadata '%s' = \"%s\"; expected a number",
-                             path, key, s);
+    if (end == s || *end || !isfinite(v))
+        return vae_error_set(VAE_EINVAL,
+                             "%s: checkpoint metadata '%s' = \"%s\"; expected a finite number", path,
+                             key, s);
     *out = v;
     return VAE_OK;
 }
@@ -166,6 +175,11 @@ static int take(const vae_st_file *f, const char *path, const char *name, const 
         return vae_error_set(VAE_EINVAL, "%s: tensor '%s' has dtype %s; expected F32 or F64", path,
                              name, t->dtype);
     }
+    /* training never saves a non-finite value (its NaN guard stops first) */
+    for (size_t i = 0; i < p->count; i++)
+        if (!isfinite(dst[i]))
+            return vae_error_set(VAE_EINVAL, "%s: tensor '%s' holds a non-finite value (%g at index %zu)",
+                                 path, name, (double)dst[i], i);
     return VAE_OK;
 }
 

@@ -471,6 +471,14 @@ static int st_parse_owned(vae_st_file *f, uint8_t *buf, size_t len, const char *
         prev = s;
     }
 
+    /* the data area is the tensors' bytes and nothing more (safetensors has
+     * no padding after the last tensor) */
+    uint64_t end_max = 0;
+    for (int i = 0; i < f->n_t; i++)
+        if (spans[i].end > end_max) end_max = spans[i].end;
+    if (end_max < data_len)
+        FAIL("%s: %" PRIu64 " bytes after the last tensor's data (file appended to?); expected none",
+             name, (uint64_t)data_len - end_max);
     /* checksum, when the writer stored one */
     const char *cs = vae_st_meta_get(f, "crc32");
     if (cs) {
