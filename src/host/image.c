@@ -4,6 +4,7 @@
  * libpng reports errors by longjmp (vae_png_err_fail, png_err.h), which
  * becomes VAE_EIO with libpng's message.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <png.h>
 #include <setjmp.h>
@@ -23,6 +24,22 @@ void vae_png_err_fail(png_structp png, png_const_charp msg) {
 void vae_png_err_warn(png_structp png, png_const_charp msg) {
     (void)png;
     (void)msg;
+}
+
+static void png_write_file(png_structp png, png_bytep data, size_t n) {
+    FILE *f = png_get_io_ptr(png);
+    errno = 0;
+    if (fwrite(data, 1, n, f) != n) png_error(png, strerror(errno ? errno : EIO));
+}
+
+static void png_flush_file(png_structp png) {
+    FILE *f = png_get_io_ptr(png);
+    errno = 0;
+    if (fflush(f) != 0) png_error(png, strerror(errno ? errno : EIO));
+}
+
+void vae_png_init_io(png_structp png, FILE *f) {
+    png_set_write_fn(png, f, png_write_file, png_flush_file);
 }
 
 int vae_png_write(const char *path, const uint8_t *pixels, int w, int h, int c) {
@@ -49,7 +66,7 @@ int vae_png_write(const char *path, const uint8_t *pixels, int w, int h, int c) 
         vae_atomic_abort(&af);
         return vae_error_set(VAE_EIO, "%s: PNG write failed: %s", path, ctx.msg);
     }
-    png_init_io(png, af.f);
+    vae_png_init_io(png, af.f);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8,
                  c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);

@@ -723,9 +723,14 @@ static int parse_vector(const char *flag, const char *t, real *out, int L) {
     for (int l = 0; l < L; l++) {
         char *end = NULL;
         double x = strtod(p, &end);
-        if (end == p || !isfinite(x) || (l < L - 1 ? *end != ',' : *end != 0)) {
+        if (end == p || (l < L - 1 ? *end != ',' : *end != 0)) {
             fprintf(stderr, "vae: %s %s: expected %d comma-separated numbers (one per latent dimension)\n",
                     flag, t, L);
+            return -1;
+        }
+        if (!isfinite(x)) {
+            fprintf(stderr, "vae: %s: value %d is %.*s; expected a finite number\n", flag, l + 1,
+                    (int)(end - p), p);
             return -1;
         }
         out[l] = (real)x;
@@ -1098,6 +1103,12 @@ static int cmd_info(int argc, char **argv) {
     vae_config_defaults(&cfg);
     size_t len = strlen(a.positional);
     int is_ckpt = len > 12 && !strcmp(a.positional + len - 12, ".safetensors");
+    if (!is_ckpt) { /* a checkpoint by another name: a safetensors header, 8-byte length + '{' */
+        FILE *in = fopen(a.positional, "rb");
+        unsigned char h[9];
+        is_ckpt = in && fread(h, 1, 9, in) == 9 && h[8] == '{' && h[7] == 0 && h[6] == 0;
+        if (in) fclose(in);
+    }
     vae_st_file f;
     int rc = is_ckpt ? vae_ckpt_open(a.positional, &f, &cfg) : vae_config_load(&cfg, a.positional);
     if (rc) {

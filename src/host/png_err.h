@@ -16,6 +16,9 @@ typedef struct {
 
 void vae_png_err_fail(png_structp png, png_const_charp msg);
 void vae_png_err_warn(png_structp png, png_const_charp msg);
+/* png_init_io(png, f), but a failed write's error says why ("No space left
+ * on device") where libpng's own says "Write Error". */
+void vae_png_init_io(png_structp png, FILE *f);
 
 /* The compression every PNG we write uses (before png_write_info): zlib
  * level 1 and the Up filter on every row, instead of libpng's level 6 with

@@ -141,7 +141,7 @@ enum { OP_HEADER, OP_ROWS, OP_END };
 static void op_header(vae_sheets *s, sheet *sh) {
     const png_uint_32 pw = (png_uint_32)(sh->ncols * (s->w + s->pad) - s->pad);
     const png_uint_32 ph = (png_uint_32)(sh->nrows * (s->h + s->pad) - s->pad);
-    png_init_io(sh->png, sh->af.f);
+    vae_png_init_io(sh->png, sh->af.f);
     png_set_IHDR(sh->png, sh->info, pw, ph, 8, s->c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     vae_png_set_fast(sh->png);

@@ -763,7 +763,10 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             goto done;
         }
         if (st.steps_per_epoch != (train.n + B - 1) / B) {
-            fprintf(stderr, "vae: --resume %s: the training set size differs from the checkpoint's run\n", ck);
+            fprintf(stderr,
+                    "vae: --resume %s: the checkpoint's run had %" PRId64 " steps an epoch; %d "
+                    "training images at batch %d give %d (another training set?)\n",
+                    ck, (int64_t)st.steps_per_epoch, train.n, B, (train.n + B - 1) / B);
             rc = 1;
             goto done;
         }
