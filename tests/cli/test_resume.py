@@ -32,6 +32,25 @@ def same(a, b):
     return a.keys() == b.keys() and all(a[k][2] == b[k][2] for k in a)
 
 
+def interrupt(out, args, after):
+    """Start `vae train CFG --out OUT ARGS`, SIGINT it after `after` seconds;
+    returns (exit status, its stderr)."""
+    p = subprocess.Popen([VAE, "train", cfg, "--out", out] + args, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(after)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    return p.returncode, err
+
+
+def resume_as_printed(err):
+    """Run the resume command a stopped run printed, as printed."""
+    said = [l.split("resume with: ", 1)[1] for l in err.splitlines() if "resume with: " in l]
+    c.check(len(said) == 1 and said[0].startswith("vae train --resume "), f"resume command: {said}")
+    if said:
+        run(shlex.split(said[0])[1:] + ["--no-progress"])
+
+
 straight = os.path.join(base, "straight")
 run(["train", cfg, "--out", straight] + common)
 ms, ts = final_tensors(straight)
@@ -84,24 +103,16 @@ t30 = final_tensors(straight30)[1]
 
 # SIGINT mid-run: finishes the step, writes a checkpoint, exits 130, says how to resume
 intr = os.path.join(base, "intr")
-p = subprocess.Popen([VAE, "train", cfg, "--out", intr] + long_ + common,
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-time.sleep(0.4)
-p.send_signal(signal.SIGINT)
-out, err = p.communicate(timeout=120)
-c.check(p.returncode == 130, f"SIGINT exits 130 (got {p.returncode})")
+code, err = interrupt(intr, long_ + common, 0.4)
+c.check(code == 130, f"SIGINT exits 130 (got {code})")
 c.check("--resume" in err and "interrupted" in err, "SIGINT message says how to resume")
 stopped_at = int(final_tensors(intr)[0]["step"])
 print(f"SIGINT stopped the run at step {stopped_at}")
 c.check(0 < stopped_at < 600, "stopped before the end")
 # the command the message gives, as printed, continues the run exactly (the
 # run's flags, --epochs 30 among them, come from the checkpoint)
-said = [l.split("resume with: ", 1)[1] for l in err.splitlines() if "resume with: " in l]
-c.check(len(said) == 1 and said[0].startswith("vae train --resume "), f"resume command: {said}")
-if said:
-    argv = shlex.split(said[0])
-    run(argv[1:] + ["--no-progress"])
-    c.check(same(t30, final_tensors(intr)[1]), "SIGINT + the printed resume command == straight run, bit for bit")
+resume_as_printed(err)
+c.check(same(t30, final_tensors(intr)[1]), "SIGINT + the printed resume command == straight run, bit for bit")
 
 # a stop on an epoch's last step waits for the epoch's end: with one step
 # an epoch (batch = the training set) every SIGINT lands there. The epoch's
@@ -111,22 +122,15 @@ one = ["--batch", "1000", "--epochs", "30"]
 straight1 = os.path.join(base, "straight1")
 run(["train", cfg, "--out", straight1] + one + common)
 edge = os.path.join(base, "edge")
-p = subprocess.Popen([VAE, "train", cfg, "--out", edge] + one + common,
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-time.sleep(0.5)
-p.send_signal(signal.SIGINT)
-out, err = p.communicate(timeout=120)
+code, err = interrupt(edge, one + common, 0.5)
 me = final_tensors(edge)[0]
 done_lines = len(open(os.path.join(edge, "metrics.jsonl")).read().splitlines())
-print(f"SIGINT with one step an epoch: exit {p.returncode} at step {me['step']}, {done_lines} metrics lines")
-c.check(p.returncode in (0, 130), f"SIGINT at an epoch's end: exit {p.returncode}")
-if p.returncode == 130:
+print(f"SIGINT with one step an epoch: exit {code} at step {me['step']}, {done_lines} metrics lines")
+c.check(code in (0, 130), f"SIGINT at an epoch's end: exit {code}")
+if code == 130:
     c.check(int(me["step"]) == done_lines, f"stopped after a whole epoch with its metrics line "
             f"(step {me['step']}, {done_lines} lines)")
-    said = [l.split("resume with: ", 1)[1] for l in err.splitlines() if "resume with: " in l]
-    c.check(len(said) == 1, f"resume command: {said}")
-    if said:
-        run(shlex.split(said[0])[1:] + ["--no-progress"])
+    resume_as_printed(err)
 strip1 = lambda d: strip(open(os.path.join(d, "metrics.jsonl")).read().splitlines())
 c.check(same(final_tensors(straight1)[1], final_tensors(edge)[1]) and strip1(edge) == strip1(straight1),
         "SIGINT at an epoch's end + resume == straight run (parameters and metrics)")
