@@ -181,7 +181,7 @@ for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
     with open("/tmp/small/mnist/" + name, "wb") as f:
         f.write(struct.pack(">IIII", 0x803, n, 28, 28) + raw[16:16 + n * 784])
 PY
-  rm -rf /tmp/pv /tmp/pt
+  rm -rf /tmp/pv /tmp/pt /tmp/pa /tmp/pb # vae train refuses a folder holding a run
   run "cuDNN searches, training b128" 60 env VAE_CUDNN_VERBOSE=1 build-gpu/vae train configs/mnist_conv.ini \
     --epochs 1 --device cuda --no-progress --out /tmp/pv --data /tmp/small
   CK=$(ls -t /tmp/pv/ckpt-*.safetensors 2>/dev/null | head -1)
@@ -214,6 +214,7 @@ PY
 fi
 
 if [ "$STAGE" = verify ]; then
+  rm -rf /tmp/vv /tmp/vside0 /tmp/vside1 /tmp/vc128 /tmp/vc1024 # vae train refuses a folder holding a run
   # after a change: the GPU tests, the sanitizers on test_cuda_ops, the
   # algorithm choices, and the training bench (short)
   build_gpu
@@ -284,7 +285,7 @@ if [ "$STAGE" = test ]; then
   run "test_cuda_train" 120 build-gpu/tests/test_cuda_train
   run "test_cuda_train VAE_CUDA_SIDE=1" 90 env VAE_CUDA_SIDE=1 build-gpu/tests/test_cuda_train
   # end to end on the GPU: two epochs, eval, sampling (its checkpoint feeds memcheck below)
-  rm -rf /tmp/gpu-run
+  rm -rf /tmp/gpu-run /tmp/gpu-mc # vae train refuses a folder holding a run
   run "train mnist_conv 2 epochs" 60 build-gpu/vae train configs/mnist_conv.ini --epochs 2 --device cuda \
     --no-progress --out /tmp/gpu-run
   cat /tmp/gpu-run/metrics.jsonl >>"$LOG" 2>&1
