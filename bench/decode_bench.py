@@ -608,6 +608,9 @@ def main():
     if sheets_bench == "none" or not os.access(sheets_bench, os.X_OK):
         if args.sheets_bench not in (None, "none"):
             sys.exit(f"decode_bench: --sheets-bench {args.sheets_bench}: not an executable")
+        if args.sheets_bench is None:
+            say(f"note: no {sheets_bench} (build the vae_sheets_bench target, or give "
+                "--sheets-bench PATH): no PNG sheets column")
         sheets_bench = None
     if args.device == "cuda":
         machine = (f"{torch.cuda.get_device_name(0)}; host {cpu_name()}, {os.cpu_count()} cores")
