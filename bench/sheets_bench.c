@@ -129,7 +129,8 @@ int main(int argc, char **argv) {
             return 1;
         }
         if (ndim != 4 || (shape[1] != 1 && shape[1] != 3)) {
-            fprintf(stderr, "vae_sheets_bench: %s: expected uint8 [N, C, H, W] with C 1 or 3\n", npy);
+            fprintf(stderr, "vae_sheets_bench: %s: expected uint8 [N, C, H, W] with C 1 or 3\n",
+                    npy);
             return 1;
         }
     } else { /* random blobs on black: a stand-in with some structure */

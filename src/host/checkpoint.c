@@ -178,8 +178,9 @@ static int take(const vae_st_file *f, const char *path, const char *name, const 
     /* training never saves a non-finite value (its NaN guard stops first) */
     for (size_t i = 0; i < p->count; i++)
         if (!isfinite(dst[i]))
-            return vae_error_set(VAE_EINVAL, "%s: tensor '%s' holds a non-finite value (%g at index %zu)",
-                                 path, name, (double)dst[i], i);
+            return vae_error_set(VAE_EINVAL,
+                                 "%s: tensor '%s' holds a non-finite value (%g at index %zu)", path,
+                                 name, (double)dst[i], i);
     return VAE_OK;
 }
 

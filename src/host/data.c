@@ -265,10 +265,12 @@ static int read_idx_bounded(const char *path, size_t want, uint8_t **out, size_t
     const int gz = f && fread(magic, 1, 2, f) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
     if (f) fclose(f);
     if (!gz && stat(path, &st) == 0 && (uint64_t)st.st_size > want)
-        return vae_error_set(VAE_EINVAL, "%s: %llu trailing bytes: %s (%zu bytes) but file has %llu bytes",
-                             path, (unsigned long long)((uint64_t)st.st_size - want), what, want,
+        return vae_error_set(VAE_EINVAL,
+                             "%s: %llu trailing bytes: %s (%zu bytes) but file has %llu bytes", path,
+                             (unsigned long long)((uint64_t)st.st_size - want), what, want,
                              (unsigned long long)st.st_size);
-    return vae_error_set(VAE_EINVAL, "%s: trailing bytes: %s (%zu bytes) but the decompressed file is longer",
+    return vae_error_set(VAE_EINVAL,
+                         "%s: trailing bytes: %s (%zu bytes) but the decompressed file is longer",
                          path, what, want);
 }
 
@@ -385,7 +387,8 @@ int vae_load_idx(vae_dataset *ds, const char *images_path, const char *labels_pa
 
     if (labels_path) {
         const size_t nh = read_head(labels_path, head, 8);
-        const uint64_t lwant = nh == 8 && be32(head) == 0x00000801u ? 8 + (uint64_t)be32(head + 4) : 0;
+        const uint64_t lwant =
+            nh == 8 && be32(head) == 0x00000801u ? 8 + (uint64_t)be32(head + 4) : 0;
         if (lwant && lwant <= 8 + (uint64_t)VAE_DATA_MAX_IMAGES) {
             snprintf(what, sizeof what, "header says %u labels", be32(head + 4));
             rc = read_idx_bounded(labels_path, (size_t)lwant, &lab, &llen, what);

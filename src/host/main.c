@@ -438,7 +438,8 @@ static int has_checkpoints(const char *dir) {
     int found = 0;
     for (struct dirent *e; !found && (e = readdir(d));) {
         const size_t n = strlen(e->d_name);
-        found = !strncmp(e->d_name, "ckpt-", 5) && n > 17 && !strcmp(e->d_name + n - 12, ".safetensors");
+        found = !strncmp(e->d_name, "ckpt-", 5) && n > 17 &&
+                !strcmp(e->d_name + n - 12, ".safetensors");
     }
     closedir(d);
     return found;

@@ -255,7 +255,6 @@ static int append_metrics(const char *path, cJSON *obj) {
     return rc;
 }
 
-/* Checkpoint names sort by step: ckpt-s<step>-e<epoch>.safetensors. */
 /* s as one shell word: as it is when it has only safe characters, else in
  * single quotes (a ' written as '\''); truncated to fit len. */
 static const char *shell_quote(char *dst, size_t len, const char *s) {
@@ -305,7 +304,8 @@ static int report_stop(const vae_train_opts *o, int64_t step, int64_t epoch, con
     return 130;
 }
 
-/* ckpt-s<step>-e<epoch>: step = steps done, epoch = epochs completed */
+/* ckpt-s<step>-e<epoch>.safetensors (the names sort by step): step = steps
+ * done, epoch = epochs completed */
 static void ckpt_name(char *out, size_t len, const char *dir, int64_t step, int64_t epoch) {
     snprintf(out, len, "%s/ckpt-s%010" PRId64 "-e%04" PRId64 ".safetensors", dir, step, epoch);
 }
@@ -722,7 +722,8 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
     const int64_t avail = vae_host_memory_available();
     if (!be->reserve && avail >= 0 && (int64_t)(plan_model + plan_extra) > avail) {
         fprintf(stderr, "vae: the run needs %.1f MiB of host memory for the model at batch %d "
-                        "(besides the data); %.1f MiB are available; lower --batch or the layer sizes\n",
+                        "(besides the data); %.1f MiB are available; lower --batch or the "
+                        "layer sizes\n",
                 (plan_model + plan_extra) / 1048576.0, B, avail / 1048576.0);
         rc = VAE_ENOMEM;
         goto done;
@@ -773,8 +774,9 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         const int64_t done_epochs = st.step / st.steps_per_epoch;
         if (st.step >= (int64_t)cfg->epochs * st.steps_per_epoch) {
             fprintf(stderr,
-                    "vae: %s has completed %" PRId64 " epoch(s) of %" PRId64 " batches; the run is %d epoch(s): "
-                    "nothing to train (--epochs N sets a longer one)\n",
+                    "vae: %s has completed %" PRId64 " epoch(s) of %" PRId64
+                    " batches; the run is %d epoch(s): nothing to train (--epochs N sets a "
+                    "longer one)\n",
                     ck, done_epochs, st.steps_per_epoch, cfg->epochs);
             rc = 0;
             goto done;
