@@ -1,6 +1,5 @@
 /* main.c — the `vae` command line: train, eval, sample, info. */
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -431,20 +430,6 @@ static void write_run_json(const char *dir, const char *name, const vae_config *
 
 /* ------------------------------------------------------------ train */
 
-/* Does dir hold ckpt-*.safetensors files? */
-static int has_checkpoints(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    int found = 0;
-    for (struct dirent *e; !found && (e = readdir(d));) {
-        const size_t n = strlen(e->d_name);
-        found = !strncmp(e->d_name, "ckpt-", 5) && n > 17 &&
-                !strcmp(e->d_name + n - 12, ".safetensors");
-    }
-    closedir(d);
-    return found;
-}
-
 /* What record_run writes: run.json for a new run, run-resumed-<time>[-k].json
  * (a new name each time) for a resume. */
 typedef struct {
@@ -536,17 +521,6 @@ static int cmd_train(int argc, char **argv) {
     o.progress = a.progress >= 0 ? a.progress : isatty(2);
     o.keep = cfg.keep;
     o.max_bad_steps = a.max_bad > 0 ? (int)a.max_bad : 0;
-    /* a new run does not go into another run's folder: its checkpoints
-     * would be mixed with this one's (and --resume DIR would take theirs) */
-    if (!a.resume && has_checkpoints(out_dir)) {
-        fprintf(stderr,
-                "vae: --out %s already holds a run's checkpoints; continue it with "
-                "'vae train --resume %s', or give another --out\n",
-                out_dir, out_dir);
-        be->destroy(be);
-        vae_config_free(&cfg);
-        return 1;
-    }
     struct stat sb;
     const int existed = stat(out_dir, &sb) == 0;
     if (vae_mkdir_p(out_dir)) {

@@ -314,6 +314,22 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* Is this file name one of ckpt_name's? */
+static int is_ckpt_name(const char *name) {
+    const size_t l = strlen(name);
+    return strncmp(name, "ckpt-s", 6) == 0 && l > 12 && strcmp(name + l - 12, ".safetensors") == 0;
+}
+
+/* Does dir hold checkpoints (ckpt-*.safetensors)? */
+static int has_checkpoints(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));) found = is_ckpt_name(e->d_name);
+    closedir(d);
+    return found;
+}
+
 /* Delete all but the newest `keep` ckpt-*.safetensors in dir. */
 static void rotate_checkpoints(const char *dir, int keep) {
     if (keep <= 0) return;
@@ -322,12 +338,8 @@ static void rotate_checkpoints(const char *dir, int keep) {
     char *names[4096];
     int n = 0;
     struct dirent *e;
-    while ((e = readdir(d)) && n < 4096) {
-        size_t l = strlen(e->d_name);
-        if (strncmp(e->d_name, "ckpt-s", 6) == 0 && l > 12 &&
-            strcmp(e->d_name + l - 12, ".safetensors") == 0)
-            names[n++] = strdup(e->d_name);
-    }
+    while ((e = readdir(d)) && n < 4096)
+        if (is_ckpt_name(e->d_name)) names[n++] = strdup(e->d_name);
     closedir(d);
     qsort(names, (size_t)n, sizeof names[0], cmp_str);
     char path[2048];
@@ -690,6 +702,15 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
     vae_stepper T = {0};
     char path[2048];
 
+    /* a new run does not go into another run's folder: its checkpoints
+     * would be mixed with this one's (and --resume DIR would take theirs) */
+    if (!o->resume && has_checkpoints(o->out_dir)) {
+        fprintf(stderr,
+                "vae: --out %s already holds a run's checkpoints; continue it with "
+                "'vae train --resume %s', or give another --out\n",
+                o->out_dir, o->out_dir);
+        return 1;
+    }
     if ((rc = vae_dataset_load(&train, cfg, o->data_dir, 1)) ||
         (rc = vae_dataset_load(&test, cfg, o->data_dir, 0))) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
