@@ -12,8 +12,8 @@
  * Each repeat writes the whole grid into DIR as bench*.png (DIR must exist
  * and be empty; default a fresh temp folder, removed at the end) and its
  * sheets are deleted before the next; the median repeat is reported, with
- * the encoder threads the grid gets: min(threads, block columns), one when
- * the grid is a single sheet wide (src/host/sheets.c). The figure bounds
+ * the encoder threads the grid got (vae_sheets_threads: min(threads, block
+ * columns), one when the grid is a single sheet wide). The figure bounds
  * `vae sample --grid` (PNG on by default) on the host side, beside the disk
  * and the copy from the GPU.
  */
@@ -154,14 +154,6 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (!images) images = N;
-    /* encoders the grid gets (sheets.c): one per block column, at most threads */
-    const long long mpx = sheet_px ? sheet_px : VAE_SHEETS_DEFAULT_MAX_PX;
-    long long spr = (mpx + VAE_SHEETS_PAD) / (w + VAE_SHEETS_PAD);
-    spr = spr < 1 ? 1 : spr > cols ? cols : spr;
-    const long long bcols = (cols + spr - 1) / spr;
-    long long enc = threads ? threads : sysconf(_SC_NPROCESSORS_ONLN);
-    enc = enc > bcols ? bcols : enc;
-    enc = enc < 2 ? 1 : enc;
 
     char tmp[] = "/tmp/vae-sheets-bench-XXXXXX";
     const char *dir = out;
@@ -175,6 +167,7 @@ int main(int argc, char **argv) {
     }
     double *secs = calloc((size_t)repeats, sizeof *secs);
     int64_t bytes = 0, sheets = 0;
+    int enc = 1;
     for (long long r = 0; r < repeats; r++) {
         vae_sheets *s = NULL;
         const double t0 = now_s();
@@ -191,6 +184,7 @@ int main(int argc, char **argv) {
             return finish(dir, !out, 1);
         }
         sheets = vae_sheets_count(s);
+        enc = vae_sheets_threads(s);
         rc = vae_sheets_close(s);
         secs[r] = now_s() - t0;
         if (rc) {
@@ -203,8 +197,8 @@ int main(int argc, char **argv) {
     qsort(secs, (size_t)repeats, sizeof *secs, cmp_double);
     const double med = secs[repeats / 2];
     printf("sheets: %lld images [%d, %d, %d] from %s, %lld columns, %" PRId64
-           " sheet(s) in %lld block column(s), %lld encoder thread(s) (--threads %lld)\n",
-           images, c, h, w, npy ? npy : "random blobs", cols, sheets, bcols, enc, threads);
+           " sheet(s), %d encoder thread(s) (--threads %lld)\n",
+           images, c, h, w, npy ? npy : "random blobs", cols, sheets, enc, threads);
     printf("sheets: median %.3f s of %lld (best %.3f): %.0f images/s, %.1f MB/s of pixels; "
            "%.1f MB of PNG (%.2f PNG bytes per image byte)\n",
            med, repeats, secs[0], (double)images / med, (double)images * (double)D / med / 1e6,

@@ -91,6 +91,9 @@ void vae_sheets_abort(vae_sheets *s);
 
 /* Number of sheet files the whole grid gives. */
 int64_t vae_sheets_count(const vae_sheets *s);
+/* Threads that encode the sheets (Threads): the workers, or 1 when the
+ * pushing thread encodes alone. */
+int vae_sheets_threads(const vae_sheets *s);
 /* Number of sheet files committed so far. */
 int64_t vae_sheets_committed(const vae_sheets *s);
 /* Path of sheet (R, Cb) as it is (or would be) written; returns 0, or -1 if

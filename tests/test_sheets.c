@@ -506,6 +506,7 @@ static void test_memory(void) {
     CHECK(vae_sheets_open(&a, dir, "m", (int64_t)cols * 10000, cols, 1, h, w, 4096, g_threads) == VAE_OK);
     CHECK(vae_sheets_open(&b, dir, "m", 1000000000, cols, 1, h, w, 4096, g_threads) == VAE_OK);
     const size_t bytes = vae_sheets_buffer_bytes(a);
+    CHECK(vae_sheets_threads(a) == 1); /* one block column: no workers */
     CHECK(bytes == vae_sheets_buffer_bytes(b));
     CHECK_MSG(bytes >= cols * D && bytes <= cols * D + 64 * 1024, "%zu bytes of buffers", bytes);
     /* 30 x 30 = 900 pixels per slot, 4098 / 30 = 136 grid rows per sheet */
@@ -580,7 +581,7 @@ static void test_threads(void) {
     uint8_t *imgs = make_imgs(6, 1, 2, 2);
     vae_sheets *s;
     CHECK(vae_sheets_open(&s, nodir, "m", 6, 6, 1, 2, 2, 4, 3) == VAE_OK);
-    CHECK(vae_sheets_count(s) == 6);
+    CHECK(vae_sheets_count(s) == 6 && vae_sheets_threads(s) == 3);
     CHECK_ERR(vae_sheets_push(s, imgs, 6), "missing/m-0-0.png: No such file or directory");
     CHECK_ERR(vae_sheets_push(s, imgs, 1), "earlier error");
     vae_sheets_abort(s);

@@ -532,6 +532,7 @@ int vae_sheets_close(vae_sheets *s) {
 
 int64_t vae_sheets_count(const vae_sheets *s) { return s ? s->count : 0; }
 int64_t vae_sheets_committed(const vae_sheets *s) { return s ? s->committed : 0; }
+int vae_sheets_threads(const vae_sheets *s) { return s && s->nthreads >= 2 ? s->nthreads : 1; }
 
 size_t vae_sheets_buffer_bytes(const vae_sheets *s) {
     if (!s) return 0;
