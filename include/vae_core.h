@@ -35,7 +35,8 @@ enum {
     VAE_EINVAL = -1, /* bad argument, malformed file, config error */
     VAE_EIO = -2,    /* open/read/write/fsync failure */
     VAE_ENOMEM = -3, /* allocation failed */
-    VAE_EDEVICE = -4 /* backend unavailable or failed */
+    VAE_EDEVICE = -4, /* backend unavailable or failed */
+    VAE_ENOTFOUND = -5 /* a data file looked for is not there (vae_dataset_load) */
 };
 
 /* Thread-local last error message, printf-style. Returns `code` so that

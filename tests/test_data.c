@@ -452,7 +452,14 @@ static void test_dataset_load(void) {
     CHECK(ds.images == NULL && ds.n == 0);
     CHECK_ERR(vae_dataset_load(&ds, &wrong, dir, 0), "test_images is not set");
     snprintf(wrong.test_images, sizeof wrong.test_images, "nothere.idx");
-    CHECK_ERR(vae_dataset_load(&ds, &wrong, dir, 0), "ds_idx/nothere.idx: No such file or directory");
+    CHECK_ERR(vae_dataset_load(&ds, &wrong, dir, 0), "ds_idx/nothere.idx: no such file");
+    /* "not found" has its own code (vae sample's grids go on without test
+     * images only then); a file that is there but unreadable is an error */
+    CHECK(vae_dataset_load(&ds, &wrong, dir, 0) == VAE_ENOTFOUND);
+    make_dir("ds_idx/adir.idx");
+    snprintf(wrong.test_images, sizeof wrong.test_images, "adir.idx");
+    CHECK_ERR(vae_dataset_load(&ds, &wrong, dir, 0), "ds_idx/adir.idx: not a regular file");
+    CHECK(vae_dataset_load(&ds, &wrong, dir, 0) == VAE_EIO);
 
     /* mnist: dir/mnist/<name>[.gz], also dir/<name>; labels picked up. */
     make_dir("ds_mnist");
@@ -463,6 +470,7 @@ static void test_dataset_load(void) {
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 1), "ds_mnist/mnist");
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 1), "scripts/get-data.sh");
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 0), "t10k-images-idx3-ubyte.gz");
+    CHECK(vae_dataset_load(&ds, &mn, dir, 0) == VAE_ENOTFOUND);
     len = make_idx_images(buf, 0x00000803u, 3, 28, 28, 0);
     write_gz("ds_mnist/mnist/train-images-idx3-ubyte.gz", buf, len);
     const uint8_t labs[3] = {5, 0, 4};
@@ -487,8 +495,9 @@ static void test_dataset_load(void) {
     make_dir("ds_cifar/cifar-10-batches-bin");
     snprintf(dir, sizeof dir, "%s", test_tmp_path("ds_cifar"));
     vae_config cf = idx_cfg(VAE_DATA_CIFAR10, 3, 32, 32);
-    CHECK_ERR(vae_dataset_load(&ds, &cf, dir, 0), "CIFAR-10 test batches not found");
+    CHECK_ERR(vae_dataset_load(&ds, &cf, dir, 0), "CIFAR-10 test batch (test_batch.bin) not found");
     CHECK_ERR(vae_dataset_load(&ds, &cf, dir, 0), "scripts/get-data.sh cifar10");
+    CHECK(vae_dataset_load(&ds, &cf, dir, 0) == VAE_ENOTFOUND);
     const uint8_t cl[2] = {7, 3};
     len = make_cifar(buf, 0, 2, cl);
     test_write_file("ds_cifar/cifar-10-batches-bin/test_batch.bin", buf, len);
@@ -497,13 +506,21 @@ static void test_dataset_load(void) {
     CHECK(ds.images && ds.images[CPIX + 1] == cpix(1, 0, 0, 1));
     vae_dataset_free(&ds);
     CHECK_ERR(vae_dataset_load(&ds, &cf, dir, 1), "data_batch_1.bin");
-    /* Five training batches directly in dir/, one record each. */
+    /* Five training batches directly in dir/, one record each; the 2nd and
+     * 4th gzipped. The first two alone are an incomplete set, named so. */
     for (int b = 1; b <= 5; b++) {
         char name[64];
         uint8_t l = (uint8_t)b;
         len = make_cifar(buf, b - 1, 1, &l);
-        snprintf(name, sizeof name, "ds_cifar/data_batch_%d.bin", b);
-        test_write_file(name, buf, len);
+        snprintf(name, sizeof name, "ds_cifar/data_batch_%d.bin%s", b, b % 2 ? "" : ".gz");
+        if (b % 2) test_write_file(name, buf, len);
+        else write_gz(name, buf, len);
+        if (b == 2) {
+            CHECK_ERR(vae_dataset_load(&ds, &cf, dir, 1),
+                      "ds_cifar holds data_batch_1.bin but not data_batch_3.bin (or "
+                      "data_batch_3.bin.gz); all five are needed");
+            CHECK(vae_dataset_load(&ds, &cf, dir, 1) == VAE_EIO);
+        }
     }
     CHECK(vae_dataset_load(&ds, &cf, dir, 1) == VAE_OK);
     CHECK(ds.n == 5 && ds.labels && ds.labels[0] == 1 && ds.labels[4] == 5);
@@ -512,6 +529,18 @@ static void test_dataset_load(void) {
     vae_config cf1 = idx_cfg(VAE_DATA_CIFAR10, 1, 28, 28);
     CHECK_ERR(vae_dataset_load(&ds, &cf1, dir, 0),
               "test_batch.bin: images are 3x32x32 but the model's input is 1x28x28");
+
+    /* A folder on the way that cannot be looked into is reported as such,
+     * not as "not found" (a symbolic-link loop: root, which the CI runs as,
+     * reads through missing permissions) */
+    make_dir("ds_loop");
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("ds_loop"));
+    char link[700];
+    snprintf(link, sizeof link, "%s/cifar-10-batches-bin", dir);
+    CHECK(symlink(link, link) == 0 || errno == EEXIST);
+    CHECK_ERR(vae_dataset_load(&ds, &cf, dir, 1),
+              "ds_loop/cifar-10-batches-bin/data_batch_1.bin: Too many levels of symbolic links");
+    CHECK(vae_dataset_load(&ds, &cf, dir, 1) == VAE_EIO);
 }
 
 /* ------------------------------------------------------------ real MNIST */

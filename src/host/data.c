@@ -518,9 +518,17 @@ void vae_data_dir(char *out, size_t len, const char *flag) {
     if (len) snprintf(out, len, "%s", d);
 }
 
-static int is_file(const char *p) {
+/* 1: p is a regular file; 0: nothing there; -1, with the error set naming
+ * p: something else is there (a folder), or it cannot be looked at (a
+ * folder on the way not searchable, ...). */
+static int probe_file(const char *p) {
     struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    if (stat(p, &st) == 0) {
+        if (S_ISREG(st.st_mode)) return 1;
+        return vae_error_set(VAE_EIO, "%s: not a regular file", p), -1;
+    }
+    if (errno == ENOENT || errno == ENOTDIR) return 0;
+    return vae_error_set(VAE_EIO, "%s: %s", p, strerror(errno)), -1;
 }
 
 /* out = a "/" b (or b itself when absolute); 0 if it does not fit. */
@@ -531,22 +539,36 @@ static int join(char *out, size_t cap, const char *a, const char *b) {
 
 #define PATH_CAP 4096
 
-/* Find `name` or `name`.gz in dir/sub, then in dir. Uncompressed wins when
- * both exist (it loads faster). Returns 1 and fills out when found. */
-static int find_in(char *out, const char *dir, const char *sub, const char *name) {
+/* `name` or `name`.gz in folder d (uncompressed wins when both exist: it
+ * loads faster): 1 and out filled when found, 0 when not, -1 on an error
+ * (set) that keeps us from looking. */
+static int find_here(char *out, const char *d, const char *name) {
     char base[PATH_CAP], cand[PATH_CAP];
+    if (!join(base, sizeof base, d, name)) return 0;
+    const char *ext[2] = {"", ".gz"};
+    for (int e = 0; e < 2; e++) {
+        int n = snprintf(cand, sizeof cand, "%s%s", base, ext[e]);
+        if (n < 0 || (size_t)n >= sizeof cand) continue;
+        int r = probe_file(cand);
+        if (r < 0) return -1;
+        if (!r) continue;
+        memcpy(out, cand, (size_t)n + 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* `name` (or .gz) in dir/sub, then in dir; as find_here. *where (when not
+ * NULL) is then dir/sub or dir, the folder it was found in. */
+static int find_in(char *out, const char *dir, const char *sub, const char *name, char *where) {
     const char *dirs[2] = {NULL, dir};
     char subdir[PATH_CAP];
     if (sub && join(subdir, sizeof subdir, dir, sub)) dirs[0] = subdir;
     for (int d = 0; d < 2; d++) {
-        if (!dirs[d] || !join(base, sizeof base, dirs[d], name)) continue;
-        const char *ext[2] = {"", ".gz"};
-        for (int e = 0; e < 2; e++) {
-            int n = snprintf(cand, sizeof cand, "%s%s", base, ext[e]);
-            if (n < 0 || (size_t)n >= sizeof cand || !is_file(cand)) continue;
-            memcpy(out, cand, (size_t)n + 1);
-            return 1;
-        }
+        if (!dirs[d]) continue;
+        int r = find_here(out, dirs[d], name);
+        if (r && where) snprintf(where, PATH_CAP, "%s", dirs[d]);
+        if (r) return r;
     }
     return 0;
 }
@@ -555,14 +577,17 @@ static int load_mnist(vae_dataset *ds, const char *dir, int train, char *shown, 
     const char *img_name = train ? "train-images-idx3-ubyte" : "t10k-images-idx3-ubyte";
     const char *lab_name = train ? "train-labels-idx1-ubyte" : "t10k-labels-idx1-ubyte";
     char img[PATH_CAP], lab[PATH_CAP];
-    if (!find_in(img, dir, "mnist", img_name))
-        return vae_error_set(VAE_EIO,
+    int found = find_in(img, dir, "mnist", img_name, NULL);
+    if (found < 0) return VAE_EIO;
+    if (!found)
+        return vae_error_set(VAE_ENOTFOUND,
                              "MNIST %s images not found: looked for %s and %s.gz in %s/mnist and "
                              "in %s; run scripts/get-data.sh mnist (or scripts/get-data.sh mnist "
                              "--from DIR), or point --data / VAE_DATA_DIR at the folder that holds them",
                              train ? "training" : "test", img_name, img_name, dir, dir);
     /* Labels are not needed to train a VAE; they are loaded when present. */
-    int have_lab = find_in(lab, dir, "mnist", lab_name);
+    int have_lab = find_in(lab, dir, "mnist", lab_name, NULL);
+    if (have_lab < 0) return VAE_EIO;
     snprintf(shown, shown_len, "%s", img);
     return vae_load_idx(ds, img, have_lab ? lab : NULL);
 }
@@ -573,25 +598,28 @@ static int load_cifar(vae_dataset *ds, const char *dir, int train, char *shown, 
                                                "data_batch_5.bin"};
     static const char *const test_names[1] = {"test_batch.bin"};
     const char *const *names = train ? train_names : test_names;
-    int count = train ? 5 : 1;
-    char sub[PATH_CAP], probe[PATH_CAP];
-    const char *where = NULL;
-    if (join(sub, sizeof sub, dir, "cifar-10-batches-bin") && join(probe, sizeof probe, sub, names[0]) &&
-        is_file(probe))
-        where = sub;
-    else if (join(probe, sizeof probe, dir, names[0]) && is_file(probe))
-        where = dir;
-    if (!where)
-        return vae_error_set(VAE_EIO,
-                             "CIFAR-10 %s batches not found: looked for %s in %s/cifar-10-batches-bin "
-                             "and in %s; run scripts/get-data.sh cifar10, or point --data / "
-                             "VAE_DATA_DIR at the folder that holds them",
-                             train ? "training" : "test", names[0], dir, dir);
-    char paths[5][PATH_CAP];
-    const char *ptrs[5];
-    for (int i = 0; i < count; i++) {
-        if (!join(paths[i], sizeof paths[i], where, names[i]))
-            return vae_error_set(VAE_EINVAL, "%s: data path too long", where);
+    const int count = train ? 5 : 1;
+    const char *what = train ? "training batches (data_batch_1.bin .. data_batch_5.bin)"
+                             : "test batch (test_batch.bin)";
+    char where[PATH_CAP], paths[5][PATH_CAP];
+    /* the folder is the one that holds the first; the others must be there */
+    int found = find_in(paths[0], dir, "cifar-10-batches-bin", names[0], where);
+    if (found < 0) return VAE_EIO;
+    if (!found)
+        return vae_error_set(VAE_ENOTFOUND,
+                             "CIFAR-10 %s not found: looked for %s (or .gz) in "
+                             "%s/cifar-10-batches-bin and in %s; run scripts/get-data.sh cifar10, "
+                             "or point --data / VAE_DATA_DIR at the folder that holds them",
+                             what, names[0], dir, dir);
+    const char *ptrs[5] = {paths[0]};
+    for (int i = 1; i < count; i++) {
+        found = find_here(paths[i], where, names[i]);
+        if (found < 0) return VAE_EIO;
+        if (!found)
+            return vae_error_set(VAE_EIO,
+                                 "CIFAR-10 %s incomplete: %s holds %s but not %s (or %s.gz); "
+                                 "all five are needed",
+                                 what, where, names[0], names[i], names[i]);
         ptrs[i] = paths[i];
     }
     snprintf(shown, shown_len, "%s", count == 1 ? paths[0] : where);
@@ -608,6 +636,11 @@ static int load_idx_named(vae_dataset *ds, const vae_config *cfg, const char *di
     char path[PATH_CAP];
     if (!join(path, sizeof path, dir, name))
         return vae_error_set(VAE_EINVAL, "%s/%s: data path too long", dir, name);
+    int found = probe_file(path);
+    if (found < 0) return VAE_EIO;
+    if (!found)
+        return vae_error_set(VAE_ENOTFOUND, "%s: no such file (the config's [data] %s, in %s)",
+                             path, train ? "train_images" : "test_images", dir);
     snprintf(shown, shown_len, "%s", path);
     return vae_load_idx(ds, path, NULL);
 }

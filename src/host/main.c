@@ -97,7 +97,8 @@ static const char *USAGE_SAMPLE =
     "  --json             print a JSON summary on stdout\n"
     "  --out DIR          where to write (default: the checkpoint's directory)\n"
     "  --seed N           sampling seed (default: the checkpoint's)\n"
-    "  --data DIR         data directory (test images for interpolation)\n"
+    "  --data DIR         data directory (test images: --interpolate and the\n"
+    "                     grids reconstructions.png and interpolation.png)\n"
     "  --device D         cpu | cuda | auto\n"
     "  --threads N        CPU threads, for decoding on the CPU and PNG encoding\n"
     "                     (0 = all cores)\n"
@@ -1003,17 +1004,27 @@ static int cmd_sample(int argc, char **argv) {
     if (a.out) snprintf(out, sizeof out, "%s", a.out);
     else dirname_of(L.path, out, sizeof out);
     vae_data_dir(dir, sizeof dir, a.data);
-    if (vae_mkdir_p(out)) {
+    uint64_t seed = a.has_seed ? a.seed : L.st.seed;
+    /* Without test images the grids that need them are left out, unless
+     * --data named a folder that does not hold them; test files that exist
+     * but do not load are an error either way. */
+    vae_dataset test = {0};
+    int rc = vae_dataset_load(&test, &L.cfg, dir, 0);
+    if (rc && (rc != VAE_ENOTFOUND || (a.data && *a.data))) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
         unload(&L);
         return 1;
     }
-    uint64_t seed = a.has_seed ? a.seed : L.st.seed;
-    vae_dataset test = {0};
-    int have_test = vae_dataset_load(&test, &L.cfg, dir, 0) == VAE_OK;
+    const int have_test = rc == VAE_OK;
     if (!have_test)
         fprintf(stderr, "vae: no test data (%s); writing the prior grids only\n", vae_error_get());
-    int rc = 0;
+    if (vae_mkdir_p(out)) { /* after the data: a failure leaves no folder behind */
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        vae_dataset_free(&test);
+        unload(&L);
+        return 1;
+    }
+    rc = 0;
     if (vae_write_grids(&L.model, have_test ? &test : NULL, out, seed, 0, 1)) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
         rc = 1;

@@ -279,6 +279,39 @@ c.check(sorted(os.listdir(d)) == ["prior.npy"], f"next run removed the dead writ
 mlp = train(SMALL_MLP.replace("epochs = 3", "epochs = 1"), "mlp")
 
 
+# ---------------------------------------------------------------- the four grids (no mode flag)
+GRIDS = ["interpolation.png", "reconstructions.png", "samples.png", "traversal.png"]
+d = os.path.join(base, "grids")
+run(["sample", ck, "--out", d] + common)
+c.check(sorted(os.listdir(d)) == GRIDS, f"no mode flag: the four grids ({sorted(os.listdir(d))})")
+# --data naming a folder without the test images is an error, and nothing is written
+nodata = os.path.join(base, "nodata")
+os.makedirs(nodata)
+rest = common[2:]  # common without its --data
+d = os.path.join(base, "grids_nodata")
+p = run(["sample", ck, "--out", d, "--data", nodata] + rest, check=False)
+c.check(p.returncode == 1 and "test.idx: no such file" in p.stderr and not os.path.exists(d),
+        f"--data without test images: exit {p.returncode}, {p.stderr.strip()[-200:]!r}, "
+        f"output folder made: {os.path.exists(d)}")
+# test images that are there but do not load: an error too
+bad = os.path.join(base, "baddata")
+os.makedirs(bad)
+with open(os.path.join(base, "test.idx"), "rb") as f:
+    open(os.path.join(bad, "test.idx"), "wb").write(f.read(1000))
+d = os.path.join(base, "grids_bad")
+p = run(["sample", ck, "--out", d, "--data", bad] + rest, check=False)
+c.check(p.returncode == 1 and "baddata/test.idx" in p.stderr and not os.path.exists(d),
+        f"truncated test images: exit {p.returncode}, {p.stderr.strip()[-200:]!r}")
+# no --data, no VAE_DATA_DIR and nothing in ./data: the prior grids only, with a note
+env = {k: v for k, v in os.environ.items() if k != "VAE_DATA_DIR"}
+d = os.path.join(base, "grids_none")
+p = subprocess.run([VAE, "sample", ck, "--out", d] + rest, cwd=nodata, env=env, capture_output=True,
+                   text=True, timeout=600)
+c.check(p.returncode == 0 and "writing the prior grids only" in p.stderr and
+        sorted(os.listdir(d)) == ["samples.png", "traversal.png"],
+        f"no test data anywhere: exit {p.returncode}, {p.stderr.strip()[-200:]!r}")
+
+
 def peak_rss_mb(n, out):
     """The engine's own report of its peak RSS (VmHWM): a child's ru_maxrss
     would include this Python process's memory at fork."""
