@@ -22,13 +22,21 @@ typedef struct {
 
 /* When set (by tests/mock), every launch is offered to it first; a nonzero
  * return means it took the launch, which then does not run now: 1 recorded
- * it into a graph being captured, 2 refused it (a capture already
- * invalidated: the launch's error is then cudaErrorStreamCaptureInvalidated,
- * as the runtime's). */
+ * it (into a graph being captured, or a stream's queue of work to run
+ * later), 2 refused it (a capture already invalidated: the launch's error
+ * is then cudaErrorStreamCaptureInvalidated, as the runtime's), 3 refused
+ * it with the error already set (vae_emu_launch_check). */
 extern int (*vae_emu_launch_hook)(const vae_emu_launch_rec *rec);
 
-/* Runs a launch now, without offering it to the hook (a graph's replay). */
+/* Runs a launch now, without offering it to the hook (a graph's replay, a
+ * queued launch's turn). */
 void vae_emu_run_rec(const vae_emu_launch_rec *rec);
+
+/* 0 when the launch's configuration (grid, block, shared memory) is one
+ * CUDA accepts; else -1, with a note on stderr and the last error set to
+ * cudaErrorInvalidConfiguration, as the launch itself would (a runtime
+ * that queues launches checks them when they are issued, as CUDA does). */
+int vae_emu_launch_check(const vae_emu_launch_rec *rec);
 
 /* The error of the last invalid launch, then cudaSuccess (0): the value of
  * cudaGetLastError for whichever runtime implements it. */

@@ -429,6 +429,26 @@ static unsigned long long block_step(unsigned long long nb) {
     return 1;
 }
 
+/* The launch's configuration within CUDA's limits; else a note, the last
+ * error cudaErrorInvalidConfiguration and 0. Caller holds g_launch. */
+static bool launch_valid(const vae_emu_launch_rec *rec) {
+    const unsigned *gr = rec->grid, *bl = rec->block;
+    const unsigned long long nt = (unsigned long long)bl[0] * bl[1] * bl[2];
+    if (nt == 0 || nt > 1024 || bl[2] > 64 || gr[0] == 0 || gr[1] == 0 || gr[2] == 0 ||
+        gr[0] > 2147483647u || gr[1] > 65535 || gr[2] > 65535 || rec->smem > 48 * 1024) {
+        fprintf(stderr, "cuda emulator: invalid launch at %s: grid (%u,%u,%u) block (%u,%u,%u)\n",
+                rec->site, gr[0], gr[1], gr[2], bl[0], bl[1], bl[2]);
+        g_last = cudaErrorInvalidConfiguration;
+        return false;
+    }
+    return true;
+}
+
+int vae_emu_launch_check(const vae_emu_launch_rec *rec) {
+    std::lock_guard<std::mutex> l(g_launch);
+    return launch_valid(rec) ? 0 : -1;
+}
+
 int vae_emu_take_launch_error(void) {
     std::lock_guard<std::mutex> l(g_launch);
     cudaError_t e = g_last;
@@ -439,20 +459,13 @@ int vae_emu_take_launch_error(void) {
 void vae_emu_run_rec(const vae_emu_launch_rec *rec) {
     const dim3 grid(rec->grid[0], rec->grid[1], rec->grid[2]);
     const dim3 block(rec->block[0], rec->block[1], rec->block[2]);
-    const size_t smem = rec->smem;
     void (*body)(void *) = rec->body;
     void *arg = rec->arg;
     const char *site = rec->site;
     int free = rec->free;
     std::lock_guard<std::mutex> l(g_launch);
+    if (!launch_valid(rec)) return;
     const unsigned long long nt = (unsigned long long)block.x * block.y * block.z;
-    if (nt == 0 || nt > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
-        grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535 || smem > 48 * 1024) {
-        fprintf(stderr, "cuda emulator: invalid launch at %s: grid (%u,%u,%u) block (%u,%u,%u)\n",
-                site, grid.x, grid.y, grid.z, block.x, block.y, block.z);
-        g_last = cudaErrorInvalidConfiguration;
-        return;
-    }
     const int n = (int)nt;
     ensure_fibers(n);
 #ifdef VAE_EMU_TSAN

@@ -57,8 +57,10 @@ set_tests_properties(test_cuda_train_mock PROPERTIES LABELS "mock;slow"
 # (VAE_CUDA_SIDE=1): its events, the capture it joins and leaves, the
 # workspace halves; its second heuristic backend is then the one without
 add_test(NAME test_cuda_train_mock_side COMMAND test_cuda_train_mock)
+# (with the mock's asynchrony, in a random order: the side stream's events
+# then have to order its work; see test_mock_async below)
 set_tests_properties(test_cuda_train_mock_side PROPERTIES SKIP_RETURN_CODE 77 LABELS "mock;slow"
-                     ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_TEST_CASES=conv;VAE_CUDA_SIDE=1")
+                     ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_TEST_CASES=conv;VAE_CUDA_SIDE=1;VAE_MOCK_ASYNC=random:1")
 # test_cuda_ops_mock again with cuBLASLt refusing: no algorithm for any
 # epilogue (every dense layer on its fallback), no algorithm for the ReLU
 # epilogues only (bias epilogues, ReLU fallbacks), and the matmul call itself
@@ -93,3 +95,20 @@ target_include_directories(test_mock_capture PRIVATE ${mock} ${emu} ${VAE_MOCK_C
 target_compile_definitions(test_mock_capture PRIVATE VAE_TEST_MOCK=1)
 add_test(NAME test_mock_capture COMMAND test_mock_capture)
 set_tests_properties(test_mock_capture PROPERTIES SKIP_RETURN_CODE 77 LABELS mock)
+
+# The mock runtime's asynchrony ($VAE_MOCK_ASYNC, mock_cudart.c): queued work
+# runs only when the host has to see it (test_mock_async), and the CUDA
+# backend's tests again with it, lazy and at random: a missing wait between
+# streams, or between the device and the host, then reads a stale value.
+add_executable(test_mock_async ${mock}/test_mock_async.c)
+target_link_libraries(test_mock_async PRIVATE vae_lib_mock)
+target_include_directories(test_mock_async PRIVATE ${mock} ${emu} ${VAE_MOCK_CUDA_INC})
+add_test(NAME test_mock_async COMMAND test_mock_async)
+set_tests_properties(test_mock_async PROPERTIES LABELS mock)
+foreach(r "lazy;lazy" "random;random:1")
+  list(GET r 0 name)
+  list(GET r 1 mode)
+  add_test(NAME test_cuda_ops_mock_async_${name} COMMAND test_cuda_ops_mock)
+  set_tests_properties(test_cuda_ops_mock_async_${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
+                       ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_MOCK_ASYNC=${mode}")
+endforeach()

@@ -9,7 +9,9 @@
  *
  * Stream order is program order: work "enqueued" on a stream runs at once,
  * unless the stream is being captured (cudaStreamBeginCapture), in which case
- * it is recorded into the graph and runs when the graph is launched.
+ * it is recorded into the graph and runs when the graph is launched — or,
+ * with $VAE_MOCK_ASYNC set (mock_cudart.c), it is queued on the stream and
+ * runs when the host has to see it done.
  */
 #ifndef VAE_MOCK_H
 #define VAE_MOCK_H
@@ -25,7 +27,7 @@ typedef void (*mock_fn)(void *args);
 
 /* fn(args) in stream order on stream s (NULL = the legacy default stream):
  * now, or recorded with a copy of the `size` bytes at args when s is being
- * captured. args must hold everything fn needs by value (pointers to device
+ * captured (or queued so, with $VAE_MOCK_ASYNC). args must hold everything fn needs by value (pointers to device
  * memory and scalars; host-side scalars such as alpha/beta copied in).
  * what: the API call it stands for (a static string; VAE_MOCK_GRAPH_DUMP
  * prints it for the graph's node). Returns 0, or -1 without doing anything

@@ -4,6 +4,14 @@
  * replay the recorded work: library calls (mock_enqueue), copies, memsets
  * and kernel launches (the emulator's vae_emu_launch_hook).
  *
+ * Asynchrony ($VAE_MOCK_ASYNC, "asynchrony" below): with it set, work is not
+ * run when it is issued but queued on its stream, and runs only when the
+ * host must see it done — a stream, event or device synchronize, a copy to
+ * or from pageable memory, a free — and then only as much as that needs
+ * (lazy) or interleaved across streams at random, so that a missing wait
+ * between streams or between the device and the host shows as a wrong
+ * value, as it would on a GPU.
+ *
  * What the real runtime refuses, this refuses too, with the same error:
  * capture on the legacy stream, a synchronize or a copy to or from pageable
  * host memory inside a capture (which also invalidates the capture, so
@@ -48,7 +56,9 @@ struct CUgraph_st {
 struct CUgraphExec_st {
     node *head;
 };
+struct op;
 struct CUstream_st {
+    struct op *qhead, *qtail; /* work issued and not yet run (asynchrony) */
     int capturing;    /* cudaStreamCaptureStatusActive */
     int invalidated;  /* an illegal call happened during the capture */
     struct CUgraph_st *graph;
@@ -69,6 +79,9 @@ struct CUevent_st {
     struct CUstream_st *st;  /* the record's stream, when it was capturing ... */
     struct CUstream_st *cap; /* ... the capture's origin stream (else NULL) */
     long seq;                /* ... and how many nodes that stream had recorded */
+    /* asynchrony: records issued outside captures, and how many have run */
+    unsigned long long gen, done;
+    struct CUstream_st *rec_st; /* the stream of the latest such record */
 };
 
 /* the streams made, for cudaStreamEndCapture's check of joined streams */
@@ -121,10 +134,197 @@ static struct CUstream_st *capture_origin(struct CUstream_st *st) {
 
 int mock_capturing(cudaStream_t s) { return stream_of(s)->capturing; }
 
+/* ------------------------------------------------------------ asynchrony
+ *
+ * $VAE_MOCK_ASYNC: unset or 0, every stream runs its work when issued (the
+ * mock's first model: program order). "lazy": each stream keeps a queue of
+ * the work issued on it outside a capture (kernels, library calls, copies,
+ * memsets, graph launches, event records and waits), and nothing runs until
+ * the host has to see a result: cudaStreamSynchronize, cudaEventSynchronize,
+ * cudaDeviceSynchronize, a copy to or from pageable memory (which the runtime
+ * makes synchronous), cudaFree/cudaFreeHost (which synchronize the device),
+ * the destruction of a stream or event with work pending. Even then only
+ * the work that has to run does: the stream's own queue and, through the
+ * events it waits on, the parts of other queues before those records — as
+ * if the device ran every stream as late as CUDA allows. So a result read on
+ * the host without a wait for the copy that brings it, a pinned buffer
+ * overwritten while a copy from it is pending, or one stream reading what
+ * another writes without an event between them, reads a stale value, where
+ * the eager model showed the right one. "random[:SEED]": the same queues,
+ * run in an order drawn at random among those CUDA allows — when the host
+ * waits, each next piece of work is taken from the stream waited for or from
+ * any stream whose next work may run, and each piece of work issued lets
+ * some pending work run in the background — so that work on one stream also
+ * runs early with respect to another's (a buffer reused on one stream while
+ * another still reads it). */
+
+enum { OP_WORK, OP_RECORD, OP_WAIT };
+struct op {
+    struct op *next;
+    int kind;
+    node *work;                /* OP_WORK: a launch or fn(args) */
+    struct CUevent_st *ev;     /* OP_RECORD, OP_WAIT */
+    unsigned long long gen;    /* the record's number (OP_WAIT: the one awaited) */
+    struct CUstream_st *src;   /* OP_WAIT: the stream that record was issued on */
+};
+
+static int g_async = -1; /* 0 eager, 1 lazy, 2 random; -1 not read yet */
+static unsigned long long g_rng = 0x9e3779b97f4a7c15ull;
+
+static int async_mode(void) {
+    if (g_async >= 0) return g_async;
+    const char *e = getenv("VAE_MOCK_ASYNC");
+    g_async = 0;
+    if (!e || !*e || !strcmp(e, "0")) return g_async;
+    if (!strcmp(e, "lazy")) {
+        g_async = 1;
+    } else if (!strncmp(e, "random", 6) && (e[6] == 0 || e[6] == ':')) {
+        g_async = 2;
+        if (e[6] == ':') g_rng ^= strtoull(e + 7, NULL, 10) * 0xbf58476d1ce4e5b9ull;
+    } else {
+        mock_note("VAE_MOCK_ASYNC=%s: expected 0, lazy, random or random:SEED", e);
+        abort();
+    }
+    return g_async;
+}
+
+static unsigned rnd(unsigned n) { /* xorshift64*, uniform enough for picking */
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return (unsigned)((g_rng * 0x2545f4914f6cdd1dull) >> 33) % n;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static void run_node(const node *n);
+static void background(void);
+
+static struct op *op_new(int kind) {
+    struct op *o = calloc(1, sizeof *o);
+    if (!o) {
+        mock_note("out of host memory queueing work");
+        abort();
+    }
+    o->kind = kind;
+    return o;
+}
+
+static void q_push(struct CUstream_st *st, struct op *o) {
+    if (st->qtail) st->qtail->next = o;
+    else st->qhead = o;
+    st->qtail = o;
+}
+
+/* n (a node of its own) queued on st, then maybe some background progress */
+static void queue_work(struct CUstream_st *st, node *n) {
+    struct op *o = op_new(OP_WORK);
+    o->work = n;
+    q_push(st, o);
+    if (g_async == 2) background();
+}
+
+static int head_ready(const struct CUstream_st *st) {
+    const struct op *o = st->qhead;
+    return o && (o->kind != OP_WAIT || o->ev->done >= o->gen);
+}
+
+/* runs st's next piece of work, which must be ready */
+static void op_exec(struct CUstream_st *st) {
+    struct op *o = st->qhead;
+    st->qhead = o->next;
+    if (!st->qhead) st->qtail = NULL;
+    if (o->kind == OP_WORK) {
+        run_node(o->work);
+        free(o->work);
+    } else if (o->kind == OP_RECORD) {
+        if (o->ev->done < o->gen) o->ev->done = o->gen;
+        o->ev->ms = now_ms();
+    }
+    free(o);
+}
+
+/* runs st's next piece of work, first running (lazily) what it waits for */
+static void advance(struct CUstream_st *st) {
+    while (!head_ready(st)) {
+        struct op *o = st->qhead;
+        if (!o || !o->src || !o->src->qhead) {
+            mock_note("asynchrony: a wait on an event whose record is not queued (internal)");
+            abort();
+        }
+        advance(o->src);
+    }
+    op_exec(st);
+}
+
+/* the streams made, then the legacy stream */
+static struct CUstream_st *all_stream(int i) {
+    return i == MOCK_STREAMS_MAX ? &g_legacy : g_streams[i];
+}
+
+/* a stream whose next piece of work may run, drawn at random; NULL if none */
+static struct CUstream_st *random_ready(void) {
+    struct CUstream_st *pick[MOCK_STREAMS_MAX + 1];
+    unsigned n = 0;
+    for (int i = 0; i <= MOCK_STREAMS_MAX; i++) {
+        struct CUstream_st *st = all_stream(i);
+        if (st && head_ready(st)) pick[n++] = st;
+    }
+    return n ? pick[rnd(n)] : NULL;
+}
+
+/* one piece of work toward what the host waits for on stream want */
+static void step_toward(struct CUstream_st *want) {
+    if (g_async == 2 && rnd(2)) {
+        struct CUstream_st *st = random_ready();
+        if (st) {
+            op_exec(st);
+            return;
+        }
+    }
+    advance(want);
+}
+
+/* random: now and then, some pending work runs while the host goes on */
+static void background(void) {
+    while (rnd(4) == 0) {
+        struct CUstream_st *st = random_ready();
+        if (!st) return;
+        op_exec(st);
+    }
+}
+
+static void drain_stream(struct CUstream_st *st) {
+    while (st->qhead) step_toward(st);
+}
+
+static void drain_event(struct CUevent_st *e) {
+    while (e->done < e->gen) step_toward(e->rec_st);
+}
+
+static void drain_all(void) {
+    for (int i = 0; i <= MOCK_STREAMS_MAX; i++) {
+        struct CUstream_st *st = all_stream(i);
+        if (st) drain_stream(st);
+    }
+}
+
 int mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args, size_t size) {
     struct CUstream_st *st = stream_of(s);
     if (!st->capturing) {
-        fn((void *)args);
+        if (!async_mode()) {
+            fn((void *)args);
+            return 0;
+        }
+        node *n = node_new(size);
+        n->fn = fn;
+        n->what = what;
+        memcpy(n->args, args, size);
+        queue_work(st, n);
         return 0;
     }
     if (capture_origin(st)->invalidated) {
@@ -142,7 +342,17 @@ int mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args,
 /* The emulator offers every kernel launch here first. */
 static int launch_hook(const vae_emu_launch_rec *rec) {
     struct CUstream_st *st = stream_of((cudaStream_t)rec->stream);
-    if (!st->capturing) return 0;
+    if (!st->capturing) {
+        if (!async_mode()) return 0; /* runs now */
+        if (vae_emu_launch_check(rec)) return 3; /* refused at launch, as CUDA does */
+        node *n = node_new(rec->arg_size);
+        n->is_launch = 1;
+        n->rec = *rec;
+        memcpy(n->args, rec->arg, rec->arg_size);
+        n->rec.arg = n->args;
+        queue_work(st, n);
+        return 1;
+    }
     if (capture_origin(st)->invalidated) { /* the runtime refuses it likewise */
         mock_note("kernel launch at %s into a capture already invalidated: refused",
                   rec->site ? rec->site : "?");
@@ -159,26 +369,35 @@ static int launch_hook(const vae_emu_launch_rec *rec) {
 
 __attribute__((constructor)) static void install_hook(void) { vae_emu_launch_hook = launch_hook; }
 
-static void run_nodes(const node *n) {
-    for (; n; n = n->next) {
-        if (n->is_launch) {
-            /* the body may not modify its argument copy, but give each
-             * replay a fresh one all the same */
-            vae_emu_launch_rec r = n->rec;
-            unsigned char *copy = malloc(n->size ? n->size : 1);
-            if (!copy) abort();
-            memcpy(copy, n->args, n->size);
-            r.arg = copy;
-            vae_emu_run_rec(&r);
-            free(copy);
-        } else {
-            unsigned char *copy = malloc(n->size ? n->size : 1);
-            if (!copy) abort();
-            memcpy(copy, n->args, n->size);
-            n->fn(copy);
-            free(copy);
-        }
+static void run_node(const node *n) {
+    /* the work may not modify its argument copy, but give each replay a
+     * fresh one all the same */
+    unsigned char *copy = malloc(n->size ? n->size : 1);
+    if (!copy) abort();
+    memcpy(copy, n->args, n->size);
+    if (n->is_launch) {
+        vae_emu_launch_rec r = n->rec;
+        r.arg = copy;
+        vae_emu_run_rec(&r);
+    } else {
+        n->fn(copy);
     }
+    free(copy);
+}
+
+static void run_nodes(const node *n) {
+    for (; n; n = n->next) run_node(n);
+}
+
+static node *node_copy(const node *n) {
+    node *c = node_new(n->size);
+    c->is_launch = n->is_launch;
+    c->fn = n->fn;
+    c->what = n->what;
+    c->rec = n->rec;
+    memcpy(c->args, n->args, n->size);
+    c->rec.arg = c->args;
+    return c;
 }
 
 /* VAE_MOCK_GRAPH_DUMP=1: each captured graph's nodes on stderr, one line
@@ -349,9 +568,16 @@ static cudaError_t do_free(void *p, int host) {
 }
 
 cudaError_t cudaMalloc(void **p, size_t bytes) { return do_alloc(p, bytes, 0); }
-cudaError_t cudaFree(void *p) { return do_free(p, 0); }
+/* cudaFree and cudaFreeHost synchronize the device first, as the runtime's */
+cudaError_t cudaFree(void *p) {
+    if (p && async_mode()) drain_all();
+    return do_free(p, 0);
+}
 cudaError_t cudaMallocHost(void **p, size_t bytes) { return do_alloc(p, bytes, 1); }
-cudaError_t cudaFreeHost(void *p) { return do_free(p, 1); }
+cudaError_t cudaFreeHost(void *p) {
+    if (p && async_mode()) drain_all();
+    return do_free(p, 1);
+}
 
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
     if (!free_bytes || !total) return cudaErrorInvalidValue;
@@ -411,6 +637,20 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
         }
     }
     copy_args c = {dst, src, n};
+    if (!st->capturing && async_mode()) {
+        /* to or from pageable memory the runtime's call is synchronous: the
+         * stream's work before it runs first, and a copy to the host is done
+         * when the call returns (one from the host is staged by then) */
+        const void *host = kind == cudaMemcpyHostToDevice ? src
+                           : kind == cudaMemcpyDeviceToHost ? dst
+                           : kind == cudaMemcpyDefault && !src_dev ? src
+                           : kind == cudaMemcpyDefault && !dst_dev ? dst : NULL;
+        if (host && !inside(host, n, 1)) {
+            drain_stream(st);
+            run_copy(&c);
+            return cudaSuccess;
+        }
+    }
     if (mock_enqueue(s, "cudaMemcpyAsync", run_copy, &c, sizeof c))
         return cudaErrorStreamCaptureInvalidated;
     return cudaSuccess;
@@ -448,6 +688,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
 
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
     if (!s) return cudaErrorInvalidValue;
+    drain_stream(s); /* the runtime lets pending work finish */
     for (int i = 0; i < MOCK_STREAMS_MAX; i++)
         if (g_streams[i] == s) g_streams[i] = NULL;
     if (s->origin) {
@@ -468,6 +709,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
         capture_origin(st)->invalidated = 1;
         return cudaErrorStreamCaptureUnsupported;
     }
+    drain_stream(st);
     return cudaSuccess;
 }
 
@@ -480,6 +722,7 @@ cudaError_t cudaDeviceSynchronize(void) {
             capture_origin(g_streams[i])->invalidated = 1;
             return cudaErrorStreamCaptureUnsupported;
         }
+    drain_all();
     return cudaSuccess;
 }
 
@@ -550,41 +793,54 @@ cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e,
 
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     if (!e) return cudaErrorInvalidValue;
+    if (async_mode()) drain_all(); /* no queued record or wait refers to it */
     free(e);
     return cudaSuccess;
 }
 
-/* Work runs in program order, so an event orders nothing that is not
- * already ordered; it only has to exist. */
+/* Eagerly, work runs in program order, so an event orders nothing that is
+ * not already ordered; it only has to exist. With asynchrony a record
+ * outside a capture is queued on the stream and marks the event done when
+ * its turn comes (the time it ran is the event's time). */
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     if (!e) return cudaErrorInvalidValue;
     struct CUstream_st *st = stream_of(s);
     e->st = st;
     e->cap = st->capturing ? capture_origin(st) : NULL;
     e->seq = st->seq;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     e->recorded = 1;
-    e->ms = ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+    if (!st->capturing && async_mode()) {
+        struct op *o = op_new(OP_RECORD);
+        o->ev = e;
+        o->gen = ++e->gen;
+        e->rec_st = st;
+        q_push(st, o);
+        return cudaSuccess;
+    }
+    e->ms = now_ms();
     return cudaSuccess;
 }
 
-/* everything issued has run */
+/* everything issued has run (with asynchrony: runs what the record needs) */
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     if (!e) return cudaErrorInvalidValue;
-    return e->recorded ? cudaSuccess : cudaErrorInvalidResourceHandle;
+    if (!e->recorded) return cudaErrorInvalidResourceHandle;
+    drain_event(e);
+    return cudaSuccess;
 }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     if (!ms || !a || !b) return cudaErrorInvalidValue;
     if (!a->recorded || !b->recorded) return cudaErrorInvalidResourceHandle;
     if (a->no_timing || b->no_timing) return cudaErrorInvalidResourceHandle;
+    if (a->done < a->gen || b->done < b->gen) return cudaErrorNotReady;
     *ms = (float)(b->ms - a->ms);
     return cudaSuccess;
 }
 
-/* Orders nothing (program order already does), but follows captures as the
- * runtime does: a stream that waits on an event recorded in a capture joins
+/* Eagerly it orders nothing (program order already does); with asynchrony
+ * s's later work waits for the event's latest record outside a capture.
+ * It follows captures as the runtime does: a stream that waits on an event recorded in a capture joins
  * that capture; the capture's origin waiting on a joined stream's event
  * recorded after its last node joins it back; a capturing stream waiting on
  * an event from outside its capture is refused (cudaErrorStreamCaptureIsolation)
@@ -605,6 +861,12 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
             st->graph = e->cap->graph;
             st->seq = 0;
             st->joined_back = 1; /* nothing recorded yet */
+        } else if (async_mode() && e->done < e->gen) {
+            struct op *o = op_new(OP_WAIT);
+            o->ev = e;
+            o->gen = e->gen;
+            o->src = e->rec_st;
+            q_push(st, o);
         }
         return cudaSuccess;
     }
@@ -630,12 +892,7 @@ cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t *exec, cudaGraph_t gra
     /* the exec is independent of the graph: copy the nodes */
     node **tail = &(*exec)->head;
     for (const node *n = graph->head; n; n = n->next) {
-        node *c = node_new(n->size);
-        c->is_launch = n->is_launch;
-        c->fn = n->fn;
-        c->rec = n->rec;
-        memcpy(c->args, n->args, n->size);
-        c->rec.arg = c->args;
+        node *c = node_copy(n);
         *tail = c;
         tail = &c->next;
     }
@@ -648,7 +905,11 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
         mock_note("cudaGraphLaunch on a capturing stream (not modelled)");
         return cudaErrorStreamCaptureUnsupported;
     }
-    run_nodes(exec->head);
+    if (!async_mode()) {
+        run_nodes(exec->head);
+        return cudaSuccess;
+    }
+    for (const node *n = exec->head; n; n = n->next) queue_work(stream_of(s), node_copy(n));
     return cudaSuccess;
 }
 
