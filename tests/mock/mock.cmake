@@ -112,3 +112,16 @@ foreach(r "lazy;lazy" "random;random:1")
   set_tests_properties(test_cuda_ops_mock_async_${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
                        ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_MOCK_ASYNC=${mode}")
 endforeach()
+
+# The command line on the mock device: `vae_mock ... --device cuda` runs
+# training (train.c: graphs, the asynchronous read-back of the step's sums),
+# eval and the streamed sampler through backend_cuda.c end to end
+# (tests/cli/test_cuda_mock.py, eagerly and with the mock's asynchrony).
+add_executable(vae_mock ${CMAKE_SOURCE_DIR}/src/host/main.c)
+target_link_libraries(vae_mock PRIVATE vae_lib_mock)
+target_compile_definitions(vae_mock PRIVATE VAE_VERSION="${PROJECT_VERSION}")
+if(VAE_PYTHON AND EXISTS ${CMAKE_SOURCE_DIR}/tests/cli/test_cuda_mock.py)
+  add_test(NAME cli_cuda_mock COMMAND ${VAE_PYTHON} ${CMAKE_SOURCE_DIR}/tests/cli/test_cuda_mock.py)
+  set_tests_properties(cli_cuda_mock PROPERTIES SKIP_RETURN_CODE 77 LABELS "mock;slow"
+                       ENVIRONMENT "VAE_BIN=$<TARGET_FILE:vae_mock>;VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+endif()

@@ -34,8 +34,9 @@
 #include "mock.h"
 
 #define MOCK_TOTAL_MEM ((size_t)4 << 30)
-/* fresh device memory is filled with 0xff bytes (NaN as float) up to this
- * size, so that reading memory nobody wrote shows in results */
+/* fresh device memory (and pinned host memory) is filled with 0xff bytes
+ * (NaN as float) up to this size, so that reading memory nobody wrote shows
+ * in results */
 #define MOCK_FILL_MAX ((size_t)512 << 20)
 
 /* ------------------------------------------------------------ graphs */
@@ -539,7 +540,8 @@ static cudaError_t do_alloc(void **p, size_t bytes, int host) {
         free(a);
         return cudaErrorMemoryAllocation;
     }
-    if (!host) memset(m, 0xff, bytes < MOCK_FILL_MAX ? bytes : MOCK_FILL_MAX);
+    /* pinned host memory too: the runtime promises no contents either */
+    memset(m, 0xff, bytes < MOCK_FILL_MAX ? bytes : MOCK_FILL_MAX);
     a->p = m;
     a->bytes = bytes;
     a->host = host;
