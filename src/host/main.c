@@ -168,8 +168,12 @@ static int parse_u64(const char *flag, const char *v, uint64_t *out) {
     return 0;
 }
 
-/* The options of `vae <cmd>` (those its help text `usage` lists). */
-static int parse_args(int argc, char **argv, args_t *a, const char *cmd, const char *usage) {
+/* The options of `vae <cmd>` (those its help text `usage` lists), in the
+ * tokens av[0 .. n); is_val[i]: av[i] is the value written attached to the
+ * option before it (--opt=value), taken as a value even when it starts with
+ * "--". */
+static int parse_tokens(int argc, const char **argv, const unsigned char *is_val, args_t *a,
+                        const char *cmd, const char *usage) {
     memset(a, 0, sizeof *a);
     a->epochs = a->batch = a->threads = a->keep = a->iw = a->prior = a->max_bad = -1;
     a->lr = -1;
@@ -179,9 +183,16 @@ static int parse_args(int argc, char **argv, args_t *a, const char *cmd, const c
     a->png = -1;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
-        /* the value after an option; another option there means it is missing */
+        if (is_val[i]) { /* an attached value its option did not take */
+            fprintf(stderr, "vae: %s takes no value (found %s=%s)\n", argv[i - 1], argv[i - 1], f);
+            return -1;
+        }
+        /* the value after an option; another option there means it is missing
+         * (unless attached: --opt=--value), and so does an empty attached one */
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
-        const char *v = next && !(next[0] == '-' && next[1] == '-') ? next : NULL;
+        const char *v = !next                ? NULL
+                        : is_val[i + 1]      ? (*next ? next : NULL)
+                        : !(next[0] == '-' && next[1] == '-') ? next : NULL;
 #define NEXT() (i++, v)
         if (f[0] == '-' && f[1] == '-' && strcmp(f, "--help") && !flag_in_usage(usage, f)) {
             fprintf(stderr, "vae: %s is not an option of 'vae %s' (see vae %s --help)\n", f, cmd,
@@ -254,12 +265,45 @@ static int parse_args(int argc, char **argv, args_t *a, const char *cmd, const c
         }
         continue;
     missing:
-        if (next) fprintf(stderr, "vae: %s needs a value (found the option %s)\n", f, next);
+        if (next && !is_val[i + 1]) fprintf(stderr, "vae: %s needs a value (found the option %s)\n", f, next);
         else fprintf(stderr, "vae: %s needs a value\n", f);
         return -1;
 #undef NEXT
     }
     return 0;
+}
+
+/* parse_tokens on argv with each --opt=value split into --opt and value. */
+static int parse_args(int argc, char **argv, args_t *a, const char *cmd, const char *usage) {
+    size_t names = 0;
+    for (int i = 0; i < argc; i++)
+        if (argv[i][0] == '-' && argv[i][1] == '-' && strchr(argv[i], '=')) names += strlen(argv[i]) + 1;
+    const char **av = malloc((2 * (size_t)argc + 1) * sizeof *av);
+    unsigned char *is_val = calloc(2 * (size_t)argc + 1, 1);
+    char *name = malloc(names + 1), *np = name;
+    if (!av || !is_val || !name) {
+        free(av), free(is_val), free(name);
+        fprintf(stderr, "vae: out of memory\n");
+        return -1;
+    }
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *eq = argv[i][0] == '-' && argv[i][1] == '-' ? strchr(argv[i], '=') : NULL;
+        if (!eq) {
+            av[n++] = argv[i];
+            continue;
+        }
+        const size_t k = (size_t)(eq - argv[i]);
+        memcpy(np, argv[i], k);
+        np[k] = 0;
+        av[n++] = np;
+        np += k + 1;
+        is_val[n] = 1;
+        av[n++] = eq + 1; /* points into argv: it outlives the parse */
+    }
+    int rc = parse_tokens(n, av, is_val, a, cmd, usage);
+    free(av), free(is_val), free(name);
+    return rc;
 }
 
 static int parse_device(const char *s, vae_device *d) {

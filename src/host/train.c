@@ -298,8 +298,10 @@ static int report_stop(const vae_train_opts *o, int64_t step, int64_t epoch, con
     } else {
         char qo[2100], qd[2100], mb[48] = "";
         if (o->max_bad_steps > 0) snprintf(mb, sizeof mb, " --max-bad-steps %d", o->max_bad_steps);
-        fprintf(stderr, "vae: resume with: vae train --resume %s --data %s%s\n",
-                shell_quote(qo, sizeof qo, o->out_dir), shell_quote(qd, sizeof qd, o->data_dir), mb);
+        /* a folder named like an option goes attached (--data=--x), as a value */
+        fprintf(stderr, "vae: resume with: vae train --resume%s%s --data%s%s%s\n",
+                o->out_dir[0] == '-' ? "=" : " ", shell_quote(qo, sizeof qo, o->out_dir),
+                o->data_dir[0] == '-' ? "=" : " ", shell_quote(qd, sizeof qd, o->data_dir), mb);
     }
     return 130;
 }

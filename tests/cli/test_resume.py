@@ -114,6 +114,25 @@ c.check(0 < stopped_at < 600, "stopped before the end")
 resume_as_printed(err)
 c.check(same(t30, final_tensors(intr)[1]), "SIGINT + the printed resume command == straight run, bit for bit")
 
+# folders named like options (relative, from the data folder): the run takes
+# them attached (--out=-x), and the printed command attaches them likewise,
+# so that, pasted as printed, it resumes the run
+odd_data, odd_out = "-odd data", "--odd out"
+os.symlink(".", os.path.join(base, odd_data))
+p = subprocess.Popen([VAE, "train", cfg, "--out=" + odd_out, "--data=" + odd_data] + long_ +
+                     common[2:], cwd=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+time.sleep(0.4)
+p.send_signal(signal.SIGINT)
+_, err = p.communicate(timeout=120)
+said = [l.split("resume with: ", 1)[1] for l in err.splitlines() if "resume with: " in l]
+c.check(p.returncode == 130 and len(said) == 1 and "--resume='--odd out'" in said[0] and
+        "--data='-odd data'" in said[0], f"option-like folders in the resume command: {said}")
+if said:
+    q = subprocess.run([VAE] + shlex.split(said[0])[1:] + ["--no-progress"], cwd=base,
+                       capture_output=True, text=True)
+    c.check(q.returncode == 0 and same(t30, final_tensors(os.path.join(base, odd_out))[1]),
+            f"the printed command with option-like folders resumes to the straight run: {q.stderr[-300:]!r}")
+
 # a stop on an epoch's last step waits for the epoch's end: with one step
 # an epoch (batch = the training set) every SIGINT lands there. The epoch's
 # metrics line and checkpoint are written, and the printed command resumes

@@ -222,10 +222,16 @@ for args, msg, code in ((["--grid", "0,9"], "latent dimensions must be in 0..5",
                         (["--json"], "--json applies to --prior, --grid and --interpolate only", 2),
                         (["--prior", "10", "--iw", "4"], "--iw is not an option of 'vae sample'", 2),
                         (["--prior", "--json"], "--prior needs a value (found the option --json)", 2),
+                        (["--prior=", "--json"], "--prior needs a value", 2),
+                        (["--prior=10", "--json=1"], "--json takes no value (found --json=1)", 2),
+                        (["--prior=10", "--seed=x"], "--seed x: expected an integer", 2),
                         (["--prior", "10", "--seed", "-1"], "expected an integer in 0..18446744073709551615", 2)):
     p = sample(ck, os.path.join(base, "bad"), *args, check=False)
     c.check(p.returncode == code and msg in p.stderr,
             f"{args}: exit {code} and message '{msg}' (got {p.returncode}: {p.stderr.strip()[-160:]})")
+# --opt=value is --opt value
+p = sample(ck, os.path.join(base, "attached"), "--prior=3", "--seed=5", "--no-npy", "--json", check=False)
+c.check(p.returncode == 0 and '"images":3' in p.stdout, f"--prior=3 --seed=5: {p.returncode} {p.stderr[-160:]}")
 # the whole range of seeds the config takes
 p = sample(ck, os.path.join(base, "seed64"), "--prior", "3", "--seed", "18446744073709551615", "--no-npy",
            "--json", check=False)
