@@ -206,6 +206,13 @@ static pair out_new(size_t n) {
     return p;
 }
 
+/* p from element off on, n long: a buffer `off` elements past an aligned
+ * one (kernels take a scalar head there), whose guard is p's own. */
+static pair shifted(pair p, size_t off) {
+    pair q = {p.c + off, p.g + off, p.n - off};
+    return q;
+}
+
 /* An input that an op updates in place and cmp() checks: host[0..n) followed
  * by the NaN guard. */
 static pair in_guarded(const real *host, size_t n) {
@@ -981,10 +988,12 @@ static void fwd_direct_check(const char *tag, const vae_conv_geom *cg, const vae
  * direct kernels (g_gpu_direct) multiply the zero border and the padding
  * rows too, which can turn a -0 sum into +0; their documented order ends in
  * "+ 0" so that the bits (the sign included) are those of the references.
- * Shape: the forward tile kernel (K 3, S 2), the data gradient's small
- * kernel (2 channels), the weight gradient's rows padded to a 16-row slice. */
-static void test_direct_signed_zero(void) {
-    const int B = 2, CI = 2, H = 6, W = 6, CO = 3, K = 3, S = 2, P = 1, HO = 3, WO = 3;
+ * Shapes: K 3, S 2, P 1: the forward tile kernel, the data gradient's small
+ * kernel (2 channels), the weight gradient's rows padded to a 16-row slice;
+ * K 5, S 1, P 2: the generic forward and data-gradient kernels. */
+static void test_direct_signed_zero(int K, int S, int P) {
+    const int B = 2, CI = 2, H = 6, W = 6, CO = 3;
+    const int HO = (H + 2 * P - K) / S + 1, WO = (W + 2 * P - K) / S + 1;
     const vae_conv_geom g = {CI, H, W, CO, HO, WO, K, S, P};
     const size_t nin = (size_t)B * CI * H * W, nw = (size_t)CO * CI * K * K;
     const size_t nout = (size_t)B * CO * HO * WO;
@@ -1008,8 +1017,10 @@ static void test_direct_signed_zero(void) {
     real *gx = dev_sentinel(pl, nin, 0), *gdw = dev_sentinel(pl, nw, 0);
     be->conv2d_forward(be, gy, gin, gw, NULL, &g, B);
     be->conv2d_backward(be, gx, gdw, NULL, gd, gin, gw, &g, B);
-    const char *tag = "signed zeros B=2 2x6x6 -> 3x3x3 k3 s2 p1";
-    real *want = test_xmalloc(nin * sizeof(real)), *got;
+    char tag[96];
+    snprintf(tag, sizeof tag, "signed zeros B=2 2x6x6 -> 3x%dx%d k%d s%d p%d", HO, WO, K, S, P);
+    const size_t most = nin > nout ? (nin > nw ? nin : nw) : (nout > nw ? nout : nw);
+    real *want = test_xmalloc(most * sizeof(real)), *got;
     if (g_fwd_direct_supported(CI, H, W, CO, HO, WO, K, S, P)) {
         fwd_ref(want, hin, hw, NULL, 0, 0, B, CI, H, W, CO, HO, WO, K, S, P);
         got = fetch(be, gy, nout);
@@ -1267,20 +1278,29 @@ static void test_convt(int B, int cin, int hin, int win, int cout, int k, int st
 
 /* -------------------------------------------------------- activations */
 
-static void test_act(size_t n, vae_act act, real slope, unsigned seed) {
+/* oin, oout: the input (and dout) and the outputs start that many elements
+ * past an aligned address: a scalar head before the vectors where they are
+ * alike, all scalar where they differ. */
+static void test_act(size_t n, vae_act act, real slope, unsigned seed, size_t oin, size_t oout) {
     char what[96];
-    snprintf(what, sizeof what, "act %d slope %g n=%zu", (int)act, (double)slope, n);
-    real *h = test_xmalloc(n * sizeof(real));
-    test_rand_fill_real(h, n, -2, 2, seed);
-    if (n > 3) h[0] = 0, h[1] = -0.0f, h[2] = 1e-30f; /* the branch edges */
-    pair in = in_data(h, n), dout = in_rand(n, -1, 1, seed + 1);
-    pair out = out_new(n), din = out_new(n);
+    snprintf(what, sizeof what, "act %d slope %g n=%zu at +%zu/+%zu", (int)act, (double)slope, n,
+             oin, oout);
+    real *h = test_xmalloc((n + oin) * sizeof(real));
+    test_rand_fill_real(h, n + oin, -2, 2, seed);
+    if (n > 3) h[oin] = 0, h[oin + 1] = -0.0f, h[oin + 2] = 1e-30f; /* the branch edges */
+    pair in = shifted(in_data(h, n + oin), oin), dout = shifted(in_rand(n + oin, -1, 1, seed + 1), oin);
+    pair out = shifted(out_new(n + oout), oout), din = shifted(out_new(n + oout), oout);
     g_cpu->act_forward(g_cpu, out.c, in.c, n, act, slope);
     g_gpu->act_forward(g_gpu, out.g, in.g, n, act, slope);
     cmp(what, out, CMP_REL, 0, 1);
     g_cpu->act_backward(g_cpu, din.c, dout.c, out.c, n, act, slope);
     g_gpu->act_backward(g_gpu, din.g, dout.g, out.g, n, act, slope);
     cmp(what, din, CMP_REL, 0, 1);
+    if (oin != oout) { /* the in-place checks below need one offset */
+        free(h);
+        pools_reset();
+        return;
+    }
     /* in place: forward over the input, backward over dout */
     g_cpu->act_forward(g_cpu, in.c, in.c, n, act, slope);
     g_gpu->act_forward(g_gpu, in.g, in.g, n, act, slope);
@@ -1329,7 +1349,9 @@ static void test_reparam(int B, int L, uint64_t seed, uint64_t sub) {
     char what[96];
     pair head = in_rand((size_t)B * 2 * L, -2, 2, (unsigned)(seed + sub));
     pair z = out_new((size_t)B * L);
-    vae_step_vals hv = vae_step_vals_make((int64_t)sub, 0, sub, B, (real)1 / (real)B, 1, 1);
+    /* the noise is addressed by sub, not by the step (they differ in the
+     * importance-weighted evaluation): a step number apart from sub */
+    vae_step_vals hv = vae_step_vals_make((int64_t)sub + 3, 0, sub, B, (real)1 / (real)B, 1, 1);
     vals_pair sv = vals_in(&hv);
     g_cpu->reparam_forward(g_cpu, z.c, head.c, B, L, seed, VAE_RNG_TRAIN, sv.c);
     g_gpu->reparam_forward(g_gpu, z.g, head.g, B, L, seed, VAE_RNG_TRAIN, sv.g);
@@ -1344,7 +1366,7 @@ static void test_kl(int B, int L, int with_dz, real beta, unsigned seed) {
     pair dz = in_rand((size_t)B * L, -1, 1, seed + 1);
     pair dhead = out_new((size_t)B * 2 * L), kl = out_new((size_t)B);
     uint64_t rs = 1234 + seed, sub = 77;
-    vae_step_vals hv = vae_step_vals_make(77, 0, sub, B, beta, 1, 1); /* kl_scale = beta */
+    vae_step_vals hv = vae_step_vals_make(5, 0, sub, B, beta, 1, 1); /* kl_scale = beta; step != sub */
     vals_pair sv = vals_in(&hv);
     g_cpu->kl_backward(g_cpu, dhead.c, kl.c, with_dz ? dz.c : NULL, head.c, B, L, rs,
                        VAE_RNG_TRAIN, sv.c);
@@ -1403,8 +1425,11 @@ static void test_recon(int B, int D, vae_likelihood lik, int with_grad, unsigned
 
 /* ------------------------------------------------------ reductions */
 
-static void test_reduce(size_t n, unsigned seed) {
-    pair v = in_rand(n, -1, 1, seed);
+/* off: v starts that many elements past an aligned address (the kernels
+ * then load scalars; a vector load there would fault on a GPU, and UBSan
+ * reports it in the emulator) */
+static void test_reduce(size_t n, unsigned seed, size_t off) {
+    pair v = shifted(in_rand(n + off, -1, 1, seed), off);
     double *ac = palloc(&g_pc, 4 * sizeof(double)), *ag = palloc(&g_pg, 4 * sizeof(double));
     /* [0], [1]: sum_into from 0.25; [2], [3]: sumsq over garbage */
     double init[4] = {0.25, 0.25, 12345.0, 12345.0}, rc[4], rg[4];
@@ -1430,21 +1455,25 @@ static void test_reduce(size_t n, unsigned seed) {
 
 /* -------------------------------------------------------------- Adam */
 
-static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2, unsigned seed) {
+/* off: the four buffers start that many elements past an aligned address
+ * (the kernel's scalar head) */
+static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2, unsigned seed,
+                      size_t off) {
     char what[128];
-    snprintf(what, sizeof what, "adam n=%zu wd=%g decoupled=%d clip=%g gnorm2=%g", n, (double)wd,
-             decoupled, (double)clip, gnorm2);
+    snprintf(what, sizeof what, "adam n=%zu wd=%g decoupled=%d clip=%g gnorm2=%g at +%zu", n,
+             (double)wd, decoupled, (double)clip, gnorm2, off);
     vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, wd, decoupled};
     /* step 2 (t = 3) */
     vae_step_vals hv =
         vae_step_vals_make(2, 0, 2, 1, 1, (real)(1 - pow(0.9, 3)), (real)(1 - pow(0.999, 3)));
     vals_pair sv = vals_in(&hv);
-    real *h0 = test_xmalloc(n * sizeof(real));
-    test_rand_fill_real(h0, n, -1, 1, seed);
+    real *h0 = test_xmalloc((n + off) * sizeof(real));
+    test_rand_fill_real(h0, n + off, -1, 1, seed);
     /* p, m, v are compared by cmp(), which reads n + GUARD elements */
-    pair p = in_guarded(h0, n);
-    pair g = in_rand(n, -1, 1, seed + 1), m = in_rand_guarded(n, -0.1, 0.1, seed + 2);
-    pair v = in_rand_guarded(n, 0, 0.01, seed + 3);
+    pair p = shifted(in_guarded(h0, n + off), off);
+    pair g = shifted(in_rand(n + off, -1, 1, seed + 1), off);
+    pair m = shifted(in_rand_guarded(n + off, -0.1, 0.1, seed + 2), off);
+    pair v = shifted(in_rand_guarded(n + off, 0, 0.01, seed + 3), off);
     int zero2[2] = {0, 0}, badc[2], badg[2];
     int *bc = palloc(&g_pc, sizeof zero2), *bg = palloc(&g_pg, sizeof zero2);
     double *gc = palloc(&g_pc, sizeof(double)), *gg = palloc(&g_pg, sizeof(double));
@@ -1462,7 +1491,7 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
     if (!finite) { /* skipped: the parameters are untouched, bit for bit */
         real *a = test_xmalloc(n * sizeof(real));
         g_gpu->download(g_gpu, a, p.g, n * sizeof(real));
-        CHECK_MSG(memcmp(a, h0, n * sizeof(real)) == 0, "%s: parameters changed", what);
+        CHECK_MSG(memcmp(a, h0 + off, n * sizeof(real)) == 0, "%s: parameters changed", what);
         free(a);
     }
     char w2[160];
@@ -1705,16 +1734,19 @@ static void test_gather(int N, int B, int D, int row0, unsigned seed) {
     pools_reset();
 }
 
-static void test_to_u8(size_t n, vae_likelihood lik, unsigned seed) {
-    real *h = test_xmalloc(n * sizeof(real));
-    test_rand_fill_real(h, n, lik == VAE_LIK_BERNOULLI ? -8 : -0.2, lik == VAE_LIK_BERNOULLI ? 8 : 1.2,
-                        seed);
+/* off: the pixels and the decoder's output start that many elements past
+ * an aligned address (the kernel's scalar head) */
+static void test_to_u8(size_t n, vae_likelihood lik, unsigned seed, size_t off) {
+    real *h = test_xmalloc((n + off) * sizeof(real));
+    test_rand_fill_real(h, n + off, lik == VAE_LIK_BERNOULLI ? -8 : -0.2,
+                        lik == VAE_LIK_BERNOULLI ? 8 : 1.2, seed);
     if (n >= 6) {
-        h[0] = NAN, h[1] = INFINITY, h[2] = -INFINITY, h[3] = 0;
-        h[4] = (real)(0.5 / 255), h[5] = 1;
+        real *e = h + off;
+        e[0] = NAN, e[1] = INFINITY, e[2] = -INFINITY, e[3] = 0;
+        e[4] = (real)(0.5 / 255), e[5] = 1;
     }
-    pair out = in_data(h, n);
-    uint8_t *pc = palloc(&g_pc, n), *pg = palloc(&g_pg, n);
+    pair out = shifted(in_data(h, n + off), off);
+    uint8_t *pc = (uint8_t *)palloc(&g_pc, n + off) + off, *pg = (uint8_t *)palloc(&g_pg, n + off) + off;
     g_cpu->to_u8(g_cpu, pc, out.c, n, lik);
     g_gpu->to_u8(g_gpu, pg, out.g, n, lik);
     uint8_t *a = test_xmalloc(n), *b = test_xmalloc(n);
@@ -1726,7 +1758,7 @@ static void test_to_u8(size_t n, vae_likelihood lik, unsigned seed) {
         if (d > worst) worst = d;
     }
     /* 1 step allowed: an expf ulp can move p*255 + 0.5 across an integer */
-    CHECK_MSG(worst <= 1, "to_u8 lik=%d n=%zu: off by %d", (int)lik, n, worst);
+    CHECK_MSG(worst <= 1, "to_u8 lik=%d n=%zu at +%zu: off by %d", (int)lik, n, off, worst);
     if (n >= 6) CHECK(b[0] == 0 && b[3] == a[3] && b[5] == a[5]);
     free(a);
     free(b);
@@ -1933,8 +1965,8 @@ static void test_latent_fill(int kind, int n, int64_t first, unsigned seed) {
 }
 
 /* round_mantissa: integer operations on the bits, bit-equal. */
-static void test_round_mantissa(size_t n, int bits, unsigned seed) {
-    pair x = in_rand_guarded(n, -1e3, 1e3, seed); /* fetch() reads n + GUARD */
+static void test_round_mantissa(size_t n, int bits, unsigned seed, size_t off) {
+    pair x = shifted(in_rand_guarded(n + off, -1e3, 1e3, seed), off); /* fetch() reads n + GUARD */
     g_cpu->round_mantissa(g_cpu, x.c, n, bits);
     g_gpu->round_mantissa(g_gpu, x.g, n, bits);
     real *c = fetch(g_cpu, x.c, n), *g = fetch(g_gpu, x.g, n);
@@ -2308,7 +2340,10 @@ int main(void) {
         const int *c = conv[i];
         test_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 200 + (unsigned)i);
     }
-    if (libs) test_direct_signed_zero();
+    if (libs) {
+        test_direct_signed_zero(3, 2, 1); /* the tiled kernels */
+        test_direct_signed_zero(5, 1, 2); /* the generic ones */
+    }
     /* B, cin, h, w, cout, k, stride, pad, out_pad */
     static const int convt[][9] = {{1, 8, 7, 7, 4, 4, 2, 1, 0},  {3, 3, 5, 6, 2, 3, 2, 1, 1},
                                    {2, 5, 1, 1, 7, 3, 1, 0, 0},  {4, 64, 7, 7, 32, 4, 2, 1, 0},
@@ -2342,17 +2377,24 @@ int main(void) {
 
     static const size_t sizes[] = {1, 31, 257, 100003};
     for (size_t i = 0; i < 4; i++) {
-        test_act(sizes[i], VAE_ACT_RELU, 0, 400 + (unsigned)i);
-        test_act(sizes[i], VAE_ACT_LEAKY_RELU, (real)0.2, 410 + (unsigned)i);
-        test_act(sizes[i], VAE_ACT_LEAKY_RELU, (real)0.01, 420 + (unsigned)i);
+        test_act(sizes[i], VAE_ACT_RELU, 0, 400 + (unsigned)i, 0, 0);
+        test_act(sizes[i], VAE_ACT_LEAKY_RELU, (real)0.2, 410 + (unsigned)i, 0, 0);
+        test_act(sizes[i], VAE_ACT_LEAKY_RELU, (real)0.01, 420 + (unsigned)i, 0, 0);
     }
+    /* buffers past an aligned address: the kernels' scalar head (alike) and
+     * their all-scalar path (differently misaligned) */
+    test_act(1001, VAE_ACT_RELU, 0, 430, 1, 1);
+    test_act(1001, VAE_ACT_LEAKY_RELU, (real)0.2, 431, 3, 3);
+    test_act(1001, VAE_ACT_RELU, 0, 432, 1, 2);
 
     test_normal_fill(1, 1, VAE_RNG_PRIOR, 0, 0);
     test_normal_fill(1001, 42, VAE_RNG_TRAIN, 7, 3);
     test_normal_fill(4096, 0xDEADBEEFCAFEull, VAE_RNG_EVAL, 123456789, (uint64_t)1 << 40);
 
-    /* (B, L): also more samples than one block's 8 warps, and L > 32 */
-    static const int bl[][2] = {{1, 1}, {3, 7}, {64, 32}, {5, 33}, {2, 300}, {203, 20}, {1000, 3}};
+    /* (B, L): also more samples than one block's 8 warps, L > 32, and L
+     * above KL_TILE (1024: the KL and log q kernels for long rows) */
+    static const int bl[][2] = {{1, 1},    {3, 7},    {64, 32},  {5, 33},
+                                {2, 300},  {203, 20}, {1000, 3}, {3, 1100}};
     for (size_t i = 0; i < sizeof bl / sizeof bl[0]; i++) {
         test_reparam(bl[i][0], bl[i][1], 11 + i, 1000 + i);
         test_kl(bl[i][0], bl[i][1], 1, (real)0.7, 500 + (unsigned)i);
@@ -2368,15 +2410,22 @@ int main(void) {
     }
 
     static const size_t rn[] = {1, 255, 256, 257, 262145, 1000003};
-    for (size_t i = 0; i < sizeof rn / sizeof rn[0]; i++) test_reduce(rn[i], 700 + (unsigned)i);
+    for (size_t i = 0; i < sizeof rn / sizeof rn[0]; i++) test_reduce(rn[i], 700 + (unsigned)i, 0);
+    test_reduce(1001, 710, 1);
+    test_reduce(262145, 711, 3);
 
-    test_adam(1, 0, 0, 0, 1.0, 800);
-    test_adam(1000, (real)0.01, 0, 0, 1.0, 801);
-    test_adam(100003, (real)0.01, 1, 0, 1.0, 802);
-    test_adam(1000, 0, 0, (real)1, 100.0, 803);  /* clipping active */
-    test_adam(1000, 0, 0, (real)1e9, 100.0, 804); /* clipping inactive */
-    test_adam(1000, 0, 0, (real)1, INFINITY, 805);
-    test_adam(1000, 0, 0, 0, NAN, 806);
+    test_adam(1, 0, 0, 0, 1.0, 800, 0);
+    test_adam(1000, (real)0.01, 0, 0, 1.0, 801, 0);
+    test_adam(100003, (real)0.01, 1, 0, 1.0, 802, 0);
+    test_adam(1000, 0, 0, (real)1, 100.0, 803, 0);  /* clipping active */
+    test_adam(1000, 0, 0, (real)1e9, 100.0, 804, 0); /* clipping inactive */
+    test_adam(1000, 0, 0, (real)1, INFINITY, 805, 0);
+    test_adam(1000, 0, 0, 0, NAN, 806, 0);
+    /* clipping active on the scalar tail and on a scalar head */
+    test_adam(1003, 0, 0, (real)1, 100.0, 809, 0);
+    test_adam(1001, (real)0.01, 1, (real)1, 100.0, 810, 1);
+    /* clipping at a tiny norm, where the scale's + 1e-6 (vae_math.h) matters */
+    test_adam(1000, 0, 0, (real)1e-7, 1e-12, 811, 0);
     test_adam_halted(1000, 1.0, 807);
     test_adam_halted(100003, NAN, 808);
 
@@ -2399,9 +2448,11 @@ int main(void) {
     test_gather(7, 64, 784, 128, 902);
     test_gather(100, 40, 33, 960, 903); /* a short last batch's offset */
 
-    test_to_u8(1, VAE_LIK_BERNOULLI, 950);
-    test_to_u8(1001, VAE_LIK_BERNOULLI, 951);
-    test_to_u8(1001, VAE_LIK_GAUSSIAN, 952);
+    test_to_u8(1, VAE_LIK_BERNOULLI, 950, 0);
+    test_to_u8(1001, VAE_LIK_BERNOULLI, 951, 0);
+    test_to_u8(1001, VAE_LIK_GAUSSIAN, 952, 0);
+    test_to_u8(1001, VAE_LIK_BERNOULLI, 953, 1);
+    test_to_u8(1001, VAE_LIK_GAUSSIAN, 954, 3);
 
     for (int kind = 0; kind < 4; kind++) {
         test_latent_fill(kind, 1, 0, 960 + (unsigned)kind);
@@ -2410,8 +2461,9 @@ int main(void) {
     }
     test_graph(12);
 
-    test_round_mantissa(100003, 10, 970);
-    test_round_mantissa(100003, 7, 971);
+    test_round_mantissa(100003, 10, 970, 0);
+    test_round_mantissa(100003, 7, 971, 0);
+    test_round_mantissa(1001, 7, 972, 2); /* the scalar head */
     if (libs) {
         test_sample_run(VAE_LATENT_PRIOR, 1000, 23);
         test_sample_run(VAE_LATENT_GRID, 17 * 17, 23);

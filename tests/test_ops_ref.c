@@ -464,6 +464,28 @@ static void test_reductions(void) {
     test_gb_free(&v);
 }
 
+/* The bias gradients' sums accumulate in double (backend_cpu.c): 100,000
+ * terms of 0.1f sum to 10000.000149 in double, which rounds to 10000 as a
+ * float; summed in float they drift to ~9998.56 (1.4e-4 relative). The
+ * check allows 1e-6 relative: the one final rounding to float (5e-8)
+ * passes, a float accumulation does not. Dense (dense_backward's db, din
+ * and dw not asked for) and per channel (act_backward_bias's db, one
+ * channel of 100,000 pixels). */
+static void test_bias_sums(void) {
+    enum { N = 100000 };
+    test_gbuf d = test_gb_new(N), one = test_gb_new(N), din = test_gb_new(N), db = test_gb_new(1);
+    double want = 0;
+    for (int i = 0; i < N; i++) d.p[i] = (real)0.1, one.p[i] = 1, want += (double)d.p[i];
+    g_be->dense_backward(g_be, NULL, NULL, db.p, d.p, NULL, NULL, N, 1, 1);
+    CHECK_MSG(fabs(db.p[0] - want) <= 1e-6 * want, "dense db of %d terms: %.9g, want %.9g", N,
+              (double)db.p[0], want);
+    g_be->act_backward_bias(g_be, din.p, db.p, d.p, one.p, 1, 1, N, VAE_ACT_RELU, 0);
+    CHECK_MSG(fabs(db.p[0] - want) <= 1e-6 * want, "conv db of %d terms: %.9g, want %.9g", N,
+              (double)db.p[0], want);
+    CHECK(test_gb_intact(&db) && test_gb_intact(&din));
+    test_gb_free(&d), test_gb_free(&one), test_gb_free(&din), test_gb_free(&db);
+}
+
 /* Activations: forward/backward on a few exact values, sentinels. */
 static void test_act(void) {
     enum { N = 6 };
@@ -502,6 +524,7 @@ int main(void) {
     test_dense(5, 17, 9);
     test_dense(16, 600, 33); /* K = 600 products per output */
     test_dense(7, 300, 3);
+    test_bias_sums();
 
     /* B, cin, hin, win, cout, k, s, p */
     test_conv(4, 1, 28, 28, 32, 3, 2, 1);  /* MNIST encoder conv 1 */
