@@ -221,6 +221,9 @@ if [ "$STAGE" = verify ]; then
   run "test_cuda_ops" 60 build-gpu/tests/test_cuda_ops
   run "test_cuda_train" 60 build-gpu/tests/test_cuda_train
   run "test_capture_invalidated (the mock's model of the runtime)" 20 build-gpu/tests/test_capture_invalidated
+  vae_wrapper
+  run "the command line with --device cuda (tests/cli/test_cuda_mock.py)" 60 env LD_LIBRARY_PATH= \
+    VAE_BIN=.gpu/vae-run "$(command -v python3)" tests/cli/test_cuda_mock.py
   CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   run "memcheck test_cuda_ops" 60 "$CS" --tool memcheck --leak-check full --error-exitcode 9 build-gpu/tests/test_cuda_ops
   run "racecheck test_cuda_ops (kernels only)" 60 env VAE_TEST_KERNELS_ONLY=1 "$CS" --tool racecheck \
@@ -284,6 +287,9 @@ if [ "$STAGE" = test ]; then
   run "test_cuda_ops VAE_LT_DRELU=1" 60 env VAE_LT_DRELU=1 build-gpu/tests/test_cuda_ops
   run "test_cuda_train" 120 build-gpu/tests/test_cuda_train
   run "test_cuda_train VAE_CUDA_SIDE=1" 90 env VAE_CUDA_SIDE=1 build-gpu/tests/test_cuda_train
+  vae_wrapper
+  run "the command line with --device cuda (tests/cli/test_cuda_mock.py)" 60 env LD_LIBRARY_PATH= \
+    VAE_BIN=.gpu/vae-run "$(command -v python3)" tests/cli/test_cuda_mock.py
   # end to end on the GPU: two epochs, eval, sampling (its checkpoint feeds memcheck below)
   rm -rf /tmp/gpu-run /tmp/gpu-mc # vae train refuses a folder holding a run
   run "train mnist_conv 2 epochs" 60 build-gpu/vae train configs/mnist_conv.ini --epochs 2 --device cuda \
