@@ -7,7 +7,7 @@
  * Asynchrony ($VAE_MOCK_ASYNC, "asynchrony" below): with it set, work is not
  * run when it is issued but queued on its stream, and runs only when the
  * host must see it done — a stream, event or device synchronize, a copy to
- * or from pageable memory, a free — and then only as much as that needs
+ * pageable memory, a free — and then only as much as that needs
  * (lazy) or interleaved across streams at random, so that a missing wait
  * between streams or between the device and the host shows as a wrong
  * value, as it would on a GPU.
@@ -58,6 +58,7 @@ struct CUgraphExec_st {
     node *head;
 };
 struct op;
+struct rec_tok;
 struct CUstream_st {
     struct op *qhead, *qtail; /* work issued and not yet run (asynchrony) */
     int capturing;    /* cudaStreamCaptureStatusActive */
@@ -80,9 +81,8 @@ struct CUevent_st {
     struct CUstream_st *st;  /* the record's stream, when it was capturing ... */
     struct CUstream_st *cap; /* ... the capture's origin stream (else NULL) */
     long seq;                /* ... and how many nodes that stream had recorded */
-    /* asynchrony: records issued outside captures, and how many have run */
-    unsigned long long gen, done;
-    struct CUstream_st *rec_st; /* the stream of the latest such record */
+    /* asynchrony: the latest record issued outside a capture (NULL: none) */
+    struct rec_tok *tok;
 };
 
 /* the streams made, for cudaStreamEndCapture's check of joined streams */
@@ -142,9 +142,10 @@ int mock_capturing(cudaStream_t s) { return stream_of(s)->capturing; }
  * the work issued on it outside a capture (kernels, library calls, copies,
  * memsets, graph launches, event records and waits), and nothing runs until
  * the host has to see a result: cudaStreamSynchronize, cudaEventSynchronize,
- * cudaDeviceSynchronize, a copy to or from pageable memory (which the runtime
- * makes synchronous), cudaFree/cudaFreeHost (which synchronize the device),
- * the destruction of a stream or event with work pending. Even then only
+ * cudaDeviceSynchronize, a copy to pageable memory (which the runtime makes
+ * synchronous; one from pageable memory is staged when issued and lands in
+ * stream order), cudaFree/cudaFreeHost (which synchronize the device), the
+ * destruction of a stream with work pending. Even then only
  * the work that has to run does: the stream's own queue and, through the
  * events it waits on, the parts of other queues before those records — as
  * if the device ran every stream as late as CUDA allows. So a result read on
@@ -159,14 +160,22 @@ int mock_capturing(cudaStream_t s) { return stream_of(s)->capturing; }
  * runs early with respect to another's (a buffer reused on one stream while
  * another still reads it). */
 
+/* One event record: a wait issued after it waits for this record, not for
+ * a later record of the same event (CUDA: "the work captured by the event
+ * at the time of the call"). Shared by the record's op, the event (while it
+ * is the latest record) and the waits on it; freed with the last of them. */
+struct rec_tok {
+    int done, refs;
+    double ms;               /* host clock when it ran: the event's time */
+    struct CUstream_st *st;  /* the stream it is queued on (alive until it ran) */
+};
+
 enum { OP_WORK, OP_RECORD, OP_WAIT };
 struct op {
     struct op *next;
     int kind;
-    node *work;                /* OP_WORK: a launch or fn(args) */
-    struct CUevent_st *ev;     /* OP_RECORD, OP_WAIT */
-    unsigned long long gen;    /* the record's number (OP_WAIT: the one awaited) */
-    struct CUstream_st *src;   /* OP_WAIT: the stream that record was issued on */
+    node *work;            /* OP_WORK: a launch or fn(args) */
+    struct rec_tok *tok;   /* OP_RECORD: the record; OP_WAIT: the one awaited */
 };
 
 static int g_async = -1; /* 0 eager, 1 lazy, 2 random; -1 not read yet */
@@ -181,7 +190,16 @@ static int async_mode(void) {
         g_async = 1;
     } else if (!strncmp(e, "random", 6) && (e[6] == 0 || e[6] == ':')) {
         g_async = 2;
-        if (e[6] == ':') g_rng ^= strtoull(e + 7, NULL, 10) * 0xbf58476d1ce4e5b9ull;
+        if (e[6] == ':') {
+            char *end = NULL;
+            const unsigned long long seed = strtoull(e + 7, &end, 10);
+            if (end == e + 7 || *end) {
+                mock_note("VAE_MOCK_ASYNC=%s: the seed is not a number", e);
+                abort();
+            }
+            g_rng ^= seed * 0xbf58476d1ce4e5b9ull;
+        }
+        if (!g_rng) g_rng = 1; /* xorshift stays at 0 */
     } else {
         mock_note("VAE_MOCK_ASYNC=%s: expected 0, lazy, random or random:SEED", e);
         abort();
@@ -204,6 +222,15 @@ static double now_ms(void) {
 
 static void run_node(const node *n);
 static void background(void);
+
+static struct rec_tok *tok_ref(struct rec_tok *t) {
+    t->refs++;
+    return t;
+}
+
+static void tok_put(struct rec_tok *t) {
+    if (t && --t->refs == 0) free(t);
+}
 
 static struct op *op_new(int kind) {
     struct op *o = calloc(1, sizeof *o);
@@ -231,7 +258,7 @@ static void queue_work(struct CUstream_st *st, node *n) {
 
 static int head_ready(const struct CUstream_st *st) {
     const struct op *o = st->qhead;
-    return o && (o->kind != OP_WAIT || o->ev->done >= o->gen);
+    return o && (o->kind != OP_WAIT || o->tok->done);
 }
 
 /* runs st's next piece of work, which must be ready */
@@ -243,9 +270,10 @@ static void op_exec(struct CUstream_st *st) {
         run_node(o->work);
         free(o->work);
     } else if (o->kind == OP_RECORD) {
-        if (o->ev->done < o->gen) o->ev->done = o->gen;
-        o->ev->ms = now_ms();
+        o->tok->done = 1;
+        o->tok->ms = now_ms();
     }
+    tok_put(o->tok);
     free(o);
 }
 
@@ -253,11 +281,11 @@ static void op_exec(struct CUstream_st *st) {
 static void advance(struct CUstream_st *st) {
     while (!head_ready(st)) {
         struct op *o = st->qhead;
-        if (!o || !o->src || !o->src->qhead) {
+        if (!o || !o->tok->st->qhead) {
             mock_note("asynchrony: a wait on an event whose record is not queued (internal)");
             abort();
         }
-        advance(o->src);
+        advance(o->tok->st);
     }
     op_exec(st);
 }
@@ -304,7 +332,7 @@ static void drain_stream(struct CUstream_st *st) {
 }
 
 static void drain_event(struct CUevent_st *e) {
-    while (e->done < e->gen) step_toward(e->rec_st);
+    while (e->tok && !e->tok->done) step_toward(e->tok->st);
 }
 
 static void drain_all(void) {
@@ -598,6 +626,17 @@ static void run_copy(void *a) {
     memmove(c->dst, c->src, c->n);
 }
 
+/* a copy from pageable memory, its bytes staged when it was issued */
+typedef struct {
+    void *dst;
+    size_t n;
+    unsigned char data[];
+} staged_args;
+static void run_staged(void *a) {
+    staged_args *c = a;
+    memcpy(c->dst, c->data, c->n);
+}
+
 typedef struct {
     void *dst;
     int value;
@@ -640,17 +679,25 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
     }
     copy_args c = {dst, src, n};
     if (!st->capturing && async_mode()) {
-        /* to or from pageable memory the runtime's call is synchronous: the
-         * stream's work before it runs first, and a copy to the host is done
-         * when the call returns (one from the host is staged by then) */
-        const void *host = kind == cudaMemcpyHostToDevice ? src
-                           : kind == cudaMemcpyDeviceToHost ? dst
-                           : kind == cudaMemcpyDefault && !src_dev ? src
-                           : kind == cudaMemcpyDefault && !dst_dev ? dst : NULL;
-        if (host && !inside(host, n, 1)) {
+        /* The runtime's rules (API synchronization behavior): to pageable
+         * memory, and between two host buffers, the call returns when the
+         * copy is done (the stream's work before it runs first); from
+         * pageable memory it is staged when the call is made (the caller may
+         * reuse src at once) and lands in stream order, like any copy. */
+        if ((!dst_dev && !inside(dst, n, 1)) || (!dst_dev && !src_dev)) {
             drain_stream(st);
             run_copy(&c);
             return cudaSuccess;
+        }
+        if (!src_dev && !inside(src, n, 1)) {
+            staged_args *a = malloc(sizeof *a + n);
+            if (!a) return cudaErrorMemoryAllocation;
+            a->dst = dst;
+            a->n = n;
+            memcpy(a->data, src, n);
+            int rc = mock_enqueue(s, "cudaMemcpyAsync", run_staged, a, sizeof *a + n);
+            free(a);
+            return rc ? cudaErrorStreamCaptureInvalidated : cudaSuccess;
         }
     }
     if (mock_enqueue(s, "cudaMemcpyAsync", run_copy, &c, sizeof c))
@@ -793,9 +840,11 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 
+/* Returns at once, as the runtime's: a queued record or wait holds its own
+ * reference to the record it stands for. */
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     if (!e) return cudaErrorInvalidValue;
-    if (async_mode()) drain_all(); /* no queued record or wait refers to it */
+    tok_put(e->tok);
     free(e);
     return cudaSuccess;
 }
@@ -812,10 +861,17 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     e->seq = st->seq;
     e->recorded = 1;
     if (!st->capturing && async_mode()) {
+        struct rec_tok *t = calloc(1, sizeof *t);
+        if (!t) {
+            mock_note("out of host memory queueing work");
+            abort();
+        }
+        t->st = st;
+        t->refs = 1; /* the event's */
+        tok_put(e->tok);
+        e->tok = t;
         struct op *o = op_new(OP_RECORD);
-        o->ev = e;
-        o->gen = ++e->gen;
-        e->rec_st = st;
+        o->tok = tok_ref(t);
         q_push(st, o);
         return cudaSuccess;
     }
@@ -835,15 +891,16 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     if (!ms || !a || !b) return cudaErrorInvalidValue;
     if (!a->recorded || !b->recorded) return cudaErrorInvalidResourceHandle;
     if (a->no_timing || b->no_timing) return cudaErrorInvalidResourceHandle;
-    if (a->done < a->gen || b->done < b->gen) return cudaErrorNotReady;
-    *ms = (float)(b->ms - a->ms);
+    if ((a->tok && !a->tok->done) || (b->tok && !b->tok->done)) return cudaErrorNotReady;
+    *ms = (float)((b->tok ? b->tok->ms : b->ms) - (a->tok ? a->tok->ms : a->ms));
     return cudaSuccess;
 }
 
 /* Eagerly it orders nothing (program order already does); with asynchrony
- * s's later work waits for the event's latest record outside a capture.
- * It follows captures as the runtime does: a stream that waits on an event recorded in a capture joins
- * that capture; the capture's origin waiting on a joined stream's event
+ * s's later work waits for the event's latest record outside a capture (that
+ * record: a later record of the event changes nothing for it). It follows
+ * captures as the runtime does: a stream that waits on an event recorded in
+ * a capture joins that capture; the capture's origin waiting on a joined stream's event
  * recorded after its last node joins it back; a capturing stream waiting on
  * an event from outside its capture is refused (cudaErrorStreamCaptureIsolation)
  * and invalidates the capture. */
@@ -863,11 +920,9 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
             st->graph = e->cap->graph;
             st->seq = 0;
             st->joined_back = 1; /* nothing recorded yet */
-        } else if (async_mode() && e->done < e->gen) {
-            struct op *o = op_new(OP_WAIT);
-            o->ev = e;
-            o->gen = e->gen;
-            o->src = e->rec_st;
+        } else if (async_mode() && e->tok && !e->tok->done) {
+            struct op *o = op_new(OP_WAIT); /* for this record, not a later one */
+            o->tok = tok_ref(e->tok);
             q_push(st, o);
         }
         return cudaSuccess;

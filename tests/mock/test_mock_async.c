@@ -8,7 +8,11 @@
  *   2. a stream that waits on an event sees the other stream's work before
  *      the record; without the wait it does not (the other stream's work
  *      is still pending), and that work runs at its own synchronize;
- *   3. a copy to or from pageable memory is synchronous, as the runtime's;
+ *   2b. a wait is for the record current when it was issued: a later record
+ *      of the same event (on another stream, already run) does not release
+ *      it, and destroying the event leaves it in force;
+ *   3. a copy to pageable memory is synchronous, as the runtime's; one from
+ *      pageable memory reads it when issued and lands in stream order;
  *   4. a copy from pinned memory reads what the host wrote there before the
  *      stream ran, even if written after the copy was issued;
  *   5. cudaEventSynchronize runs the work before the record, not after it;
@@ -112,6 +116,21 @@ int main(void) {
     MUST(cudaStreamSynchronize(a));
     CHECK(peek(x, c) == 3, "2: a's memset ran at a's synchronize (%d)", peek(x, c));
 
+    /* 2b: record on a, wait on b, the same event recorded again on c and
+     * run there, the event destroyed: b still waits for a's memset */
+    cudaEvent_t e2;
+    MUST(cudaEventCreateWithFlags(&e2, cudaEventDisableTiming));
+    MUST(cudaMemsetAsync(x, 20, 16, a));
+    MUST(cudaEventRecord(e2, a));
+    MUST(cudaStreamWaitEvent(b, e2, 0));
+    MUST(cudaMemcpyAsync(y, x, 16, cudaMemcpyDeviceToDevice, b));
+    MUST(cudaEventRecord(e2, c));
+    MUST(cudaEventSynchronize(e2));
+    MUST(cudaEventDestroy(e2));
+    CHECK(peek(x, c) == 3, "2b: a's memset has not run (%d)", peek(x, c));
+    MUST(cudaStreamSynchronize(b));
+    CHECK(peek(y, c) == 20, "2b: b waited for a's record, not the later one (%d)", peek(y, c));
+
     /* 3: pageable memory: the copy from the device is done when the call
      * returns, the stream's earlier work first */
     unsigned char pg[16] = {0};
@@ -120,8 +139,10 @@ int main(void) {
     CHECK(pg[0] == 4 && pg[15] == 4, "3: a pageable copy is synchronous (%d)", pg[0]);
     unsigned char src[16];
     memset(src, 5, sizeof src);
+    MUST(cudaMemsetAsync(x, 4, 16, a));
     MUST(cudaMemcpyAsync(x, src, 16, cudaMemcpyHostToDevice, a));
     memset(src, 6, sizeof src); /* allowed: the pageable source was staged */
+    CHECK(peek(x, c) == 4, "3: a copy from pageable memory lands in stream order (%d)", peek(x, c));
     MUST(cudaStreamSynchronize(a));
     CHECK(peek(x, c) == 5, "3: a pageable source is read when the call is made (%d)", peek(x, c));
 
