@@ -480,6 +480,10 @@ static void test_dataset_load(void) {
     CHECK(ds.n == 3 && ds.h == 28 && ds.w == 28 && idx_pixels_ok(&ds));
     CHECK(ds.labels && ds.labels[0] == 5 && ds.labels[2] == 4);
     vae_dataset_free(&ds);
+    /* A folder named like the file (as some downloads lay MNIST out) is
+     * passed over: the file inside it is not looked for, the search goes on
+     * to dir/ */
+    make_dir("ds_mnist/mnist/t10k-images-idx3-ubyte");
     /* Test split directly in dir/, uncompressed, without labels. */
     len = make_idx_images(buf, 0x00000803u, 2, 28, 28, 0);
     test_write_file("ds_mnist/t10k-images-idx3-ubyte", buf, len);

@@ -518,15 +518,13 @@ void vae_data_dir(char *out, size_t len, const char *flag) {
     if (len) snprintf(out, len, "%s", d);
 }
 
-/* 1: p is a regular file; 0: nothing there; -1, with the error set naming
- * p: something else is there (a folder), or it cannot be looked at (a
- * folder on the way not searchable, ...). */
+/* 1: p is a regular file; 0: no such file there; 2: something else is
+ * there (a folder: some downloads put each file in a folder of its name);
+ * -1, with the error set naming p: it cannot be looked at (a folder on the
+ * way not searchable, ...). */
 static int probe_file(const char *p) {
     struct stat st;
-    if (stat(p, &st) == 0) {
-        if (S_ISREG(st.st_mode)) return 1;
-        return vae_error_set(VAE_EIO, "%s: not a regular file", p), -1;
-    }
+    if (stat(p, &st) == 0) return S_ISREG(st.st_mode) ? 1 : 2;
     if (errno == ENOENT || errno == ENOTDIR) return 0;
     return vae_error_set(VAE_EIO, "%s: %s", p, strerror(errno)), -1;
 }
@@ -540,8 +538,8 @@ static int join(char *out, size_t cap, const char *a, const char *b) {
 #define PATH_CAP 4096
 
 /* `name` or `name`.gz in folder d (uncompressed wins when both exist: it
- * loads faster): 1 and out filled when found, 0 when not, -1 on an error
- * (set) that keeps us from looking. */
+ * loads faster): 1 and out filled when found, 0 when not (a folder of that
+ * name is passed over), -1 on an error (set) that keeps us from looking. */
 static int find_here(char *out, const char *d, const char *name) {
     char base[PATH_CAP], cand[PATH_CAP];
     if (!join(base, sizeof base, d, name)) return 0;
@@ -551,7 +549,7 @@ static int find_here(char *out, const char *d, const char *name) {
         if (n < 0 || (size_t)n >= sizeof cand) continue;
         int r = probe_file(cand);
         if (r < 0) return -1;
-        if (!r) continue;
+        if (r != 1) continue;
         memcpy(out, cand, (size_t)n + 1);
         return 1;
     }
@@ -585,9 +583,9 @@ static int load_mnist(vae_dataset *ds, const char *dir, int train, char *shown, 
                              "in %s; run scripts/get-data.sh mnist (or scripts/get-data.sh mnist "
                              "--from DIR), or point --data / VAE_DATA_DIR at the folder that holds them",
                              train ? "training" : "test", img_name, img_name, dir, dir);
-    /* Labels are not needed to train a VAE; they are loaded when present. */
-    int have_lab = find_in(lab, dir, "mnist", lab_name, NULL);
-    if (have_lab < 0) return VAE_EIO;
+    /* Labels are not needed to train a VAE; they are loaded when present
+     * (and looked for no further where the search fails). */
+    int have_lab = find_in(lab, dir, "mnist", lab_name, NULL) == 1;
     snprintf(shown, shown_len, "%s", img);
     return vae_load_idx(ds, img, have_lab ? lab : NULL);
 }
@@ -638,6 +636,7 @@ static int load_idx_named(vae_dataset *ds, const vae_config *cfg, const char *di
         return vae_error_set(VAE_EINVAL, "%s/%s: data path too long", dir, name);
     int found = probe_file(path);
     if (found < 0) return VAE_EIO;
+    if (found == 2) return vae_error_set(VAE_EIO, "%s: not a regular file", path);
     if (!found)
         return vae_error_set(VAE_ENOTFOUND, "%s: no such file (the config's [data] %s, in %s)",
                              path, train ? "train_images" : "test_images", dir);
