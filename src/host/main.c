@@ -294,6 +294,11 @@ static int parse_args(int argc, char **argv, args_t *a, const char *cmd, const c
             continue;
         }
         const size_t k = (size_t)(eq - argv[i]);
+        if (k == 2) { /* "--=x" */
+            free(av), free(is_val), free(name);
+            fprintf(stderr, "vae: %s: expected --option=value\n", argv[i]);
+            return -1;
+        }
         memcpy(np, argv[i], k);
         np[k] = 0;
         av[n++] = np;

@@ -225,6 +225,7 @@ for args, msg, code in ((["--grid", "0,9"], "latent dimensions must be in 0..5",
                         (["--prior=", "--json"], "--prior needs a value", 2),
                         (["--prior=10", "--json=1"], "--json takes no value (found --json=1)", 2),
                         (["--prior=10", "--seed=x"], "--seed x: expected an integer", 2),
+                        (["--prior=10", "--=x"], "--=x: expected --option=value", 2),
                         (["--prior", "10", "--seed", "-1"], "expected an integer in 0..18446744073709551615", 2)):
     p = sample(ck, os.path.join(base, "bad"), *args, check=False)
     c.check(p.returncode == code and msg in p.stderr,
