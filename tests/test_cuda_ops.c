@@ -1021,6 +1021,11 @@ static void test_direct_signed_zero(int K, int S, int P) {
     snprintf(tag, sizeof tag, "signed zeros B=2 2x6x6 -> 3x%dx%d k%d s%d p%d", HO, WO, K, S, P);
     const size_t most = nin > nout ? (nin > nw ? nin : nw) : (nout > nw ? nout : nw);
     real *want = test_xmalloc(most * sizeof(real)), *got;
+    /* the direct kernels take all three at both shapes: none may be skipped */
+    CHECK_MSG(g_fwd_direct_supported(CI, H, W, CO, HO, WO, K, S, P) &&
+                  g_direct_supported(CO, HO, WO, CI, H, W, K, S, P) &&
+                  g_wgrad_supported(CI, H, W, CO, HO, WO, K, S, P),
+              "%s: a direct kernel does not take the shape", tag);
     if (g_fwd_direct_supported(CI, H, W, CO, HO, WO, K, S, P)) {
         fwd_ref(want, hin, hw, NULL, 0, 0, B, CI, H, W, CO, HO, WO, K, S, P);
         got = fetch(be, gy, nout);

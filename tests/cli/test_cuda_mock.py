@@ -10,11 +10,13 @@ uses VAE_CUDNN_ALGO=heuristic, so that each process makes the same algorithm
 choices (timed choices could differ from process to process and so change
 the bits). Checks:
   - `vae info` reports the device and the training arena;
-  - training (train.c: graphs, the asynchronous read-back of the step's
-    sums into pinned memory, checkpoints read back from the device) gives
+  - training (train.c: graphs, checkpoints read back from the device) gives
     the same bits with the mock's streams eager, lazy and in a random order
-    (VAE_MOCK_ASYNC): a missing wait would make one of them read a stale
-    value;
+    (VAE_MOCK_ASYNC): a missing wait on a path that feeds the results would
+    make one of them read a stale value. (The polled read-back of the
+    step's sums only feeds the progress bar and the first notice of a bad
+    step, which a synchronous read confirms, so a stale poll does not show
+    here; test_cuda_ops checks download_async itself.);
   - the same run on the CPU backend: test nelbo within 1e-4 relative per
     epoch (float32 both, same math, different summation orders: the
     measured gap is ~1e-7; 1e-4 leaves room for 16 Adam steps of drift);
