@@ -693,9 +693,16 @@ static int conv_gemm_slice(const cuda_ctx *c, const conv_plan *p, size_t cap) {
     return (int)ns;
 }
 
+/* The workspace of a slice of m output cells: the column matrix [crs, m],
+ * then (at the next aligned byte) dy with n and k swapped, [m, K]. Its bytes
+ * and where dyK starts: one layout for the sizing and the run. */
+static size_t conv_gemm_dyk_at(const conv_plan *p, size_t m) {
+    return align_up((size_t)p->c * p->r * p->r * m * sizeof(real));
+}
+
 static size_t conv_gemm_bytes(const conv_plan *p, int ns) {
-    const size_t m = (size_t)ns * p->ho * p->wo, crs = (size_t)p->c * p->r * p->r;
-    return align_up(crs * m * sizeof(real)) + (size_t)p->k * m * sizeof(real);
+    const size_t m = (size_t)ns * p->ho * p->wo;
+    return conv_gemm_dyk_at(p, m) + (size_t)p->k * m * sizeof(real);
 }
 
 /* The weight gradient (dgrad 0: a = x, out = dw) or the data gradient
@@ -708,7 +715,7 @@ static void conv_gemm_run(cuda_ctx *c, const conv_plan *p, int dgrad, const real
     for (int n0 = 0; n0 < p->n; n0 += ns) {
         const int cnt = p->n - n0 < ns ? p->n - n0 : ns, m = cnt * pq;
         real *col = ws;
-        real *dyk = (real *)((char *)ws + align_up((size_t)crs * m * sizeof(real)));
+        real *dyk = (real *)((char *)ws + conv_gemm_dyk_at(p, (size_t)m));
         vae_cuda_swap_nk(c->stream, dyk, dy + (size_t)n0 * dy_img, cnt, p->k, pq);
         if (dgrad) {
             /* column-major: colT as [m, crs] = (dyK as [m, K]) (W as [crs, K])^T */
