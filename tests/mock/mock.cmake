@@ -65,7 +65,9 @@ set_tests_properties(test_cuda_train_mock_side PROPERTIES SKIP_RETURN_CODE 77 LA
 # epilogue (every dense layer on its fallback), no algorithm for the ReLU
 # epilogues only (bias epilogues, ReLU fallbacks), and the matmul call itself
 # refused after a plan was made (the fallback at call time); and with the
-# opt-in ReLU mask + DRELU_BGRAD backward (VAE_LT_DRELU=1, off by default)
+# opt-in ReLU mask + DRELU_BGRAD backward (VAE_LT_DRELU=1, off by default);
+# and with cuDNN alone for the convolutions (the direct kernels and the GEMM
+# forms off: otherwise a plan whose cuDNN pick failed could hide behind them)
 foreach(r "lt_none;VAE_MOCK_LT_REFUSE=all" "relu_none;VAE_MOCK_LT_REFUSE=RELU_AUX_BIAS,RELU_BIAS,DRELU_BGRAD"
           "lt_call_refused;VAE_MOCK_LT_REFUSE_MATMUL=all" "drelu;VAE_LT_DRELU=1")
   list(GET r 0 name)
@@ -74,6 +76,9 @@ foreach(r "lt_none;VAE_MOCK_LT_REFUSE=all" "relu_none;VAE_MOCK_LT_REFUSE=RELU_AU
   set_tests_properties(test_cuda_ops_mock_${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
                        ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};${env}")
 endforeach()
+add_test(NAME test_cuda_ops_mock_cudnn_only COMMAND test_cuda_ops_mock)
+set_tests_properties(test_cuda_ops_mock_cudnn_only PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
+                     ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_CONV_DIRECT=0;VAE_CONV_GEMM=0")
 
 foreach(t mock_cublas mock_cudnn)
   if(EXISTS ${mock}/test_${t}.c)
