@@ -76,9 +76,15 @@ foreach(r "lt_none;VAE_MOCK_LT_REFUSE=all" "relu_none;VAE_MOCK_LT_REFUSE=RELU_AU
   set_tests_properties(test_cuda_ops_mock_${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
                        ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};${env}")
 endforeach()
+# ... with the searches listing a faster non-deterministic or too-large
+# algorithm first (VAE_MOCK_CUDNN_TRAP, mock_cudnn.c), by timing and by
+# cuDNN's heuristics: the backend's filters must pass them over
 add_test(NAME test_cuda_ops_mock_cudnn_only COMMAND test_cuda_ops_mock)
 set_tests_properties(test_cuda_ops_mock_cudnn_only PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
-                     ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_CONV_DIRECT=0;VAE_CONV_GEMM=0")
+                     ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_CONV_DIRECT=0;VAE_CONV_GEMM=0;VAE_MOCK_CUDNN_TRAP=1")
+add_test(NAME test_cuda_ops_mock_cudnn_heuristic COMMAND test_cuda_ops_mock)
+set_tests_properties(test_cuda_ops_mock_cudnn_heuristic PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
+                     ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_CONV_DIRECT=0;VAE_CONV_GEMM=0;VAE_MOCK_CUDNN_TRAP=1;VAE_CUDNN_ALGO=heuristic")
 
 foreach(t mock_cublas mock_cudnn)
   if(EXISTS ${mock}/test_${t}.c)

@@ -864,6 +864,45 @@ static cudnnStatus_t search_common(const char *fn, cudnnHandle_t handle, int req
         (pr).mathType = (math_);                               \
     } while (0)
 
+/* $VAE_MOCK_CUDNN_TRAP=1: each search lists first a result the backend must
+ * pass over — faster than the real one, but for the two backward directions
+ * ALGO_0 marked CUDNN_NON_DETERMINISTIC (the project promises bit-identical
+ * reruns), for the forward FFT with a workspace of 2^40 bytes (Find*Ex with
+ * the workspace offered reports it ALLOC_FAILED, as cuDNN does; Get*_v7,
+ * which ignores workspace, reports it SUCCESS). Running a convolution with
+ * that algorithm aborts with a note: a caller's determinism or workspace
+ * filter missing shows. Asked for one result only, a search gives the real
+ * one, as before. */
+static int trap_on(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("VAE_MOCK_CUDNN_TRAP");
+        on = e && *e && strcmp(e, "0") != 0;
+    }
+    return on;
+}
+
+#define TRAP_FWD_ALGO CUDNN_CONVOLUTION_FWD_ALGO_FFT
+#define TRAP_FWD_BYTES ((size_t)1 << 40)
+
+/* perf[0] (filled, *returned = 1) moves to perf[1] below the trap */
+#define TRAP_FIRST(perf, requested, returned, algo_, status_, memory_, det_, math_) \
+    do {                                                                             \
+        if (trap_on() && (requested) >= 2) {                                         \
+            (perf)[1] = (perf)[0];                                                   \
+            FILL_PERF((perf)[0], algo_, status_, 0.5f, memory_, math_);              \
+            (perf)[0].determinism = (det_);                                          \
+            *(returned) = 2;                                                         \
+        }                                                                            \
+    } while (0)
+
+static void trap_ran(const char *fn, int algo) {
+    mock_note("%s: algorithm %d ran, which the search listed first as a trap "
+              "(VAE_MOCK_CUDNN_TRAP: non-deterministic, or a workspace beyond what was offered)",
+              fn, algo);
+    abort();
+}
+
 /* Find*Ex: the result for a workspace of ws_size bytes at ws, and the
  * output filled with NaN in stream order when it ran. */
 static cudnnStatus_t find_run(const char *fn, cudnnHandle_t handle, int dir, const geom *g,
@@ -904,6 +943,10 @@ cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(
     FILL_PERF(perfResults[0], CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, as,
               as == CUDNN_STATUS_SUCCESS ? 1.0f : -1.0f, ws_need(DIR_FWD, &g), convDesc->math);
     *returnedAlgoCount = 1;
+    TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, TRAP_FWD_ALGO,
+               workSpaceSizeInBytes >= TRAP_FWD_BYTES ? CUDNN_STATUS_SUCCESS
+                                                      : CUDNN_STATUS_ALLOC_FAILED,
+               TRAP_FWD_BYTES, CUDNN_DETERMINISTIC, convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -921,6 +964,8 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
     FILL_PERF(perfResults[0], CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, CUDNN_STATUS_SUCCESS, 1.0f,
               ws_need(DIR_FWD, &g), convDesc->math);
     *returnedAlgoCount = 1;
+    TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, TRAP_FWD_ALGO,
+               CUDNN_STATUS_SUCCESS, TRAP_FWD_BYTES, CUDNN_DETERMINISTIC, convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -943,6 +988,8 @@ cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithmEx(
               as == CUDNN_STATUS_SUCCESS ? 1.0f : -1.0f, ws_need(DIR_BWD_DATA, &g),
               convDesc->math);
     *returnedAlgoCount = 1;
+    TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+               as, ws_need(DIR_BWD_DATA, &g), CUDNN_NON_DETERMINISTIC, convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -960,6 +1007,9 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
     FILL_PERF(perfResults[0], CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_STATUS_SUCCESS, 1.0f,
               ws_need(DIR_BWD_DATA, &g), convDesc->math);
     *returnedAlgoCount = 1;
+    TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+               CUDNN_STATUS_SUCCESS, ws_need(DIR_BWD_DATA, &g), CUDNN_NON_DETERMINISTIC,
+               convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -982,6 +1032,9 @@ cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithmEx(
               as == CUDNN_STATUS_SUCCESS ? 1.0f : -1.0f, ws_need(DIR_BWD_FILTER, &g),
               convDesc->math);
     *returnedAlgoCount = 1;
+    TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount,
+               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, as, ws_need(DIR_BWD_FILTER, &g),
+               CUDNN_NON_DETERMINISTIC, convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -999,6 +1052,9 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
     FILL_PERF(perfResults[0], CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_STATUS_SUCCESS, 1.0f,
               ws_need(DIR_BWD_FILTER, &g), convDesc->math);
     *returnedAlgoCount = 1;
+    TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount,
+               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, CUDNN_STATUS_SUCCESS,
+               ws_need(DIR_BWD_FILTER, &g), CUDNN_NON_DETERMINISTIC, convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -1017,6 +1073,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
         mock_note("%s: algo %d is not a cudnnConvolutionFwdAlgo_t", fn, (int)algo);
         return CUDNN_STATUS_BAD_PARAM;
     }
+    if (trap_on() && algo == TRAP_FWD_ALGO) trap_ran(fn, (int)algo);
     geom g;
     conv_job j;
     cudnnStatus_t st;
@@ -1043,6 +1100,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alp
         mock_note("%s: algo %d is not a cudnnConvolutionBwdDataAlgo_t", fn, (int)algo);
         return CUDNN_STATUS_BAD_PARAM;
     }
+    if (trap_on() && algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0) trap_ran(fn, (int)algo);
     geom g;
     conv_job j;
     cudnnStatus_t st;
@@ -1070,6 +1128,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
         mock_note("%s: algo %d is not a cudnnConvolutionBwdFilterAlgo_t", fn, (int)algo);
         return CUDNN_STATUS_BAD_PARAM;
     }
+    if (trap_on() && algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0) trap_ran(fn, (int)algo);
     if (algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD) {
         mock_note("%s: CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD is not implemented in cuDNN",
                   fn);
