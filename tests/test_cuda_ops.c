@@ -2276,6 +2276,73 @@ static vae_backend *cuda_with_env(const char *const (*vars)[2], int n) {
     return be;
 }
 
+/* Side segments (VAE_CUDA_SIDE=1, a backend of their own) as the table's
+ * contract states them, beyond model.c's one pattern of use: two segments
+ * in a row, then side_wait(0) — the second's result is there; a segment
+ * followed by sync(), or by download_async(), with no side_wait — the
+ * segment is part of "everything issued" and its result comes back. On the
+ * mock's asynchronous streams a missing or wrong wait reads a stale value
+ * (ReLU of the input as a stand-in for a weight gradient: any op runs on the
+ * side stream between side_begin and side_end). */
+static void test_side_segments(void) {
+#ifdef VAE_HAVE_CUDA
+    static const char *const vars[][2] = {{"VAE_CUDA_SIDE", "1"}};
+    vae_backend *be = cuda_with_env(vars, 1);
+    CHECK_MSG(be && be->side_begin && be->side_end && be->side_wait,
+              "a CUDA backend with side segments: %s", be ? "no side hooks" : vae_error_get());
+    if (!be || !be->side_begin) {
+        if (be) be->destroy(be);
+        return;
+    }
+    enum { N = 4099 };
+    real *h = test_xmalloc(N * sizeof(real)), *want = test_xmalloc(N * sizeof(real));
+    real *got = test_xmalloc(N * sizeof(real));
+    test_rand_fill_real(h, N, -1, 1, 1301);
+    for (int i = 0; i < N; i++) want[i] = h[i] > 0 ? h[i] : 0;
+    real *x = be->alloc(be, N * sizeof(real)), *y[4];
+    for (int k = 0; k < 4; k++) y[k] = be->alloc(be, N * sizeof(real));
+    be->upload(be, x, h, N * sizeof(real));
+    be->sync(be);
+    /* two segments, the second reading the first's output; then all joined */
+    be->side_begin(be);
+    be->act_forward(be, y[0], x, N, VAE_ACT_RELU, 0);
+    be->side_end(be);
+    be->side_begin(be);
+    be->act_forward(be, y[1], y[0], N, VAE_ACT_RELU, 0);
+    be->side_end(be);
+    be->side_wait(be, 0);
+    be->download(be, got, y[1], N * sizeof(real));
+    CHECK_MSG(memcmp(got, want, N * sizeof(real)) == 0,
+              "side segments: after side_wait(0) the second segment's result is not there");
+    /* a segment, then sync() with no side_wait */
+    be->side_begin(be);
+    be->act_forward(be, y[2], x, N, VAE_ACT_RELU, 0);
+    be->side_end(be);
+    be->sync(be);
+    be->download(be, got, y[2], N * sizeof(real));
+    CHECK_MSG(memcmp(got, want, N * sizeof(real)) == 0,
+              "side segments: sync() did not wait for a segment");
+    /* a segment, then download_async with no side_wait */
+    if (be->download_async && be->copy_wait && be->host_alloc && be->host_free) {
+        real *pin = be->host_alloc(be, N * sizeof(real));
+        be->side_begin(be);
+        be->act_forward(be, y[3], x, N, VAE_ACT_RELU, 0);
+        be->side_end(be);
+        be->download_async(be, pin, y[3], N * sizeof(real));
+        be->copy_wait(be);
+        CHECK_MSG(pin && memcmp(pin, want, N * sizeof(real)) == 0,
+                  "side segments: download_async did not wait for a segment");
+        be->host_free(be, pin);
+    }
+    for (int k = 3; k >= 0; k--) be->release(be, y[k]);
+    be->release(be, x);
+    be->destroy(be);
+    free(h);
+    free(want);
+    free(got);
+#endif
+}
+
 /* The CUDA backend, a second one without the cuBLASLt epilogues and with
  * the convolutions' gradients in GEMM form (VAE_CONV_GEMM=1), and a third
  * with the data gradients by the direct kernel (VAE_CONV_DIRECT=1). */
@@ -2455,6 +2522,7 @@ int main(void) {
     }
 
     if (libs) test_capture_new_plans();
+    if (!emulated) test_side_segments();
 
     static const size_t sizes[] = {1, 31, 257, 100003};
     for (size_t i = 0; i < 4; i++) {
