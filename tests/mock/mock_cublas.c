@@ -1175,12 +1175,19 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
         }
         /* the preference promised these alignments; an algorithm may rely on
          * them (cuBLASLt answers CUBLAS_STATUS_NOT_SUPPORTED for pointers
-         * less aligned than its algorithm needs) */
+         * less aligned than its algorithm needs). $VAE_MOCK_LT_STRICT=1
+         * aborts instead: a caller whose plans record the alignments they
+         * were made for never breaks the promise, and one that does would,
+         * on a GPU, fall back quietly, losing the epilogue for the shape. */
         for (int i = 0; i < 4; i++) {
             const unsigned need = algo_align(algo, i);
             if (ptrs[i] && need > 1 && (uintptr_t)ptrs[i] % need) {
                 mock_note("%s: %c = %p is not %u-byte aligned, as the preference stated "
                           "(MIN_ALIGNMENT_%c_BYTES)", fn, "ABCD"[i], ptrs[i], need, "ABCD"[i]);
+                const char *strict = getenv("VAE_MOCK_LT_STRICT");
+                if (strict && *strict && strcmp(strict, "0") != 0)
+                    fault(fn, "a pointer less aligned than the preference promised "
+                              "(VAE_MOCK_LT_STRICT)");
                 return CUBLAS_STATUS_NOT_SUPPORTED;
             }
         }
