@@ -130,6 +130,37 @@ lr = 2e-3
 clip_grad_norm = 50
 """
 
+# a small conv VAE (conv encoder, dense + two transposed convs in the decoder)
+SMALL_CONV = """
+[data]
+dataset = idx
+train_images = train.idx
+test_images = test.idx
+[model]
+input = 1x28x28
+latent = 6
+[encoder]
+layer = conv 8 k=3 stride=2 pad=1
+layer = relu
+layer = flatten
+layer = dense 64
+layer = relu
+[decoder]
+layer = dense 392
+layer = relu
+layer = reshape 8x7x7
+layer = convT 8 k=4 stride=2 pad=1
+layer = relu
+layer = convT 1 k=4 stride=2 pad=1
+[train]
+epochs = 2
+batch = 50
+seed = 5
+keep = 1
+[optim]
+lr = 2e-3
+"""
+
 
 def tmpdir():
     return tempfile.mkdtemp(prefix="vae_cli_")

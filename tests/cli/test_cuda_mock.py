@@ -37,42 +37,14 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SRC, Checks, mnist_subset, read_safetensors, run, skip, tmpdir
+from common import SMALL_CONV, SRC, Checks, mnist_subset, read_safetensors, run, skip, tmpdir
 
 try:
     import numpy as np
 except ImportError:
     skip("numpy not found (Debian: python3-numpy)")
 
-CONV = """
-[data]
-dataset = idx
-train_images = train.idx
-test_images = test.idx
-[model]
-input = 1x28x28
-latent = 6
-[encoder]
-layer = conv 8 k=3 stride=2 pad=1
-layer = relu
-layer = flatten
-layer = dense 32
-layer = relu
-[decoder]
-layer = dense 392
-layer = relu
-layer = reshape 8x7x7
-layer = convT 8 k=4 stride=2 pad=1
-layer = relu
-layer = convT 1 k=4 stride=2 pad=1
-[train]
-epochs = 2
-batch = 50
-seed = 5
-keep = 0
-[optim]
-lr = 2e-3
-"""
+CONV = SMALL_CONV.replace("keep = 1", "keep = 0")  # every checkpoint kept
 
 MODES = ["0", "lazy", "random:3"]
 

@@ -33,7 +33,7 @@ import zlib
 from statistics import NormalDist
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SMALL_MLP, VAE, Checks, mnist_subset, run, tmpdir
+from common import SMALL_CONV, SMALL_MLP, VAE, Checks, mnist_subset, run, tmpdir
 
 try:
     import numpy as np
@@ -41,35 +41,6 @@ except ImportError:
     from common import skip
     skip("numpy not found (Debian: python3-numpy)")
 
-SMALL_CONV = """
-[data]
-dataset = idx
-train_images = train.idx
-test_images = test.idx
-[model]
-input = 1x28x28
-latent = 6
-[encoder]
-layer = conv 8 k=3 stride=2 pad=1
-layer = relu
-layer = flatten
-layer = dense 64
-layer = relu
-[decoder]
-layer = dense 392
-layer = relu
-layer = reshape 8x7x7
-layer = convT 8 k=4 stride=2 pad=1
-layer = relu
-layer = convT 1 k=4 stride=2 pad=1
-[train]
-epochs = 2
-batch = 50
-seed = 5
-keep = 1
-[optim]
-lr = 2e-3
-"""
 
 c = Checks()
 base = tmpdir()

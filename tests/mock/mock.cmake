@@ -70,23 +70,22 @@ set_tests_properties(test_cuda_train_mock_side PROPERTIES SKIP_RETURN_CODE 77 LA
 # opt-in ReLU mask + DRELU_BGRAD backward (VAE_LT_DRELU=1, off by default);
 # and with cuDNN alone for the convolutions (the direct kernels and the GEMM
 # forms off: otherwise a plan whose cuDNN pick failed could hide behind them)
-foreach(r "lt_none;VAE_MOCK_LT_REFUSE=all" "relu_none;VAE_MOCK_LT_REFUSE=RELU_AUX_BIAS,RELU_BIAS,DRELU_BGRAD"
-          "lt_call_refused;VAE_MOCK_LT_REFUSE_MATMUL=all" "drelu;VAE_LT_DRELU=1")
-  list(GET r 0 name)
-  list(GET r 1 env)
+# test_cuda_ops_mock_<name> with the environment variables VAR=VALUE ... added
+function(mock_ops_variant name)
   add_test(NAME test_cuda_ops_mock_${name} COMMAND test_cuda_ops_mock)
   set_tests_properties(test_cuda_ops_mock_${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
-                       ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};${env}")
-endforeach()
+                       ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};${ARGN}")
+endfunction()
+mock_ops_variant(lt_none VAE_MOCK_LT_REFUSE=all)
+mock_ops_variant(relu_none VAE_MOCK_LT_REFUSE=RELU_AUX_BIAS,RELU_BIAS,DRELU_BGRAD)
+mock_ops_variant(lt_call_refused VAE_MOCK_LT_REFUSE_MATMUL=all)
+mock_ops_variant(drelu VAE_LT_DRELU=1)
 # ... with the searches listing a faster non-deterministic or too-large
 # algorithm first (VAE_MOCK_CUDNN_TRAP, mock_cudnn.c), by timing and by
 # cuDNN's heuristics: the backend's filters must pass them over
-add_test(NAME test_cuda_ops_mock_cudnn_only COMMAND test_cuda_ops_mock)
-set_tests_properties(test_cuda_ops_mock_cudnn_only PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
-                     ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_CONV_DIRECT=0;VAE_CONV_GEMM=0;VAE_MOCK_CUDNN_TRAP=1")
-add_test(NAME test_cuda_ops_mock_cudnn_heuristic COMMAND test_cuda_ops_mock)
-set_tests_properties(test_cuda_ops_mock_cudnn_heuristic PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
-                     ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_CONV_DIRECT=0;VAE_CONV_GEMM=0;VAE_MOCK_CUDNN_TRAP=1;VAE_CUDNN_ALGO=heuristic")
+mock_ops_variant(cudnn_only VAE_CONV_DIRECT=0 VAE_CONV_GEMM=0 VAE_MOCK_CUDNN_TRAP=1)
+mock_ops_variant(cudnn_heuristic VAE_CONV_DIRECT=0 VAE_CONV_GEMM=0 VAE_MOCK_CUDNN_TRAP=1
+                 VAE_CUDNN_ALGO=heuristic)
 
 foreach(t mock_cublas mock_cudnn)
   if(EXISTS ${mock}/test_${t}.c)
@@ -118,13 +117,8 @@ target_link_libraries(test_mock_async PRIVATE vae_lib_mock)
 target_include_directories(test_mock_async PRIVATE ${mock} ${emu} ${VAE_MOCK_CUDA_INC})
 add_test(NAME test_mock_async COMMAND test_mock_async)
 set_tests_properties(test_mock_async PROPERTIES LABELS mock)
-foreach(r "lazy;lazy" "random;random:1")
-  list(GET r 0 name)
-  list(GET r 1 mode)
-  add_test(NAME test_cuda_ops_mock_async_${name} COMMAND test_cuda_ops_mock)
-  set_tests_properties(test_cuda_ops_mock_async_${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS mock
-                       ENVIRONMENT "VAE_SOURCE_DIR=${CMAKE_SOURCE_DIR};VAE_MOCK_ASYNC=${mode}")
-endforeach()
+mock_ops_variant(async_lazy VAE_MOCK_ASYNC=lazy)
+mock_ops_variant(async_random VAE_MOCK_ASYNC=random:1)
 
 # The command line on the mock device: `vae_mock ... --device cuda` runs
 # training (train.c: graphs, the asynchronous read-back of the step's sums),

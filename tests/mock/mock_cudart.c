@@ -368,18 +368,23 @@ int mock_enqueue(cudaStream_t s, const char *what, mock_fn fn, const void *args,
     return 0;
 }
 
+/* a node of the launch, with its own copy of the arguments */
+static node *launch_node(const vae_emu_launch_rec *rec) {
+    node *n = node_new(rec->arg_size);
+    n->is_launch = 1;
+    n->rec = *rec;
+    memcpy(n->args, rec->arg, rec->arg_size);
+    n->rec.arg = n->args;
+    return n;
+}
+
 /* The emulator offers every kernel launch here first. */
 static int launch_hook(const vae_emu_launch_rec *rec) {
     struct CUstream_st *st = stream_of((cudaStream_t)rec->stream);
     if (!st->capturing) {
         if (!async_mode()) return 0; /* runs now */
         if (vae_emu_launch_check(rec)) return 3; /* refused at launch, as CUDA does */
-        node *n = node_new(rec->arg_size);
-        n->is_launch = 1;
-        n->rec = *rec;
-        memcpy(n->args, rec->arg, rec->arg_size);
-        n->rec.arg = n->args;
-        queue_work(st, n);
+        queue_work(st, launch_node(rec));
         return 1;
     }
     if (capture_origin(st)->invalidated) { /* the runtime refuses it likewise */
@@ -387,12 +392,7 @@ static int launch_hook(const vae_emu_launch_rec *rec) {
                   rec->site ? rec->site : "?");
         return 2;
     }
-    node *n = node_new(rec->arg_size);
-    n->is_launch = 1;
-    n->rec = *rec;
-    memcpy(n->args, rec->arg, rec->arg_size);
-    n->rec.arg = n->args;
-    append(st, n);
+    append(st, launch_node(rec));
     return 1;
 }
 

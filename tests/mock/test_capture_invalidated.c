@@ -26,28 +26,7 @@
 #include "mock.h"
 #endif
 
-static int g_fail, g_pass;
-
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        if (cond) {                                                                        \
-            g_pass++;                                                                      \
-        } else {                                                                           \
-            g_fail++;                                                                      \
-            printf("%s:%d: FAILED: ", __FILE__, __LINE__);                                 \
-            printf(__VA_ARGS__);                                                           \
-            printf("\n");                                                                  \
-        }                                                                                  \
-    } while (0)
-
-#define MUST(call)                                                                         \
-    do {                                                                                   \
-        cudaError_t e_ = (call);                                                           \
-        if (e_ != cudaSuccess) {                                                           \
-            printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));  \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
+#include "rt_check.h"
 
 #ifdef VAE_TEST_MOCK
 static void nothing(void *arg) { (void)arg; }
