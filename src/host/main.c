@@ -190,9 +190,10 @@ static int parse_tokens(int argc, const char **argv, const unsigned char *is_val
         /* the value after an option; another option there means it is missing
          * (unless attached: --opt=--value), and so does an empty attached one */
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
-        const char *v = !next                ? NULL
-                        : is_val[i + 1]      ? (*next ? next : NULL)
-                        : !(next[0] == '-' && next[1] == '-') ? next : NULL;
+        const char *v = !next           ? NULL
+                        : is_val[i + 1] ? (*next ? next : NULL)
+                        : !(next[0] == '-' && next[1] == '-') ? next
+                                                              : NULL;
 #define NEXT() (i++, v)
         if (f[0] == '-' && f[1] == '-' && strcmp(f, "--help") && !flag_in_usage(usage, f)) {
             fprintf(stderr, "vae: %s is not an option of 'vae %s' (see vae %s --help)\n", f, cmd,
@@ -265,8 +266,10 @@ static int parse_tokens(int argc, const char **argv, const unsigned char *is_val
         }
         continue;
     missing:
-        if (next && !is_val[i + 1]) fprintf(stderr, "vae: %s needs a value (found the option %s)\n", f, next);
-        else fprintf(stderr, "vae: %s needs a value\n", f);
+        if (next && !is_val[i + 1])
+            fprintf(stderr, "vae: %s needs a value (found the option %s)\n", f, next);
+        else
+            fprintf(stderr, "vae: %s needs a value\n", f);
         return -1;
 #undef NEXT
     }
@@ -277,7 +280,8 @@ static int parse_tokens(int argc, const char **argv, const unsigned char *is_val
 static int parse_args(int argc, char **argv, args_t *a, const char *cmd, const char *usage) {
     size_t names = 0;
     for (int i = 0; i < argc; i++)
-        if (argv[i][0] == '-' && argv[i][1] == '-' && strchr(argv[i], '=')) names += strlen(argv[i]) + 1;
+        if (argv[i][0] == '-' && argv[i][1] == '-' && strchr(argv[i], '='))
+            names += strlen(argv[i]) + 1;
     const char **av = malloc((2 * (size_t)argc + 1) * sizeof *av);
     unsigned char *is_val = calloc(2 * (size_t)argc + 1, 1);
     char *name = malloc(names + 1), *np = name;
