@@ -41,7 +41,10 @@
  * deliberately not a multiple of 256) that the convolution calls then
  * require: workSpaceSizeInBytes >= it, a non-NULL workSpace, and no overlap
  * with the tensors. The workspace's first ws_need bytes are overwritten with
- * NaN bytes (0xFF) by every call that uses it, as real scratch is.
+ * NaN bytes (0xFF) by every call that uses it, as real scratch is, and a
+ * Find*Ex overwrites all the workspace it was offered (its candidates may
+ * use all of it; big_scribble). $VAE_MOCK_CUDNN_WS and $VAE_MOCK_CUDNN_TRAP
+ * (below) list further algorithms ahead of that one.
  * Find*Ex with less workspace than that reports the result with status
  * CUDNN_STATUS_ALLOC_FAILED (the API reference's status for "the provided
  * workspace is insufficient"), still returning SUCCESS itself. Find*Ex does
@@ -612,6 +615,53 @@ static size_t ws_need(int dir, const geom *g) {
     }
 }
 
+/* $VAE_MOCK_CUDNN_WS=MIB: every search lists first, ahead of the rest, a
+ * deterministic algorithm that claims to be the fastest and needs MIB MiB
+ * of workspace (forward IMPLICIT_PRECOMP_GEMM, backward data and backward
+ * filter FFT_TILING; each needs workspace in cuDNN too). Find*Ex offered
+ * less reports it ALLOC_FAILED; Get*_v7, which ignores the workspace,
+ * SUCCESS. Run, it computes what the small algorithm does and clobbers its
+ * whole workspace (big_scribble), so a workspace that the backend sized or
+ * placed wrongly (past the arena, over a buffer, over the other stream's
+ * half) shows: as an out-of-bounds write, a corrupt buffer, or the call's
+ * refusal for too small a workspace. Unset or 0: no such algorithm. */
+static size_t big_bytes(void) {
+    /* read at every call (test_mock_cudnn sets it midway) */
+    const char *e = getenv("VAE_MOCK_CUDNN_WS");
+    if (!e || !*e) return 0;
+    char *end = NULL;
+    const long long mib = strtoll(e, &end, 10);
+    if (*end || mib < 0 || mib > (1LL << 20)) {
+        mock_note("VAE_MOCK_CUDNN_WS=%s: expected a number of MiB", e);
+        abort();
+    }
+    return (size_t)mib << 20;
+}
+
+static int big_algo(int dir) {
+    switch (dir) {
+    case DIR_FWD: return CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
+    case DIR_BWD_DATA: return CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING;
+    default: return CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING;
+    }
+}
+
+/* The workspace algorithm `algo` of direction `dir` needs. */
+static size_t algo_need(int dir, int algo, const geom *g) {
+    return big_bytes() && algo == big_algo(dir) ? big_bytes() : ws_need(dir, g);
+}
+
+/* Clobbers [ws, ws + n) as an algorithm that uses all of it would: the
+ * first 64 KiB and the last 64 bytes whole, then 64 bytes of every 4 KiB
+ * (writing all of a workspace of hundreds of MiB at every call would make
+ * the tests crawl; a buffer it overlaps is hit either way). */
+static void big_scribble(unsigned char *ws, size_t n) {
+    const size_t head = n < ((size_t)64 << 10) ? n : ((size_t)64 << 10);
+    memset(ws, 0xFF, head);
+    for (size_t off = head; off < n; off += 4096) memset(ws + off, 0xFF, n - off < 64 ? n - off : 64);
+    if (n > 64) memset(ws + n - 64, 0xFF, 64);
+}
+
 /* [a, a + an) and [b, b + bn) overlap */
 static int overlaps(const void *a, size_t an, const void *b, size_t bn) {
     const uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
@@ -629,7 +679,7 @@ typedef struct {
     const float *in0, *in1; /* FWD: x, w; BWD_DATA: dy, w; BWD_FILTER: x, dy */
     float *out;             /* FWD: y; BWD_DATA: dx; BWD_FILTER: dw */
     unsigned char *ws;      /* scratch, or NULL when need is 0 */
-    size_t ws_bytes;        /* the bytes of it used */
+    size_t ws_bytes;        /* the bytes of it used (clobbered by the run) */
 } conv_job;
 
 /* The range [lo, hi) of output columns q whose input column q v + off lies
@@ -748,7 +798,7 @@ static void run_bwd_filter(const conv_job *j) {
 
 static void conv_worker(void *args) {
     const conv_job *j = args;
-    if (j->ws && j->ws_bytes) memset(j->ws, 0xFF, j->ws_bytes); /* scratch is clobbered */
+    if (j->ws && j->ws_bytes) big_scribble(j->ws, j->ws_bytes); /* scratch is clobbered */
     if (j->kind == JOB_FIND_FILL) {
         const size_t cnt = j->dir == DIR_FWD        ? y_elems(&j->g)
                            : j->dir == DIR_BWD_DATA ? x_elems(&j->g)
@@ -770,8 +820,8 @@ static void conv_worker(void *args) {
  * one themselves). */
 static cudnnStatus_t prepare_job(const char *fn, int dir, const geom *g, const void *in0,
                                  const char *n0, const void *in1, const char *n1, void *out,
-                                 const char *nout, void *ws, size_t ws_size, int check_ws,
-                                 conv_job *j) {
+                                 const char *nout, void *ws, size_t ws_size, size_t need,
+                                 int check_ws, conv_job *j) {
     if (!in0 || !in1 || !out) {
         mock_note("%s: a data pointer is NULL (%s %p, %s %p, %s %p)", fn, n0, in0, n1, in1, nout,
                   out);
@@ -790,7 +840,6 @@ static cudnnStatus_t prepare_job(const char *fn, int dir, const geom *g, const v
                   fn, nout, out, bo, n0, in0, b0, n1, in1, b1);
         return CUDNN_STATUS_BAD_PARAM;
     }
-    const size_t need = ws_need(dir, g);
     if (check_ws) {
         if (ws_size < need) {
             mock_note("%s: workSpaceSizeInBytes %zu is less than the %zu bytes the algorithm "
@@ -896,6 +945,18 @@ static int trap_on(void) {
         }                                                                            \
     } while (0)
 
+/* $VAE_MOCK_CUDNN_WS: the big-workspace algorithm ahead of the results
+ * listed (after the trap, if any), as many as requested kept */
+#define BIG_FIRST(perf, requested, returned, dir, status_, math_)                           \
+    do {                                                                                    \
+        if (big_bytes() && (requested) >= 2) {                                              \
+            const int n_ = *(returned) < (requested) - 1 ? *(returned) : (requested) - 1;    \
+            memmove(&(perf)[1], &(perf)[0], (size_t)n_ * sizeof(perf)[0]);                 \
+            FILL_PERF((perf)[0], big_algo(dir), status_, 0.25f, big_bytes(), math_);       \
+            *(returned) = n_ + 1;                                                           \
+        }                                                                                   \
+    } while (0)
+
 static void trap_ran(const char *fn, int algo) {
     mock_note("%s: algorithm %d ran, which the search listed first as a trap "
               "(VAE_MOCK_CUDNN_TRAP: non-deterministic, or a workspace beyond what was offered)",
@@ -904,17 +965,17 @@ static void trap_ran(const char *fn, int algo) {
 }
 
 /* Find*Ex: the result for a workspace of ws_size bytes at ws, and the
- * output filled with NaN in stream order when it ran. */
+ * output filled with NaN in stream order when it ran, the whole workspace
+ * offered clobbered (the candidates it runs may use all of it). */
 static cudnnStatus_t find_run(const char *fn, cudnnHandle_t handle, int dir, const geom *g,
                               const void *in0, const char *n0, const void *in1, const char *n1,
                               void *out, const char *nout, void *ws, size_t ws_size,
                               cudnnStatus_t *algo_status) {
     conv_job j;
     cudnnStatus_t st =
-        prepare_job(fn, dir, g, in0, n0, in1, n1, out, nout, ws, ws_size, 0, &j);
+        prepare_job(fn, dir, g, in0, n0, in1, n1, out, nout, ws, ws_size, ws_size, 0, &j);
     if (st != CUDNN_STATUS_SUCCESS) return st;
-    const size_t need = ws_need(dir, g);
-    if (ws_size < need || !ws) {
+    if (ws_size < ws_need(dir, g) || !ws) {
         /* "CUDNN_STATUS_ALLOC_FAILED if ... the provided workspace is insufficient" */
         *algo_status = CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
         return CUDNN_STATUS_SUCCESS;
@@ -947,6 +1008,10 @@ cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(
                workSpaceSizeInBytes >= TRAP_FWD_BYTES ? CUDNN_STATUS_SUCCESS
                                                       : CUDNN_STATUS_ALLOC_FAILED,
                TRAP_FWD_BYTES, CUDNN_DETERMINISTIC, convDesc->math);
+    BIG_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, DIR_FWD,
+              workSpace && workSpaceSizeInBytes >= big_bytes() ? CUDNN_STATUS_SUCCESS
+                                                           : CUDNN_STATUS_ALLOC_FAILED,
+              convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -966,6 +1031,9 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
     *returnedAlgoCount = 1;
     TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, TRAP_FWD_ALGO,
                CUDNN_STATUS_SUCCESS, TRAP_FWD_BYTES, CUDNN_DETERMINISTIC, convDesc->math);
+    BIG_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, DIR_FWD,
+              CUDNN_STATUS_SUCCESS,
+              convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -990,6 +1058,10 @@ cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithmEx(
     *returnedAlgoCount = 1;
     TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
                as, ws_need(DIR_BWD_DATA, &g), CUDNN_NON_DETERMINISTIC, convDesc->math);
+    BIG_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, DIR_BWD_DATA,
+              workSpace && workSpaceSizeInBytes >= big_bytes() ? CUDNN_STATUS_SUCCESS
+                                                           : CUDNN_STATUS_ALLOC_FAILED,
+              convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -1010,6 +1082,9 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
     TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
                CUDNN_STATUS_SUCCESS, ws_need(DIR_BWD_DATA, &g), CUDNN_NON_DETERMINISTIC,
                convDesc->math);
+    BIG_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, DIR_BWD_DATA,
+              CUDNN_STATUS_SUCCESS,
+              convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -1035,6 +1110,10 @@ cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithmEx(
     TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount,
                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, as, ws_need(DIR_BWD_FILTER, &g),
                CUDNN_NON_DETERMINISTIC, convDesc->math);
+    BIG_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, DIR_BWD_FILTER,
+              workSpace && workSpaceSizeInBytes >= big_bytes() ? CUDNN_STATUS_SUCCESS
+                                                           : CUDNN_STATUS_ALLOC_FAILED,
+              convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -1055,6 +1134,9 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
     TRAP_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount,
                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, CUDNN_STATUS_SUCCESS,
                ws_need(DIR_BWD_FILTER, &g), CUDNN_NON_DETERMINISTIC, convDesc->math);
+    BIG_FIRST(perfResults, requestedAlgoCount, returnedAlgoCount, DIR_BWD_FILTER,
+              CUDNN_STATUS_SUCCESS,
+              convDesc->math);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -1079,7 +1161,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
     cudnnStatus_t st;
     if ((st = check_conv(fn, DIR_FWD, xDesc, wDesc, convDesc, yDesc, &g)) ||
         (st = prepare_job(fn, DIR_FWD, &g, x, "x", w, "w", y, "y", workSpace,
-                          workSpaceSizeInBytes, 1, &j)) ||
+                          workSpaceSizeInBytes, algo_need(DIR_FWD, (int)algo, &g), 1, &j)) ||
         (st = scalars(fn, alpha, beta, &j)))
         return st;
     if (mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j))
@@ -1106,7 +1188,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alp
     cudnnStatus_t st;
     if ((st = check_conv(fn, DIR_BWD_DATA, dxDesc, wDesc, convDesc, dyDesc, &g)) ||
         (st = prepare_job(fn, DIR_BWD_DATA, &g, dy, "dy", w, "w", dx, "dx", workSpace,
-                          workSpaceSizeInBytes, 1, &j)) ||
+                          workSpaceSizeInBytes, algo_need(DIR_BWD_DATA, (int)algo, &g), 1, &j)) ||
         (st = scalars(fn, alpha, beta, &j)))
         return st;
     if (mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j))
@@ -1139,7 +1221,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
     cudnnStatus_t st;
     if ((st = check_conv(fn, DIR_BWD_FILTER, xDesc, dwDesc, convDesc, dyDesc, &g)) ||
         (st = prepare_job(fn, DIR_BWD_FILTER, &g, x, "x", dy, "dy", dw, "dw", workSpace,
-                          workSpaceSizeInBytes, 1, &j)) ||
+                          workSpaceSizeInBytes, algo_need(DIR_BWD_FILTER, (int)algo, &g), 1, &j)) ||
         (st = scalars(fn, alpha, beta, &j)))
         return st;
     if (mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j))

@@ -652,6 +652,109 @@ static void test_capture(cudnnHandle_t h) {
     free(ws), free(r), free(x), free(w), free(y);
 }
 
+/* $VAE_MOCK_CUDNN_WS=1: each search lists first a deterministic algorithm
+ * needing 1 MiB of workspace (found ALLOC_FAILED with less); run, it gives
+ * the small algorithm's result, needs its MiB and clobbers all of it; a
+ * search clobbers the whole workspace offered. */
+static void test_big_ws(cudnnHandle_t h) {
+    const tgeom t = {3, 2, 7, 5, 3, 3, 3, 1, 1, 1, 1, 1, 1};
+    const size_t NX = nx(&t), NW = nw(&t), NY = ny(&t), MIB = (size_t)1 << 20;
+    descs d;
+    make_descs(&d, &t, 0, CUDNN_FMA_MATH);
+    float *x = falloc(NX), *w = falloc(NW), *dy = falloc(NY);
+    float *y = falloc(NY), *dx = falloc(NX), *dw = falloc(NW);
+    const size_t NR = NX > NY ? (NX > NW ? NX : NW) : (NY > NW ? NY : NW);
+    double *r = malloc(NR * sizeof *r);
+    unsigned char *ws = malloc(MIB + 64);
+    if (!r || !ws) abort();
+    fill_real(x, NX), fill_real(w, NW), fill_real(dy, NY);
+    setenv("VAE_MOCK_CUDNN_WS", "1", 1);
+
+    cudnnConvolutionFwdAlgoPerf_t pf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    cudnnConvolutionBwdDataAlgoPerf_t pd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    cudnnConvolutionBwdFilterAlgoPerf_t pw[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int got = -1;
+    OK(cudnnGetConvolutionForwardAlgorithm_v7(h, d.xd, d.fd, d.cd, d.yd,
+                                              CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, pf));
+    CHECK(got == 2 && pf[0].algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM &&
+              pf[0].status == CUDNN_STATUS_SUCCESS && pf[0].memory == MIB &&
+              pf[0].determinism == CUDNN_DETERMINISTIC && pf[0].time < pf[1].time &&
+              pf[1].algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM && pf[1].memory < MIB,
+          "big ws: fwd heuristic lists the big algorithm first (got %d)", got);
+    OK(cudnnGetConvolutionForwardAlgorithm_v7(h, d.xd, d.fd, d.cd, d.yd, 1, &got, pf));
+    CHECK(got == 1 && pf[0].algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+          "big ws: asked for one, the small algorithm");
+    OK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.fd, d.yd, d.cd, d.xd,
+                                                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got,
+                                                   pd));
+    CHECK(got == 2 && pd[0].algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING &&
+              pd[0].memory == MIB && pd[1].algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+          "big ws: bwd data heuristic");
+    OK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.xd, d.yd, d.cd, d.fd,
+                                                     CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                                                     &got, pw));
+    CHECK(got == 2 && pw[0].algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING &&
+              pw[0].memory == MIB && pw[1].algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+          "big ws: bwd filter heuristic");
+
+    /* searches: ALLOC_FAILED with a byte less, SUCCESS with the MiB; the
+     * whole workspace offered clobbered either way */
+    for (int full = 0; full < 2; full++) {
+        const size_t offer = full ? MIB : MIB - 1;
+        memset(ws, 0, MIB + 64);
+        OK(cudnnFindConvolutionForwardAlgorithmEx(h, d.xd, x, d.fd, w, d.cd, d.yd, y,
+                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, pf, ws,
+                                                  offer));
+        CHECK(got == 2 && pf[0].algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM &&
+                  pf[0].status == (full ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_ALLOC_FAILED) &&
+                  pf[1].status == CUDNN_STATUS_SUCCESS,
+              "big ws: fwd search offered %zu bytes: status %d", offer, (int)pf[0].status);
+        CHECK(ws[0] == 0xFF && ws[offer / 2 / 4096 * 4096] == 0xFF && ws[offer - 1] == 0xFF &&
+                  ws[offer] == 0,
+              "big ws: the search clobbers exactly the %zu bytes offered", offer);
+    }
+
+    /* run: too little workspace refused; with the MiB, the small one's result */
+    ref(REF_FWD, &t, 0, x, w, dy, r);
+    const float alpha = 1.0f, beta = 0.0f;
+    CHECK(cudnnConvolutionForward(h, &alpha, d.xd, x, d.fd, w, d.cd,
+                                  CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, ws, MIB - 1,
+                                  &beta, d.yd, y) == CUDNN_STATUS_BAD_PARAM,
+          "big ws: run with a byte less of workspace is refused");
+    memset(ws, 0, MIB + 64);
+    OK(cudnnConvolutionForward(h, &alpha, d.xd, x, d.fd, w, d.cd,
+                               CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, ws, MIB, &beta,
+                               d.yd, y));
+    CHECK(rel_err(y, r, NY) < 1e-6, "big ws: forward error %g", rel_err(y, r, NY));
+    CHECK(ws[0] == 0xFF && ws[MIB / 2] == 0xFF && ws[MIB - 1] == 0xFF && ws[MIB] == 0,
+          "big ws: the run clobbers its MiB of workspace, no more");
+    CHECK(cudnnConvolutionBackwardData(h, &alpha, d.fd, w, d.yd, dy, d.cd,
+                                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, ws, MIB - 1,
+                                       &beta, d.xd, dx) == CUDNN_STATUS_BAD_PARAM,
+          "big ws: bwd data with a byte less of workspace is refused");
+    OK(cudnnConvolutionBackwardData(h, &alpha, d.fd, w, d.yd, dy, d.cd,
+                                    CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, ws, MIB, &beta,
+                                    d.xd, dx));
+    ref(REF_BWD_DATA, &t, 0, x, w, dy, r);
+    CHECK(rel_err(dx, r, NX) < 1e-6, "big ws: backward data error");
+    CHECK(cudnnConvolutionBackwardFilter(h, &alpha, d.xd, x, d.yd, dy, d.cd,
+                                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING, ws,
+                                         MIB - 1, &beta, d.fd, dw) == CUDNN_STATUS_BAD_PARAM,
+          "big ws: bwd filter with a byte less of workspace is refused");
+    OK(cudnnConvolutionBackwardFilter(h, &alpha, d.xd, x, d.yd, dy, d.cd,
+                                      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING, ws, MIB,
+                                      &beta, d.fd, dw));
+    ref(REF_BWD_FILTER, &t, 0, x, w, dy, r);
+    CHECK(rel_err(dw, r, NW) < 1e-6, "big ws: backward filter error");
+
+    unsetenv("VAE_MOCK_CUDNN_WS");
+    OK(cudnnGetConvolutionForwardAlgorithm_v7(h, d.xd, d.fd, d.cd, d.yd,
+                                              CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, pf));
+    CHECK(got == 1, "big ws: unset, one algorithm again");
+    free(x), free(w), free(dy), free(y), free(dx), free(dw), free(r), free(ws);
+    free_descs(&d);
+}
+
 int main(void) {
     static const tgeom geoms[] = {
         /* n  c  h   w   k  r  s  ph pw u  v  dh dw */
@@ -677,6 +780,7 @@ int main(void) {
         for (int flip = 0; flip < 2; flip++) test_geometry(h, &geoms[i], flip);
     test_validation(h);
     test_capture(h);
+    test_big_ws(h);
     OK(cudnnDestroy(h));
     printf("test_mock_cudnn: %d checks, %d failed\n", g_checks, g_fail);
     return g_fail ? 1 : 0;
