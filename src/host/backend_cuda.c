@@ -34,9 +34,11 @@
  *              rebuilt (another batch size) in the same arena.
  *     workspace: one cuDNN workspace shared by all convolutions, grown
  *              downward from the end to the largest need of the algorithms
- *              chosen so far (it is scratch, so growing needs no copy); from
- *              the first side segment on, two halves of that size, the
- *              compute stream's below the side stream's.
+ *              chosen so far (it is scratch, so growing needs no copy); with
+ *              the side stream, two halves of that size from the start, the
+ *              compute stream's below the side stream's (a plan made before
+ *              the first side segment, a forward's, then chose within the
+ *              half it will have).
  * The arena is made by reserve() or, failing that, at the first alloc() with
  * 3/4 of the free device memory ($VAE_CUDA_ARENA_MB overrides). After that
  * the training step never calls cudaMalloc/cudaFree.
@@ -272,7 +274,7 @@ typedef struct {
     cudaEvent_t ev_fork;             /* main's work issued before a segment */
     cudaEvent_t ev_seg[SIDE_EVENTS]; /* the end of segment k: ev_seg[k % SIDE_EVENTS] */
     long long nseg, nseg_waited;     /* segments issued; main has waited for the first nseg_waited */
-    int ws_split;                    /* the conv workspace is two halves (from the first segment) */
+    int ws_split;                    /* the conv workspace is two halves (side_on) */
     int use_find; /* cuDNN algorithm choice by timing (1) or heuristics (0) */
     int conv_gemm;           /* CONV_GEMM_*: the GEMM forms of the conv gradients */
     int conv_gemm_slice_max; /* $VAE_CONV_GEMM_SLICE (0: no cap) */
@@ -1109,8 +1111,8 @@ static void cuda_sync(vae_backend *be) {
  * before it. Inside a graph capture the waits are the capture's edges: the
  * side stream joins the capture at its first wait on ev_fork and must be
  * joined back (side_wait(0)) before the capture ends, which graph_capture
- * makes sure of. The first segment splits the conv workspace into two
- * halves (ws_split), so that the two lanes never share one. */
+ * makes sure of. The conv workspace is two halves (ws_split, set with
+ * side_on), so that the two lanes never share one. */
 
 static void lane_use(cuda_ctx *c, int lane) {
     c->stream = c->lanes[lane].stream;
@@ -1131,18 +1133,7 @@ static void side_join(cuda_ctx *c) {
 
 static void cuda_side_begin(vae_backend *be) {
     cuda_ctx *c = ctx_of(be);
-    VAE_ASSERT(!c->in_side);
-    if (!c->ws_split) {
-        /* the halves at the arena's end: main's below, the side's above */
-        const size_t region = 2 * align_up(c->ws_need);
-        if (region > c->size || c->size - region < align_up(c->top))
-            vae_panic(__FILE__, __LINE__,
-                      "CUDA arena: no room for a second conv workspace of %zu bytes for the side "
-                      "stream (%zu bytes free); run with VAE_CUDA_SIDE=0",
-                      align_up(c->ws_need), arena_gap(c));
-        c->ws_split = 1;
-        c->ws_lo = c->size - region;
-    }
+    VAE_ASSERT(!c->in_side && c->ws_split);
     CUDA_CHECK(cudaEventRecord(c->ev_fork, c->lanes[0].stream));
     CUDA_CHECK(cudaStreamWaitEvent(c->lanes[1].stream, c->ev_fork, 0));
     lane_use(c, 1);
@@ -2222,6 +2213,7 @@ vae_backend *vae_backend_cuda_create(int device) {
         goto fail;
     }
     c->side_on = side && strcmp(side, "1") == 0;
+    c->ws_split = c->side_on;
     if (c->side_on) {
         struct cuda_lane *l = &c->lanes[1];
         if (soft_cuda(cudaStreamCreateWithFlags(&l->stream, cudaStreamNonBlocking),

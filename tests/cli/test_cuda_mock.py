@@ -34,6 +34,7 @@ the bits). Checks:
 """
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -91,6 +92,26 @@ for m in MODES[1:]:
             f"[{m}] training gives the eager mock's bits ({len(same)} of {len(t0)} tensors equal)")
     c.check([e["test_nelbo"] for e in metrics(runs[m])] == [e["test_nelbo"] for e in metrics(runs["0"])],
             f"[{m}] the same test nelbo per epoch")
+# cuDNN's workspace: the mock's searches list first an algorithm that needs
+# VAE_MOCK_CUDNN_WS MiB (mock_cudnn.c). `vae train` reserves its arena with
+# up to 256 MiB to spare for cuDNN: one workspace, or with the weight
+# gradients on the side stream (VAE_CUDA_SIDE=1) two halves, one per stream,
+# from the first plan on (a forward's, made before the first side segment:
+# a 200 MiB pick there once left no room for the second half). Every pick
+# must be the big algorithm where it fits and the small one where it does
+# not, and the run the eager run's bits (the mock's algorithms agree).
+for side, mib, fits in (("0", 200, True), ("1", 100, True), ("1", 200, False)):
+    d = os.path.join(base, f"ws_{side}_{mib}")
+    p = run(["train", cfg, "--out", d, "--device", "cuda"] + common,
+            env=dict(env("random:3"), VAE_CUDA_SIDE=side, VAE_MOCK_CUDNN_WS=str(mib),
+                     VAE_CUDNN_VERBOSE="1"))
+    picks = [l for l in p.stderr.splitlines() if l.startswith("vae: cuDNN ") and "*" in l]
+    big = [l for l in picks if re.search(r"\*\d+\(0\.250 ms, %d\.0 MiB" % mib, l)]
+    c.check(len(picks) >= 3 and len(big) == (len(picks) if fits else 0),
+            f"side {side}, {mib} MiB: {len(big)} of {len(picks)} cuDNN picks the big algorithm "
+            f"(want {'all' if fits else 'none'}): {picks[:2]!r}")
+    c.check(tensors(d)[0] == t0, f"side {side}, {mib} MiB: the eager run's bits")
+
 meta = read_safetensors(ck)[0]
 c.check(meta.get("step") == "16", f"2 epochs of 8 steps: step {meta.get('step')}")
 c.check(json.load(open(os.path.join(runs["0"], "run.json")))["device"] == "cuda", "run.json: device cuda")
