@@ -1311,6 +1311,57 @@ static void test_conv(int B, int cin, int hin, int win, int cout, int k, int str
     pools_reset();
 }
 
+/* set_precision between runs of one shape: the backend keeps a plan per
+ * math type (the conv plans' and the cuBLASLt plans' keys hold tf32). A
+ * conv and a dense layer in fp32, then TF32 (10 mantissa bits), then fp32
+ * again: the second fp32 run is the first's bits, and the TF32 run is
+ * within TF32's error of the CPU's fp32 result (each input rounded by at
+ * most 2^-11 relative, so a product by 2^-10; 2e-3 in norm). With
+ * $VAE_TEST_TF32_DIFFERS=1 (the mock's cuDNN-only variants: its cuDNN and
+ * cuBLAS round the inputs to TF32 under tensor-op math, and no direct
+ * kernel stands in for cuDNN) the TF32 run must also differ from the fp32
+ * one: a plan made for fp32 reused under TF32 (or the reverse) shows. */
+static void test_precision_switch(void) {
+    if (!g_gpu->set_precision) {
+        printf("precision switch: SKIPPED (%s has no set_precision)\n", g_gpu->name);
+        return;
+    }
+    const char *e = getenv("VAE_TEST_TF32_DIFFERS");
+    const int differs = e && strcmp(e, "1") == 0;
+    const vae_conv_geom g = {4, 9, 9, 5, 9, 9, 3, 1, 1};
+    const int B = 3, I = 50, O = 9;
+    const size_t nin = (size_t)B * 4 * 81, nout = (size_t)B * 5 * 81;
+    for (int dense = 0; dense < 2; dense++) {
+        const size_t ni = dense ? (size_t)B * I : nin, no = dense ? (size_t)B * O : nout;
+        const size_t nw = dense ? (size_t)O * I : (size_t)5 * 4 * 9, nb = dense ? (size_t)O : 5;
+        pair in = in_rand(ni, -1, 1, 1401), w = in_rand(nw, -0.5, 0.5, 1402);
+        pair b = in_rand(nb, -0.5, 0.5, 1403);
+        pair out[3] = {out_new(no), out_new(no), out_new(no)};
+        static const int bits[3] = {23, 10, 23};
+        for (int r = 0; r < 3; r++) {
+            CHECK(g_gpu->set_precision(g_gpu, bits[r]) == VAE_OK);
+            if (dense) g_gpu->dense_forward(g_gpu, out[r].g, in.g, w.g, b.g, B, I, O);
+            else g_gpu->conv2d_forward(g_gpu, out[r].g, in.g, w.g, b.g, &g, B);
+            if (dense) g_cpu->dense_forward(g_cpu, out[r].c, in.c, w.c, b.c, B, I, O);
+            else g_cpu->conv2d_forward(g_cpu, out[r].c, in.c, w.c, b.c, &g, B);
+        }
+        const char *what = dense ? "precision switch, dense 50->9" : "precision switch, conv";
+        char m[120];
+        snprintf(m, sizeof m, "%s: fp32", what);
+        cmp(m, out[0], CMP_NORM, gemm_tol(dense ? I : 36), 0);
+        snprintf(m, sizeof m, "%s: tf32", what);
+        cmp(m, out[1], CMP_NORM, 2e-3, 0);
+        CHECK_MSG(gpu_bits_equal(out[0].g, out[2].g, no * sizeof(real)),
+                  "%s: fp32 after tf32 differs from fp32 before", what);
+        if (differs)
+            CHECK_MSG(!gpu_bits_equal(out[0].g, out[1].g, no * sizeof(real)),
+                      "%s: the tf32 run gives the fp32 run's bits (a plan of the other math "
+                      "type?)", what);
+    }
+    CHECK(g_gpu->set_precision(g_gpu, 23) == VAE_OK);
+    pools_reset();
+}
+
 static void test_convt(int B, int cin, int hin, int win, int cout, int k, int stride, int pad,
                        int out_pad, unsigned seed) {
     vae_convt_geom g = {cin, hin, win, cout, (hin - 1) * stride - 2 * pad + k + out_pad,
@@ -2522,6 +2573,7 @@ int main(void) {
     }
 
     if (libs) test_capture_new_plans();
+    if (libs) test_precision_switch();
     if (!emulated) test_side_segments();
 
     static const size_t sizes[] = {1, 31, 257, 100003};

@@ -83,9 +83,12 @@ mock_ops_variant(drelu VAE_LT_DRELU=1)
 # ... with the searches listing a faster non-deterministic or too-large
 # algorithm first (VAE_MOCK_CUDNN_TRAP, mock_cudnn.c), by timing and by
 # cuDNN's heuristics: the backend's filters must pass them over
-mock_ops_variant(cudnn_only VAE_CONV_DIRECT=0 VAE_CONV_GEMM=0 VAE_MOCK_CUDNN_TRAP=1)
+# (and, cuDNN rounding to TF32 under tensor-op math, a TF32 run must differ
+# from the fp32 one: VAE_TEST_TF32_DIFFERS, test_precision_switch)
+mock_ops_variant(cudnn_only VAE_CONV_DIRECT=0 VAE_CONV_GEMM=0 VAE_MOCK_CUDNN_TRAP=1
+                 VAE_TEST_TF32_DIFFERS=1)
 mock_ops_variant(cudnn_heuristic VAE_CONV_DIRECT=0 VAE_CONV_GEMM=0 VAE_MOCK_CUDNN_TRAP=1
-                 VAE_CUDNN_ALGO=heuristic)
+                 VAE_CUDNN_ALGO=heuristic VAE_TEST_TF32_DIFFERS=1)
 
 foreach(t mock_cublas mock_cudnn)
   if(EXISTS ${mock}/test_${t}.c)

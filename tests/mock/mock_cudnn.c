@@ -14,9 +14,15 @@
  *   - convolutions: 2-D, any pad >= 0, stride >= 1, dilation >= 1, group
  *     count 1, compute type CUDNN_DATA_FLOAT (cuDNN's FLOAT_CONFIG, the only
  *     configuration for float data), both modes: CUDNN_CONVOLUTION flips the
- *     filter (w[k, c, R-1-r, S-1-s]), CUDNN_CROSS_CORRELATION does not. The
- *     math type is stored and reported but changes nothing: every result is
- *     accumulated in double and rounded to float once.
+ *     filter (w[k, c, R-1-r, S-1-s]), CUDNN_CROSS_CORRELATION does not.
+ *     Every result is accumulated in double and rounded to float once. The
+ *     math type is stored and reported, and under any but CUDNN_FMA_MATH
+ *     the two inputs are first rounded to TF32 (10 mantissa bits, to
+ *     nearest even, as mock_cublas.c does): cudnnMathType_t's documentation
+ *     permits TF32 tensor-core math for float data on A100 and later
+ *     devices (the mock device is sm_90) under CUDNN_DEFAULT_MATH and the
+ *     TENSOR_OP types, and FMA_MATH alone rules it out. So a caller that
+ *     runs a plan made for the other math type gets different numbers.
  *
  * Definitions (x [N, C, H, W], w [K, C, R, S], y [N, K, P, Q]; the mode's
  * filter tap wm[k, c, r, s] = w[k, c, r, s] or w[k, c, R-1-r, S-1-s]):
@@ -680,6 +686,7 @@ typedef struct {
     float *out;             /* FWD: y; BWD_DATA: dx; BWD_FILTER: dw */
     unsigned char *ws;      /* scratch, or NULL when need is 0 */
     size_t ws_bytes;        /* the bytes of it used (clobbered by the run) */
+    int tf32;               /* the inputs rounded to TF32 first (math type) */
 } conv_job;
 
 /* The range [lo, hi) of output columns q whose input column q v + off lies
@@ -796,6 +803,28 @@ static void run_bwd_filter(const conv_job *j) {
                 }
 }
 
+/* x to TF32: 10 explicit mantissa bits, to nearest even (Inf, NaN kept) */
+static float tf32_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    u += 0x0fffu + ((u >> 13) & 1u);
+    u &= 0xffffe000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* a copy of p[0, n) rounded to TF32 */
+static float *tf32_copy(const float *p, size_t n) {
+    float *q = malloc((n ? n : 1) * sizeof *q);
+    if (!q) {
+        mock_note("mock cuDNN: out of host memory");
+        abort();
+    }
+    for (size_t i = 0; i < n; i++) q[i] = tf32_round(p[i]);
+    return q;
+}
+
 static void conv_worker(void *args) {
     const conv_job *j = args;
     if (j->ws && j->ws_bytes) big_scribble(j->ws, j->ws_bytes); /* scratch is clobbered */
@@ -807,11 +836,20 @@ static void conv_worker(void *args) {
         for (size_t i = 0; i < cnt; i++) j->out[i] = nan;
         return;
     }
-    switch (j->dir) {
-    case DIR_FWD: run_fwd(j); break;
-    case DIR_BWD_DATA: run_bwd_data(j); break;
-    default: run_bwd_filter(j); break;
+    conv_job r = *j;
+    float *c0 = NULL, *c1 = NULL;
+    if (j->tf32) { /* in0, in1: FWD x, w; BWD_DATA dy, w; BWD_FILTER x, dy */
+        const geom *g = &j->g;
+        r.in0 = c0 = tf32_copy(j->in0, j->dir == DIR_BWD_DATA ? y_elems(g) : x_elems(g));
+        r.in1 = c1 = tf32_copy(j->in1, j->dir == DIR_BWD_FILTER ? y_elems(g) : w_elems(g));
     }
+    switch (j->dir) {
+    case DIR_FWD: run_fwd(&r); break;
+    case DIR_BWD_DATA: run_bwd_data(&r); break;
+    default: run_bwd_filter(&r); break;
+    }
+    free(c0);
+    free(c1);
 }
 
 /* The data-pointer, overlap and workspace checks common to the convolutions
@@ -868,7 +906,10 @@ static cudnnStatus_t prepare_job(const char *fn, int dir, const geom *g, const v
     return CUDNN_STATUS_SUCCESS;
 }
 
-static cudnnStatus_t scalars(const char *fn, const void *alpha, const void *beta, conv_job *j) {
+/* alpha and beta, and the math type's TF32 rounding, into the job */
+static cudnnStatus_t scalars(const char *fn, const void *alpha, const void *beta,
+                             cudnnConvolutionDescriptor_t cd, conv_job *j) {
+    j->tf32 = cd->math != CUDNN_FMA_MATH;
     if (!alpha || !beta) {
         mock_note("%s: alpha (%p) or beta (%p) is NULL", fn, alpha, beta);
         return CUDNN_STATUS_BAD_PARAM;
@@ -1162,7 +1203,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
     if ((st = check_conv(fn, DIR_FWD, xDesc, wDesc, convDesc, yDesc, &g)) ||
         (st = prepare_job(fn, DIR_FWD, &g, x, "x", w, "w", y, "y", workSpace,
                           workSpaceSizeInBytes, algo_need(DIR_FWD, (int)algo, &g), 1, &j)) ||
-        (st = scalars(fn, alpha, beta, &j)))
+        (st = scalars(fn, alpha, beta, convDesc, &j)))
         return st;
     if (mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j))
         return CUDNN_STATUS_EXECUTION_FAILED;
@@ -1189,7 +1230,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alp
     if ((st = check_conv(fn, DIR_BWD_DATA, dxDesc, wDesc, convDesc, dyDesc, &g)) ||
         (st = prepare_job(fn, DIR_BWD_DATA, &g, dy, "dy", w, "w", dx, "dx", workSpace,
                           workSpaceSizeInBytes, algo_need(DIR_BWD_DATA, (int)algo, &g), 1, &j)) ||
-        (st = scalars(fn, alpha, beta, &j)))
+        (st = scalars(fn, alpha, beta, convDesc, &j)))
         return st;
     if (mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j))
         return CUDNN_STATUS_EXECUTION_FAILED;
@@ -1222,7 +1263,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
     if ((st = check_conv(fn, DIR_BWD_FILTER, xDesc, dwDesc, convDesc, dyDesc, &g)) ||
         (st = prepare_job(fn, DIR_BWD_FILTER, &g, x, "x", dy, "dy", dw, "dw", workSpace,
                           workSpaceSizeInBytes, algo_need(DIR_BWD_FILTER, (int)algo, &g), 1, &j)) ||
-        (st = scalars(fn, alpha, beta, &j)))
+        (st = scalars(fn, alpha, beta, convDesc, &j)))
         return st;
     if (mock_enqueue(handle->stream, fn, conv_worker, &j, sizeof j))
         return CUDNN_STATUS_EXECUTION_FAILED;

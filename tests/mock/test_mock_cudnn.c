@@ -172,6 +172,24 @@ static void fill_exact(float *p, size_t n) { /* k / 8, |k| <= 16: sums stay exac
 static void fill_nan(float *p, size_t n) {
     for (size_t i = 0; i < n; i++) p[i] = nanf("");
 }
+/* x to TF32 (10 mantissa bits, to nearest even), as the mock rounds inputs
+ * under any math type but CUDNN_FMA_MATH */
+static float tf32(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u += 0x0fffu + ((u >> 13) & 1u);
+    u &= 0xffffe000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+/* fill_real, and representable in TF32 unless math is FMA (so that the
+ * reference loops need not round) */
+static void fill_in(float *p, size_t n, cudnnMathType_t math) {
+    fill_real(p, n);
+    if (math != CUDNN_FMA_MATH)
+        for (size_t i = 0; i < n; i++) p[i] = tf32(p[i]);
+}
+
 static float *falloc(size_t n) {
     float *p = malloc((n ? n : 1) * sizeof *p);
     if (!p) abort();
@@ -308,7 +326,7 @@ static void test_geometry(cudnnHandle_t h, const tgeom *t, int flip) {
     if (!ws) abort();
 
     /* searches: the same result, the output written (NaN), the workspace used */
-    fill_real(x, NX), fill_real(w, NW), fill_real(dy, NY);
+    fill_in(x, NX, math), fill_in(w, NW, math), fill_in(dy, NY, math);
     fill_real(y, NY), fill_real(dx, NX), fill_real(dw, NW);
     memset(ws, 0, wsn);
     OK(cudnnFindConvolutionForwardAlgorithmEx(h, d.xd, x, d.fd, w, d.cd, d.yd, y,
@@ -400,7 +418,7 @@ static void test_geometry(cudnnHandle_t h, const tgeom *t, int flip) {
     CHECK(fabs(a) > 0, "%s: degenerate adjoint test (all zero)", tag);
 
     /* and on real-valued data, where only float rounding separates them */
-    fill_real(x, NX), fill_real(w, NW), fill_real(dy, NY);
+    fill_in(x, NX, math), fill_in(w, NW, math), fill_in(dy, NY, math);
     OK(do_fwd(h, &d, 1.0f, 0.0f, x, w, y, ws, wsn));
     OK(do_bwd_data(h, &d, 1.0f, 0.0f, w, dy, dx, ws, wsn));
     OK(do_bwd_filter(h, &d, 1.0f, 0.0f, x, dy, dw, ws, wsn));
@@ -652,6 +670,51 @@ static void test_capture(cudnnHandle_t h) {
     free(ws), free(r), free(x), free(w), free(y);
 }
 
+/* The math type: under CUDNN_TENSOR_OP_MATH (and DEFAULT, test_geometry's
+ * flip runs) the inputs are rounded to TF32 before the products, under
+ * CUDNN_FMA_MATH not: against the loops on rounded and on unrounded inputs. */
+static void test_tf32(cudnnHandle_t h) {
+    const tgeom t = {2, 3, 6, 7, 2, 3, 3, 1, 1, 1, 1, 1, 1};
+    const size_t NX = nx(&t), NW = nw(&t), NY = ny(&t);
+    const size_t NR = NX > NY ? (NX > NW ? NX : NW) : (NY > NW ? NY : NW);
+    float *x = falloc(NX), *w = falloc(NW), *dy = falloc(NY), *out = falloc(NR);
+    float *xr = falloc(NX), *wr = falloc(NW), *dyr = falloc(NY);
+    double *r = malloc(NR * sizeof *r);
+    unsigned char ws[1 << 16];
+    if (!r) abort();
+    fill_real(x, NX), fill_real(w, NW), fill_real(dy, NY);
+    for (size_t i = 0; i < NX; i++) xr[i] = tf32(x[i]);
+    for (size_t i = 0; i < NW; i++) wr[i] = tf32(w[i]);
+    for (size_t i = 0; i < NY; i++) dyr[i] = tf32(dy[i]);
+    static const char *names[3] = {"forward", "backward data", "backward filter"};
+    const size_t cnt[3] = {NY, NX, NW};
+    for (int m = 0; m < 2; m++) {
+        descs d;
+        make_descs(&d, &t, 0, m ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
+        for (int dir = 0; dir < 3; dir++) {
+            fill_nan(out, NR);
+            if (dir == 0) OK(do_fwd(h, &d, 1.0f, 0.0f, x, w, out, ws, sizeof ws));
+            else if (dir == 1) OK(do_bwd_data(h, &d, 1.0f, 0.0f, w, dy, out, ws, sizeof ws));
+            else OK(do_bwd_filter(h, &d, 1.0f, 0.0f, x, dy, out, ws, sizeof ws));
+            const int which = dir == 0 ? REF_FWD : dir == 1 ? REF_BWD_DATA : REF_BWD_FILTER;
+            ref(which, &t, 0, xr, wr, dyr, r);
+            const double e_round = rel_err(out, r, cnt[dir]);
+            ref(which, &t, 0, x, w, dy, r);
+            const double e_plain = rel_err(out, r, cnt[dir]);
+            if (m)
+                CHECK(e_round < 1e-6 && e_plain > 1e-5,
+                      "TENSOR_OP %s: error %g against rounded inputs, %g against unrounded",
+                      names[dir], e_round, e_plain);
+            else
+                CHECK(e_plain < 1e-6 && e_round > 1e-5,
+                      "FMA %s: error %g against unrounded inputs, %g against rounded",
+                      names[dir], e_plain, e_round);
+        }
+        free_descs(&d);
+    }
+    free(x), free(w), free(dy), free(out), free(xr), free(wr), free(dyr), free(r);
+}
+
 /* $VAE_MOCK_CUDNN_WS=1: each search lists first a deterministic algorithm
  * needing 1 MiB of workspace (found ALLOC_FAILED with less); run, it gives
  * the small algorithm's result, needs its MiB and clobbers all of it; a
@@ -781,6 +844,7 @@ int main(void) {
     test_validation(h);
     test_capture(h);
     test_big_ws(h);
+    test_tf32(h);
     OK(cudnnDestroy(h));
     printf("test_mock_cudnn: %d checks, %d failed\n", g_checks, g_fail);
     return g_fail ? 1 : 0;
