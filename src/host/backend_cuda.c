@@ -916,7 +916,8 @@ static int choose_gradient(cuda_ctx *c, const conv_plan *p, int dgrad, int direc
         fputc('\n', stderr);                                                               \
     } while (0)
 
-static void plan_panic(const conv_plan *p, const char *dir, size_t cap, int line) {
+__attribute__((noreturn)) static void plan_panic(const conv_plan *p, const char *dir, size_t cap,
+                                                  int line) {
     vae_panic(__FILE__, line,
               "cuDNN: no deterministic fp32 %s algorithm within %zu bytes of workspace for x "
               "[%d,%d,%d,%d] filter [%d,%d,%d,%d] stride %d pad %d",

@@ -341,7 +341,7 @@ static void rotate_checkpoints(const char *dir, int keep) {
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) && n < 4096)
-        if (is_ckpt_name(e->d_name)) names[n++] = strdup(e->d_name);
+        if (is_ckpt_name(e->d_name) && (names[n] = strdup(e->d_name)) != NULL) n++;
     closedir(d);
     qsort(names, (size_t)n, sizeof names[0], cmp_str);
     char path[2048];
