@@ -159,6 +159,11 @@ struct vae_backend {
     void (*sum_into)(vae_backend *be, double *acc, const real *v, size_t n);
     /* *acc = sum_i v[i]^2 */
     void (*sumsq)(vae_backend *be, double *acc, const real *v, size_t n);
+    /* Optional (NULL: two sum_into calls): *acc0 += sum v0 and *acc1 += sum
+     * v1, the bits of sum_into(acc0, v0, n0) then sum_into(acc1, v1, n1);
+     * the CUDA backend runs a step's two loss sums as one launch. */
+    void (*sum2_into)(vae_backend *be, double *acc0, const real *v0, size_t n0, double *acc1,
+                      const real *v1, size_t n1);
 
     /* ---- optimizer ---- */
     /* Adam over the flat parameter buffer, with the bias corrections
@@ -277,6 +282,17 @@ struct vae_backend {
 static inline size_t vae_relu_mask_bytes(int B, int O) {
     if (B <= 0 || O <= 0) return 0;
     return (size_t)B * 16u * (((size_t)O + 127u) / 128u);
+}
+
+/* be->sum2_into, or the two sum_into calls it stands for */
+static inline void vae_sum2_into(vae_backend *be, double *acc0, const real *v0, size_t n0,
+                                 double *acc1, const real *v1, size_t n1) {
+    if (be->sum2_into) {
+        be->sum2_into(be, acc0, v0, n0, acc1, v1, n1);
+    } else {
+        be->sum_into(be, acc0, v0, n0);
+        be->sum_into(be, acc1, v1, n1);
+    }
 }
 
 typedef enum { VAE_DEVICE_AUTO = 0, VAE_DEVICE_CPU = 1, VAE_DEVICE_CUDA = 2 } vae_device;

@@ -1580,6 +1580,35 @@ static void test_reduce(size_t n, unsigned seed, size_t off) {
     pools_reset();
 }
 
+/* sum2_into (the step's two loss sums in one launch on CUDA): the bits of
+ * sum_into(acc0, v0) then sum_into(acc1, v1) on the same backend, and the
+ * CPU's sums within 1e-9; n0, n1 around the one-block limit (1024
+ * elements: one launch below it, two sums above), v0 at +off0 elements
+ * past an aligned address (its scalar loads), v1 aligned. */
+static void test_sum2(size_t n0, size_t n1, size_t off0, unsigned seed) {
+    pair v0 = shifted(in_rand(n0 + off0, -1, 1, seed), off0), v1 = in_rand(n1, -1, 1, seed + 1);
+    double *ac = palloc(&g_pc, 4 * sizeof(double)), *ag = palloc(&g_pg, 4 * sizeof(double));
+    const double init[4] = {0.25, -3.0, 0.25, -3.0};
+    double rc[4], rg[4];
+    g_cpu->upload(g_cpu, ac, init, sizeof init);
+    g_gpu->upload(g_gpu, ag, init, sizeof init);
+    vae_sum2_into(g_cpu, ac, v0.c, n0, ac + 1, v1.c, n1);
+    vae_sum2_into(g_gpu, ag, v0.g, n0, ag + 1, v1.g, n1);
+    g_gpu->sum_into(g_gpu, ag + 2, v0.g, n0);
+    g_gpu->sum_into(g_gpu, ag + 3, v1.g, n1);
+    g_cpu->download(g_cpu, rc, ac, sizeof rc);
+    g_gpu->download(g_gpu, rg, ag, sizeof rg);
+    for (int k = 0; k < 2; k++) {
+        CHECK_MSG(fabs(rg[k] - rc[k]) <= 1e-9 * fabs(rc[k]) + 1e-12,
+                  "sum2_into n=%zu,%zu (+%zu) sum %d: %.17g vs the CPU's %.17g", n0, n1, off0, k,
+                  rg[k], rc[k]);
+        CHECK_MSG(memcmp(&rg[k], &rg[k + 2], sizeof(double)) == 0,
+                  "sum2_into n=%zu,%zu (+%zu) sum %d: %.17g, sum_into gives %.17g", n0, n1, off0,
+                  k, rg[k], rg[k + 2]);
+    }
+    pools_reset();
+}
+
 /* -------------------------------------------------------------- Adam */
 
 /* off: the four buffers start that many elements past an aligned address
@@ -2614,6 +2643,11 @@ int main(void) {
     for (size_t i = 0; i < sizeof rn / sizeof rn[0]; i++) test_reduce(rn[i], 700 + (unsigned)i, 0);
     test_reduce(1001, 710, 1);
     test_reduce(262145, 711, 3);
+    test_sum2(128, 128, 0, 720);
+    test_sum2(1024, 1, 1, 722);
+    test_sum2(0, 1000, 0, 724);
+    test_sum2(1025, 128, 2, 726);
+    test_sum2(7, 5000, 3, 728);
 
     test_adam(1, 0, 0, 0, 1.0, 800, 0);
     test_adam(1000, (real)0.01, 0, 0, 1.0, 801, 0);

@@ -1903,6 +1903,13 @@ static void cuda_sum_into(vae_backend *be, double *acc, const real *v, size_t n)
     vae_cuda_sum(c->stream, acc, v, n, 0, 1, c->partials);
 }
 
+static void cuda_sum2_into(vae_backend *be, double *acc0, const real *v0, size_t n0,
+                           double *acc1, const real *v1, size_t n1) {
+    cuda_ctx *c = ctx_of(be);
+    VAE_ASSERT(c->partials && !c->in_side);
+    vae_cuda_sum_pair(c->stream, acc0, v0, n0, acc1, v1, n1, c->partials);
+}
+
 static void cuda_sumsq(vae_backend *be, double *acc, const real *v, size_t n) {
     cuda_ctx *c = ctx_of(be);
     VAE_ASSERT(c->partials && !c->in_side);
@@ -2267,6 +2274,7 @@ vae_backend *vae_backend_cuda_create(int device) {
     be->log_q_minus_log_p = cuda_log_q_minus_log_p;
     be->recon_loss = cuda_recon_loss;
     be->sum_into = cuda_sum_into;
+    be->sum2_into = cuda_sum2_into;
     be->sumsq = cuda_sumsq;
     be->adam_step = cuda_adam_step;
     be->step_begin = cuda_step_begin;

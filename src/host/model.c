@@ -698,8 +698,8 @@ void vae_model_forward_backward(vae_model *m, int B, uint64_t seed, uint32_t str
     if (be->side_wait) be->side_wait(be, 0);
 
     /* this step's sums; step_commit decides whether the epoch gets them */
-    be->sum_into(be, m->acc + VAE_ACC_STEP_RECON, m->recon, (size_t)B);
-    be->sum_into(be, m->acc + VAE_ACC_STEP_KL, m->kl, (size_t)B);
+    vae_sum2_into(be, m->acc + VAE_ACC_STEP_RECON, m->recon, (size_t)B, m->acc + VAE_ACC_STEP_KL,
+                  m->kl, (size_t)B);
 }
 
 void vae_model_adam(vae_model *m, const vae_config *cfg, real lr, const vae_step_vals *sv) {

@@ -156,8 +156,8 @@ int vae_evaluate(vae_model *m, const vae_dev_data *dd, uint64_t seed, int iw_k,
         const vae_step_vals *sv = vae_model_put_vals(m, &v);
         be->gather_batch(be, m->x, dd->data, dd->idx, sv, bn, dd->d);
         vae_model_forward(m, bn, seed, VAE_RNG_EVAL, sv);
-        be->sum_into(be, m->acc + VAE_ACC_EVAL_RECON, m->recon, (size_t)bn);
-        be->sum_into(be, m->acc + VAE_ACC_EVAL_KL, m->kl, (size_t)bn);
+        vae_sum2_into(be, m->acc + VAE_ACC_EVAL_RECON, m->recon, (size_t)bn,
+                      m->acc + VAE_ACC_EVAL_KL, m->kl, (size_t)bn);
         for (int k = 0; k < iw_k; k++) {
             v.sub = (uint64_t)k * (uint64_t)nb + (uint64_t)bi;
             if (k > 0) {

@@ -16,7 +16,8 @@
  *           the last pass-1 block to finish (vae_last_block: an integer
  *           ticket after the partials in the caller's scratch of
  *           VAE_CUDA_REDUCE_SCRATCH doubles), so the sum is one launch.
- * With G = 1 pass 1 updates *acc directly. A group is one float4 load when v
+ * With G = 1 pass 1 updates *acc directly; vae_cuda_sum_pair runs two such
+ * sums (*acc += each) as the two blocks of one launch, with the same bits. A group is one float4 load when v
  * is 16-byte aligned, four scalar loads otherwise — the same values added in
  * the same order. Each thread loads VAE_VEC_UNROLL groups before it adds
  * them (64 bytes in flight per thread). No float atomics anywhere, so two
@@ -56,17 +57,14 @@ __device__ __forceinline__ float4 sum_group(const real *v, size_t n, size_t j, i
     return q;
 }
 
-/* Pass 1 (and, with one block, the whole sum): block k's sum to partial[k];
- * the last block to finish then adds the G partials as pass 2 (header). */
+/* One thread's part of pass 1: groups first, first + S, first + 2 S, ...
+ * added in that order (S = the threads of the grid). */
 template <int SQUARE>
-__global__ void sum_pass1_kernel(double *acc_out, double *partial, const real *v, size_t n,
-                                 int aligned, int accumulate) {
-    __shared__ double shm[VAE_CUDA_THREADS / 32];
+__device__ __forceinline__ double sum_thread(const real *v, size_t n, int aligned, size_t first,
+                                             size_t S) {
     const size_t ng = sum_groups(n);
-    const size_t S = (size_t)gridDim.x * VAE_CUDA_THREADS;
     double acc = 0;
-    for (size_t j0 = (size_t)blockIdx.x * VAE_CUDA_THREADS + threadIdx.x; j0 < ng;
-         j0 += VAE_VEC_UNROLL * S) {
+    for (size_t j0 = first; j0 < ng; j0 += VAE_VEC_UNROLL * S) {
         float4 q[VAE_VEC_UNROLL] = {};
 #pragma unroll
         for (int k = 0; k < VAE_VEC_UNROLL; k++)
@@ -75,6 +73,17 @@ __global__ void sum_pass1_kernel(double *acc_out, double *partial, const real *v
         for (int k = 0; k < VAE_VEC_UNROLL; k++)
             if (j0 + k * S < ng) acc = sum_add4<SQUARE>(acc, q[k]);
     }
+    return acc;
+}
+
+/* Pass 1 (and, with one block, the whole sum): block k's sum to partial[k];
+ * the last block to finish then adds the G partials as pass 2 (header). */
+template <int SQUARE>
+__global__ void sum_pass1_kernel(double *acc_out, double *partial, const real *v, size_t n,
+                                 int aligned, int accumulate) {
+    __shared__ double shm[VAE_CUDA_THREADS / 32];
+    double acc = sum_thread<SQUARE>(v, n, aligned, (size_t)blockIdx.x * VAE_CUDA_THREADS + threadIdx.x,
+                                    (size_t)gridDim.x * VAE_CUDA_THREADS);
     acc = vae_block_sum(acc, shm);
     if (gridDim.x > 1) {
         if (threadIdx.x == 0) partial[blockIdx.x] = acc;
@@ -92,6 +101,31 @@ __global__ void sum_pass1_kernel(double *acc_out, double *partial, const real *v
         if (accumulate) *acc_out += acc;
         else *acc_out = acc;
     }
+}
+
+/* Two one-block sums in one launch: block k adds v_k into *acc_k exactly
+ * as sum_pass1_kernel's single block would (the same thread loop, the same
+ * block tree), so the bits are those of two sums. */
+__global__ void sum_pair_kernel(double *acc0, const real *v0, size_t n0, int aligned0,
+                                double *acc1, const real *v1, size_t n1, int aligned1) {
+    __shared__ double shm[VAE_CUDA_THREADS / 32];
+    const int k = (int)blockIdx.x;
+    double acc = sum_thread<0>(k ? v1 : v0, k ? n1 : n0, k ? aligned1 : aligned0, threadIdx.x,
+                               VAE_CUDA_THREADS);
+    acc = vae_block_sum(acc, shm);
+    if (threadIdx.x == 0) *(k ? acc1 : acc0) += acc;
+}
+
+extern "C" void vae_cuda_sum_pair(cudaStream_t s, double *acc0, const real *v0, size_t n0,
+                                  double *acc1, const real *v1, size_t n1, double *partials) {
+    if (sum_groups(n0) > VAE_CUDA_THREADS || sum_groups(n1) > VAE_CUDA_THREADS) {
+        vae_cuda_sum(s, acc0, v0, n0, 0, 1, partials);
+        vae_cuda_sum(s, acc1, v1, n1, 0, 1, partials);
+        return;
+    }
+    sum_pair_kernel<<<2, VAE_CUDA_THREADS, 0, s>>>(acc0, v0, n0, vae_vec4_head(v0, sizeof(real)) == 0,
+                                                   acc1, v1, n1, vae_vec4_head(v1, sizeof(real)) == 0);
+    CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void vae_cuda_sum(cudaStream_t s, double *acc, const real *v, size_t n, int square,

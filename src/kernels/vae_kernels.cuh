@@ -105,6 +105,11 @@ void vae_cuda_normal_fill(cudaStream_t s, real *z, size_t n, uint64_t seed, uint
  * One launch. n = 0 gives total 0. */
 void vae_cuda_sum(cudaStream_t s, double *acc, const real *v, size_t n, int square,
                   int accumulate, double *partials);
+/* *acc0 += sum v0, *acc1 += sum v1, the bits of two vae_cuda_sum calls; one
+ * launch when each fits one block (n <= 4 * VAE_CUDA_THREADS), else those
+ * two calls. */
+void vae_cuda_sum_pair(cudaStream_t s, double *acc0, const real *v0, size_t n0, double *acc1,
+                       const real *v1, size_t n1, double *partials);
 
 /* ---- adam.cu ---- */
 /* bias corrections sv->bc1, sv->bc2 */

@@ -243,6 +243,10 @@ static void emu_recon_loss(vae_backend *be, real *dout, real *recon, const real 
 static void emu_sum_into(vae_backend *be, double *acc, const real *v, size_t n) {
     vae_emu_sum(S, acc, v, n, 0, 1, E(be)->partials);
 }
+static void emu_sum2_into(vae_backend *be, double *acc0, const real *v0, size_t n0,
+                          double *acc1, const real *v1, size_t n1) {
+    vae_emu_sum_pair(S, acc0, v0, n0, acc1, v1, n1, E(be)->partials);
+}
 static void emu_sumsq(vae_backend *be, double *acc, const real *v, size_t n) {
     vae_emu_sum(S, acc, v, n, 1, 0, E(be)->partials);
 }
@@ -348,6 +352,7 @@ vae_backend *vae_backend_emu_create(void) {
     be->log_q_minus_log_p = emu_log_q_minus_log_p;
     be->recon_loss = emu_recon_loss;
     be->sum_into = emu_sum_into;
+    be->sum2_into = emu_sum2_into;
     be->sumsq = emu_sumsq;
     be->adam_step = emu_adam_step;
     be->step_begin = emu_step_begin;
