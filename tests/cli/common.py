@@ -3,9 +3,11 @@
 Each test script exits 0 on success, 1 on failure, 77 when it cannot run
 here (ctest reports that as skipped), and prints 'N passed, M failed'.
 """
+import atexit
 import gzip
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -162,5 +164,24 @@ lr = 2e-3
 """
 
 
+_TMPDIRS = []
+
+
+def _remove_tmpdirs():
+    if os.environ.get("VAE_KEEP_TMP"):
+        for d in _TMPDIRS:
+            print(f"kept {d} (VAE_KEEP_TMP)")
+        return
+    for d in _TMPDIRS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_remove_tmpdirs)
+
+
 def tmpdir():
-    return tempfile.mkdtemp(prefix="vae_cli_")
+    """A fresh folder, removed when the test exits (pass or fail; kept with
+    VAE_KEEP_TMP=1): the sample and resume tests leave hundreds of MB."""
+    d = tempfile.mkdtemp(prefix="vae_cli_")
+    _TMPDIRS.append(d)
+    return d
