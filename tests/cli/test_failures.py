@@ -111,6 +111,8 @@ c.check("step 5:" in p.stderr and "step skipped (1 of 1 allowed)" in p.stderr,
 c.check("step 29 (epoch 2)" in p.stderr and "reconstruction" in p.stderr and
         "last good state" in p.stderr and "--max-bad-steps N" not in p.stderr,
         f"stop message names the step and the tensor: {p.stderr.strip()[-300:]}")
+c.check("non-finite values skipped" not in p.stderr,
+        f"the halting step is not counted as skipped too: {p.stderr.strip()[-300:]}")
 cks = ckpts(d)
 c.check([read_safetensors(os.path.join(d, k))[0]["step"] for k in cks] == ["20", "28"],
         f"checkpoints after epoch 1 and of the state after step 28: {cks}")
@@ -126,6 +128,21 @@ c.check(mr["step"] == mf["step"] == "60" and all(tr[k][2] == tf[k][2] for k in t
         "stop at step 29 + resume == the run with only the skip, bit for bit")
 nelbo = lambda d: [json.loads(l)["train_nelbo"] for l in open(os.path.join(d, "metrics.jsonl"))]
 c.check(nelbo(d) == nelbo(ref), f"... and the same training losses per epoch: {nelbo(d)} {nelbo(ref)}")
+
+# two bad steps in a row with one allowed: the first skipped and named, the
+# second stops the run with the state after the first
+d = os.path.join(base, "nan_skip_34")
+p = run(["train", cfg, "--out", d, "--max-bad-steps", "1"] + common, check=False,
+        env={"VAE_FAULT_NAN_AT_STEP": "3,4"})
+c.check("step 3: non-finite value" in p.stderr and "step skipped (1 of 1 allowed)" in p.stderr and
+        "step 4 (epoch 1):" in p.stderr and ckpts(d) == ["ckpt-s0000000003-e0000.safetensors"],
+        f"NaN at steps 3 and 4, one allowed: {p.stderr.strip()[-300:]} {ckpts(d)}")
+# a bad last step of an epoch: named in that epoch, the checkpoint is the
+# state after the step before it, still in epoch 0 (none completed)
+d = os.path.join(base, "nan_20")
+p = run(["train", cfg, "--out", d] + common, check=False, env={"VAE_FAULT_NAN_AT_STEP": "20"})
+c.check("step 20 (epoch 1):" in p.stderr and ckpts(d) == ["ckpt-s0000000019-e0000.safetensors"],
+        f"NaN at step 20, the last of epoch 1: {p.stderr.strip()[-300:]} {ckpts(d)}")
 
 # --- unwritable output directory
 f = os.path.join(base, "a_file")
@@ -148,6 +165,8 @@ c.check(p.returncode != 0 and "checksum mismatch" in p.stderr and cks[-1] in p.s
 p = run(["train", cfg, "--resume", d, "--out", d, "--epochs", "2"] + common)
 c.check("skipping" in p.stderr and cks[0] in p.stderr.split("resuming from")[-1].split("\n")[0],
         "--resume DIR skips the damaged checkpoint and takes the older one")
+ep = [json.loads(l)["epoch"] for l in open(os.path.join(d, "metrics.jsonl"))]
+c.check(ep == [1, 2], f"metrics.jsonl after the fallback: epochs {ep} (the lost epoch's line replaced)")
 
 # --- truncated dataset file
 dd = os.path.join(base, "trunc")
@@ -230,6 +249,16 @@ names = set(os.listdir(d))
 p = run(["train", "--resume", d, "--batch", "40", "--epochs", "2"] + common, check=False)
 c.check(p.returncode == 1 and "an exact resume needs the same" in p.stderr, f"resume with another batch: {p.stderr[-200:]}")
 c.check(set(os.listdir(d)) == names, f"a failed resume writes no run record: {set(os.listdir(d)) - names}")
+p = run(["train", "--resume", d, "--seed", "8", "--epochs", "3"] + common, check=False)
+c.check(p.returncode == 1 and "an exact resume needs the same" in p.stderr,
+        f"resume with another seed: {p.returncode} {p.stderr[-200:]}")
+other = os.path.join(base, "other_data")
+os.makedirs(other)
+mnist_subset(other, 900, 200)
+p = run(["train", "--resume", d, "--epochs", "3", "--data", other] + common[2:], check=False)
+c.check(p.returncode == 1 and "another training set" in p.stderr,
+        f"resume on 900 training images instead of 1000: {p.returncode} {p.stderr[-200:]}")
+c.check(set(os.listdir(d)) == names, "the refused resumes write nothing")
 
 # --- a test set of one image: the run completes; interpolation.png needs two
 one = os.path.join(base, "one_test")
@@ -240,6 +269,8 @@ p = run(["train", cfg, "--out", d, "--epochs", "1", "--data", one] + common[2:],
 c.check(p.returncode == 0 and os.path.exists(os.path.join(d, "samples.png")) and
         not os.path.exists(os.path.join(d, "interpolation.png")),
         f"one test image: exit {p.returncode}, grids without interpolation.png ({p.stderr.strip()[-200:]})")
+c.check(last_metrics(d)["test_nelbo"] > 100,
+        f"one test image (a batch short of the 50): its nelbo is counted ({last_metrics(d)['test_nelbo']})")
 
 # --- a model larger than the host's memory: refused up front with the figures,
 # not killed part-way (and vae info describes it without allocating it)

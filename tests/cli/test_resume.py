@@ -61,6 +61,14 @@ kd = os.path.join(base, "keep")
 run(["train", cfg, "--out", kd, "--keep", "2"] + common)
 kept = sorted(f for f in os.listdir(kd) if f.startswith("ckpt-"))
 c.check([k.split("-e")[1] for k in kept] == ["0002.safetensors", "0003.safetensors"], f"--keep 2 kept {kept}")
+# checkpoint_every = 2 over 3 epochs: epoch 2's, and the last epoch's always
+ce = os.path.join(base, "every2")
+cfg2 = os.path.join(base, "every2.ini")
+open(cfg2, "w").write(SMALL_MLP.replace("[train]\n", "[train]\ncheckpoint_every = 2\n"))
+run(["train", cfg2, "--out", ce, "--keep", "0"] + common)
+got = sorted(f for f in os.listdir(ce) if f.startswith("ckpt-"))
+c.check([k.split("-e")[1] for k in got] == ["0002.safetensors", "0003.safetensors"],
+        f"checkpoint_every = 2, 3 epochs: {got}")
 # flags are written into the run's config.ini (and so into the checkpoints)
 ini = open(os.path.join(kd, "config.ini")).read()
 c.check("keep = 2" in ini and "device = cpu" in ini and "threads = 1" in ini,
@@ -78,6 +86,11 @@ import json
 strip = lambda ls: [{k: v for k, v in json.loads(l).items() if k not in ("images_per_s", "epoch_time_s", "elapsed_s")} for l in ls]
 c.check(strip(lines) == strip(open(os.path.join(straight, "metrics.jsonl")).read().splitlines()),
         "the resumed run's metrics equal the straight run's (timings aside)")
+# elapsed_s goes on across the resume: each epoch's elapsed_s is at least the
+# previous one's plus its own epoch_time_s
+el = [(json.loads(l)["elapsed_s"], json.loads(l)["epoch_time_s"]) for l in lines]
+c.check(all(el[i][0] >= el[i - 1][0] + el[i][1] - 1e-3 for i in range(1, len(el))),
+        f"elapsed_s continues across the resume: {el}")
 
 # resume from the checkpoint's own config (no CONFIG argument)
 part2 = os.path.join(base, "part2")
@@ -94,6 +107,11 @@ c.check(open(os.path.join(part2, "config.ini")).read() == ini_before,
         "resume past the end leaves config.ini as it was")
 c.check([f for f in sorted(os.listdir(part2)) if f.startswith("ckpt-")] ==
         [f for f in cks_before if f.startswith("ckpt-")], "resume past the end writes no checkpoint")
+# ... and one that has done exactly the epochs asked for likewise
+p = subprocess.run([VAE, "train", "--resume", part2, "--epochs", "3"] + common, capture_output=True, text=True)
+c.check(p.returncode == 0 and "nothing to train" in p.stderr and
+        open(os.path.join(part2, "config.ini")).read() == ini_before,
+        f"resume of a finished run to its own epochs: {p.returncode} {p.stderr!r}")
 
 # The signal tests need a run long enough to interrupt: 30 epochs, 600 steps.
 long_ = ["--epochs", "30"]
@@ -113,6 +131,10 @@ c.check(0 < stopped_at < 600, "stopped before the end")
 # run's flags, --epochs 30 among them, come from the checkpoint)
 resume_as_printed(err)
 c.check(same(t30, final_tensors(intr)[1]), "SIGINT + the printed resume command == straight run, bit for bit")
+# ... and its metrics, the interrupted epoch's loss sums included
+c.check(strip(open(os.path.join(intr, "metrics.jsonl")).read().splitlines()) ==
+        strip(open(os.path.join(straight30, "metrics.jsonl")).read().splitlines()),
+        "SIGINT + resume: the straight run's metrics (timings aside)")
 
 # folders named like options (relative, from the data folder): the run takes
 # them attached (--out=-x), and the printed command attaches them likewise,
