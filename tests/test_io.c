@@ -333,6 +333,35 @@ static void test_st_broken(void) {
     st_expect(st_craft("align.st", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}   ",
                        data, 8, 0),
               "not aligned");
+    /* the limits themselves, one byte past each (a mutation audit's cases) */
+    st_expect(st_craft("long4.st", ok_hdr, data, 8, (strlen(ok_hdr) + 7) / 8 * 8 + 8 + 8 - 4),
+              "exceeds the file");
+    st_expect(test_write_file("short5.st", "\x10\0\0\0\0", 5), "too short");
+    st_expect(st_craft("oob1.st", "{\"w\":{\"dtype\":\"U8\",\"shape\":[9],\"data_offsets\":[0,9]}}",
+                       data, 8, 0),
+              "lie outside the data area (8 bytes");
+    st_expect(st_craft("wide.st", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}",
+                       data, 8, 0),
+              "data_offsets span 8 bytes but shape and dtype F32 need 4");
+    st_expect(st_craft("overlap1.st",
+                       "{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]},"
+                       "\"b\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[7,15]}}",
+                       data, 15, 0),
+              "tensors 'a' [0, 8) and 'b' [7, 15) overlap");
+    st_expect(st_craft("after1.st", "{\"w\":{\"dtype\":\"U8\",\"shape\":[7],\"data_offsets\":[0,7]}}",
+                       data, 8, 0),
+              "1 bytes after the last tensor's data");
+    st_expect(st_craft("mddup.st", "{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}", data, 0, 0),
+              "duplicate metadata key 'k'");
+    st_expect(st_craft("crc33.st",
+                       "{\"__metadata__\":{\"crc32\":\"4294967296\"},"
+                       "\"w\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}",
+                       data, 8, 0),
+              "metadata crc32 '4294967296' is not a 32-bit decimal number");
+    char mdkey[160] = "{\"__metadata__\":{\"";
+    for (int i = 0; i < (int)sizeof(((vae_st_meta *)0)->key); i++) strcat(mdkey, "k");
+    strcat(mdkey, "\":\"v\"}}");
+    st_expect(st_craft("mdkey.st", mdkey, data, 0, 0), "is too long");
     char longname[400] = "{\"";
     for (int i = 0; i < 200; i++) strcat(longname, "n");
     strcat(longname, "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}");
