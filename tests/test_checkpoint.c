@@ -65,6 +65,7 @@ int main(void) {
     CHECK(memcmp(a.v, b.v, P) == 0);
     CHECK(st2.step == 3 && st2.steps_per_epoch == 7 && st2.seed == 9 && st2.batch == 4);
     CHECK(st2.acc_recon == 123.25 && st2.acc_kl == 0.1 + 0.2); /* %.17g round-trips doubles */
+    CHECK(st2.elapsed_s == 1.5);
     /* the state_dict names and layouts */
     const vae_st_tensor *t = vae_st_find(&f, "encoder.0.weight");
     CHECK(t && t->ndim == 4 && t->shape[0] == 4 && t->shape[1] == 1 && t->shape[2] == 3);
@@ -143,6 +144,62 @@ int main(void) {
         CHECK(vae_ckpt_open(bad, &f, &cfg4) == VAE_OK);
         CHECK_ERR(vae_ckpt_restore(&f, bad, &b, &st3, 1),
                   "metadata 'acc_recon' = \"nan\"; expected a finite number");
+        vae_st_free(&f);
+        for (int i = 0; i < nm; i++)
+            if (!strcmp(ms[i].key, "acc_recon")) ms[i].value = "123.25";
+        /* the NaN at a tensor's last element (the scan's bound) */
+        const size_t last = w0->bytes / sizeof(float) - 1;
+        memcpy(nanw, w0->data, w0->bytes);
+        nanw[last] = NAN;
+        for (int i = 0; i < g.n_t; i++)
+            if (!strcmp(ts[i].name, "encoder.0.weight")) ts[i].data = nanw;
+        CHECK(vae_st_write(bad, ts, g.n_t, ms, nm) == VAE_OK);
+        vae_config_free(&cfg4);
+        vae_config_defaults(&cfg4);
+        CHECK(vae_ckpt_open(bad, &f, &cfg4) == VAE_OK);
+        char want[160];
+        snprintf(want, sizeof want, "tensor 'encoder.0.weight' holds a non-finite value (nan at index %zu)",
+                 last);
+        CHECK_ERR(vae_ckpt_restore(&f, bad, &b, NULL, 0), want);
+        vae_st_free(&f);
+        for (int i = 0; i < g.n_t; i++) ts[i] = g.t[i];
+        /* a negative step, another format version: each named */
+        static const struct {
+            const char *key;
+            char *value;
+            const char *want;
+        } md[] = {{"step", "-5", "metadata 'step' = \"-5\"; expected a non-negative integer"},
+                  {"format_version", "2", "checkpoint format_version 2; this build reads 1"}};
+        for (size_t k = 0; k < sizeof md / sizeof md[0]; k++) {
+            char *was = NULL;
+            for (int i = 0; i < nm; i++)
+                if (!strcmp(ms[i].key, md[k].key)) was = ms[i].value, ms[i].value = md[k].value;
+            CHECK(was != NULL && vae_st_write(bad, ts, g.n_t, ms, nm) == VAE_OK);
+            vae_config_free(&cfg4);
+            vae_config_defaults(&cfg4);
+            vae_train_state st4;
+            int rc = vae_ckpt_open(bad, &f, &cfg4);
+            if (rc == VAE_OK) {
+                rc = vae_ckpt_restore(&f, bad, &b, &st4, 1);
+                vae_st_free(&f);
+            }
+            CHECK_MSG(rc != VAE_OK && strstr(vae_error_get(), md[k].want), "%s = %s: %s", md[k].key,
+                      md[k].value, rc ? vae_error_get() : "accepted");
+            for (int i = 0; i < nm; i++)
+                if (!strcmp(ms[i].key, md[k].key)) ms[i].value = was;
+        }
+        /* a tensor the model does not have */
+        vae_st_tensor *ts2 = calloc((size_t)g.n_t + 1, sizeof *ts2);
+        for (int i = 0; i < g.n_t; i++) ts2[i] = g.t[i];
+        ts2[g.n_t] = one;
+        snprintf(ts2[g.n_t].name, sizeof ts2[g.n_t].name, "encoder.9.weight");
+        CHECK(vae_st_write(bad, ts2, g.n_t + 1, ms, nm) == VAE_OK);
+        free(ts2);
+        vae_config_free(&cfg4);
+        vae_config_defaults(&cfg4);
+        CHECK(vae_ckpt_open(bad, &f, &cfg4) == VAE_OK);
+        CHECK_ERR(vae_ckpt_restore(&f, bad, &b, NULL, 0),
+                  "tensor 'encoder.9.weight' is not a parameter of this model");
         vae_st_free(&f);
         /* bytes appended after the tensors: named as such, not as corruption */
         size_t n = 0;
