@@ -75,6 +75,25 @@ c.check(z.shape == (1000, L) and z.dtype == np.float32, f"latents shape {z.shape
 c.check(abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.04, f"latents ~ N(0,1): mean {z.mean():.4f} std {z.std():.4f}")
 c.check(a.std() > 5, f"decoded images are not constant (std {a.std():.2f})")
 c.check(not os.path.exists(os.path.join(d, "prior.png")), "--prior writes no PNG unless --png")
+# the latents alone (--no-npy), and --json's figures
+p = sample(ck, d + "_lat", "--prior", "300", "--save-latents", "--seed", "11", "--no-npy", "--json")
+zl = np.load(os.path.join(d + "_lat", "prior-latents.npy"))
+c.check(zl.shape == (300, L) and np.array_equal(zl, z[:300]) and
+        not os.path.exists(os.path.join(d + "_lat", "prior.npy")),
+        f"--save-latents --no-npy: the latents ({zl.shape}), no images")
+j = json.loads(p.stdout)
+c.check({"mode", "images", "first", "last", "chunk", "device", "precision", "seconds", "images_per_s",
+         "sheets", "stopped"} <= set(j) and j["precision"] == "fp32" and j["images"] == 300 and
+        j["chunk"] % 64 == 0, f"--json keys and values: {sorted(j)} {j.get('chunk')}")
+for prec in ("tf32", "bf16"):
+    p = sample(ck, d + "_" + prec, "--prior", "10", "--precision", prec, "--no-npy", "--json")
+    c.check(json.loads(p.stdout)["precision"] == prec, f"--json names --precision {prec}")
+p = sample(ck, d + "_png", "--prior", "10", "--png", "--no-npy", "--json")
+c.check(os.path.exists(os.path.join(d + "_png", "prior.png")) and json.loads(p.stdout)["sheets"] == 1,
+        "--prior --png writes prior.png")
+# a small run takes a chunk of its own size, a multiple of 64 (not the budget's)
+p = sample(ck, d + "_50", "--prior", "50", "--no-npy", "--json")
+c.check(json.loads(p.stdout)["chunk"] == 64, f"--prior 50: chunk {json.loads(p.stdout)['chunk']}")
 
 # a split into slices. Latents: identical whatever the split. Images: byte for
 # byte when the pieces start on chunk boundaries with the same --chunk (the
@@ -166,6 +185,7 @@ zl = np.load(os.path.join(d, "interp-latents.npy")).astype(np.float64)
 zs = np.load(os.path.join(d + "_s", "interp-latents.npy")).astype(np.float64)
 im = np.load(os.path.join(d, "interp.npy"))
 c.check(im.shape == (S, 1, 28, 28), f"interp.npy shape {im.shape}")
+c.check(os.path.exists(os.path.join(d, "interp.png")), "--interpolate writes its PNG strip by default")
 za, zb = zl[0], zl[-1]
 t = np.linspace(0, 1, S)[:, None]
 c.check(np.allclose(zl, (1 - t) * za + t * zb, atol=1e-5), "lerp: z(t) = (1-t) a + t b")
@@ -180,6 +200,12 @@ c.check(p.returncode != 0 and "test image indices must be in 0..199" in p.stderr
 # ---------------------------------------------------------------- bad input
 # exit 1: wrong for this checkpoint; exit 2: a usage error, found before loading it
 for args, msg, code in ((["--grid", "0,9"], "latent dimensions must be in 0..5", 1),
+                        (["--grid", "6,0"], "latent dimensions must be in 0..5", 1),
+                        (["--interpolate", "-1,3"], "expected two test image indices I,J", 2),
+                        (["--prior", "10", "--slice", "5:5"], "expected A:B with 0 <= A < B <= 10", 2),
+                        (["--prior", "10", "--slice", "-2:5"], "expected A:B with 0 <= A < B <= 10", 2),
+                        (["--prior", "10", "--seed", "18446744073709551616"],
+                         "expected an integer in 0..18446744073709551615", 2),
                         (["--grid", "0,1", "--at", "1,2"], "expected 6 comma-separated numbers", 1),
                         (["--grid", "1,1"], "two different latent dimensions", 2),
                         (["--prior", "10", "--slice", "5:20"], "expected A:B with 0 <= A < B <= 10", 2),
