@@ -3,6 +3,7 @@ bit-identical parameters and Adam moments; so does a run stopped by SIGINT
 mid-epoch and resumed; so does a run killed with SIGKILL at random moments
 (while it may be writing a checkpoint) and resumed each time from what is
 on disk. Uses a 1000/200-image subset of MNIST (dataset = idx)."""
+import json
 import os
 import random
 import shlex
@@ -74,15 +75,42 @@ ini = open(os.path.join(kd, "config.ini")).read()
 c.check("keep = 2" in ini and "device = cpu" in ini and "threads = 1" in ini,
         "--keep, --device and --threads are in the run's config.ini")
 
+# --lr and --threads land in their sections of the run's config.ini, which
+# eval and --resume then read back (threads = 0: all cores, from a config's 2)
+lrd = os.path.join(base, "lr")
+cfg_t = os.path.join(base, "threads2.ini")
+open(cfg_t, "w").write(SMALL_MLP.replace("[train]\n", "[train]\nthreads = 2\n"))
+run(["train", cfg_t, "--out", lrd, "--epochs", "1", "--lr", "1e-3", "--threads", "0"] + common[:3])
+ini = open(os.path.join(lrd, "config.ini")).read()
+c.check("lr = 0.001" in ini.split("[optim]", 1)[-1] and "threads = 0" in ini,
+        f"--lr in [optim], --threads 0 in [train]: {ini[-300:]!r}")
+p = run(["eval", lrd, "--json", "--data", base], check=False)
+c.check(p.returncode == 0, f"eval of a run trained with --lr: {p.returncode} {p.stderr[-200:]}")
+
 # 1 epoch, then resume to 3
 part = os.path.join(base, "part")
 run(["train", cfg, "--out", part, "--epochs", "1"] + common)
-run(["train", cfg, "--resume", part, "--out", part] + common)
+# a record of the resume that would have this second's name already exists:
+# the resume's takes the next free one, the run's own run.json is kept
+now = time.time()
+stamps = {time.strftime("%Y%m%d-%H%M%S", time.localtime(now + k)) for k in range(30)}
+for st in stamps:
+    open(os.path.join(part, f"run-resumed-{st}.json"), "w").write("placeholder")
+p = run(["train", cfg, "--resume", part, "--out", part] + common)
+c.check("skipping" not in p.stderr, f"--resume DIR passes over the run's other files silently: {p.stderr[-300:]!r}")
+rj = json.load(open(os.path.join(part, "run.json")))
+c.check("--resume" not in rj["argv"], f"the first run's run.json is kept: {rj['argv']}")
+recs = [f for f in os.listdir(part) if f.startswith("run-resumed-")]
+new = [f for f in recs if open(os.path.join(part, f)).read() != "placeholder"]
+stamp = new[0][len("run-resumed-"):].split(".json")[0] if len(new) == 1 else ""
+c.check(len(recs) == len(stamps) + 1 and len(new) == 1 and
+        (stamp.endswith("-2") and stamp[:-2] in stamps or stamp not in stamps) and
+        "--resume" in json.load(open(os.path.join(part, new[0])))["argv"],
+        f"the resume's record beside the placeholders: {new}")
 mp, tp = final_tensors(part)
 c.check(same(ts, tp), "1 epoch + resume to 3 == 3 epochs, bit for bit")
 lines = open(os.path.join(part, "metrics.jsonl")).read().splitlines()
 c.check(len(lines) == 3, "metrics.jsonl has one line per epoch after resume")
-import json
 strip = lambda ls: [{k: v for k, v in json.loads(l).items() if k not in ("images_per_s", "epoch_time_s", "elapsed_s")} for l in ls]
 c.check(strip(lines) == strip(open(os.path.join(straight, "metrics.jsonl")).read().splitlines()),
         "the resumed run's metrics equal the straight run's (timings aside)")

@@ -30,6 +30,7 @@ m = lines[0]
 for k in ("epoch", "train_nelbo", "test_nelbo", "test_recon", "test_kl", "images_per_s"):
     c.check(k in m, f"metrics key {k}")
 c.check(abs(m["test_nelbo"] - (m["test_recon"] + m["test_kl"])) < 1e-6 * m["test_nelbo"], "nelbo = recon + kl")
+c.check(m.get("step") == 469, f"60000 images in batches of 128: 469 steps, the short last one too ({m.get('step')})")
 
 # the constant-predictor baseline from the data itself (see the docstring)
 (_, h, w), tr = read_idx(mnist_file("train-images-idx3-ubyte"))
@@ -67,6 +68,15 @@ c.check(meta["config"].count("[encoder]") == 1, "config text embedded")
 # eval reproduces the epoch's test figure (same fixed evaluation noise)
 e = json.loads(run(["eval", ck, "--json"]).stdout)
 c.check(abs(e["test_nelbo"] - m["test_nelbo"]) < 1e-6 * m["test_nelbo"], "eval == training's test nelbo")
+c.check({"checkpoint", "n", "test_nelbo", "test_recon", "test_kl", "test_bpd", "seconds"} <= set(e) and
+        e["n"] == 10000, f"eval --json keys: {sorted(e)}")
+c.check(abs(e["test_bpd"] - e["test_nelbo"] / (784 * math.log(2))) < 1e-9 * e["test_bpd"],
+        "bits per dimension = nelbo / (784 ln 2)")
+# the evaluation noise: the checkpoint's seed by default, --seed another
+es = json.loads(run(["eval", ck, "--json", "--seed", meta["seed"]]).stdout)
+e2 = json.loads(run(["eval", ck, "--json", "--seed", str(int(meta["seed"]) + 1)]).stdout)
+c.check(es["test_nelbo"] == e["test_nelbo"] and e2["test_nelbo"] != e["test_nelbo"],
+        f"eval --seed: the checkpoint's seed by default ({es['test_nelbo']}, {e2['test_nelbo']})")
 e5 = json.loads(run(["eval", ck, "--json", "--iw", "5"]).stdout)
 c.check(e5["test_iw_nll"] < e5["test_nelbo"], "importance-weighted bound is tighter than the ELBO")
 c.check(e5["test_iw_nll"] > e5["test_nelbo"] - 15, "and not absurdly so")
@@ -87,6 +97,15 @@ c.check((a[:100] == b).all(), "a shorter run is a prefix of a longer one (counte
 info = run(["info", cfg]).stdout
 want = 784 * 400 + 400 + 400 * 40 + 40 + 20 * 400 + 400 + 400 * 784 + 784
 c.check(f"{want} parameters" in info, f"info reports {want} parameters")
+c.check("70000 training and test images" in info, "info counts MNIST's 70000 images in the arena")
+info8 = run(["info", cfg, "--batch", "8"]).stdout
+c.check("memory for batch 8:" in info8, "info --batch 8 describes batch 8")
+
+# usage errors exit 2: an unknown option, an unknown command, no command
+for args, msg in ((["train", cfg, "--bogus"], "--bogus is not an option of 'vae train'"),
+                  (["bogus"], "unknown command 'bogus'"), ([], "usage: vae <command>")):
+    p = run(args, check=False)
+    c.check(p.returncode == 2 and msg in p.stderr, f"vae {' '.join(args[:1])}...: exit {p.returncode}, {msg!r}")
 
 # devices: cuda without a GPU is a clear error
 p = run(["train", cfg, "--device", "cuda", "--out", os.path.join(out, "x")], check=False)
