@@ -33,7 +33,7 @@ import zlib
 from statistics import NormalDist
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SMALL_CONV, SMALL_MLP, VAE, Checks, mnist_subset, run, tmpdir
+from common import SMALL_CONV, SMALL_MLP, VAE, Checks, mnist_subset, run, tmpdir, write_idx_images
 
 try:
     import numpy as np
@@ -281,6 +281,26 @@ c.check(sorted(os.listdir(d)) == ["prior.npy"], f"next run removed the dead writ
 
 # ---------------------------------------------------------------- memory
 mlp = train(SMALL_MLP.replace("epochs = 3", "epochs = 1"), "mlp")
+
+# ---------------------------------------------------------------- non-square images
+# 20 rows of 30: (N, C, H, W) keeps H and W apart in the .npy and the sheet
+ns = os.path.join(base, "nonsquare")
+os.makedirs(ns)
+rng = np.random.default_rng(3)
+for split, n in (("train", 200), ("test", 50)):
+    write_idx_images(os.path.join(ns, f"{split}.idx"), n, 20, 30,
+                     rng.integers(0, 256, n * 600, dtype=np.uint8).tobytes())
+nsc = os.path.join(ns, "ns.ini")
+open(nsc, "w").write(SMALL_MLP.replace("input = 1x28x28", "input = 1x20x30").replace("dense 784", "dense 600")
+                     .replace("reshape 1x28x28", "reshape 1x20x30").replace("epochs = 3", "epochs = 1"))
+nsd = os.path.join(ns, "run")
+run(["train", nsc, "--out", nsd, "--data", ns] + common[2:])
+nck = [os.path.join(nsd, f) for f in sorted(os.listdir(nsd)) if f.endswith(".safetensors")][-1]
+run(["sample", nck, "--out", os.path.join(ns, "s"), "--prior", "10", "--png", "--data", ns] + common[2:])
+a20 = np.load(os.path.join(ns, "s", "prior.npy"))
+c.check(a20.shape == (10, 1, 20, 30), f"1x20x30 images: prior.npy shape {a20.shape}")
+w_, h_ = png_size(os.path.join(ns, "s", "prior.png"))
+c.check(w_ > h_, f"1x20x30 images: the sheet is wider than high ({w_}x{h_}) for 4 columns of 30 by 3 rows of 20")
 
 
 # ---------------------------------------------------------------- the four grids (no mode flag)
