@@ -267,6 +267,20 @@ n = min(len(s), 1000)
 c.check(np.array_equal(s[:n], a[:n]), "SIGINT: the rows written are those of the full run")
 c.check(f"--slice {len(s)}:2000000" in err, "SIGINT: the message says how to continue")
 
+# ... with PNG sheets too: exit 130, the sheets finished so far complete, no
+# temp file and no half sheet left
+d = os.path.join(base, "stop_png")
+os.makedirs(d)
+cmd = [VAE, "sample", ck, "--out", d, "--prior", "2000000", "--chunk", "500", "--png", "--no-npy"] + common
+proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+time.sleep(3 if not ASAN else 12)
+proc.send_signal(signal.SIGINT)
+out, err = proc.communicate(timeout=600)
+left = sorted(os.listdir(d))
+c.check(proc.returncode == 130 and left and all(f.endswith(".png") and png_size(os.path.join(d, f))
+                                                for f in left),
+        f"SIGINT with --png: exit {proc.returncode}, only whole sheets left ({left[:3]}..., {len(left)})")
+
 d = os.path.join(base, "kill")
 os.makedirs(d)
 cmd = [VAE, "sample", ck, "--out", d, "--prior", "2000000", "--chunk", "500"] + common
