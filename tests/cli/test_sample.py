@@ -253,14 +253,21 @@ c.check(0 < diffs["bf16"][0] <= 16 and diffs["bf16"][1] < 0.5, f"bf16 vs fp32 {d
 c.check(diffs["tf32"][0] <= 4 and diffs["tf32"][1] <= diffs["bf16"][1], f"tf32 vs fp32 {diffs['tf32']}")
 
 # ---------------------------------------------------------------- stopping
-d = os.path.join(base, "stop")
-os.makedirs(d)
-cmd = [VAE, "sample", ck, "--out", d, "--prior", "2000000", "--chunk", "500", "--seed", "11"] + common
-proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-time.sleep(4 if not ASAN else 15)
-proc.send_signal(signal.SIGINT)
-out, err = proc.communicate(timeout=600)
-c.check(proc.returncode == 130, f"SIGINT: exit code 130 (got {proc.returncode}: {err[-300:]})")
+def interrupted(name, after, *args):
+    """`vae sample --prior 2000000 --chunk 500 ARGS` into a fresh folder,
+    sent SIGINT after `after` seconds: (folder, exit status, stderr)."""
+    d = os.path.join(base, name)
+    os.makedirs(d)
+    cmd = [VAE, "sample", ck, "--out", d, "--prior", "2000000", "--chunk", "500"] + list(args) + common
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    return d, proc.returncode, err
+
+
+d, code, err = interrupted("stop", 4 if not ASAN else 15, "--seed", "11")
+c.check(code == 130, f"SIGINT: exit code 130 (got {code}: {err[-300:]})")
 s = np.load(os.path.join(d, "prior.npy"))
 c.check(0 < len(s) < 2000000 and len(s) % 500 == 0, f"SIGINT: .npy truncated at a chunk boundary ({len(s)} rows)")
 n = min(len(s), 1000)
@@ -269,17 +276,10 @@ c.check(f"--slice {len(s)}:2000000" in err, "SIGINT: the message says how to con
 
 # ... with PNG sheets too: exit 130, the sheets finished so far complete, no
 # temp file and no half sheet left
-d = os.path.join(base, "stop_png")
-os.makedirs(d)
-cmd = [VAE, "sample", ck, "--out", d, "--prior", "2000000", "--chunk", "500", "--png", "--no-npy"] + common
-proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-time.sleep(3 if not ASAN else 12)
-proc.send_signal(signal.SIGINT)
-out, err = proc.communicate(timeout=600)
+d, code, err = interrupted("stop_png", 3 if not ASAN else 12, "--png", "--no-npy")
 left = sorted(os.listdir(d))
-c.check(proc.returncode == 130 and left and all(f.endswith(".png") and png_size(os.path.join(d, f))
-                                                for f in left),
-        f"SIGINT with --png: exit {proc.returncode}, only whole sheets left ({left[:3]}..., {len(left)})")
+c.check(code == 130 and left and all(f.endswith(".png") and png_size(os.path.join(d, f)) for f in left),
+        f"SIGINT with --png: exit {code}, only whole sheets left ({left[:3]}..., {len(left)})")
 
 d = os.path.join(base, "kill")
 os.makedirs(d)
