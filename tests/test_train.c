@@ -35,14 +35,15 @@ static void test_shuffle(void) {
         int32_t p[3];
         vae_shuffle_perm(p, 3, 7, e);
         const int ok = (p[0] + p[1] + p[2] == 3) && p[0] != p[1] && p[1] != p[2] && p[0] != p[2];
-        CHECK_MSG(ok, "epoch %lld: [%d %d %d] is not a permutation", (long long)e, p[0], p[1], p[2]);
+        CHECK_MSG(ok, "epoch %lld: [%d %d %d] is not a permutation", (long long)e, p[0], p[1],
+                  p[2]);
         if (!ok) return;
         counts[p[0] * 2 + (p[1] > p[2])]++; /* the order's index */
         fixed += (p[0] == 0) + (p[1] == 1) + (p[2] == 2);
     }
     for (int k = 0; k < 6; k++)
-        CHECK_MSG(counts[k] >= 850 && counts[k] <= 1150, "order %d of 3 items: %d of 6000 epochs", k,
-                  counts[k]);
+        CHECK_MSG(counts[k] >= 850 && counts[k] <= 1150, "order %d of 3 items: %d of 6000 epochs",
+                  k, counts[k]);
     /* each item stays in place with probability 1/3: 6000 fixed points expected */
     CHECK_MSG(fixed > 5600 && fixed < 6400, "%d fixed points in 6000 shuffles of 3", fixed);
 
@@ -98,7 +99,8 @@ static void test_eval_zero(const char *lik, int n, int B) {
     const int gauss = cfg.likelihood == VAE_LIK_GAUSSIAN;
     CHECK(vae_evaluate(&m, &dd, 5, 8, &r) == VAE_OK);
     const double s2 = (double)cfg.sigma * cfg.sigma;
-    const double want = gauss ? sum_x2 / n / (2 * s2) + 0.5 * D * log(2 * M_PI * s2) : D * log(2.0);
+    const double want =
+        gauss ? sum_x2 / n / (2 * s2) + 0.5 * D * log(2 * M_PI * s2) : D * log(2.0);
     CHECK_MSG(r.n == n && fabs(r.kl) < 1e-12, "%s n=%d B=%d: %d images, KL %g", lik, n, B, r.n, r.kl);
     CHECK_MSG(fabs(r.nelbo - want) <= 1e-5 * want, "%s n=%d B=%d: nelbo %.9g, want %.9g", lik, n, B,
               r.nelbo, want);

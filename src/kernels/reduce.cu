@@ -17,7 +17,8 @@
  *           ticket after the partials in the caller's scratch of
  *           VAE_CUDA_REDUCE_SCRATCH doubles), so the sum is one launch.
  * With G = 1 pass 1 updates *acc directly; vae_cuda_sum_pair runs two such
- * sums (*acc += each) as the two blocks of one launch, with the same bits. A group is one float4 load when v
+ * sums (*acc += each) as the two blocks of one launch, with the same bits.
+ * A group is one float4 load when v
  * is 16-byte aligned, four scalar loads otherwise — the same values added in
  * the same order. Each thread loads VAE_VEC_UNROLL groups before it adds
  * them (64 bytes in flight per thread). No float atomics anywhere, so two
@@ -82,7 +83,8 @@ template <int SQUARE>
 __global__ void sum_pass1_kernel(double *acc_out, double *partial, const real *v, size_t n,
                                  int aligned, int accumulate) {
     __shared__ double shm[VAE_CUDA_THREADS / 32];
-    double acc = sum_thread<SQUARE>(v, n, aligned, (size_t)blockIdx.x * VAE_CUDA_THREADS + threadIdx.x,
+    double acc = sum_thread<SQUARE>(v, n, aligned,
+                                    (size_t)blockIdx.x * VAE_CUDA_THREADS + threadIdx.x,
                                     (size_t)gridDim.x * VAE_CUDA_THREADS);
     acc = vae_block_sum(acc, shm);
     if (gridDim.x > 1) {
@@ -123,8 +125,9 @@ extern "C" void vae_cuda_sum_pair(cudaStream_t s, double *acc0, const real *v0, 
         vae_cuda_sum(s, acc1, v1, n1, 0, 1, partials);
         return;
     }
-    sum_pair_kernel<<<2, VAE_CUDA_THREADS, 0, s>>>(acc0, v0, n0, vae_vec4_head(v0, sizeof(real)) == 0,
-                                                   acc1, v1, n1, vae_vec4_head(v1, sizeof(real)) == 0);
+    const int al0 = vae_vec4_head(v0, sizeof(real)) == 0;
+    const int al1 = vae_vec4_head(v1, sizeof(real)) == 0;
+    sum_pair_kernel<<<2, VAE_CUDA_THREADS, 0, s>>>(acc0, v0, n0, al0, acc1, v1, n1, al1);
     CUDA_LAUNCH_CHECK();
 }
 

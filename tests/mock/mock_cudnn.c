@@ -664,7 +664,8 @@ static size_t algo_need(int dir, int algo, const geom *g) {
 static void big_scribble(unsigned char *ws, size_t n) {
     const size_t head = n < ((size_t)64 << 10) ? n : ((size_t)64 << 10);
     memset(ws, 0xFF, head);
-    for (size_t off = head; off < n; off += 4096) memset(ws + off, 0xFF, n - off < 64 ? n - off : 64);
+    for (size_t off = head; off < n; off += 4096)
+        memset(ws + off, 0xFF, n - off < 64 ? n - off : 64);
     if (n > 64) memset(ws + n - 64, 0xFF, 64);
 }
 
