@@ -110,6 +110,27 @@ int main(void) {
     CHECK(vae_ckpt_open(path, &f, &cfg4) == VAE_OK);
     CHECK_ERR(vae_ckpt_restore(&f, path, &c, NULL, 0), "tensor 'encoder.3.weight' has shape [16,64]; the model expects [17,64]");
     vae_st_free(&f);
+    /* ... and one whose last dimension alone differs (the conv at stride 1:
+     * 256 inputs to the dense layer, not 64) */
+    {
+        vae_config cfg5;
+        vae_config_defaults(&cfg5);
+        char *s1 = strdup(CFG);
+        char *q = strstr(s1, "stride=2");
+        q[7] = '1';
+        CHECK(vae_config_parse(&cfg5, s1, "stride1.ini") == VAE_OK);
+        vae_model e;
+        CHECK(vae_model_create(&e, &cfg5, be, 4) == VAE_OK);
+        vae_config_free(&cfg4);
+        vae_config_defaults(&cfg4);
+        CHECK(vae_ckpt_open(path, &f, &cfg4) == VAE_OK);
+        CHECK_ERR(vae_ckpt_restore(&f, path, &e, NULL, 0),
+                  "tensor 'encoder.3.weight' has shape [16,64]; the model expects [16,256]");
+        vae_st_free(&f);
+        vae_model_free(&e);
+        vae_config_free(&cfg5);
+        free(s1);
+    }
 
     /* a checkpoint missing a tensor */
     vae_st_tensor one = {.name = "head.bias", .dtype = "F32", .ndim = 1, .shape = {6}};
