@@ -429,6 +429,13 @@ static void parse_faults(vae_stepper *T) {
     }
 }
 
+/* Fault injection for the tests: VAE_FAULT_SIGINT_AT_STEP=N stops the run
+ * as a SIGINT arriving during step N (1-based) does; 0: never. */
+static int64_t fault_sigint_step(void) {
+    const char *s = getenv("VAE_FAULT_SIGINT_AT_STEP");
+    return s && *s ? strtoll(s, NULL, 10) : 0;
+}
+
 static int is_fault(const vae_stepper *T, int64_t step) {
     for (int i = 0; i < T->n_faults; i++)
         if (T->faults[i] == step + 1) return 1;
@@ -860,6 +867,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
     int seen_bad = 0; /* bad steps reported so far */
     step_view view;
     double run_start = vae_now() - st.elapsed_s;
+    const int64_t sigint_at = fault_sigint_step();
     while (st.step < total_steps) {
         const int64_t epoch = st.step / spe; /* 0-based epoch in progress */
         const double t0 = vae_now();
@@ -871,6 +879,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             const int bn = vae_stepper_run(&T, st.step);
             st.step++;
             imgs += bn;
+            if (st.step == sigint_at) g_stop_signal = SIGINT;
 
             /* a few reads per epoch: with the progress bar, every POLL_STEPS */
             const double now = o->progress ? vae_now() : 0;

@@ -205,6 +205,29 @@ c.check(same(final_tensors(straight1)[1], final_tensors(edge)[1]) and strip1(edg
         "SIGINT at an epoch's end + resume == straight run (parameters and metrics)")
 c.check(any(f.endswith(".png") for f in os.listdir(edge)), "the resumed run wrote its sample grids")
 
+# The same stops at chosen steps (VAE_FAULT_SIGINT_AT_STEP=N: a SIGINT during
+# step N, train.c), which timing cannot aim at: on the last step of epoch 2 of
+# 3 (one step an epoch) the epoch finishes, is checkpointed, and the run exits
+# 130; on the last step of the last epoch the run just finishes (exit 0, its
+# grids written); mid-epoch (step 25 of 20-step epochs) it stops after that
+# step. Each resumed equals the straight run.
+three = ["--batch", "1000", "--epochs", "3"]
+straight3 = os.path.join(base, "straight3")
+run(["train", cfg, "--out", straight3] + three + common)
+for n, args, want_code, want_step, ref in ((2, three, 130, "2", straight3), (3, three, 0, "3", straight3),
+                                           (25, [], 130, "25", straight)):
+    d = os.path.join(base, f"sigint_at_{n}")
+    p = run(["train", cfg, "--out", d] + args + common, check=False, env={"VAE_FAULT_SIGINT_AT_STEP": str(n)})
+    m_ = final_tensors(d)[0]
+    grids = any(f.endswith(".png") for f in os.listdir(d))
+    c.check(p.returncode == want_code and m_["step"] == want_step and grids == (want_code == 0),
+            f"SIGINT during step {n}: exit {p.returncode}, checkpoint at step {m_['step']}, grids {grids} "
+            f"(want {want_code}, {want_step}, {want_code == 0})")
+    if p.returncode == 130:
+        resume_as_printed(p.stderr)
+    c.check(same(final_tensors(ref)[1], final_tensors(d)[1]) and strip1(d) == strip1(ref),
+            f"SIGINT during step {n} (+ resume): the straight run's parameters and metrics")
+
 # SIGTERM behaves like SIGINT
 term = os.path.join(base, "term")
 p = subprocess.Popen([VAE, "train", cfg, "--out", term] + long_ + common,
