@@ -274,7 +274,6 @@ typedef struct {
     cudaEvent_t ev_fork;             /* main's work issued before a segment */
     cudaEvent_t ev_seg[SIDE_EVENTS]; /* the end of segment k: ev_seg[k % SIDE_EVENTS] */
     long long nseg, nseg_waited;     /* segments issued; main has waited for the first nseg_waited */
-    int ws_split;                    /* the conv workspace is two halves (side_on) */
     int use_find; /* cuDNN algorithm choice by timing (1) or heuristics (0) */
     int conv_gemm;           /* CONV_GEMM_*: the GEMM forms of the conv gradients */
     int conv_gemm_slice_max; /* $VAE_CONV_GEMM_SLICE (0: no cap) */
@@ -377,7 +376,7 @@ static void *blas_ws(const cuda_ctx *c) { return lane_blas_ws(c, c->in_side); }
 
 /* Bytes of conv workspace the arena holds for a need of `need` per lane. */
 static size_t ws_region(const cuda_ctx *c, size_t need) {
-    return (c->ws_split ? 2 : 1) * align_up(need);
+    return (c->side_on ? 2 : 1) * align_up(need);
 }
 
 /* Makes the arena. user_bytes > 0: room for that many bytes of buffers plus
@@ -532,13 +531,13 @@ static int cuda_reserve(vae_backend *be, size_t bytes) {
 /* ----------------------------------------------------- cuDNN workspace */
 
 /* The lane in use's workspace: [ws_lo, size), or with side segments
- * (ws_split) two halves of align_up(ws_need) bytes, main's first. */
+ * (side_on) two halves of align_up(ws_need) bytes, main's first. */
 static void *ws_ptr(const cuda_ctx *c) {
     if (c->ws_lo >= c->size) return NULL;
-    return c->base + c->ws_lo + (c->ws_split && c->in_side ? align_up(c->ws_need) : 0);
+    return c->base + c->ws_lo + (c->side_on && c->in_side ? align_up(c->ws_need) : 0);
 }
 static size_t ws_size(const cuda_ctx *c) {
-    return c->ws_split ? align_up(c->ws_need) : c->size - c->ws_lo;
+    return c->side_on ? align_up(c->ws_need) : c->size - c->ws_lo;
 }
 
 /* Grow the workspace to hold `bytes` per lane (the caller made sure it fits:
@@ -565,7 +564,7 @@ static void ws_require(cuda_ctx *c, size_t bytes) {
 static size_t search_ws(const cuda_ctx *c, void **ws) {
     CUDA_CHECK(cudaDeviceSynchronize());
     size_t avail = c->size - align_up(c->top);
-    if (c->ws_split) avail /= 2;
+    if (c->side_on) avail /= 2;
     size_t cap = ws_size(c) > CONV_WS_CAP ? ws_size(c) : CONV_WS_CAP;
     if (cap > avail) cap = avail;
     cap &= ~(ARENA_ALIGN - 1);
@@ -1112,8 +1111,8 @@ static void cuda_sync(vae_backend *be) {
  * before it. Inside a graph capture the waits are the capture's edges: the
  * side stream joins the capture at its first wait on ev_fork and must be
  * joined back (side_wait(0)) before the capture ends, which graph_capture
- * makes sure of. The conv workspace is two halves (ws_split, set with
- * side_on), so that the two lanes never share one. */
+ * makes sure of. With side_on the conv workspace is two halves, so that
+ * the two lanes never share one. */
 
 static void lane_use(cuda_ctx *c, int lane) {
     c->stream = c->lanes[lane].stream;
@@ -1134,7 +1133,7 @@ static void side_join(cuda_ctx *c) {
 
 static void cuda_side_begin(vae_backend *be) {
     cuda_ctx *c = ctx_of(be);
-    VAE_ASSERT(!c->in_side && c->ws_split);
+    VAE_ASSERT(!c->in_side);
     CUDA_CHECK(cudaEventRecord(c->ev_fork, c->lanes[0].stream));
     CUDA_CHECK(cudaStreamWaitEvent(c->lanes[1].stream, c->ev_fork, 0));
     lane_use(c, 1);
@@ -2221,7 +2220,6 @@ vae_backend *vae_backend_cuda_create(int device) {
         goto fail;
     }
     c->side_on = side && strcmp(side, "1") == 0;
-    c->ws_split = c->side_on;
     if (c->side_on) {
         struct cuda_lane *l = &c->lanes[1];
         if (soft_cuda(cudaStreamCreateWithFlags(&l->stream, cudaStreamNonBlocking),
