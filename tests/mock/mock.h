@@ -17,6 +17,8 @@
 #define VAE_MOCK_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 #include <cuda_runtime_api.h>
 
 #ifdef __cplusplus
@@ -42,6 +44,18 @@ int mock_capturing(cudaStream_t s);
  * violations the functions return an error status for (so that the failing
  * test says why). */
 void mock_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* x rounded to TF32 (10 explicit mantissa bits, to nearest even; Inf and NaN
+ * kept), as the mock cuBLAS and cuDNN round their inputs under TF32 math. */
+static inline float mock_tf32_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    u += 0x0fffu + ((u >> 13) & 1u);
+    u &= 0xffffe000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
 
 #ifdef __cplusplus
 }

@@ -146,16 +146,6 @@ static void check_overlaps(const char *fn, const region *r, int nr, int skip_a, 
     }
 }
 
-static float tf32_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7f800000u) == 0x7f800000u) return x; /* Inf, NaN */
-    u += 0x0fffu + ((u >> 13) & 1u);
-    u &= 0xffffe000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 /* ------------------------------------------------------- the GEMM work */
 
 /* One GEMM with its epilogue, by value (cublasSgemm: C = D, DEFAULT). */
@@ -195,12 +185,12 @@ static void gemm_run(void *p) {
         for (int64_t i = 0; i < m; i++)
             for (int64_t l = 0; l < k; l++) {
                 float v = op_elem(a->A, a->lda, a->ta, i, l);
-                ap[i * k + l] = a->tf32 ? tf32_round(v) : v;
+                ap[i * k + l] = a->tf32 ? mock_tf32_round(v) : v;
             }
         for (int64_t j = 0; j < n; j++)
             for (int64_t l = 0; l < k; l++) {
                 float v = op_elem(a->B, a->ldb, a->tb, l, j);
-                bp[j * k + l] = a->tf32 ? tf32_round(v) : v;
+                bp[j * k + l] = a->tf32 ? mock_tf32_round(v) : v;
             }
     }
     const int relu = epi == CUBLASLT_EPILOGUE_RELU || epi == CUBLASLT_EPILOGUE_RELU_AUX ||

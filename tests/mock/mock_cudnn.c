@@ -804,17 +804,6 @@ static void run_bwd_filter(const conv_job *j) {
                 }
 }
 
-/* x to TF32: 10 explicit mantissa bits, to nearest even (Inf, NaN kept) */
-static float tf32_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7f800000u) == 0x7f800000u) return x;
-    u += 0x0fffu + ((u >> 13) & 1u);
-    u &= 0xffffe000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 /* a copy of p[0, n) rounded to TF32 */
 static float *tf32_copy(const float *p, size_t n) {
     float *q = malloc((n ? n : 1) * sizeof *q);
@@ -822,7 +811,7 @@ static float *tf32_copy(const float *p, size_t n) {
         mock_note("mock cuDNN: out of host memory");
         abort();
     }
-    for (size_t i = 0; i < n; i++) q[i] = tf32_round(p[i]);
+    for (size_t i = 0; i < n; i++) q[i] = mock_tf32_round(p[i]);
     return q;
 }
 
