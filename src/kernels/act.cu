@@ -31,6 +31,7 @@ __device__ __forceinline__ real act_bwd(real d, real y, int act, real slope) {
 /* out = act(in): vectors [head, head + 4 nv), the rest one by one. */
 __global__ void act_forward_kernel(real *out, const real *in, size_t n, size_t head, size_t nv,
                                    int act, real slope) {
+    VAE_PDL_ENTRY();
     const float4 *in4 = reinterpret_cast<const float4 *>(in + head);
     float4 *out4 = reinterpret_cast<float4 *>(out + head);
     VAE_VEC_LOOP(base, nv) {
@@ -57,6 +58,7 @@ __global__ void act_forward_kernel(real *out, const real *in, size_t n, size_t h
 
 __global__ void act_backward_kernel(real *din, const real *dout, const real *out, size_t n,
                                     size_t head, size_t nv, int act, real slope) {
+    VAE_PDL_ENTRY();
     const float4 *d4 = reinterpret_cast<const float4 *>(dout + head);
     const float4 *y4 = reinterpret_cast<const float4 *>(out + head);
     float4 *g4 = reinterpret_cast<float4 *>(din + head);
@@ -90,8 +92,8 @@ extern "C" void vae_cuda_act_forward(cudaStream_t s, real *out, const real *in, 
     if (n == 0) return;
     const vae_vec4_split sp = vae_vec4_split_of(
         n, vae_vec4_agree(vae_vec4_head(out, sizeof(real)), vae_vec4_head(in, sizeof(real))));
-    act_forward_kernel<<<vae_grid_for_split(sp), VAE_CUDA_THREADS, 0, s>>>(out, in, n, sp.head,
-                                                                          sp.nv, act, slope);
+    vae_launch(act_forward_kernel, vae_grid_for_split(sp), VAE_CUDA_THREADS, 0, s)(
+        out, in, n, sp.head, sp.nv, act, slope);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -102,10 +104,18 @@ extern "C" void vae_cuda_act_backward(cudaStream_t s, real *din, const real *dou
                                  vae_vec4_agree(vae_vec4_head(dout, sizeof(real)),
                                                 vae_vec4_head(out, sizeof(real))));
     const vae_vec4_split sp = vae_vec4_split_of(n, h);
-    act_backward_kernel<<<vae_grid_for_split(sp), VAE_CUDA_THREADS, 0, s>>>(
+    vae_launch(act_backward_kernel, vae_grid_for_split(sp), VAE_CUDA_THREADS, 0, s)(
         din, dout, out, n, sp.head, sp.nv, act, slope);
     CUDA_LAUNCH_CHECK();
 }
+
+/* Programmatic dependent launch (common.cuh) for the launches that follow,
+ * on this process's kernels; the backend turns it on. */
+extern "C" {
+int vae_cuda_pdl_on = 0;
+}
+
+extern "C" void vae_cuda_set_pdl(int on) { vae_cuda_pdl_on = on != 0; }
 
 /* The probe lives here because every build has this family. */
 extern "C" cudaError_t vae_cuda_probe_kernels(void) {

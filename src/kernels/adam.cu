@@ -40,6 +40,7 @@
 __global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, size_t head,
                             size_t nv, vae_adam_hp hp, real clip, const double *gnorm2, int *bad,
                             const vae_step_vals *sv) {
+    VAE_PDL_ENTRY();
     /* Only thread 0 ever writes *bad, and only VAE_STEP_BAD over a word
      * without VAE_STEP_HALTED, so every thread sees the same HALTED bit. The
      * other threads may read it while thread 0 writes it: both are relaxed
@@ -107,8 +108,8 @@ extern "C" void vae_cuda_adam(cudaStream_t s, real *p, const real *g, real *m, r
         vae_vec4_agree(vae_vec4_head(m, sizeof(real)), vae_vec4_head(v, sizeof(real))));
     const vae_vec4_split sp = vae_vec4_split_of(n, h);
     const unsigned grid = sp.nv ? vae_grid_for_items(sp.nv, ADAM_UNROLL) : vae_grid_for(n);
-    adam_kernel<<<grid, VAE_CUDA_THREADS, 0, s>>>(p, g, m, v, n, sp.head, sp.nv, *hp, clip,
-                                                  gnorm2, bad, sv);
+    vae_launch(adam_kernel, grid, VAE_CUDA_THREADS, 0, s)(
+        p, g, m, v, n, sp.head, sp.nv, *hp, clip, gnorm2, bad, sv);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -116,23 +117,25 @@ extern "C" void vae_cuda_adam(cudaStream_t s, real *p, const real *g, real *m, r
  * plan is constant over a run, so it travels by value (a captured graph
  * keeps it); everything that changes lives in *sv. */
 __global__ void step_begin_kernel(vae_step_vals *sv, vae_step_plan plan) {
+    VAE_PDL_ENTRY();
     if (blockIdx.x == 0 && threadIdx.x == 0) vae_step_begin(sv, &plan);
 }
 
 extern "C" void vae_cuda_step_begin(cudaStream_t s, vae_step_vals *sv, vae_step_plan plan) {
-    step_begin_kernel<<<1, 1, 0, s>>>(sv, plan);
+    vae_launch(step_begin_kernel, 1, 1, 0, s)(sv, plan);
     CUDA_LAUNCH_CHECK();
 }
 
 __global__ void step_commit_kernel(double *acc, int *state, const vae_step_vals *sv,
                                    int max_bad) {
+    VAE_PDL_ENTRY();
     if (blockIdx.x == 0 && threadIdx.x == 0)
         vae_step_commit(acc, state, sv->step, (int)sv->rows, max_bad);
 }
 
 extern "C" void vae_cuda_step_commit(cudaStream_t s, double *acc, int *state,
                                      const vae_step_vals *sv, int max_bad) {
-    step_commit_kernel<<<1, 1, 0, s>>>(acc, state, sv, max_bad);
+    vae_launch(step_commit_kernel, 1, 1, 0, s)(acc, state, sv, max_bad);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -140,6 +143,7 @@ extern "C" void vae_cuda_step_commit(cudaStream_t s, double *acc, int *state,
  * (i < VAE_STEP_STATE_N); one warp, one element per thread. */
 __global__ void step_snapshot_kernel(double *acc_dst, int *state_dst, const double *acc,
                                      const int *state) {
+    VAE_PDL_ENTRY();
     const int i = (int)threadIdx.x;
     if (i < VAE_COMMIT_ACC_N) acc_dst[i] = acc[i];
     if (i < VAE_STEP_STATE_N) state_dst[i] = state[i];
@@ -147,6 +151,6 @@ __global__ void step_snapshot_kernel(double *acc_dst, int *state_dst, const doub
 
 extern "C" void vae_cuda_step_snapshot(cudaStream_t s, double *acc_dst, int *state_dst,
                                        const double *acc, const int *state) {
-    step_snapshot_kernel<<<1, 32, 0, s>>>(acc_dst, state_dst, acc, state);
+    vae_launch(step_snapshot_kernel, 1, 32, 0, s)(acc_dst, state_dst, acc, state);
     CUDA_LAUNCH_CHECK();
 }

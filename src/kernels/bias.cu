@@ -92,6 +92,7 @@ __host__ __device__ __forceinline__ unsigned *bias_counters(double *partials) {
 
 template <typename I>
 __global__ void bias_add_rows_kernel(real *out, const real *b, size_t n, int cols) {
+    VAE_PDL_ENTRY();
     const I ucols = (I)cols;
     VAE_GRID_STRIDE_LOOP_T(I, i, n) out[i] += b[i % ucols];
 }
@@ -109,6 +110,7 @@ __device__ __forceinline__ real bias_act_apply(real y, real slope) {
 template <typename I, int ACT>
 __global__ void bias_add_nchw_kernel(real *out, const real *bias, size_t n, int C, int HW,
                                      real slope) {
+    VAE_PDL_ENTRY();
     const I uC = (I)C, uHW = (I)HW;
     VAE_GRID_STRIDE_LOOP_T(I, i, n) out[i] = bias_act_apply<ACT>(out[i] + bias[(i / uHW) % uC], slope);
 }
@@ -126,6 +128,7 @@ __device__ __forceinline__ real bias_partials_sum(const double *part, int P, int
 
 /* Rows pass 2: db[c] = sum_p partial[c * P + p]: one warp per c, 8 per block. */
 __global__ void bias_grad_pass2_kernel(real *db, const double *partials, int C, int P) {
+    VAE_PDL_ENTRY();
     const int lane = threadIdx.x & 31;
     const int c = blockIdx.x * VAE_BIAS_WARPS + (threadIdx.x >> 5);
     if (c >= C) return; /* whole warps leave together (C is uniform) */
@@ -144,6 +147,7 @@ template <int ACT>
 __global__ void bias_grad_rows_kernel(real *db, double *partials, const real *dout, int rows,
                                       int cols, int chunk, int P, real *din, const real *out,
                                       real slope) {
+    VAE_PDL_ENTRY();
     __shared__ double shm[VAE_BIAS_WARPS][32];
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int c = blockIdx.x * 32 + lane;
@@ -201,6 +205,7 @@ template <int ACT>
 __global__ void bias_grad_nchw_kernel(real *db, double *partials, const real *dout, int C, int HW,
                                       size_t per, size_t K, int P, real *din, const real *out,
                                       real slope) {
+    VAE_PDL_ENTRY();
     __shared__ double shm[VAE_CUDA_THREADS / 32];
     const int p = blockIdx.x;
     const size_t j0 = (size_t)p * K;
@@ -293,9 +298,11 @@ extern "C" void vae_cuda_bias_add_rows(cudaStream_t s, real *out, const real *b,
     if (rows <= 0 || cols <= 0) return;
     size_t n = (size_t)rows * cols;
     if (vae_index_fits_u32(n))
-        bias_add_rows_kernel<unsigned><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(out, b, n, cols);
+        vae_launch(bias_add_rows_kernel<unsigned>, vae_grid_for(n), VAE_CUDA_THREADS, 0, s)(
+            out, b, n, cols);
     else
-        bias_add_rows_kernel<size_t><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(out, b, n, cols);
+        vae_launch(bias_add_rows_kernel<size_t>, vae_grid_for(n), VAE_CUDA_THREADS, 0, s)(
+            out, b, n, cols);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -313,18 +320,18 @@ extern "C" void vae_cuda_act_bias_grad_rows(cudaStream_t s, real *din, real *db,
                   cols);
     dim3 grid(tiles, (unsigned)P);
     if (act == VAE_ACT_RELU)
-        bias_grad_rows_kernel<VAE_ACT_RELU><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(bias_grad_rows_kernel<VAE_ACT_RELU>, grid, VAE_CUDA_THREADS, 0, s)(
             db, partials, dout, rows, cols, (int)chunk, P, din, out, slope);
     else if (act == VAE_ACT_LEAKY_RELU)
-        bias_grad_rows_kernel<VAE_ACT_LEAKY_RELU><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(bias_grad_rows_kernel<VAE_ACT_LEAKY_RELU>, grid, VAE_CUDA_THREADS, 0, s)(
             db, partials, dout, rows, cols, (int)chunk, P, din, out, slope);
     else
-        bias_grad_rows_kernel<-1><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(bias_grad_rows_kernel<-1>, grid, VAE_CUDA_THREADS, 0, s)(
             db, partials, dout, rows, cols, (int)chunk, P, din, out, slope);
     CUDA_LAUNCH_CHECK();
     if (P > 1) {
-        bias_grad_pass2_kernel<<<(unsigned)((cols + VAE_BIAS_WARPS - 1) / VAE_BIAS_WARPS),
-                                 VAE_CUDA_THREADS, 0, s>>>(db, partials, cols, P);
+        vae_launch(bias_grad_pass2_kernel, (unsigned)((cols + VAE_BIAS_WARPS - 1) / VAE_BIAS_WARPS),
+                   VAE_CUDA_THREADS, 0, s)(db, partials, cols, P);
         CUDA_LAUNCH_CHECK();
     }
 }
@@ -338,10 +345,10 @@ template <int ACT>
 static void bias_act_nchw_launch(cudaStream_t s, real *out, const real *bias, size_t n, int C,
                                  int HW, real slope) {
     if (vae_index_fits_u32(n))
-        bias_add_nchw_kernel<unsigned, ACT><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(bias_add_nchw_kernel<unsigned, ACT>, vae_grid_for(n), VAE_CUDA_THREADS, 0, s)(
             out, bias, n, C, HW, slope);
     else
-        bias_add_nchw_kernel<size_t, ACT><<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(bias_add_nchw_kernel<size_t, ACT>, vae_grid_for(n), VAE_CUDA_THREADS, 0, s)(
             out, bias, n, C, HW, slope);
     CUDA_LAUNCH_CHECK();
 }
@@ -374,14 +381,14 @@ extern "C" void vae_cuda_act_bias_grad_nchw(cudaStream_t s, real *din, real *db,
         vae_panic(__FILE__, __LINE__, "bias_grad_nchw: %d x %d partials exceed the scratch", P, C);
     dim3 grid((unsigned)P, (unsigned)(C < 65535 ? C : 65535));
     if (act == VAE_ACT_RELU)
-        bias_grad_nchw_kernel<VAE_ACT_RELU><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(bias_grad_nchw_kernel<VAE_ACT_RELU>, grid, VAE_CUDA_THREADS, 0, s)(
             db, partials, dout, C, HW, per, K, P, din, out, slope);
     else if (act == VAE_ACT_LEAKY_RELU)
-        bias_grad_nchw_kernel<VAE_ACT_LEAKY_RELU><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(bias_grad_nchw_kernel<VAE_ACT_LEAKY_RELU>, grid, VAE_CUDA_THREADS, 0, s)(
             db, partials, dout, C, HW, per, K, P, din, out, slope);
     else
-        bias_grad_nchw_kernel<-1><<<grid, VAE_CUDA_THREADS, 0, s>>>(db, partials, dout, C, HW, per,
-                                                                    K, P, din, out, slope);
+        vae_launch(bias_grad_nchw_kernel<-1>, grid, VAE_CUDA_THREADS, 0, s)(
+            db, partials, dout, C, HW, per, K, P, din, out, slope);
     CUDA_LAUNCH_CHECK();
 }
 

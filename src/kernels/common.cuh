@@ -73,8 +73,13 @@ static inline const char *vae_curand_status_string(curandStatus_t s) {
     VAE_LIB_CHECK("cuRAND", curandStatus_t, CURAND_STATUS_SUCCESS, vae_curand_status_string, call)
 
 /* After every kernel launch: launch-configuration errors surface here;
- * asynchronous faults surface at the next synchronising call's CUDA_CHECK. */
+ * asynchronous faults surface at the next synchronising call's CUDA_CHECK.
+ * (vae_launch_status: the launch's own return value, below.) */
+#if defined(__CUDACC__) && !defined(VAE_EMU_CUDA_EMU_H)
+#define CUDA_LAUNCH_CHECK() CUDA_CHECK(vae_launch_status())
+#else
 #define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+#endif
 
 /* Threads per block for every kernel of the backend. */
 #define VAE_CUDA_THREADS 256
@@ -92,6 +97,103 @@ static inline const char *vae_curand_status_string(curandStatus_t s) {
 #define VAE_FLAG_LOAD(p) (*(const volatile int *)(p))
 #define VAE_FLAG_STORE(p, v) (*(volatile int *)(p) = (v))
 #endif
+
+/* ------------------------------------------- programmatic dependent launch
+ *
+ * Every kernel of src/kernels starts with VAE_PDL_ENTRY(), before anything
+ * else (tests/lint_kernels.py checks; the emulator checks that every thread
+ * of a launch passes it), and every launch goes through vae_launch() below.
+ * With $VAE_CUDA_PDL=1 on a GPU of compute capability 9.0 or later the
+ * backend turns on vae_cuda_set_pdl(1): each launch then carries the
+ * programmatic-stream-serialization attribute, so that a kernel may be
+ * launched while the one before it in its stream is still running (a CUDA
+ * graph captured from such launches has programmatic edges), and
+ *   griddepcontrol.wait              blocks until every grid this one depends
+ *                                    on has completed and its writes are
+ *                                    visible — so nothing of the kernel runs
+ *                                    before its inputs are whole, or before
+ *                                    its predecessors have read what it is
+ *                                    about to overwrite;
+ *   griddepcontrol.launch_dependents then lets the next launch start as soon
+ *                                    as every block of this grid has passed
+ *                                    here (its blocks wait at their own
+ *                                    entry until this grid has completed).
+ * What this saves is the launch latency between two dependent kernels, not
+ * any of their work: no kernel reads or writes global memory before the
+ * wait. Without the attribute (the default; cuBLAS and cuDNN kernels, which
+ * are launched without it, are never overlapped), and on other
+ * architectures, both instructions do nothing. Since each kernel waits
+ * before it ends, a grid's completion implies its predecessors', so the
+ * order of a stream is kept transitively. */
+#ifndef VAE_PDL_ENTRY
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define VAE_PDL_ENTRY()                                                                     \
+    do {                                                                                    \
+        asm volatile("griddepcontrol.wait;" ::: "memory");                                  \
+        asm volatile("griddepcontrol.launch_dependents;" ::: "memory");                     \
+    } while (0)
+#else
+#define VAE_PDL_ENTRY()                                                                     \
+    do {                                                                                    \
+    } while (0)
+#endif
+#endif
+
+#ifndef VAE_EMU_CUDA_EMU_H
+#include <utility>
+
+/* The launch status that CUDA_LAUNCH_CHECK() reads after vae_launch: the
+ * launch call's own return value, kept per host thread until read. */
+inline cudaError_t &vae_launch_error_slot() {
+    static thread_local cudaError_t e = cudaSuccess;
+    return e;
+}
+
+extern "C" int vae_cuda_pdl_on; /* act.cu; vae_cuda_set_pdl */
+
+/* vae_launch(kernel, grid, block, smem, stream)(args...): the triple-chevron
+ * launch of kernel with that configuration and those arguments, made with
+ * cudaLaunchKernelEx so that it can carry the programmatic-serialization
+ * attribute when vae_cuda_pdl_on (above). The arguments are converted to the
+ * kernel's parameter types as a triple-chevron launch converts them. Its
+ * error is reported by the CUDA_LAUNCH_CHECK() that follows it.
+ * (tests/emu/cu2cpp.py rewrites these launches for the CPU emulator.) */
+template <class... P> struct vae_launcher {
+    void (*kernel)(P...);
+    cudaLaunchConfig_t cfg;
+    template <class... A> void operator()(A &&...args) {
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = vae_cuda_pdl_on ? 1 : 0;
+        const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+        if (e != cudaSuccess && vae_launch_error_slot() == cudaSuccess) vae_launch_error_slot() = e;
+    }
+};
+
+template <class... P>
+inline vae_launcher<P...> vae_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                                     cudaStream_t stream) {
+    vae_launcher<P...> l;
+    l.kernel = kernel;
+    l.cfg = cudaLaunchConfig_t{};
+    l.cfg.gridDim = grid;
+    l.cfg.blockDim = block;
+    l.cfg.dynamicSmemBytes = smem;
+    l.cfg.stream = stream;
+    return l;
+}
+
+/* The error of the last vae_launch on this thread if it failed, else the
+ * runtime's last error (both are then cleared). */
+inline cudaError_t vae_launch_status() {
+    const cudaError_t own = vae_launch_error_slot();
+    vae_launch_error_slot() = cudaSuccess;
+    const cudaError_t last = cudaGetLastError();
+    return own != cudaSuccess ? own : last;
+}
+#endif /* !VAE_EMU_CUDA_EMU_H */
 
 /* Blocks for a grid-stride loop over n elements. */
 static inline unsigned vae_grid_for(size_t n) {

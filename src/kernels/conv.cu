@@ -27,6 +27,7 @@
 template <typename I>
 __global__ void im2col_t_kernel(real *col, const real *x, size_t total, int C, int H, int W,
                                 int R, int P, int Q, int stride, int pad) {
+    VAE_PDL_ENTRY();
     const I uQ = (I)Q, uP = (I)P, uR = (I)R;
     const I M = (I)(total / ((size_t)C * R * R)); /* N P Q */
     VAE_GRID_STRIDE_LOOP_T(I, i, total) {
@@ -44,6 +45,7 @@ __global__ void im2col_t_kernel(real *col, const real *x, size_t total, int C, i
 /* out[k, n, e] = in[n, k, e], e < E: one thread per out element */
 template <typename I>
 __global__ void swap_nk_kernel(real *out, const real *in, size_t total, int N, int K, int E) {
+    VAE_PDL_ENTRY();
     const I uE = (I)E, uN = (I)N, uK = (I)K;
     VAE_GRID_STRIDE_LOOP_T(I, i, total) {
         const I e = i % uE, kn = i / uE, n = kn % uN, k = kn / uN;
@@ -55,6 +57,7 @@ __global__ void swap_nk_kernel(real *out, const real *in, size_t total, int N, i
 template <typename I>
 __global__ void col2im_t_kernel(real *dx, const real *col, size_t total, int C, int H, int W,
                                 int R, int P, int Q, int stride, int pad, size_t M) {
+    VAE_PDL_ENTRY();
     const I uW = (I)W, uH = (I)H, uC = (I)C;
     VAE_GRID_STRIDE_LOOP_T(I, i, total) {
         const I xx = i % uW, t = i / uW, y = t % uH, nc = t / uH, c = nc % uC, n = nc / uC;
@@ -82,10 +85,10 @@ extern "C" void vae_cuda_col2im_t(cudaStream_t s, real *dx, const real *col, int
     const size_t total = (size_t)N * C * H * W, M = (size_t)N * P * Q;
     if (total == 0) return;
     if (vae_index_fits_u32(total))
-        col2im_t_kernel<unsigned><<<vae_grid_for(total), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(col2im_t_kernel<unsigned>, vae_grid_for(total), VAE_CUDA_THREADS, 0, s)(
             dx, col, total, C, H, W, R, P, Q, stride, pad, M);
     else
-        col2im_t_kernel<size_t><<<vae_grid_for(total), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(col2im_t_kernel<size_t>, vae_grid_for(total), VAE_CUDA_THREADS, 0, s)(
             dx, col, total, C, H, W, R, P, Q, stride, pad, M);
     CUDA_LAUNCH_CHECK();
 }
@@ -95,10 +98,10 @@ extern "C" void vae_cuda_im2col_t(cudaStream_t s, real *col, const real *x, int 
     const size_t total = (size_t)C * R * R * N * P * Q;
     if (total == 0) return;
     if (vae_index_fits_u32(total))
-        im2col_t_kernel<unsigned><<<vae_grid_for(total), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(im2col_t_kernel<unsigned>, vae_grid_for(total), VAE_CUDA_THREADS, 0, s)(
             col, x, total, C, H, W, R, P, Q, stride, pad);
     else
-        im2col_t_kernel<size_t><<<vae_grid_for(total), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(im2col_t_kernel<size_t>, vae_grid_for(total), VAE_CUDA_THREADS, 0, s)(
             col, x, total, C, H, W, R, P, Q, stride, pad);
     CUDA_LAUNCH_CHECK();
 }
@@ -107,10 +110,10 @@ extern "C" void vae_cuda_swap_nk(cudaStream_t s, real *out, const real *in, int 
     const size_t total = (size_t)N * K * E;
     if (total == 0) return;
     if (vae_index_fits_u32(total))
-        swap_nk_kernel<unsigned><<<vae_grid_for(total), VAE_CUDA_THREADS, 0, s>>>(out, in, total,
-                                                                                 N, K, E);
+        vae_launch(swap_nk_kernel<unsigned>, vae_grid_for(total), VAE_CUDA_THREADS, 0, s)(
+            out, in, total, N, K, E);
     else
-        swap_nk_kernel<size_t><<<vae_grid_for(total), VAE_CUDA_THREADS, 0, s>>>(out, in, total, N,
-                                                                               K, E);
+        vae_launch(swap_nk_kernel<size_t>, vae_grid_for(total), VAE_CUDA_THREADS, 0, s)(
+            out, in, total, N, K, E);
     CUDA_LAUNCH_CHECK();
 }

@@ -106,6 +106,7 @@ __device__ __forceinline__ real convf_act(real x, int act, real slope) {
 /* The tile kernel (header). */
 template <int K, int S>
 __global__ void __launch_bounds__(CONVF_MAXT) convf_tile_kernel(convf_args a) {
+    VAE_PDL_ENTRY();
     constexpr int CQ = CONVF_CQ, NB = CONVF_NB, KK = K * K, WR = (NB - 1) * S + K;
     alignas(16) __shared__ float sm[CONVF_SMEM];
     const int t = threadIdx.x, bd = blockDim.x;
@@ -232,6 +233,7 @@ __global__ void __launch_bounds__(CONVF_MAXT) convf_tile_kernel(convf_args a) {
 /* One thread per output (index in out's order), its taps in order. */
 template <typename I>
 __global__ void convf_generic_kernel(convf_args a, int K, int S, size_t total) {
+    VAE_PDL_ENTRY();
     const I uWO = (I)a.WO, uHO = (I)a.HO, uCO = (I)a.CO;
     const size_t HW = (size_t)a.H * a.W, KK = (size_t)K * K;
     VAE_GRID_STRIDE_LOOP_T(I, i, total) {
@@ -320,19 +322,19 @@ extern "C" void vae_cuda_conv_direct(cudaStream_t s, real *out, const real *in, 
         const unsigned blocks =
             (unsigned)(a.tiles < (long long)VAE_CUDA_MAX_GRID ? a.tiles : VAE_CUDA_MAX_GRID);
         const unsigned threads = (unsigned)(a.WT * a.SB * a.GB);
-        if (K == 3 && stride == 1) convf_tile_kernel<3, 1><<<blocks, threads, 0, s>>>(a);
-        else if (K == 3) convf_tile_kernel<3, 2><<<blocks, threads, 0, s>>>(a);
-        else if (stride == 1) convf_tile_kernel<4, 1><<<blocks, threads, 0, s>>>(a);
-        else convf_tile_kernel<4, 2><<<blocks, threads, 0, s>>>(a);
+        if (K == 3 && stride == 1) vae_launch(convf_tile_kernel<3, 1>, blocks, threads, 0, s)(a);
+        else if (K == 3) vae_launch(convf_tile_kernel<3, 2>, blocks, threads, 0, s)(a);
+        else if (stride == 1) vae_launch(convf_tile_kernel<4, 1>, blocks, threads, 0, s)(a);
+        else vae_launch(convf_tile_kernel<4, 2>, blocks, threads, 0, s)(a);
         CUDA_LAUNCH_CHECK();
         return;
     }
     const size_t total = (size_t)N * CO * HO * WO;
     if (vae_index_fits_u32(total))
-        convf_generic_kernel<unsigned><<<vae_grid_for(total), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(convf_generic_kernel<unsigned>, vae_grid_for(total), VAE_CUDA_THREADS, 0, s)(
             a, K, stride, total);
     else
-        convf_generic_kernel<size_t><<<vae_grid_for(total), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(convf_generic_kernel<size_t>, vae_grid_for(total), VAE_CUDA_THREADS, 0, s)(
             a, K, stride, total);
     CUDA_LAUNCH_CHECK();
 }

@@ -279,6 +279,7 @@ __device__ __forceinline__ void convt_store(real *dst, const float (&acc)[CQ][S]
  * weight loads shared by the WC lanes of a group (broadcast). */
 template <int K, int S, int P, int CQ, int NB, int MAXT>
 __global__ void __maxnreg__(CONVT_REGS(MAXT)) convt_tile_kernel(convt_args a) {
+    VAE_PDL_ENTRY();
     typedef convt_geo<K, S, P> T;
     constexpr int WH = T::WH, WR = NB + WH - 1, KK = K * K;
     alignas(16) __shared__ float sm[CONVT_SMEM];
@@ -374,6 +375,7 @@ __global__ void __maxnreg__(CONVT_REGS(MAXT)) convt_tile_kernel(convt_args a) {
  * COS + co]. */
 template <int K, int S, int P, int COS>
 __global__ void __launch_bounds__(CONVT_BLOCK, 2) convt_small_kernel(convt_args a) {
+    VAE_PDL_ENTRY();
     typedef convt_geo<K, S, P> T;
     constexpr int NB = CONVT_SMALL_NB, WH = T::WH, WR = NB + WH - 1, KK = K * K;
     alignas(16) __shared__ float ws[CONVT_SMEM];
@@ -424,6 +426,7 @@ __global__ void __launch_bounds__(CONVT_BLOCK, 2) convt_small_kernel(convt_args 
 /* One thread per output (index in out's order), its taps in order. */
 template <typename I>
 __global__ void convt_generic_kernel(convt_args a, int K, int S, int P, size_t total) {
+    VAE_PDL_ENTRY();
     const I uWO = (I)a.WO, uHO = (I)a.HO, uCO = (I)a.CO;
     const size_t HWI = (size_t)a.HI * a.WI, KK = (size_t)K * K;
     VAE_GRID_STRIDE_LOOP_T(I, i, total) {
@@ -505,10 +508,10 @@ static int convt_launch_s2p1(cudaStream_t s, convt_args a) {
         if (blocks > VAE_CUDA_MAX_GRID) blocks = VAE_CUDA_MAX_GRID;
         const unsigned nb = (unsigned)blocks;
         switch (a.CO) {
-        case 1: convt_small_kernel<K, 2, 1, 1><<<nb, CONVT_BLOCK, 0, s>>>(a); break;
-        case 2: convt_small_kernel<K, 2, 1, 2><<<nb, CONVT_BLOCK, 0, s>>>(a); break;
-        case 3: convt_small_kernel<K, 2, 1, 3><<<nb, CONVT_BLOCK, 0, s>>>(a); break;
-        default: convt_small_kernel<K, 2, 1, 4><<<nb, CONVT_BLOCK, 0, s>>>(a); break;
+        case 1: vae_launch(convt_small_kernel<K, 2, 1, 1>, nb, CONVT_BLOCK, 0, s)(a); break;
+        case 2: vae_launch(convt_small_kernel<K, 2, 1, 2>, nb, CONVT_BLOCK, 0, s)(a); break;
+        case 3: vae_launch(convt_small_kernel<K, 2, 1, 3>, nb, CONVT_BLOCK, 0, s)(a); break;
+        default: vae_launch(convt_small_kernel<K, 2, 1, 4>, nb, CONVT_BLOCK, 0, s)(a); break;
         }
         return 1;
     }
@@ -521,9 +524,9 @@ static int convt_launch_s2p1(cudaStream_t s, convt_args a) {
     const unsigned blocks = (unsigned)((b.N + b.NI - 1) / b.NI);
     const unsigned threads = (unsigned)(b.NI * b.WC * b.G * b.SEGS);
     if (use27)
-        convt_tile_kernel<K, 2, 1, 2, 7, CONVT_T27><<<blocks, threads, 0, s>>>(b);
+        vae_launch(convt_tile_kernel<K, 2, 1, 2, 7, CONVT_T27>, blocks, threads, 0, s)(b);
     else
-        convt_tile_kernel<K, 2, 1, 4, 4, CONVT_T44><<<blocks, threads, 0, s>>>(b);
+        vae_launch(convt_tile_kernel<K, 2, 1, 4, 4, CONVT_T44>, blocks, threads, 0, s)(b);
     return 1;
 }
 
@@ -546,10 +549,10 @@ extern "C" void vae_cuda_convt_direct(cudaStream_t s, real *out, const real *in,
     }
     const size_t total = (size_t)N * CO * HO * WO;
     if (vae_index_fits_u32(total))
-        convt_generic_kernel<unsigned><<<vae_grid_for(total), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(convt_generic_kernel<unsigned>, vae_grid_for(total), VAE_CUDA_THREADS, 0, s)(
             a, K, stride, pad, total);
     else
-        convt_generic_kernel<size_t><<<vae_grid_for(total), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(convt_generic_kernel<size_t>, vae_grid_for(total), VAE_CUDA_THREADS, 0, s)(
             a, K, stride, pad, total);
     CUDA_LAUNCH_CHECK();
 }

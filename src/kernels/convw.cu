@@ -80,6 +80,7 @@ struct convw_args {
 /* The tile kernel (header): grid (tiles of dw, groups), TCO TCR / 16 threads. */
 template <int TCO, int TCR>
 __global__ void __launch_bounds__(TCO *TCR / 16) convw_tile_kernel(convw_args a) {
+    VAE_PDL_ENTRY();
     constexpr int NT = TCO * TCR / 16, BM = CONVW_BM;
     constexpr int DP = TCO + 4, XP = TCR + 4; /* pitches: 16-byte multiples */
     constexpr int DJ = BM * TCO / NT, XJ = BM * TCR / NT; /* staged values a thread */
@@ -179,6 +180,7 @@ __global__ void __launch_bounds__(TCO *TCR / 16) convw_tile_kernel(convw_args a)
 
 /* dw[i] = part[0][i] + part[1][i] + ... + part[ng - 1][i], in that order */
 __global__ void convw_reduce_kernel(real *dw, const real *part, size_t n, int ng) {
+    VAE_PDL_ENTRY();
     VAE_GRID_STRIDE_LOOP(i, n) {
         float s = part[i];
         /* the adds stay in order; unrolling lets the loads run ahead */
@@ -194,7 +196,7 @@ static int convw_side(long long n) { return n <= 16 ? 16 : n <= 32 ? 32 : 64; }
 template <int TCO, int TCR>
 static void convw_launch(dim3 grid, cudaStream_t s, const convw_args &a) {
     const unsigned threads = TCO * TCR / 16;
-    convw_tile_kernel<TCO, TCR><<<grid, threads, 0, s>>>(a);
+    vae_launch(convw_tile_kernel<TCO, TCR>, grid, threads, 0, s)(a);
 }
 
 /* The same limits as the direct forward kernel's (convf.cu): sizes positive,
@@ -255,7 +257,8 @@ extern "C" void vae_cuda_conv_wgrad_direct(cudaStream_t s, real *dw, const real 
     }
     CUDA_LAUNCH_CHECK();
     if (a.NG > 1) {
-        convw_reduce_kernel<<<vae_grid_for(nw), VAE_CUDA_THREADS, 0, s>>>(dw, scratch, nw, a.NG);
+        vae_launch(convw_reduce_kernel, vae_grid_for(nw), VAE_CUDA_THREADS, 0, s)(
+            dw, scratch, nw, a.NG);
         CUDA_LAUNCH_CHECK();
     }
 }

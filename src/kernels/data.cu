@@ -28,6 +28,7 @@ __device__ __forceinline__ real gather_px(uint8_t u) { return (real)u / (real)25
 template <typename I>
 __global__ void gather_batch_vec_kernel(real *x, const uint8_t *data, const int32_t *idx,
                                         const vae_step_vals *sv, I nv, I Dq) {
+    VAE_PDL_ENTRY();
     const int32_t *rows = idx + sv->row0;
     const uchar4 *data4 = reinterpret_cast<const uchar4 *>(data);
     float4 *x4 = reinterpret_cast<float4 *>(x);
@@ -57,6 +58,7 @@ __global__ void gather_batch_vec_kernel(real *x, const uint8_t *data, const int3
 
 __global__ void gather_batch_kernel(real *x, const uint8_t *data, const int32_t *idx,
                                     const vae_step_vals *sv, int B, int D) {
+    VAE_PDL_ENTRY();
     const size_t n = (size_t)B * D;
     const int32_t *rows = idx + sv->row0;
     VAE_GRID_STRIDE_LOOP(i, n) {
@@ -73,13 +75,14 @@ extern "C" void vae_cuda_gather_batch(cudaStream_t s, real *x, const uint8_t *da
         const size_t nv = n / 4;
         const unsigned grid = vae_grid_for_items(nv, VAE_VEC_UNROLL);
         if (vae_index_fits_u32(n))
-            gather_batch_vec_kernel<unsigned><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+            vae_launch(gather_batch_vec_kernel<unsigned>, grid, VAE_CUDA_THREADS, 0, s)(
                 x, data, idx, sv, (unsigned)nv, (unsigned)(D / 4));
         else
-            gather_batch_vec_kernel<size_t><<<grid, VAE_CUDA_THREADS, 0, s>>>(
+            vae_launch(gather_batch_vec_kernel<size_t>, grid, VAE_CUDA_THREADS, 0, s)(
                 x, data, idx, sv, nv, (size_t)(D / 4));
     } else {
-        gather_batch_kernel<<<vae_grid_for(n), VAE_CUDA_THREADS, 0, s>>>(x, data, idx, sv, B, D);
+        vae_launch(gather_batch_kernel, vae_grid_for(n), VAE_CUDA_THREADS, 0, s)(
+            x, data, idx, sv, B, D);
     }
     CUDA_LAUNCH_CHECK();
 }

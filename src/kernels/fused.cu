@@ -92,6 +92,7 @@ __device__ __forceinline__ void f4_to(real v[4], float4 r) {
 template <typename I>
 __global__ void reparam_forward_kernel(real *z, const real *head, size_t n, int L, uint64_t seed,
                                        uint32_t rng_stream, const vae_step_vals *sv, int vec) {
+    VAE_PDL_ENTRY();
     const uint64_t sub = sv->sub;
     const I uL = (I)L, nn = (I)n;
     const size_t ng = (n + 3) / 4;
@@ -193,6 +194,7 @@ template <typename I>
 __global__ void kl_backward_tile_kernel(real *dhead, real *kl, const real *dz, const real *head,
                                         int B, int L, int T, uint64_t seed, uint32_t rng_stream,
                                         const vae_step_vals *sv, int vec) {
+    VAE_PDL_ENTRY();
     __shared__ real term[KL_TILE + 4];
     const real beta_scale = sv->kl_scale;
     const uint64_t sub = sv->sub;
@@ -273,6 +275,7 @@ template <typename I>
 __global__ void log_q_tile_kernel(real *out, const real *z, const real *head, int B, int L, int T,
                                   uint64_t seed, uint32_t rng_stream, const vae_step_vals *sv,
                                   int vec) {
+    VAE_PDL_ENTRY();
     __shared__ real term[KL_TILE + 4];
     const uint64_t sub = sv->sub;
     const I uL = (I)L;
@@ -332,6 +335,7 @@ static unsigned vae_grid_for_samples(int B) {
 __global__ void kl_backward_kernel(real *dhead, real *kl, const real *dz, const real *head,
                                    int B, int L, uint64_t seed, uint32_t rng_stream,
                                    const vae_step_vals *sv) {
+    VAE_PDL_ENTRY();
     const real beta_scale = sv->kl_scale;
     const uint64_t sub = sv->sub;
     const int lane = threadIdx.x & 31;
@@ -360,6 +364,7 @@ __global__ void kl_backward_kernel(real *dhead, real *kl, const real *dz, const 
 __global__ void log_q_minus_log_p_kernel(real *out, const real *z, const real *head, int B, int L,
                                          uint64_t seed, uint32_t rng_stream,
                                          const vae_step_vals *sv) {
+    VAE_PDL_ENTRY();
     const uint64_t sub = sv->sub;
     const int lane = threadIdx.x & 31;
     for (unsigned b = blockIdx.x * VAE_SAMPLES_PER_BLOCK + (threadIdx.x >> 5); b < (unsigned)B;
@@ -413,6 +418,7 @@ __device__ __forceinline__ float4 recon_group(const real *r, int D, int q, int v
  * without it; no spills either way). */
 __global__ void __launch_bounds__(VAE_CUDA_THREADS, 6) recon_loss_kernel(real *dout, real *recon, const real *out, const real *x, int D,
                                   int lik, real sigma, real grad_scale, int vec) {
+    VAE_PDL_ENTRY();
     __shared__ double shm[VAE_CUDA_THREADS / 32];
     const size_t b = blockIdx.x;
     const real *o = out + b * (size_t)D;
@@ -466,6 +472,7 @@ __global__ void __launch_bounds__(VAE_CUDA_THREADS, 6) recon_loss_kernel(real *d
 
 __global__ void to_u8_kernel(uint8_t *px, const real *out, size_t n, size_t head, size_t nv,
                              int is_logit) {
+    VAE_PDL_ENTRY();
     const float4 *o4 = reinterpret_cast<const float4 *>(out + head);
     uchar4 *p4 = reinterpret_cast<uchar4 *>(px + head);
     VAE_VEC_LOOP(base, nv) {
@@ -499,6 +506,7 @@ __global__ void to_u8_kernel(uint8_t *px, const real *out, size_t n, size_t head
  * float4 store. */
 __global__ void normal_fill_kernel(real *z, size_t n, uint64_t seed, uint32_t rng_stream,
                                    uint64_t sub, uint64_t first, int vec) {
+    VAE_PDL_ENTRY();
     const uint64_t g0 = first >> 2;
     const size_t off = (size_t)(first & 3);
     const size_t ng = (off + n + 3) / 4;
@@ -526,10 +534,10 @@ extern "C" void vae_cuda_reparam_forward(cudaStream_t s, real *z, const real *he
     const int vec = L % 4 == 0 && vae_vec4_head(z, sizeof(real)) == 0 &&
                     vae_vec4_head(head, sizeof(real)) == 0;
     if (vae_index_fits_u32(n + 3))
-        reparam_forward_kernel<unsigned><<<vae_grid_for(ng), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(reparam_forward_kernel<unsigned>, vae_grid_for(ng), VAE_CUDA_THREADS, 0, s)(
             z, head, n, L, seed, rng_stream, sv, vec);
     else
-        reparam_forward_kernel<size_t><<<vae_grid_for(ng), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(reparam_forward_kernel<size_t>, vae_grid_for(ng), VAE_CUDA_THREADS, 0, s)(
             z, head, n, L, seed, rng_stream, sv, vec);
     CUDA_LAUNCH_CHECK();
 }
@@ -545,7 +553,7 @@ extern "C" void vae_cuda_kl_backward(cudaStream_t s, real *dhead, real *kl, cons
                                      uint32_t rng_stream, const vae_step_vals *sv) {
     if (B <= 0) return;
     if (L <= 0 || L > KL_TILE) {
-        kl_backward_kernel<<<vae_grid_for_samples(B), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(kl_backward_kernel, vae_grid_for_samples(B), VAE_CUDA_THREADS, 0, s)(
             dhead, kl, dz, head, B, L, seed, rng_stream, sv);
         CUDA_LAUNCH_CHECK();
         return;
@@ -556,11 +564,11 @@ extern "C" void vae_cuda_kl_backward(cudaStream_t s, real *dhead, real *kl, cons
                     (!dhead || vae_vec4_head(dhead, sizeof(real)) == 0);
     const size_t n = (size_t)B * L;
     if (vae_index_fits_u32(n + 3))
-        kl_backward_tile_kernel<unsigned><<<kl_grid_for_tiles(B, T), VAE_CUDA_THREADS, 0, s>>>(
-            dhead, kl, dz, head, B, L, T, seed, rng_stream, sv, vec);
+        vae_launch(kl_backward_tile_kernel<unsigned>, kl_grid_for_tiles(B, T),
+                   VAE_CUDA_THREADS, 0, s)(dhead, kl, dz, head, B, L, T, seed, rng_stream, sv, vec);
     else
-        kl_backward_tile_kernel<size_t><<<kl_grid_for_tiles(B, T), VAE_CUDA_THREADS, 0, s>>>(
-            dhead, kl, dz, head, B, L, T, seed, rng_stream, sv, vec);
+        vae_launch(kl_backward_tile_kernel<size_t>, kl_grid_for_tiles(B, T),
+                   VAE_CUDA_THREADS, 0, s)(dhead, kl, dz, head, B, L, T, seed, rng_stream, sv, vec);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -569,7 +577,7 @@ extern "C" void vae_cuda_log_q_minus_log_p(cudaStream_t s, real *out, const real
                                            uint32_t rng_stream, const vae_step_vals *sv) {
     if (B <= 0) return;
     if (L <= 0 || L > KL_TILE) {
-        log_q_minus_log_p_kernel<<<vae_grid_for_samples(B), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(log_q_minus_log_p_kernel, vae_grid_for_samples(B), VAE_CUDA_THREADS, 0, s)(
             out, z, head, B, L, seed, rng_stream, sv);
         CUDA_LAUNCH_CHECK();
         return;
@@ -579,10 +587,10 @@ extern "C" void vae_cuda_log_q_minus_log_p(cudaStream_t s, real *out, const real
                     vae_vec4_head(z, sizeof(real)) == 0;
     const size_t n = (size_t)B * L;
     if (vae_index_fits_u32(n + 3))
-        log_q_tile_kernel<unsigned><<<kl_grid_for_tiles(B, T), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(log_q_tile_kernel<unsigned>, kl_grid_for_tiles(B, T), VAE_CUDA_THREADS, 0, s)(
             out, z, head, B, L, T, seed, rng_stream, sv, vec);
     else
-        log_q_tile_kernel<size_t><<<kl_grid_for_tiles(B, T), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(log_q_tile_kernel<size_t>, kl_grid_for_tiles(B, T), VAE_CUDA_THREADS, 0, s)(
             out, z, head, B, L, T, seed, rng_stream, sv, vec);
     CUDA_LAUNCH_CHECK();
 }
@@ -594,8 +602,8 @@ extern "C" void vae_cuda_recon_loss(cudaStream_t s, real *dout, real *recon, con
     const int vec = D % 4 == 0 && vae_vec4_head(out, sizeof(real)) == 0 &&
                     vae_vec4_head(x, sizeof(real)) == 0 &&
                     (!dout || vae_vec4_head(dout, sizeof(real)) == 0);
-    recon_loss_kernel<<<B, VAE_CUDA_THREADS, 0, s>>>(dout, recon, out, x, D, lik, sigma,
-                                                     grad_scale, vec);
+    vae_launch(recon_loss_kernel, B, VAE_CUDA_THREADS, 0, s)(
+        dout, recon, out, x, D, lik, sigma, grad_scale, vec);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -604,8 +612,8 @@ extern "C" void vae_cuda_to_u8(cudaStream_t s, uint8_t *px, const real *out, siz
     if (n == 0) return;
     const vae_vec4_split sp = vae_vec4_split_of(
         n, vae_vec4_agree(vae_vec4_head(out, sizeof(real)), vae_vec4_head(px, 1)));
-    to_u8_kernel<<<vae_grid_for_split(sp), VAE_CUDA_THREADS, 0, s>>>(px, out, n, sp.head, sp.nv,
-                                                                     is_logit);
+    vae_launch(to_u8_kernel, vae_grid_for_split(sp), VAE_CUDA_THREADS, 0, s)(
+        px, out, n, sp.head, sp.nv, is_logit);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -615,7 +623,7 @@ extern "C" void vae_cuda_normal_fill(cudaStream_t s, real *z, size_t n, uint64_t
     const size_t ng = ((size_t)(first & 3) + n + 3) / 4;
     /* z + 4q - off aligned for every q: off elements before z's first boundary... */
     const int vec = vae_vec4_head(z, sizeof(real)) == (int)((4 - (first & 3)) & 3);
-    normal_fill_kernel<<<vae_grid_for(ng), VAE_CUDA_THREADS, 0, s>>>(z, n, seed, rng_stream, sub,
-                                                                     first, vec);
+    vae_launch(normal_fill_kernel, vae_grid_for(ng), VAE_CUDA_THREADS, 0, s)(
+        z, n, seed, rng_stream, sub, first, vec);
     CUDA_LAUNCH_CHECK();
 }

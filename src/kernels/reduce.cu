@@ -82,6 +82,7 @@ __device__ __forceinline__ double sum_thread(const real *v, size_t n, int aligne
 template <int SQUARE>
 __global__ void sum_pass1_kernel(double *acc_out, double *partial, const real *v, size_t n,
                                  int aligned, int accumulate) {
+    VAE_PDL_ENTRY();
     __shared__ double shm[VAE_CUDA_THREADS / 32];
     double acc = sum_thread<SQUARE>(v, n, aligned,
                                     (size_t)blockIdx.x * VAE_CUDA_THREADS + threadIdx.x,
@@ -110,6 +111,7 @@ __global__ void sum_pass1_kernel(double *acc_out, double *partial, const real *v
  * block tree), so the bits are those of two sums. */
 __global__ void sum_pair_kernel(double *acc0, const real *v0, size_t n0, int aligned0,
                                 double *acc1, const real *v1, size_t n1, int aligned1) {
+    VAE_PDL_ENTRY();
     __shared__ double shm[VAE_CUDA_THREADS / 32];
     const int k = (int)blockIdx.x;
     double acc = sum_thread<0>(k ? v1 : v0, k ? n1 : n0, k ? aligned1 : aligned0, threadIdx.x,
@@ -127,7 +129,7 @@ extern "C" void vae_cuda_sum_pair(cudaStream_t s, double *acc0, const real *v0, 
     }
     const int al0 = vae_vec4_head(v0, sizeof(real)) == 0;
     const int al1 = vae_vec4_head(v1, sizeof(real)) == 0;
-    sum_pair_kernel<<<2, VAE_CUDA_THREADS, 0, s>>>(acc0, v0, n0, al0, acc1, v1, n1, al1);
+    vae_launch(sum_pair_kernel, 2, VAE_CUDA_THREADS, 0, s)(acc0, v0, n0, al0, acc1, v1, n1, al1);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -138,10 +140,10 @@ extern "C" void vae_cuda_sum(cudaStream_t s, double *acc, const real *v, size_t 
     if (g < 1) g = 1; /* n = 0: one block writes 0 or adds 0 */
     const int aligned = vae_vec4_head(v, sizeof(real)) == 0;
     if (square)
-        sum_pass1_kernel<1><<<(unsigned)g, VAE_CUDA_THREADS, 0, s>>>(acc, partials, v, n, aligned,
-                                                                     accumulate);
+        vae_launch(sum_pass1_kernel<1>, (unsigned)g, VAE_CUDA_THREADS, 0, s)(
+            acc, partials, v, n, aligned, accumulate);
     else
-        sum_pass1_kernel<0><<<(unsigned)g, VAE_CUDA_THREADS, 0, s>>>(acc, partials, v, n, aligned,
-                                                                     accumulate);
+        vae_launch(sum_pass1_kernel<0>, (unsigned)g, VAE_CUDA_THREADS, 0, s)(
+            acc, partials, v, n, aligned, accumulate);
     CUDA_LAUNCH_CHECK();
 }

@@ -29,6 +29,7 @@
 template <typename I>
 __global__ void latent_fill_kernel(real *z, size_t n, int64_t first, vae_latent_spec spec,
                                    const real *vec, int vec4) {
+    VAE_PDL_ENTRY();
     const I uL = (I)spec.L, nn = (I)n;
     const size_t ng = (n + 3) / 4;
     VAE_GRID_STRIDE_LOOP_T(I, q, ng) {
@@ -60,6 +61,7 @@ __global__ void latent_fill_kernel(real *z, size_t n, int64_t first, vae_latent_
 }
 
 __global__ void round_mantissa_kernel(real *x, size_t n, size_t head, size_t nv, int bits) {
+    VAE_PDL_ENTRY();
     float4 *x4 = reinterpret_cast<float4 *>(x + head);
     VAE_VEC_LOOP(base, nv) {
         float4 a[VAE_VEC_UNROLL] = {};
@@ -96,10 +98,10 @@ extern "C" void vae_cuda_latent_fill(cudaStream_t s, real *z, int n, int64_t fir
     const size_t ng = (total + 3) / 4;
     const int vec4 = vae_vec4_head(z, sizeof(real)) == 0;
     if (vae_index_fits_u32(total + 3))
-        latent_fill_kernel<unsigned><<<vae_grid_for(ng), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(latent_fill_kernel<unsigned>, vae_grid_for(ng), VAE_CUDA_THREADS, 0, s)(
             z, total, first, *spec, vec, vec4);
     else
-        latent_fill_kernel<size_t><<<vae_grid_for(ng), VAE_CUDA_THREADS, 0, s>>>(
+        vae_launch(latent_fill_kernel<size_t>, vae_grid_for(ng), VAE_CUDA_THREADS, 0, s)(
             z, total, first, *spec, vec, vec4);
     CUDA_LAUNCH_CHECK();
 }
@@ -107,7 +109,7 @@ extern "C" void vae_cuda_latent_fill(cudaStream_t s, real *z, int n, int64_t fir
 extern "C" void vae_cuda_round_mantissa(cudaStream_t s, real *x, size_t n, int bits) {
     if (n == 0 || bits >= 23) return;
     const vae_vec4_split sp = vae_vec4_split_of(n, vae_vec4_head(x, sizeof(real)));
-    round_mantissa_kernel<<<vae_grid_for_split(sp), VAE_CUDA_THREADS, 0, s>>>(x, n, sp.head,
-                                                                             sp.nv, bits);
+    vae_launch(round_mantissa_kernel, vae_grid_for_split(sp), VAE_CUDA_THREADS, 0, s)(
+        x, n, sp.head, sp.nv, bits);
     CUDA_LAUNCH_CHECK();
 }

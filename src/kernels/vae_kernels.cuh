@@ -206,6 +206,11 @@ void vae_cuda_round_mantissa(cudaStream_t s, real *x, size_t n, int bits);
  * its architecture, or PTX the driver can compile). cudaSuccess if so. */
 cudaError_t vae_cuda_probe_kernels(void);
 
+/* Launch every kernel that follows with the programmatic-stream-
+ * serialization attribute (1) or without (0, the default); common.cuh says
+ * what it does. Only for devices of compute capability 9.0 or later. */
+void vae_cuda_set_pdl(int on);
+
 #ifdef __cplusplus
 }
 #endif

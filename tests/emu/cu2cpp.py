@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """cu2cpp.py SRC OUT [--keep-names] — a copy of a CUDA source for the CPU emulator.
 
-Two textual changes, nothing else (line numbers are kept, so the emulator's
+Three textual changes, nothing else (line numbers are kept, so the emulator's
 messages and compiler errors point at the same lines as the original):
   - every launch `kernel<<<grid, block[, smem[, stream]]>>>(args)` becomes
     `vae_emu_launch(grid, block, smem, stream, kernel, args)` (cuda_emu.h),
@@ -10,6 +10,11 @@ messages and compiler errors point at the same lines as the original):
     found by reading every .cu/.cuh file beside SRC. The emulator runs such
     a kernel's threads as plain calls, and stops with a message should one
     reach a barrier after all;
+  - every launch `vae_launch(kernel, grid, block, smem, stream)(args)` (the
+    form src/kernels uses, common.cuh) becomes
+    `vae_emu_launch_pdl(grid, block, smem, stream, kernel, args)` (or
+    vae_emu_launch_pdl_free), which also checks that each thread of the
+    launch passed the kernel's VAE_PDL_ENTRY();
   - the launchers' prefix vae_cuda_ becomes vae_emu_, so that a test can
     link the emulated kernels next to a CUDA build's real ones (not with
     --keep-names: the mock device, tests/mock, links them under their own
@@ -155,6 +160,42 @@ def rewrite(src, reach):
         pos = q + 1
 
 
+def rewrite_vae_launch(src, reach):
+    """vae_launch(K, g, b, smem, s)(args) -> vae_emu_launch_pdl[_free](g, b, smem, s, K, args).
+    A mention not followed by an argument list (in a comment) is left alone."""
+    out = []
+    pos = 0
+    for m in re.finditer(r'(?<![\w.>])vae_launch\s*\(', src):
+        if m.start() < pos:
+            continue
+        p = m.end() - 1
+        q = match_paren(src, p)
+        r = q + 1
+        while r < len(src) and src[r].isspace():
+            r += 1
+        if r >= len(src) or src[r] != '(':
+            continue
+        parts = split_top(src[p + 1:q])
+        if len(parts) < 5:
+            raise ValueError("vae_launch needs kernel, grid, block, smem, stream: %r"
+                             % src[p + 1:q])
+        callee = ','.join(parts[:-4])
+        cfg = parts[-4:]
+        e = match_paren(src, r)
+        args = src[r + 1:e]
+        name = re.sub(r'<.*', '', callee, flags=re.S).strip()
+        launch = 'vae_emu_launch_pdl' if name in reach else 'vae_emu_launch_pdl_free'
+        call = launch + '(' + ','.join(cfg) + ',' + src[q + 1:r] + callee
+        if args.strip():
+            call += ', ' + args
+        call += ')'
+        out.append(src[pos:m.start()])
+        out.append(call)
+        pos = e + 1
+    out.append(src[pos:])
+    return ''.join(out)
+
+
 def main():
     src_path, out_path = sys.argv[1], sys.argv[2]
     with open(src_path) as f:
@@ -163,7 +204,7 @@ def main():
     reach = barrier_functions(sorted(glob.glob(os.path.join(here, '*.cu')) +
                                      glob.glob(os.path.join(here, '*.cuh'))))
     try:
-        text = rewrite(src, reach)
+        text = rewrite_vae_launch(rewrite(src, reach), reach)
     except ValueError as exc:
         sys.exit("%s: %s" % (src_path, exc))
     if '--keep-names' not in sys.argv[3:]:

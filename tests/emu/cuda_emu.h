@@ -123,12 +123,21 @@ inline double __dmul_rn(double a, double b) { return a * b; }
  * thread's order of launches; `site` names the launch for error messages. */
 /* free: the kernel reaches no barrier (cu2cpp.py), its threads run as plain
  * calls, in thread order, without fibers. */
+/* pdl: launched by vae_launch (common.cuh), whose kernels begin with
+ * VAE_PDL_ENTRY(): the emulator stops with a message if a thread of such a
+ * launch ends without having passed it once. */
 void vae_emu_run(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body)(void *),
-                 void *arg, size_t arg_size, const char *site, int free);
+                 void *arg, size_t arg_size, const char *site, int free, int pdl);
+
+/* VAE_PDL_ENTRY() (common.cuh): on a GPU the wait for the grids a launch
+ * depends on; here launches run one after another, so all that is left is
+ * to count that the thread passed it. */
+void vae_emu_pdl_entry(void);
+#define VAE_PDL_ENTRY() vae_emu_pdl_entry()
 
 template <class... P, class... A>
-inline void vae_emu_launch_at(const char *site, int free, dim3 grid, dim3 block, size_t smem,
-                              cudaStream_t s, void (*kernel)(P...), A &&...args) {
+inline void vae_emu_launch_at(const char *site, int free, int pdl, dim3 grid, dim3 block,
+                              size_t smem, cudaStream_t s, void (*kernel)(P...), A &&...args) {
     /* the arguments are converted to the kernel's parameter types once, by
      * the launching thread, as a launch copies them to the device */
     struct call {
@@ -139,13 +148,18 @@ inline void vae_emu_launch_at(const char *site, int free, dim3 grid, dim3 block,
             std::apply(c->k, c->a);
         }
     } c{kernel, std::tuple<P...>(std::forward<A>(args)...)};
-    vae_emu_run(grid, block, smem, s, &call::run, &c, sizeof c, site, free);
+    vae_emu_run(grid, block, smem, s, &call::run, &c, sizeof c, site, free, pdl);
 }
 
 #define VAE_EMU_STR2(x) #x
 #define VAE_EMU_STR(x) VAE_EMU_STR2(x)
-#define vae_emu_launch(...) vae_emu_launch_at(__FILE__ ":" VAE_EMU_STR(__LINE__), 0, __VA_ARGS__)
-#define vae_emu_launch_free(...)                                                           \
-    vae_emu_launch_at(__FILE__ ":" VAE_EMU_STR(__LINE__), 1, __VA_ARGS__)
+#define vae_emu_launch(...)                                                                 \
+    vae_emu_launch_at(__FILE__ ":" VAE_EMU_STR(__LINE__), 0, 0, __VA_ARGS__)
+#define vae_emu_launch_free(...)                                                            \
+    vae_emu_launch_at(__FILE__ ":" VAE_EMU_STR(__LINE__), 1, 0, __VA_ARGS__)
+#define vae_emu_launch_pdl(...)                                                             \
+    vae_emu_launch_at(__FILE__ ":" VAE_EMU_STR(__LINE__), 0, 1, __VA_ARGS__)
+#define vae_emu_launch_pdl_free(...)                                                        \
+    vae_emu_launch_at(__FILE__ ":" VAE_EMU_STR(__LINE__), 1, 1, __VA_ARGS__)
 
 #endif

@@ -18,6 +18,7 @@ typedef struct {
     size_t arg_size;          /* bytes at arg: a plain copy is a valid argument */
     const char *site;         /* file:line of the launch */
     int free;                 /* barrier-free (cu2cpp.py) */
+    int pdl;                  /* by vae_launch: each thread must pass VAE_PDL_ENTRY() */
 } vae_emu_launch_rec;
 
 /* When set (by tests/mock), every launch is offered to it first; a nonzero

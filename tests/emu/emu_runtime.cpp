@@ -116,6 +116,7 @@ struct launch_state {
     void *sched_tsan = nullptr;
     char launch_in, block_done[2], block_sync, warp_sync[32];
     unsigned long long block_no = 0; /* blocks run so far, all launches */
+    unsigned long long pdl_entries = 0; /* VAE_PDL_ENTRY() passes, all launches */
 };
 
 launch_state g;
@@ -392,12 +393,17 @@ uint64_t vae_emu_shfl_xor(const char *file, int line, unsigned mask, uint64_t bi
     return g.fibers[g.cur].slot;
 }
 
+void vae_emu_pdl_entry(void) {
+    if (g.cur == -1) die("VAE_PDL_ENTRY() outside a kernel");
+    g.pdl_entries++;
+}
+
 int (*vae_emu_launch_hook)(const vae_emu_launch_rec *rec) = nullptr;
 
 void vae_emu_run(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body)(void *),
-                 void *arg, size_t arg_size, const char *site, int free) {
+                 void *arg, size_t arg_size, const char *site, int free, int pdl) {
     const vae_emu_launch_rec rec = {{grid.x, grid.y, grid.z}, {block.x, block.y, block.z},
-                                    smem, (void *)s, body, arg, arg_size, site, free};
+                                    smem, (void *)s, body, arg, arg_size, site, free, pdl};
     const int took = vae_emu_launch_hook ? vae_emu_launch_hook(&rec) : 0;
     if (took == 2) {
         std::lock_guard<std::mutex> l(g_launch);
@@ -456,6 +462,15 @@ int vae_emu_take_launch_error(void) {
     return (int)e;
 }
 
+/* A kernel launched by vae_launch whose threads did not each pass its
+ * VAE_PDL_ENTRY() once: on a GPU with $VAE_CUDA_PDL=1 it could read its
+ * inputs before the kernel that writes them has finished (common.cuh). */
+[[noreturn]] static void pdl_missed(const vae_emu_launch_rec *rec) {
+    (void)rec; /* die() names the launch site and the block */
+    die("a thread did not pass VAE_PDL_ENTRY() exactly once; every kernel launched with "
+        "vae_launch (src/kernels/common.cuh) must begin with it");
+}
+
 void vae_emu_run_rec(const vae_emu_launch_rec *rec) {
     const dim3 grid(rec->grid[0], rec->grid[1], rec->grid[2]);
     const dim3 block(rec->block[0], rec->block[1], rec->block[2]);
@@ -492,15 +507,19 @@ void vae_emu_run_rec(const vae_emu_launch_rec *rec) {
          * happen in both orders within a launch and a wrong value shows
          * even without the ThreadSanitizer build */
         const bool rev = k & 1;
+        const unsigned long long entries = g.pdl_entries;
         if (!free) {
             run_block(n, rev);
             g.block_no++;
+            if (rec->pdl && g.pdl_entries - entries != (unsigned long long)n) pdl_missed(rec);
             continue;
         }
         g.cur = FREE_RUN;
         for (int j = 0; j < n; j++) {
             threadIdx = g.fibers[rev ? n - 1 - j : j].tid;
+            const unsigned long long before = g.pdl_entries;
             body(arg);
+            if (rec->pdl && g.pdl_entries - before != 1) pdl_missed(rec);
         }
         g.cur = -1;
     }

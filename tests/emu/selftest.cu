@@ -76,6 +76,29 @@ __global__ void race_kernel(int *out) {
     out[threadIdx.x] = s[63 - threadIdx.x];
 }
 
+/* launched with vae_launch (src/kernels/common.cuh), so it begins with
+ * VAE_PDL_ENTRY(), as every kernel of src/kernels does */
+__global__ void pdl_kernel(int *out) {
+    VAE_PDL_ENTRY();
+    out[threadIdx.x] = 2 * (int)threadIdx.x;
+}
+
+/* a race on a GPU with $VAE_CUDA_PDL=1: one thread leaves before the wait
+ * (and the grid's completion no longer implies its predecessors') */
+__global__ void pdl_early_exit_kernel(int *out) {
+    if (threadIdx.x == 5) return;
+    VAE_PDL_ENTRY();
+    out[threadIdx.x] = 1;
+}
+
+/* the same mistake in a kernel with a barrier (run as fibers): no entry */
+__global__ void pdl_missing_kernel(int *out) {
+    __shared__ int s[64];
+    s[threadIdx.x] = (int)threadIdx.x;
+    __syncthreads();
+    out[threadIdx.x] = s[63 - threadIdx.x];
+}
+
 static int failures;
 #define EXPECT(c, ...)                                                                     \
     do {                                                                                   \
@@ -115,6 +138,12 @@ static void values(void) {
     for (int b = 0; b < 6; b++)
         for (int t = 0; t < 24; t++) bad += idx[b * 24 + t] != b * 1000 + t;
     EXPECT(bad == 0, "2-D grid and block indices: %d wrong", bad);
+
+    int twice[64] = {0};
+    vae_launch(pdl_kernel, 1, 64, 0, 0)(twice);
+    bad = 0;
+    for (int t = 0; t < 64; t++) bad += twice[t] != 2 * t;
+    EXPECT(bad == 0, "a vae_launch launch: %d of 64 threads wrong", bad);
 
     grid_stride_kernel<<<1, 2048>>>(acc, 1);
     EXPECT(cudaGetLastError() == cudaErrorInvalidConfiguration,
@@ -474,6 +503,8 @@ static void run_divergent(void) { divergent_kernel<<<1, 256>>>(g_out); }
 static void run_deadlock(void) { deadlock_kernel<<<1, 256>>>(g_out); }
 static void run_exited(void) { exited_lanes_kernel<<<1, 64>>>(g_out); }
 static void run_race(void) { race_kernel<<<1, 64>>>(g_out); }
+static void run_pdl_exit(void) { vae_launch(pdl_early_exit_kernel, 2, 64, 0, 0)(g_out); }
+static void run_pdl_missing(void) { vae_launch(pdl_missing_kernel, 1, 64, 0, 0)(g_out); }
 
 /* run() in a child whose stderr is captured: it must fail (a signal, or a
  * nonzero exit) with `msg` in what it printed */
@@ -517,6 +548,8 @@ int main(void) {
     expect_stop("divergent", run_divergent, "divergent __syncthreads");
     expect_stop("deadlock", run_deadlock, "no barrier can be released");
     expect_stop("exited-lanes", run_exited, "lanes that left");
+    expect_stop("early-exit PDL", run_pdl_exit, "did not pass VAE_PDL_ENTRY()");
+    expect_stop("entry-less PDL", run_pdl_missing, "did not pass VAE_PDL_ENTRY()");
 #ifdef __SANITIZE_THREAD__
     expect_stop("racy", run_race, "ThreadSanitizer: data race");
 #else

@@ -46,7 +46,7 @@ static void store_body(void *a) {
 static int launch_store(cudaStream_t s, int *p, int v, unsigned block) {
     store_arg a = {p, v};
     vae_emu_launch_rec rec = {{1, 1, 1}, {block, 1, 1}, 0, (void *)s, store_body,
-                              &a, sizeof a, __FILE__, 1};
+                              &a, sizeof a, __FILE__, 1, 0};
     return vae_emu_launch_hook(&rec);
 }
 

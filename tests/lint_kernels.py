@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""lint_kernels.py KERNEL_DIR — the rules that make programmatic dependent
+launch safe ($VAE_CUDA_PDL=1, src/kernels/common.cuh), checked on the source:
+
+  1. every __global__ function's body begins with VAE_PDL_ENTRY(); — the wait
+     for the grids it depends on comes before any of its reads or writes;
+  2. no triple-chevron launch: every launch goes through vae_launch(), the
+     one place that sets the launch attribute (and whose launches the CPU
+     emulator checks at run time, tests/emu/cu2cpp.py).
+
+A kernel without the entry, launched with the attribute, could read a
+buffer its predecessor is still writing: a race a GPU shows only
+sometimes. Exit 0 when both hold, 1 with the places otherwise."""
+import glob
+import os
+import re
+import sys
+
+
+def strip_comments(s):
+    """Comments blanked out, newlines kept (so offsets give line numbers)."""
+    def blank(m):
+        return re.sub(r'[^\n]', ' ', m.group(0))
+    s = re.sub(r'/\*.*?\*/', blank, s, flags=re.S)
+    return re.sub(r'//[^\n]*', blank, s)
+
+
+def check(path):
+    with open(path) as f:
+        text = strip_comments(f.read())
+    errors = []
+    line = lambda off: text.count('\n', 0, off) + 1
+    for m in re.finditer(r'<<<', text):
+        errors.append('%s:%d: a triple-chevron launch; launch with vae_launch(kernel, grid, '
+                      'block, smem, stream)(args)' % (path, line(m.start())))
+    kernels = 0
+    for m in re.finditer(r'\b__global__\b', text):
+        kernels += 1
+        b = text.find('{', m.end())
+        head = text[m.end():b]
+        if b < 0 or ';' in head:
+            errors.append('%s:%d: a __global__ declaration without a body here; define '
+                          'kernels where they are declared' % (path, line(m.start())))
+            continue
+        name = re.findall(r'(\w+)\s*\(', head)
+        name = name[0] if name else '?'
+        if not re.match(r'\s*VAE_PDL_ENTRY\(\);', text[b + 1:]):
+            errors.append('%s:%d: kernel %s does not begin with VAE_PDL_ENTRY();'
+                          % (path, line(b), name))
+    return kernels, errors
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    files = sorted(glob.glob(os.path.join(sys.argv[1], '*.cu')))
+    if not files:
+        print('lint_kernels: no .cu files in %s' % sys.argv[1])
+        return 1
+    total, errors = 0, []
+    for p in files:
+        k, e = check(p)
+        total += k
+        errors += e
+    for e in errors:
+        print(e)
+    print('lint_kernels: %d kernels in %d files, %d problems' % (total, len(files), len(errors)))
+    return 1 if errors else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
