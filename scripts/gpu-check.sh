@@ -245,6 +245,18 @@ if [ "$STAGE" = verify ]; then
       configs/mnist_conv.ini --epochs 3 --device cuda --no-progress --out /tmp/vside$side
     grep -h images_per_s /tmp/vside$side/metrics.jsonl >>"$LOG" 2>&1
   done
+  # programmatic dependent launch (off by default until measured here): its
+  # tests, then training b128 with it, alone and with the side stream (the
+  # runs without it are the two above)
+  run "test_cuda_ops VAE_CUDA_PDL=1" 60 env VAE_CUDA_PDL=1 build-gpu/tests/test_cuda_ops
+  run "test_cuda_train VAE_CUDA_PDL=1" 60 env VAE_CUDA_PDL=1 VAE_TEST_CASES=conv \
+    build-gpu/tests/test_cuda_train
+  for side in 0 1; do
+    rm -rf /tmp/vpdl$side
+    run "training b128, VAE_CUDA_PDL=1 VAE_CUDA_SIDE=$side" 30 env VAE_CUDA_PDL=1 VAE_CUDA_SIDE=$side \
+      build-gpu/vae train configs/mnist_conv.ini --epochs 3 --device cuda --no-progress --out /tmp/vpdl$side
+    grep -h images_per_s /tmp/vpdl$side/metrics.jsonl >>"$LOG" 2>&1
+  done
   vae_wrapper
   run "training vs PyTorch" 80 env LD_LIBRARY_PATH= "$(command -v python3)" bench/gpu_train_bench.py \
     --vae .gpu/vae-run --device cuda --configs mnist_conv --batches 128,1024 --epochs 3 --steps 100 \
@@ -287,6 +299,9 @@ if [ "$STAGE" = test ]; then
   run "test_cuda_ops VAE_LT_DRELU=1" 60 env VAE_LT_DRELU=1 build-gpu/tests/test_cuda_ops
   run "test_cuda_train" 120 build-gpu/tests/test_cuda_train
   run "test_cuda_train VAE_CUDA_SIDE=1" 90 env VAE_CUDA_SIDE=1 build-gpu/tests/test_cuda_train
+  # programmatic dependent launch (opt-in): every op and the training steps again
+  run "test_cuda_ops VAE_CUDA_PDL=1" 90 env VAE_CUDA_PDL=1 build-gpu/tests/test_cuda_ops
+  run "test_cuda_train VAE_CUDA_PDL=1" 120 env VAE_CUDA_PDL=1 build-gpu/tests/test_cuda_train
   vae_wrapper
   run "the command line with --device cuda (tests/cli/test_cuda_mock.py)" 60 env LD_LIBRARY_PATH= \
     VAE_BIN=.gpu/vae-run "$(command -v python3)" tests/cli/test_cuda_mock.py

@@ -2220,6 +2220,26 @@ vae_backend *vae_backend_cuda_create(int device) {
         goto fail;
     }
     c->side_on = side && strcmp(side, "1") == 0;
+    /* $VAE_CUDA_PDL=1: programmatic dependent launch of our kernels
+     * (src/kernels/common.cuh), on GPUs of compute capability 9.0 and later */
+    const char *pdl = getenv("VAE_CUDA_PDL");
+    if (pdl && *pdl && strcmp(pdl, "0") != 0 && strcmp(pdl, "1") != 0) {
+        vae_error_set(VAE_EINVAL, "VAE_CUDA_PDL=\"%s\": expected 1 (programmatic dependent "
+                                  "launch of the engine's kernels) or 0", pdl);
+        goto fail;
+    }
+    int pdl_on = 0;
+    if (pdl && strcmp(pdl, "1") == 0) {
+        int major = 0;
+        if (soft_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+                      "cudaDeviceGetAttribute"))
+            goto fail;
+        pdl_on = major >= 9;
+        if (!pdl_on)
+            fprintf(stderr, "vae: VAE_CUDA_PDL=1 ignored: programmatic dependent launch needs "
+                            "compute capability 9.0 or later (this GPU: %d.x)\n", major);
+    }
+    vae_cuda_set_pdl(pdl_on);
     if (c->side_on) {
         struct cuda_lane *l = &c->lanes[1];
         if (soft_cuda(cudaStreamCreateWithFlags(&l->stream, cudaStreamNonBlocking),

@@ -120,6 +120,24 @@ for side, mib, fits in (("0", 200, True), ("1", 100, True), ("1", 200, False)) i
             f"(want {'all' if fits else 'none'}): {picks[:2]!r}")
     c.check(tensors(d)[0] == t0, f"side {side}, {mib} MiB: the eager run's bits")
 
+# programmatic dependent launch (VAE_CUDA_PDL=1, src/kernels/common.cuh): the
+# same kernels in the same order, each allowed to start while the one before
+# it finishes and made to wait for it at its first instruction, so the same
+# bits. On the mock (compute capability 9.0) the flag is set and the launch
+# path changes nothing else; on a GPU of compute capability 9.0 or later this
+# is the check that no kernel reads what its predecessor is still writing
+# (one that did would show, sometimes, as different bits). A value other
+# than 0 or 1 is refused.
+d = os.path.join(base, "pdl")
+p = run(["train", cfg, "--out", d, "--device", "cuda"] + common,
+        env=dict(env("random:7" if MOCK else "0"), VAE_CUDA_PDL="1"))
+c.check(tensors(d)[0] == t0 and "VAE_CUDA_PDL=1 ignored" not in p.stderr,
+        f"VAE_CUDA_PDL=1: the eager run's bits {p.stderr[-200:]!r}")
+p = run(["train", cfg, "--out", os.path.join(base, "pdl_bad"), "--device", "cuda"] + common,
+        check=False, env=dict(env("0"), VAE_CUDA_PDL="yes"))
+c.check(p.returncode != 0 and 'VAE_CUDA_PDL="yes": expected 1' in p.stderr,
+        f"VAE_CUDA_PDL=yes refused ({p.returncode}): {p.stderr[-200:]!r}")
+
 meta = read_safetensors(ck)[0]
 c.check(meta.get("step") == "16", f"2 epochs of 8 steps: step {meta.get('step')}")
 c.check(json.load(open(os.path.join(runs["0"], "run.json")))["device"] == "cuda", "run.json: device cuda")
