@@ -207,33 +207,40 @@ def run_engine(args, config, batch, data, work, graphs=True):
     env = dict(os.environ)
     if not graphs:
         env["VAE_CUDA_GRAPH"] = "0"
-    say(f"engine:  {'' if graphs else 'VAE_CUDA_GRAPH=0 '}{q(cmd)}")
+    # the engine's switches inherited from this environment (VAE_CUDA_SIDE,
+    # VAE_CUDA_PDL, ...), named with the command so that the report says
+    # which variant ran
+    knobs = " ".join(f"{k}={v}" for k, v in sorted(env.items())
+                     if k.startswith(("VAE_CUDA_", "VAE_CONV_", "VAE_CUDNN_", "VAE_CUBLASLT",
+                                      "VAE_LT_")))
+    shown = (knobs.split() if knobs else []) + cmd  # for the report
+    say(f"engine:  {knobs + ' ' if knobs else ''}{q(cmd)}")
     t0 = time.perf_counter()
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.engine_timeout, env=env)
     except subprocess.TimeoutExpired:
         shutil.rmtree(out, ignore_errors=True)
-        return {"error": f"timed out after {args.engine_timeout} s", "cmd": cmd}
+        return {"error": f"timed out after {args.engine_timeout} s", "cmd": shown}
     except OSError as e:
         shutil.rmtree(out, ignore_errors=True)
-        return {"error": str(e), "cmd": cmd}
+        return {"error": str(e), "cmd": shown}
     wall = time.perf_counter() - t0
     try:
         if r.returncode != 0:
             tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-15:])
-            return {"error": f"exit status {r.returncode}:\n{tail}", "cmd": cmd}
+            return {"error": f"exit status {r.returncode}:\n{tail}", "cmd": shown}
         with open(os.path.join(out, "metrics.jsonl")) as f:
             ms = [json.loads(line) for line in f if line.strip()]
     except (OSError, ValueError) as e:
-        return {"error": f"metrics.jsonl: {e}", "cmd": cmd}
+        return {"error": f"metrics.jsonl: {e}", "cmd": shown}
     finally:
         shutil.rmtree(out, ignore_errors=True)
     if not ms:
-        return {"error": "metrics.jsonl is empty", "cmd": cmd}
+        return {"error": "metrics.jsonl is empty", "cmd": shown}
     use = ms[1:] if len(ms) > 1 else ms
     ips = [m["images_per_s"] for m in use]
     res = {"ips": median(ips), "best": max(ips), "epoch_s": median([m["epoch_time_s"] for m in use]),
-           "epochs": ms, "cmd": cmd, "wall": wall,
+           "epochs": ms, "cmd": shown, "wall": wall,
            "devices": sorted({str(m.get("device", "?")) for m in ms}),
            "info": next((ln for ln in r.stderr.splitlines() if ln.startswith("vae: training")), "")}
     for m in ms:
