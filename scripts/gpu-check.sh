@@ -276,6 +276,12 @@ for name in ['data_batch_%d.bin' % i for i in range(1, 6)] + ['test_batch.bin']:
   CK=$(ls -t /tmp/vv/ckpt-*.safetensors 2>/dev/null | head -1)
   run "decode choices" 20 env VAE_CUDNN_VERBOSE=1 build-gpu/vae sample "$CK" --prior 65536 --chunk 16384 \
     --device cuda --no-npy --no-png --json --out /tmp/vd
+  # decoding 2^20 prior samples to device memory without and with
+  # programmatic dependent launch (the --json line has images_per_s)
+  for pdl in 0 1; do
+    run "decode 2^20, VAE_CUDA_PDL=$pdl" 30 env VAE_CUDA_PDL=$pdl build-gpu/vae sample "$CK" \
+      --prior 1048576 --chunk 16384 --device cuda --no-npy --no-png --json --out /tmp/vd$pdl
+  done
   # 2^20 images: the engine's one-time set-up (plans, algorithm timing,
   # ~0.13 s on the H200) was half of a 262,144-image run
   run "decoding vs PyTorch" 60 env LD_LIBRARY_PATH= "$(command -v python3)" bench/decode_bench.py \
