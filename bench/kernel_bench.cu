@@ -36,6 +36,9 @@
  *     cannot pass as a fast one. Every CUDA call is checked; the launchers
  *     check their launches themselves (vae_panic aborts).
  *
+ *   - Launch latency (launch_chain): 64 dependent launches of a tiny kernel,
+ *     from the stream and as a graph, with and without programmatic
+ *     dependent launch ($VAE_CUDA_PDL), in us per launch.
  *   - Beside the streaming kernels: the direct transposed convolution
  *     (convt.cu) on the decoders' layers and the direct convolution
  *     (convf.cu) on the encoders', and the direct weight gradient
@@ -460,6 +463,75 @@ static void case_act(size_t n) {
         };
         run_case("act_bwd relu", sh, (double)n, 12.0 * n, launch, check, {{din.p, n}});
     }
+}
+
+/* Launch latency, what programmatic dependent launch ($VAE_CUDA_PDL=1,
+ * src/kernels/common.cuh) is for: a chain of 64 dependent launches of a tiny
+ * kernel — leaky ReLU with slope 1/2, in place on 4096 floats, so each launch
+ * reads what the one before it wrote — issued to the stream one by one and
+ * as one CUDA graph, each without and (compute capability 9.0 and later) with
+ * the attribute. Time per launch: the median over 5 timings of 10 chains.
+ * Check: after one chain each negative input is exactly x / 2^64 (a launch
+ * that ran before its predecessor had finished would leave another power of
+ * two), each positive one unchanged. */
+static void launch_chain(std::vector<std::string> &out, int major) {
+    if (!want("launch_chain")) return;
+    const int chain = 64;
+    const size_t n = 4096;
+    DBuf<float> x(n);
+    std::string line = fmt("launch chain: %d dependent launches of act_fwd (leaky ReLU, 1/2, in "
+                           "place, %zu floats), us per launch:", chain, n);
+    for (int pdl = 0; pdl <= (major >= 9 ? 1 : 0); pdl++) {
+        vae_cuda_set_pdl(pdl);
+        for (int graph = 0; graph <= 1; graph++) {
+            auto once = [&] {
+                for (int k = 0; k < chain; k++)
+                    vae_cuda_act_forward(g_s, x.p, x.p, n, VAE_ACT_LEAKY_RELU, 0.5f);
+            };
+            cudaGraphExec_t exec = nullptr;
+            if (graph) {
+                cudaGraph_t gr = nullptr;
+                CK(cudaStreamBeginCapture(g_s, cudaStreamCaptureModeThreadLocal));
+                once();
+                CK(cudaStreamEndCapture(g_s, &gr));
+                CK(cudaGraphInstantiate(&exec, gr, 0));
+                CK(cudaGraphDestroy(gr));
+            }
+            auto run = [&] {
+                if (graph) CK(cudaGraphLaunch(exec, g_s));
+                else once();
+            };
+            fill(x.p, n, T_A, -1, 2);
+            run();
+            CK(cudaStreamSynchronize(g_s));
+            Check c;
+            for (size_t i : samples(n)) {
+                const float v = hval(T_A, i, -1, 2);
+                c.near("x", i, dget(x.p, i), v > 0 ? v : std::ldexp(v, -chain), 0);
+            }
+            std::vector<double> ts;
+            for (int r = 0; r < 5; r++) {
+                CK(cudaEventRecord(g_e0, g_s));
+                for (int k = 0; k < 10; k++) run();
+                CK(cudaEventRecord(g_e1, g_s));
+                CK(cudaEventSynchronize(g_e1));
+                ts.push_back(event_ms() * 1e3 / (10.0 * chain));
+            }
+            std::sort(ts.begin(), ts.end());
+            if (exec) CK(cudaGraphExecDestroy(exec));
+            line += fmt(" %s%s %.2f%s", graph ? "graph" : "stream", pdl ? "+PDL" : "", ts[2],
+                        c.msg.empty() ? "" : " (CHECK FAILED)");
+            if (!c.msg.empty()) {
+                g_failures++;
+                printf("launch chain%s%s: FAIL %s\n", graph ? " graph" : "", pdl ? " PDL" : "",
+                       c.msg.c_str());
+            }
+        }
+    }
+    vae_cuda_set_pdl(0);
+    if (major < 9) line += " (no PDL: compute capability below 9.0)";
+    printf("%s\n", line.c_str());
+    out.push_back(line);
 }
 
 static void case_adam(size_t n, bool clip) {
@@ -1394,6 +1466,8 @@ int main(int argc, char **argv) {
      * 1x28x28 -> 32x14x14), at batch 128 and 1024 */
     for (const auto &t : convfs)
         for (int N : {128, 1024}) case_convw(N, t[0], t[1], t[2], t[3], t[4], t[5]);
+    std::vector<std::string> latency;
+    launch_chain(latency, prop.major);
     CK(cudaDeviceSynchronize());
 
     /* summary: the largest size of each kernel */
@@ -1439,6 +1513,7 @@ int main(int argc, char **argv) {
                     gbs, 100 * gbs / g_d2d_gbs, r.t.b2b_us, gbs2, r.ok ? "ok" : "FAIL", r.l2 ? ", L2" : "",
                     r.note.empty() ? "" : "; ", r.note.c_str());
         }
+        for (const std::string &l : latency) fprintf(f, "\n%s\n", l.c_str());
         fprintf(f, "\n%s: %d check failure(s)\n", g_failures ? "FAILED" : "all outputs checked", g_failures);
         if (fclose(f) != 0) {
             fprintf(stderr, "vae_kernel_bench: writing %s: %s\n", md, strerror(errno));
