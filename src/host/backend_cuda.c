@@ -2235,7 +2235,10 @@ vae_backend *vae_backend_cuda_create(int device) {
                       "cudaDeviceGetAttribute"))
             goto fail;
         pdl_on = major >= 9;
-        if (!pdl_on)
+        if (pdl_on)
+            fprintf(stderr, "vae: cuda: programmatic dependent launch of the engine's kernels "
+                            "(VAE_CUDA_PDL=1)\n");
+        else
             fprintf(stderr, "vae: VAE_CUDA_PDL=1 ignored: programmatic dependent launch needs "
                             "compute capability 9.0 or later (this GPU: %d.x)\n", major);
     }
