@@ -309,6 +309,8 @@ if [ "$STAGE" = test ]; then
   # programmatic dependent launch (opt-in): every op and the training steps again
   run "test_cuda_ops VAE_CUDA_PDL=1" 90 env VAE_CUDA_PDL=1 build-gpu/tests/test_cuda_ops
   run "test_cuda_train VAE_CUDA_PDL=1" 120 env VAE_CUDA_PDL=1 build-gpu/tests/test_cuda_train
+  run "test_cuda_train VAE_CUDA_PDL=1 VAE_CUDA_SIDE=1" 90 env VAE_CUDA_PDL=1 VAE_CUDA_SIDE=1 \
+    VAE_TEST_CASES=conv build-gpu/tests/test_cuda_train
   vae_wrapper
   run "the command line with --device cuda (tests/cli/test_cuda_mock.py)" 60 env LD_LIBRARY_PATH= \
     VAE_BIN=.gpu/vae-run "$(command -v python3)" tests/cli/test_cuda_mock.py

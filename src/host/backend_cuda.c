@@ -2140,6 +2140,38 @@ static int env_choice(const char *name) {
     return -1;
 }
 
+/* Whether programmatic dependent launches can be captured into a CUDA graph
+ * and replayed here (drivers of CUDA 12.3 and later): a memset and two
+ * dependent launches captured, instantiated and replayed once. cudaSuccess
+ * if so; else the first error, with the stream out of capture and the error
+ * cleared. */
+static cudaError_t pdl_probe(cudaStream_t s) {
+    float *buf = NULL;
+    cudaError_t e = cudaMalloc((void **)&buf, 64 * sizeof(float));
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return e;
+    }
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    e = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+    if (e == cudaSuccess) {
+        cudaError_t w = cudaMemsetAsync(buf, 0, 64 * sizeof(float), s);
+        if (w == cudaSuccess) w = vae_cuda_pdl_probe_launch(s, buf, 16);
+        if (w == cudaSuccess) w = vae_cuda_pdl_probe_launch(s, buf, 16);
+        e = cudaStreamEndCapture(s, &graph);
+        if (w != cudaSuccess) e = w;
+    }
+    if (e == cudaSuccess) e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+    if (e == cudaSuccess) e = cudaGraphLaunch(exec, s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s);
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    if (exec) CUDA_CHECK(cudaGraphExecDestroy(exec));
+    if (graph) CUDA_CHECK(cudaGraphDestroy(graph));
+    CUDA_CHECK(cudaFree(buf));
+    return e;
+}
+
 vae_backend *vae_backend_cuda_create(int device) {
     char why[256];
     if (!vae_cuda_available(why, sizeof why)) {
@@ -2228,21 +2260,30 @@ vae_backend *vae_backend_cuda_create(int device) {
                                   "launch of the engine's kernels) or 0", pdl);
         goto fail;
     }
-    int pdl_on = 0;
+    vae_cuda_set_pdl(0);
     if (pdl && strcmp(pdl, "1") == 0) {
         int major = 0;
         if (soft_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
                       "cudaDeviceGetAttribute"))
             goto fail;
-        pdl_on = major >= 9;
-        if (pdl_on)
-            fprintf(stderr, "vae: cuda: programmatic dependent launch of the engine's kernels "
-                            "(VAE_CUDA_PDL=1)\n");
-        else
+        const int ptx = vae_cuda_kernels_ptx_version();
+        cudaError_t probe = cudaSuccess;
+        if (major < 9)
             fprintf(stderr, "vae: VAE_CUDA_PDL=1 ignored: programmatic dependent launch needs "
                             "compute capability 9.0 or later (this GPU: %d.x)\n", major);
+        else if (ptx < 90)
+            fprintf(stderr, "vae: VAE_CUDA_PDL=1 ignored: this build's kernels run here as "
+                            "compute_%d code, without the wait that makes it safe; build with "
+                            "CMAKE_CUDA_ARCHITECTURES including 90\n", ptx);
+        else if ((probe = pdl_probe(c->stream)) != cudaSuccess)
+            fprintf(stderr, "vae: VAE_CUDA_PDL=1 ignored: a CUDA graph of programmatic "
+                            "dependent launches fails here: %s\n", cudaGetErrorString(probe));
+        else {
+            vae_cuda_set_pdl(1);
+            fprintf(stderr, "vae: cuda: programmatic dependent launch of the engine's kernels "
+                            "(VAE_CUDA_PDL=1)\n");
+        }
     }
-    vae_cuda_set_pdl(pdl_on);
     if (c->side_on) {
         struct cuda_lane *l = &c->lanes[1];
         if (soft_cuda(cudaStreamCreateWithFlags(&l->stream, cudaStreamNonBlocking),
@@ -2322,6 +2363,7 @@ vae_backend *vae_backend_cuda_create(int device) {
     return be;
 
 fail:
+    vae_cuda_set_pdl(0);
     ctx_teardown(c, 0);
     free(be);
     return NULL;

@@ -117,6 +117,33 @@ int vae_cuda_pdl_on = 0;
 
 extern "C" void vae_cuda_set_pdl(int on) { vae_cuda_pdl_on = on != 0; }
 
+/* The PTX architecture the kernels were compiled for on this device (90 for
+ * sm_90 code, whose VAE_PDL_ENTRY is griddepcontrol; 80 for sm_80 code run
+ * there, whose entry is empty), or -1. The emulator runs what an sm_90 build
+ * runs, entry included. */
+extern "C" int vae_cuda_kernels_ptx_version(void) {
+#ifdef VAE_EMU_CUDA_EMU_H
+    return 90;
+#else
+    cudaFuncAttributes attr;
+    if (cudaFuncGetAttributes(&attr, (const void *)act_forward_kernel) != cudaSuccess) return -1;
+    return attr.ptxVersion;
+#endif
+}
+
+/* For the backend's check that programmatic dependent launches can be
+ * captured into a graph and replayed: x = relu(x) over n4 vectors of 4 (x
+ * 16-byte aligned), launched with the attribute whatever the flag says; the
+ * launch's status is returned, not checked. */
+extern "C" cudaError_t vae_cuda_pdl_probe_launch(cudaStream_t s, real *x, size_t n4) {
+    const int was = vae_cuda_pdl_on;
+    vae_cuda_pdl_on = 1;
+    vae_launch(act_forward_kernel, 1, VAE_CUDA_THREADS, 0, s)(x, x, 4 * n4, (size_t)0, n4,
+                                                              (int)VAE_ACT_RELU, (real)0);
+    vae_cuda_pdl_on = was;
+    return VAE_LAUNCH_STATUS();
+}
+
 /* The probe lives here because every build has this family. */
 extern "C" cudaError_t vae_cuda_probe_kernels(void) {
     cudaFuncAttributes attr;

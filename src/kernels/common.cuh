@@ -76,10 +76,11 @@ static inline const char *vae_curand_status_string(curandStatus_t s) {
  * asynchronous faults surface at the next synchronising call's CUDA_CHECK.
  * (vae_launch_status: the launch's own return value, below.) */
 #if defined(__CUDACC__) && !defined(VAE_EMU_CUDA_EMU_H)
-#define CUDA_LAUNCH_CHECK() CUDA_CHECK(vae_launch_status())
+#define VAE_LAUNCH_STATUS() vae_launch_status()
 #else
-#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+#define VAE_LAUNCH_STATUS() cudaGetLastError()
 #endif
+#define CUDA_LAUNCH_CHECK() CUDA_CHECK(VAE_LAUNCH_STATUS())
 
 /* Threads per block for every kernel of the backend. */
 #define VAE_CUDA_THREADS 256
@@ -120,11 +121,17 @@ static inline const char *vae_curand_status_string(curandStatus_t s) {
  *                                    entry until this grid has completed).
  * What this saves is the launch latency between two dependent kernels, not
  * any of their work: no kernel reads or writes global memory before the
- * wait. Without the attribute (the default; cuBLAS and cuDNN kernels, which
- * are launched without it, are never overlapped), and on other
- * architectures, both instructions do nothing. Since each kernel waits
- * before it ends, a grid's completion implies its predecessors', so the
- * order of a stream is kept transitively. */
+ * wait. Without the attribute (the default) and on other architectures,
+ * both instructions do nothing; cuBLAS and cuDNN launch their kernels as
+ * they do (one of ours after one of theirs waits for it whether or not it
+ * was let start early). Since each kernel triggers only after its own wait,
+ * a kernel is launched only once the one two before it has completed, and
+ * its completion implies its predecessors': the order of a stream is kept
+ * transitively, and at most two of our grids of a stream are resident.
+ * The flag is one per process: each CUDA backend created sets it (the
+ * last one decides). The backend turns it on only where the kernels are
+ * sm_90 code (vae_cuda_kernels_ptx_version) and a captured graph of such
+ * launches replays (its probe at creation). */
 #ifndef VAE_PDL_ENTRY
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define VAE_PDL_ENTRY()                                                                     \
@@ -154,9 +161,10 @@ extern "C" int vae_cuda_pdl_on; /* act.cu; vae_cuda_set_pdl */
 /* vae_launch(kernel, grid, block, smem, stream)(args...): the triple-chevron
  * launch of kernel with that configuration and those arguments, made with
  * cudaLaunchKernelEx so that it can carry the programmatic-serialization
- * attribute when vae_cuda_pdl_on (above). The arguments are converted to the
- * kernel's parameter types as a triple-chevron launch converts them. Its
- * error is reported by the CUDA_LAUNCH_CHECK() that follows it.
+ * attribute when vae_cuda_pdl_on (above). Each argument is converted to
+ * its parameter's type (a bare 0 or NULL for a pointer parameter does not
+ * compile here: pass a typed null). Its error is reported by the
+ * CUDA_LAUNCH_CHECK() that follows it.
  * (tests/emu/cu2cpp.py rewrites these launches for the CPU emulator.) */
 template <class... P> struct vae_launcher {
     void (*kernel)(P...);

@@ -210,6 +210,12 @@ cudaError_t vae_cuda_probe_kernels(void);
  * serialization attribute (1) or without (0, the default); common.cuh says
  * what it does. Only for devices of compute capability 9.0 or later. */
 void vae_cuda_set_pdl(int on);
+/* The PTX architecture of the kernels on the current device (90 for sm_90
+ * code), or -1: programmatic dependent launch needs 90 or later. */
+int vae_cuda_kernels_ptx_version(void);
+/* x = relu(x) over n4 vectors of 4 (x 16-byte aligned), launched with the
+ * programmatic attribute; returns the launch's status (not checked). */
+cudaError_t vae_cuda_pdl_probe_launch(cudaStream_t s, real *x, size_t n4);
 
 #ifdef __cplusplus
 }
