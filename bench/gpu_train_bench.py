@@ -210,11 +210,10 @@ def run_engine(args, config, batch, data, work, graphs=True):
     # the engine's switches inherited from this environment (VAE_CUDA_SIDE,
     # VAE_CUDA_PDL, ...), named with the command so that the report says
     # which variant ran
-    knobs = " ".join(f"{k}={v}" for k, v in sorted(env.items())
-                     if k.startswith(("VAE_CUDA_", "VAE_CONV_", "VAE_CUDNN_", "VAE_CUBLASLT",
-                                      "VAE_LT_")))
-    shown = (knobs.split() if knobs else []) + cmd  # for the report
-    say(f"engine:  {knobs + ' ' if knobs else ''}{q(cmd)}")
+    knobs = [f"{k}={v}" for k, v in sorted(env.items())
+             if k.startswith(("VAE_CUDA_", "VAE_CONV_", "VAE_CUDNN_", "VAE_CUBLASLT", "VAE_LT_"))]
+    shown = knobs + cmd  # for the report
+    say(f"engine:  {q(shown)}")
     t0 = time.perf_counter()
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.engine_timeout, env=env)

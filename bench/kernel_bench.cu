@@ -37,8 +37,9 @@
  *     check their launches themselves (vae_panic aborts).
  *
  *   - Launch latency (launch_chain): 64 dependent launches of a tiny kernel,
- *     from the stream and as a graph, with and without programmatic
- *     dependent launch ($VAE_CUDA_PDL), in us per launch.
+ *     from the stream and as a graph, without and with programmatic
+ *     dependent launch (both ways, whatever $VAE_CUDA_PDL says), in us per
+ *     launch.
  *   - Beside the streaming kernels: the direct transposed convolution
  *     (convt.cu) on the decoders' layers and the direct convolution
  *     (convf.cu) on the encoders', and the direct weight gradient
@@ -465,8 +466,8 @@ static void case_act(size_t n) {
     }
 }
 
-/* Launch latency, what programmatic dependent launch ($VAE_CUDA_PDL=1,
- * src/kernels/common.cuh) is for: a chain of 64 dependent launches of a tiny
+/* Launch latency, what programmatic dependent launch (src/kernels/common.cuh;
+ * the engine's $VAE_CUDA_PDL=1) is for: a chain of 64 dependent launches of a tiny
  * kernel — leaky ReLU with slope 1/2, in place on 4096 floats, so each launch
  * reads what the one before it wrote — issued to the stream one by one and
  * as one CUDA graph, each without and (compute capability 9.0 and later) with
@@ -481,7 +482,8 @@ static void launch_chain(std::vector<std::string> &out, int major) {
     DBuf<float> x(n);
     std::string line = fmt("launch chain: %d dependent launches of act_fwd (leaky ReLU, 1/2, in "
                            "place, %zu floats), us per launch:", chain, n);
-    for (int pdl = 0; pdl <= (major >= 9 ? 1 : 0); pdl++) {
+    const bool can = major >= 9 && vae_cuda_kernels_ptx_version() >= 90;
+    for (int pdl = 0; pdl <= (can ? 1 : 0); pdl++) {
         vae_cuda_set_pdl(pdl);
         for (int graph = 0; graph <= 1; graph++) {
             auto once = [&] {
@@ -529,7 +531,7 @@ static void launch_chain(std::vector<std::string> &out, int major) {
         }
     }
     vae_cuda_set_pdl(0);
-    if (major < 9) line += " (no PDL: compute capability below 9.0)";
+    if (!can) line += " (no PDL: needs compute capability 9.0 and kernels built for sm_90)";
     printf("%s\n", line.c_str());
     out.push_back(line);
 }

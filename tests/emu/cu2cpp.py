@@ -160,20 +160,31 @@ def rewrite(src, reach):
         pos = q + 1
 
 
+def blank_comments(s):
+    """s with each comment's characters but newlines turned to spaces: the
+    same length, so an offset in it is the same place in s."""
+    def blank(m):
+        return re.sub(r'[^\n]', ' ', m.group(0))
+    return re.sub(r'/\*.*?\*/|//[^\n]*', blank, s, flags=re.S)
+
+
 def rewrite_vae_launch(src, reach):
     """vae_launch(K, g, b, smem, s)(args) -> vae_emu_launch_pdl[_free](g, b, smem, s, K, args).
-    A mention not followed by an argument list (in a comment) is left alone."""
+    Matched outside comments: a mention in a comment, or one not followed by
+    an argument list (the template's own definition in common.cuh), is left
+    alone."""
     out = []
     pos = 0
-    for m in re.finditer(r'(?<![\w.>])vae_launch\s*\(', src):
+    code = blank_comments(src)
+    for m in re.finditer(r'(?<![\w.>])vae_launch\s*\(', code):
         if m.start() < pos:
             continue
         p = m.end() - 1
-        q = match_paren(src, p)
+        q = match_close(code, p, '(', ')', "unbalanced parentheses in vae_launch(...)")
         r = q + 1
-        while r < len(src) and src[r].isspace():
+        while r < len(code) and code[r].isspace():
             r += 1
-        if r >= len(src) or src[r] != '(':
+        if r >= len(code) or code[r] != '(':
             continue
         parts = split_top(src[p + 1:q])
         if len(parts) < 5:
@@ -181,7 +192,7 @@ def rewrite_vae_launch(src, reach):
                              % src[p + 1:q])
         callee = ','.join(parts[:-4])
         cfg = parts[-4:]
-        e = match_paren(src, r)
+        e = match_close(code, r, '(', ')', "unbalanced parentheses in a vae_launch's arguments")
         args = src[r + 1:e]
         name = re.sub(r'<.*', '', callee, flags=re.S).strip()
         launch = 'vae_emu_launch_pdl' if name in reach else 'vae_emu_launch_pdl_free'

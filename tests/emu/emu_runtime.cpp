@@ -91,6 +91,7 @@ struct fiber {
     int line = 0;
     uint64_t slot = 0;          /* shuffle: its value, then its partner's */
     unsigned lane_mask = 0;
+    int pdl = 0;                /* VAE_PDL_ENTRY() passes in this launch's block */
     void *fake = nullptr;       /* ASan's fake stack of this fiber */
     void *tsan = nullptr;       /* its TSan fiber */
 };
@@ -116,7 +117,7 @@ struct launch_state {
     void *sched_tsan = nullptr;
     char launch_in, block_done[2], block_sync, warp_sync[32];
     unsigned long long block_no = 0; /* blocks run so far, all launches */
-    unsigned long long pdl_entries = 0; /* VAE_PDL_ENTRY() passes, all launches */
+    int free_pdl = 0; /* VAE_PDL_ENTRY() passes of the barrier-free thread running */
 };
 
 launch_state g;
@@ -333,6 +334,7 @@ void run_block(int n, bool rev) {
         fiber_init(f);
         f.st = READY;
         f.file = nullptr;
+        f.pdl = 0;
     }
     g.live = n;
     g.at_sync = 0;
@@ -395,7 +397,8 @@ uint64_t vae_emu_shfl_xor(const char *file, int line, unsigned mask, uint64_t bi
 
 void vae_emu_pdl_entry(void) {
     if (g.cur == -1) die("VAE_PDL_ENTRY() outside a kernel");
-    g.pdl_entries++;
+    if (g.cur == FREE_RUN) g.free_pdl++;
+    else g.fibers[g.cur].pdl++;
 }
 
 int (*vae_emu_launch_hook)(const vae_emu_launch_rec *rec) = nullptr;
@@ -465,10 +468,10 @@ int vae_emu_take_launch_error(void) {
 /* A kernel launched by vae_launch whose threads did not each pass its
  * VAE_PDL_ENTRY() once: on a GPU with $VAE_CUDA_PDL=1 it could read its
  * inputs before the kernel that writes them has finished (common.cuh). */
-[[noreturn]] static void pdl_missed(const vae_emu_launch_rec *rec) {
+[[noreturn]] static void pdl_missed(const vae_emu_launch_rec *rec, uint3 t, int passes) {
     (void)rec; /* die() names the launch site and the block */
-    die("a thread did not pass VAE_PDL_ENTRY() exactly once; every kernel launched with "
-        "vae_launch (src/kernels/common.cuh) must begin with it");
+    die("thread (%u,%u,%u) passed VAE_PDL_ENTRY() %d times, not once; every kernel launched "
+        "with vae_launch (src/kernels/common.cuh) must begin with it", t.x, t.y, t.z, passes);
 }
 
 void vae_emu_run_rec(const vae_emu_launch_rec *rec) {
@@ -507,19 +510,19 @@ void vae_emu_run_rec(const vae_emu_launch_rec *rec) {
          * happen in both orders within a launch and a wrong value shows
          * even without the ThreadSanitizer build */
         const bool rev = k & 1;
-        const unsigned long long entries = g.pdl_entries;
         if (!free) {
             run_block(n, rev);
             g.block_no++;
-            if (rec->pdl && g.pdl_entries - entries != (unsigned long long)n) pdl_missed(rec);
+            for (int i = 0; rec->pdl && i < n; i++)
+                if (g.fibers[i].pdl != 1) pdl_missed(rec, g.fibers[i].tid, g.fibers[i].pdl);
             continue;
         }
         g.cur = FREE_RUN;
         for (int j = 0; j < n; j++) {
             threadIdx = g.fibers[rev ? n - 1 - j : j].tid;
-            const unsigned long long before = g.pdl_entries;
+            g.free_pdl = 0;
             body(arg);
-            if (rec->pdl && g.pdl_entries - before != 1) pdl_missed(rec);
+            if (rec->pdl && g.free_pdl != 1) pdl_missed(rec, threadIdx, g.free_pdl);
         }
         g.cur = -1;
     }

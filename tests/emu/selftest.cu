@@ -548,8 +548,8 @@ int main(void) {
     expect_stop("divergent", run_divergent, "divergent __syncthreads");
     expect_stop("deadlock", run_deadlock, "no barrier can be released");
     expect_stop("exited-lanes", run_exited, "lanes that left");
-    expect_stop("early-exit PDL", run_pdl_exit, "did not pass VAE_PDL_ENTRY()");
-    expect_stop("entry-less PDL", run_pdl_missing, "did not pass VAE_PDL_ENTRY()");
+    expect_stop("early-exit PDL", run_pdl_exit, "passed VAE_PDL_ENTRY() 0 times");
+    expect_stop("entry-less PDL", run_pdl_missing, "passed VAE_PDL_ENTRY() 0 times");
 #ifdef __SANITIZE_THREAD__
     expect_stop("racy", run_race, "ThreadSanitizer: data race");
 #else
