@@ -502,6 +502,10 @@ static void test_errors(void) {
         CHECK_ERR(vae_config_load(&c, p), "nul.ini:3: NUL byte");
         CHECK(strstr(vae_error_get(), "expected a text file") != NULL);
         CHECK(c.text == NULL);
+        /* a NUL that starts a line: that line's number, not the one before */
+        const char nul0[] = "[data]\ndataset = mnist\n\0latent = 3\n";
+        p = test_write_file("nul0.ini", nul0, sizeof nul0 - 1);
+        CHECK_ERR(vae_config_load(&c, p), "nul0.ini:3: NUL byte");
 
         size_t n = (1u << 20) + 2;
         char *huge = malloc(n);
@@ -536,7 +540,40 @@ static void test_errors(void) {
         vae_config_free(&c);
         CHECK(vae_config_parse(&c, E(18, "epochs = 7", 21, "lr = -1"), "bad.ini") != 0);
         CHECK(c.epochs == 10 && c.text == NULL && c.n_enc == 0 && c.latent == 0);
+        CHECK(strcmp(c.path, "bad.ini") == 0); /* a reset config still names its source */
         vae_config_free(&c);
+    }
+
+    /* each limit exactly, and one past it */
+    {
+        vae_config c;
+        /* an integer may carry a '+' */
+        CHECK(vae_config_parse(&c, E(18, "epochs = +2"), "plus.ini") == 0 && c.epochs == 2);
+        vae_config_free(&c);
+        /* C*H*W of a shape: 2^26 is allowed (that config then fails later, at
+         * its decoder, not at the shape), 2^26 + 8192 is out of range */
+        int rc = vae_config_parse(&c, E(5, "input = 1x8192x8192"), "shape_max.ini");
+        CHECK_MSG(rc != 0 && !strstr(vae_error_get(), "is out of range") &&
+                      strstr(vae_error_get(), "decoder"),
+                  "a 1x8192x8192 input: %s", vae_error_get());
+        BAD("shape_over.ini", 5, E(5, "input = 1x8192x8193"), "input = 1x8192x8193 is out of range",
+            "C*H*W <= 67108864", NULL);
+        /* leaky_relu's slope: below 1, not 1 */
+        CHECK(vae_config_parse(&c, E(11, "layer = leaky_relu slope=0.999"), "slope.ini") == 0);
+        CHECK_CLOSE(c.enc[2].slope, 0.999, 1e-6, 0);
+        vae_config_free(&c);
+        BAD("slope1.ini", 11, E(11, "layer = leaky_relu slope=1"), "'slope=1' is out of range",
+            "a number >= 0 and < 1", NULL);
+        /* a conv whose padded input is exactly k: an output of 1x1 */
+        CHECK_MSG(vae_config_parse(&c, E(5, "input = 1x3x3", 9, "layer = conv 4 k=3", 10,
+                                         "layer = flatten", 14, "layer = dense 9", 15,
+                                         "layer = reshape 1x3x3"),
+                                   "conv_k.ini") == 0,
+                  "conv k=3 on 3x3: %s", vae_error_get());
+        vae_config_free(&c);
+        BAD("conv_empty.ini", 9, E(5, "input = 1x2x3", 9, "layer = conv 4 k=3", 10, "layer = flatten",
+                                   14, "layer = dense 6", 15, "layer = reshape 1x2x3"),
+            "output would be empty", "height and width + 2*pad >= k", NULL);
     }
 #undef E
 }
@@ -569,6 +606,18 @@ static void test_validate(void) {
     CHECK_ERR(vae_config_validate(&c), "device must be auto, cpu or cuda");
     c.device = VAE_DEVICE_CPU;
     c.seed = UINT64_MAX;
+    CHECK(vae_config_validate(&c) == VAE_OK);
+    /* integer limits inclusive: 65536 is a batch, 65537 is not */
+    c.batch = 65536;
+    CHECK(vae_config_validate(&c) == VAE_OK);
+    c.batch = 65537;
+    CHECK_ERR(vae_config_validate(&c), "--batch 65537: batch must be in 1..65536");
+    c.batch = 64;
+    /* a boolean is 0 or 1 */
+    c.decoupled_weight_decay = 2;
+    CHECK_ERR(vae_config_validate(&c), "--decoupled_weight_decay 2: decoupled_weight_decay must "
+                                       "be 0 or 1");
+    c.decoupled_weight_decay = 1;
     CHECK(vae_config_validate(&c) == VAE_OK);
     vae_config_free(&c);
 }
