@@ -263,6 +263,17 @@ static void test_idx_broken(void) {
     /* Header shorter than 16 bytes. */
     p = test_write_file("hdr.idx", buf, 10);
     CHECK_ERR(vae_load_idx(&ds, p, NULL), "hdr.idx: truncated: 10 bytes, shorter than the 16-byte");
+    /* ... by one byte, the magic being right (the dimensions would be read
+     * past the end) */
+    len = make_idx_images(buf, 0x00000803u, 1, 2, 2, 0);
+    p = test_write_file("hdr15.idx", buf, 15);
+    CHECK_ERR(vae_load_idx(&ds, p, NULL),
+              "hdr15.idx: truncated: 15 bytes, shorter than the 16-byte IDX images header");
+    /* A first byte of 0x1f is gzip's only with 0x8b after it: this is read
+     * as a raw file (and its magic refused), not handed to the inflater. */
+    buf[0] = 0x1f;
+    p = test_write_file("half_gz.idx", buf, len);
+    CHECK_ERR(vae_load_idx(&ds, p, NULL), "half_gz.idx: bad magic 0x1f000803");
 
     /* A header claiming 10^12 bytes of pixels (10^6 images of 1000x1000) in a
      * 16-byte file fails at once, without allocating what the header says. */
@@ -280,10 +291,18 @@ static void test_idx_broken(void) {
     put_be32(buf + 4, 4000000000u);
     p = test_write_file("many.idx", buf, 16);
     CHECK_ERR(vae_load_idx(&ds, p, NULL), "many.idx: header says 4000000000 images, more than the limit");
+    put_be32(buf + 4, 100000001); /* the limit is 10^8 */
+    p = test_write_file("many1.idx", buf, 16);
+    CHECK_ERR(vae_load_idx(&ds, p, NULL), "many1.idx: header says 100000001 images, more than the limit");
     put_be32(buf + 4, 1);
     put_be32(buf + 8, 5000);
     p = test_write_file("wide.idx", buf, 16);
     CHECK_ERR(vae_load_idx(&ds, p, NULL), "wide.idx: header says images of 5000x1000; each side must be 1..4096");
+    put_be32(buf + 8, 2);
+    put_be32(buf + 12, 4097); /* one past the limit, in the other side */
+    p = test_write_file("wide1.idx", buf, 16);
+    CHECK_ERR(vae_load_idx(&ds, p, NULL), "wide1.idx: header says images of 2x4097; each side must be 1..4096");
+    put_be32(buf + 12, 1000);
     put_be32(buf + 8, 0);
     p = test_write_file("flat.idx", buf, 16);
     CHECK_ERR(vae_load_idx(&ds, p, NULL), "flat.idx: header says images of 0x1000");
@@ -292,6 +311,10 @@ static void test_idx_broken(void) {
     len = make_idx_images(buf, 0x00000803u, 0, 28, 28, 0);
     p = test_write_file("zero.idx", buf, len);
     CHECK_ERR(vae_load_idx(&ds, p, NULL), "zero.idx: header says 0 images");
+    /* ... with an image's bytes after it: still "0 images", not trailing bytes */
+    len = make_idx_images(buf, 0x00000803u, 0, 28, 28, 784);
+    p = test_write_file("zero_body.idx", buf, len);
+    CHECK_ERR(vae_load_idx(&ds, p, NULL), "zero_body.idx: header says 0 images");
     p = test_write_file("empty.idx", "", 0);
     CHECK_ERR(vae_load_idx(&ds, p, NULL), "empty.idx: empty file");
     CHECK_ERR(vae_load_idx(&ds, test_tmp_path("missing.idx"), NULL), "missing.idx: No such file or directory");
@@ -450,6 +473,12 @@ static void test_dataset_load(void) {
     CHECK_ERR(vae_dataset_load(&ds, &wrong, dir, 1),
               "tr.idx: images are 1x2x3 but the model's input is 3x32x32");
     CHECK(ds.images == NULL && ds.n == 0);
+    /* each dimension on its own: the width alone differs */
+    vae_config narrow = idx_cfg(VAE_DATA_IDX, 1, 2, 4);
+    snprintf(narrow.train_images, sizeof narrow.train_images, "tr.idx");
+    CHECK_ERR(vae_dataset_load(&ds, &narrow, dir, 1),
+              "tr.idx: images are 1x2x3 but the model's input is 1x2x4");
+    CHECK(ds.images == NULL && ds.n == 0);
     CHECK_ERR(vae_dataset_load(&ds, &wrong, dir, 0), "test_images is not set");
     snprintf(wrong.test_images, sizeof wrong.test_images, "nothere.idx");
     CHECK_ERR(vae_dataset_load(&ds, &wrong, dir, 0), "ds_idx/nothere.idx: no such file");
@@ -467,6 +496,11 @@ static void test_dataset_load(void) {
     snprintf(dir, sizeof dir, "%s", test_tmp_path("ds_mnist"));
     vae_config mn = idx_cfg(VAE_DATA_MNIST, 1, 28, 28);
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 1), "MNIST training images not found");
+    /* a data "dir" that is a file: nothing can be under it (ENOTDIR), the
+     * same "not found" that says where it looked, not a system error */
+    CHECK_ERR(vae_dataset_load(&ds, &mn, test_write_file("plainfile", "x", 1), 1),
+              "MNIST training images not found");
+    CHECK(vae_dataset_load(&ds, &mn, test_tmp_path("plainfile"), 1) == VAE_ENOTFOUND);
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 1), "ds_mnist/mnist");
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 1), "scripts/get-data.sh");
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 0), "t10k-images-idx3-ubyte.gz");
