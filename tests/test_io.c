@@ -603,12 +603,64 @@ static void test_npy(void) {
         q = test_write_file("shape.npy", hb, sizeof hb);
         CHECK_ERR(vae_npy_read_u8(q, &data, shape, &nd), errs[i]);
     }
+    /* headers at each limit of the reader: a 128-byte version 1.0 file with
+     * the dict given, padded with spaces, then `extra` data bytes beyond the
+     * 24 that (4, 1, 2, 3) needs. (A key of 32 characters does not fit the
+     * reader's 32-byte buffer with its NUL: refused, not written past.) */
+    struct {
+        const char *dict;
+        int extra;
+        const char *err; /* NULL: must load */
+    } hdrs[] = {
+        {"{'descr': '<u1', 'fortran_order': False, 'shape': (4, 1, 2, 3), }", 0, NULL},
+        {"{'descr': '>u1', 'fortran_order': False, 'shape': (4, 1, 2, 3), }", 0, NULL},
+        {"{'descr': '|u1', 'fortran_order': False, 'shape': (4, 1, 2, 3), } x", 0,
+         "header has trailing text near 'x "},
+        {"{'descr': '|u1', 'fortran_order': False, 'shape': (4, 1, 2, 3), }", 1,
+         "data is 25 bytes but the shape needs 24"},
+        {"{'descr': '|u1', 'fortran_order': False, 'shape': (), }", 0, "0-dimensional"},
+        {"{'descr': '|u1', 'fortran_order': False, 'a_key_of_exactly_thirty_two_ch__': 1}", 0,
+         "expected a key"},
+    };
+    for (size_t i = 0; i < sizeof hdrs / sizeof hdrs[0]; i++) {
+        uint8_t fb[128 + 25];
+        memset(fb, ' ', 128);
+        memcpy(fb, "\x93NUMPY\x01\x00\x76\x00", 10);
+        memcpy(fb + 10, hdrs[i].dict, strlen(hdrs[i].dict));
+        fb[127] = '\n';
+        for (int k = 0; k < 25; k++) fb[128 + k] = (uint8_t)(k + 1);
+        q = test_write_file("limits.npy", fb, (size_t)(128 + 24 + hdrs[i].extra));
+        rc = vae_npy_read_u8(q, &data, shape, &nd);
+        if (!hdrs[i].err) {
+            CHECK_MSG(rc == VAE_OK && nd == 4 && shape[0] == 4 && data[23] == 24, "%s: %s",
+                      hdrs[i].dict, rc ? vae_error_get() : "wrong shape or data");
+            if (rc == VAE_OK) free(data);
+        } else {
+            CHECK_ERR(rc, hdrs[i].err);
+        }
+    }
+    {
+        /* the header's length one byte past the file (counted from the
+         * header's start, not the file's); a 2.0 preamble cut short */
+        memcpy(b, raw, len);
+        const size_t hl = len - 10 + 1;
+        b[8] = (char)(hl & 0xff), b[9] = (char)(hl >> 8);
+        q = test_write_file("hlen1.npy", b, len);
+        CHECK_ERR(vae_npy_read_u8(q, &data, shape, &nd), "exceeds the file");
+        q = test_write_file("v2cut.npy", "\x93NUMPY\x02\x00\x10\x00\x00", 11);
+        CHECK_ERR(vae_npy_read_u8(q, &data, shape, &nd), "truncated in its preamble");
+    }
     const char *missing = test_tmp_path("nope.npy");
     CHECK_ERR(vae_npy_read_u8(missing, &data, shape, &nd), "No such file or directory");
     free(b);
     free(raw);
 
     CHECK_ERR(vae_npy_open(&nw, test_tmp_path("neg.npy"), -1, 1, 2, 3), "bad .npy shape");
+    CHECK_ERR(vae_npy_open(&nw, test_tmp_path("c0.npy"), 3, 0, 2, 3), "bad .npy shape (3, 0, 2, 3)");
+    /* rows x bytes per row beyond int64: refused before any file is made */
+    CHECK_ERR(vae_npy_open(&nw, test_tmp_path("big.npy"), INT64_MAX / 1000, 1000, 1000, 1000),
+              "overflows");
+    CHECK(count_tmp(test_tmpdir()) == 0);
     const char *nodir = test_tmp_path("missing/x.npy");
     CHECK_ERR(vae_npy_open(&nw, nodir, 3, 1, 2, 3), nodir);
 }
