@@ -433,6 +433,8 @@ static void test_png(void) {
     check_png(prgb, rgb, 2, 3, 3);
     check_png(pgrey, grey, 4, 5, 1);
     CHECK_ERR(vae_png_write(prgb, rgb, 2, 3, 4), "4 channels");
+    CHECK_ERR(vae_png_write(prgb, rgb, 2, 3, 2), "with 2 channels (1 or 3)"); /* grey + alpha: no */
+    CHECK_ERR(vae_png_write(prgb, rgb, 2, 0, 1), "cannot write a 2x0 PNG");
     const char *nodir = test_tmp_path("missing/x.png");
     CHECK_ERR(vae_png_write(nodir, rgb, 2, 3, 3), nodir);
     /* libpng's own limit (width > 2^31-1 rows of nothing): error, not a crash */
@@ -472,6 +474,8 @@ static void test_tile(void) {
 
     CHECK(vae_tile_images(g, 0, 1, 2, 2, 2, 1, &gw, &gh) == NULL);
     CHECK(strstr(vae_error_get(), "bad arguments") != NULL);
+    CHECK(vae_tile_images(g, 3, 1, 2, 2, 2, -1, &gw, &gh) == NULL); /* a negative pad */
+    CHECK(strstr(vae_error_get(), "bad arguments (n 3, c 1, 2x2, cols 2, pad -1)") != NULL);
 }
 
 /* ---------------------------------------------------------------- npy */

@@ -333,6 +333,31 @@ static void test_partial(void) {
     CHECK(access(path, F_OK) != 0);
     free(imgs);
 
+    /* the same layout with 18 images: sheet (1, 1)'s first slot is image 18,
+     * one past the last, so it is not written either */
+    dir = subdir("empty18");
+    imgs = make_imgs(18, 1, 8, 5);
+    CHECK(write_sheets(dir, "e", imgs, 18, 7, 1, 8, 5, 26, NULL, 0, &count) == VAE_OK);
+    CHECK(count == 3);
+    CHECK(check_layout(dir, "e", imgs, 18, 7, 1, 8, 5, 26) == 3);
+    free(imgs);
+
+    /* max_px 25 with 5-wide images: (25 + 2) / 7 = 3 per sheet row, not 4 */
+    dir = subdir("mpx25");
+    imgs = make_imgs(23, 3, 4, 5);
+    CHECK(write_sheets(dir, "q", imgs, 23, 7, 3, 4, 5, 25, NULL, 0, &count) == VAE_OK);
+    CHECK(count == 3 && check_layout(dir, "q", imgs, 23, 7, 3, 4, 5, 25) == 3);
+    free(imgs);
+
+    /* exactly 10 block rows of one column: names of one digit, q-0 .. q-9 */
+    dir = subdir("ten");
+    imgs = make_imgs(10, 1, 2, 2);
+    CHECK(write_sheets(dir, "t", imgs, 10, 1, 1, 2, 2, 2, NULL, 0, &count) == VAE_OK);
+    CHECK(count == 10 && check_layout(dir, "t", imgs, 10, 1, 1, 2, 2, 2) == 10);
+    snprintf(path, sizeof path, "%s/t-9.png", dir);
+    CHECK(access(path, F_OK) == 0);
+    free(imgs);
+
     /* fewer images than one grid row: one sheet, as vae_tile_images lays it out */
     dir = subdir("short");
     imgs = make_imgs(3, 1, 2, 2);
@@ -428,6 +453,12 @@ static void test_errors(void) {
     CHECK_ERR(vae_sheets_open(&s, dir, "", 10, 5, 1, 4, 4, 0, g_threads), "non-empty file prefix");
     /* sheets beyond the PNG limit: one wide image, or a large max_px */
     CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 1, 4, 1000001, 0, g_threads), "exceeds the PNG limit");
+    CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 1, 1000001, 4, 0, g_threads),
+              "a sheet of 28x1000001 pixels"); /* one tall image: the height's limit */
+    /* a max_px far wider than the grid: a sheet is at most the grid's width,
+     * so 2 columns of 4 pixels fit whatever max_px says */
+    CHECK(vae_sheets_open(&s, dir, "e", 10, 2, 1, 4, 4, 2000000, g_threads) == VAE_OK);
+    vae_sheets_abort(s);
     CHECK_ERR(vae_sheets_open(&s, dir, "e", 1000000000, 1000000, 1, 4, 1000, 2000000, g_threads),
               "lower max_px");
     CHECK_ERR(vae_sheets_open(&s, dir, "e", 10, 5, 1, 4, 4, 0, -1), "-1 threads");
@@ -509,6 +540,8 @@ static void test_memory(void) {
     CHECK(vae_sheets_threads(a) == 1); /* one block column: no workers */
     CHECK(bytes == vae_sheets_buffer_bytes(b));
     CHECK_MSG(bytes >= cols * D && bytes <= cols * D + 64 * 1024, "%zu bytes of buffers", bytes);
+    /* ... and the caller's line of a sheet: 100 slots of 28 + 2 pixels, less the last pad */
+    CHECK_MSG(bytes >= cols * D + (size_t)cols * (w + PAD) - PAD, "%zu bytes of buffers", bytes);
     /* 30 x 30 = 900 pixels per slot, 4098 / 30 = 136 grid rows per sheet */
     CHECK(vae_sheets_count(a) == (10000 + 135) / 136);
     CHECK(vae_sheets_count(b) == (10000000 + 135) / 136);
