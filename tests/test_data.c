@@ -329,6 +329,9 @@ static void test_idx_broken(void) {
     CHECK_ERR(vae_load_idx(&ds, ip, p), "four.lab: has 4 labels but");
     CHECK_ERR(vae_load_idx(&ds, ip, p), "ok.idx has 3 images");
     ll = make_idx_labels(lb, 3, labs);
+    lb[ll] = lb[ll + 1] = 9; /* two bytes past what the header says */
+    p = test_write_file("long.lab", lb, ll + 2);
+    CHECK_ERR(vae_load_idx(&ds, ip, p), "long.lab: 2 trailing bytes");
     p = test_write_file("cut.lab", lb, ll - 1);
     CHECK_ERR(vae_load_idx(&ds, ip, p), "cut.lab: truncated: header says 3 labels (11 bytes) but file has 10");
     put_be32(lb, 0x00000803u);

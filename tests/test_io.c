@@ -474,6 +474,9 @@ static void test_tile(void) {
 
     CHECK(vae_tile_images(g, 0, 1, 2, 2, 2, 1, &gw, &gh) == NULL);
     CHECK(strstr(vae_error_get(), "bad arguments") != NULL);
+    /* a grid taller than 2^31 - 1 rows: refused before any allocation */
+    CHECK(vae_tile_images(g, 2, 1, 1 << 30, 1, 1, 0, &gw, &gh) == NULL);
+    CHECK(strstr(vae_error_get(), "tile images: a 1x2147483648 grid is too large") != NULL);
     CHECK(vae_tile_images(g, 3, 1, 2, 2, 2, -1, &gw, &gh) == NULL); /* a negative pad */
     CHECK(strstr(vae_error_get(), "bad arguments (n 3, c 1, 2x2, cols 2, pad -1)") != NULL);
 }
