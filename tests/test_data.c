@@ -504,6 +504,20 @@ static void test_dataset_load(void) {
     CHECK_ERR(vae_dataset_load(&ds, &mn, test_write_file("plainfile", "x", 1), 1),
               "MNIST training images not found");
     CHECK(vae_dataset_load(&ds, &mn, test_tmp_path("plainfile"), 1) == VAE_ENOTFOUND);
+    /* a regular file named "mnist" beside the MNIST files themselves: the
+     * lookup under it finds nothing (ENOTDIR) and the data dir's own files
+     * are taken */
+    make_dir("ds_mfile");
+    test_write_file("ds_mfile/mnist", "x", 1);
+    {
+        static uint8_t one[16 + 784];
+        const size_t n1 = make_idx_images(one, 0x00000803u, 1, 28, 28, 0);
+        test_write_file("ds_mfile/train-images-idx3-ubyte", one, n1);
+        CHECK_MSG(vae_dataset_load(&ds, &mn, test_tmp_path("ds_mfile"), 1) == VAE_OK, "%s",
+                  vae_error_get());
+        CHECK(ds.n == 1 && ds.h == 28 && ds.w == 28 && idx_pixels_ok(&ds));
+        vae_dataset_free(&ds);
+    }
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 1), "ds_mnist/mnist");
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 1), "scripts/get-data.sh");
     CHECK_ERR(vae_dataset_load(&ds, &mn, dir, 0), "t10k-images-idx3-ubyte.gz");
