@@ -116,6 +116,16 @@ def split_top(s):
     return out
 
 
+def emu_call(launch, cfg, sep, callee, args, reach):
+    """launch(cfg..., callee, args): `launch` for a kernel that can reach a
+    barrier, launch + '_free' for one that cannot (barrier_functions)."""
+    name = re.sub(r'<.*', '', callee, flags=re.S).strip()
+    call = (launch if name in reach else launch + '_free') + '(' + ','.join(cfg) + sep + callee
+    if args.strip():
+        call += ', ' + args
+    return call + ')'
+
+
 def rewrite(src, reach):
     out = []
     pos = 0
@@ -148,15 +158,8 @@ def rewrite(src, reach):
         if src[p] != '(':
             raise ValueError("no argument list after >>>")
         q = match_paren(src, p)
-        args = src[p + 1:q]
-        name = re.sub(r'<.*', '', callee, flags=re.S).strip()
-        launch = 'vae_emu_launch' if name in reach else 'vae_emu_launch_free'
-        call = launch + '(' + ','.join(cfg) + ', ' + callee
-        if args.strip():
-            call += ', ' + args
-        call += ')'
         out.append(src[pos:start])
-        out.append(call)
+        out.append(emu_call('vae_emu_launch', cfg, ', ', callee, src[p + 1:q], reach))
         pos = q + 1
 
 
@@ -193,15 +196,10 @@ def rewrite_vae_launch(src, reach):
         callee = ','.join(parts[:-4])
         cfg = parts[-4:]
         e = match_close(code, r, '(', ')', "unbalanced parentheses in a vae_launch's arguments")
-        args = src[r + 1:e]
-        name = re.sub(r'<.*', '', callee, flags=re.S).strip()
-        launch = 'vae_emu_launch_pdl' if name in reach else 'vae_emu_launch_pdl_free'
-        call = launch + '(' + ','.join(cfg) + ',' + src[q + 1:r] + callee
-        if args.strip():
-            call += ', ' + args
-        call += ')'
         out.append(src[pos:m.start()])
-        out.append(call)
+        # the space between ")(" (a line break, maybe) after the config's comma
+        out.append(emu_call('vae_emu_launch_pdl', cfg, ',' + src[q + 1:r], callee,
+                            src[r + 1:e], reach))
         pos = e + 1
     out.append(src[pos:])
     return ''.join(out)
