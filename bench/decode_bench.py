@@ -53,8 +53,9 @@ batch format). Decode speed does not depend on the weights.
 
 Sanity check (before timing): the first --check images, decoded by both. The
 engine's latents are read from prior-latents.npy when `vae sample` has
---save-latents, else regenerated here (Philox4x32-10 + Box-Muller, as
-include/vae_math.h's vae_normal_at, stream VAE_RNG_PRIOR); the uint8 images
+--save-latents, else regenerated here (Philox4x32-10 + Box-Muller in double:
+include/vae_math.h's vae_normal_at to within a few float ulps, stream
+VAE_RNG_PRIOR); the uint8 images
 must agree to within 1 level (fp32; 4 with tf32, 8 with bf16).
 """
 import argparse
@@ -94,7 +95,9 @@ DEFAULT_BATCHES = {"cpu": "64,256,1024,4096", "cuda": "1024,4096,16384,65536"}
 def philox_normals(seed, stream, sub, start, count):
     """float32 [count]: vae_normal_at(seed, stream, sub, start + k) for k in
     0..count-1 (include/vae_math.h: Philox4x32-10 with cuRAND's counter
-    layout, Box-Muller on word pairs (0,1) and (2,3), in double)."""
+    layout, Box-Muller on word pairs (0,1) and (2,3)), to within a few float
+    ulps: evaluated here in double, by the engine in float with its own
+    polynomials."""
     M = np.uint64(0xFFFFFFFF)
     idx = np.arange(start, start + count, dtype=np.uint64)
     g = idx >> np.uint64(2)

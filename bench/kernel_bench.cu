@@ -614,7 +614,7 @@ static void case_normal_fill(size_t n) {
         return c.msg;
     };
     run_case("normal_fill", fmt("n=2^%d", (int)std::log2((double)n)), (double)n, 4.0 * n, launch, check,
-             {{z.p, n}}, "Philox + double Box-Muller, 4 normals per thread");
+             {{z.p, n}}, "Philox + float Box-Muller, 4 normals per thread");
 }
 
 static void case_latent_fill(size_t n_elems, int L, int kind) {
@@ -647,7 +647,7 @@ static void case_latent_fill(size_t n_elems, int L, int kind) {
         return c.msg;
     };
     run_case(name, fmt("%d x L=%d", nimg, L), (double)n, 4.0 * n, launch, check, {{z.p, n}},
-             kind == VAE_LATENT_PRIOR ? "Philox + double Box-Muller, 4 normals per thread" : "");
+             kind == VAE_LATENT_PRIOR ? "Philox + float Box-Muller, 4 normals per thread" : "");
 }
 
 static void case_round(size_t n) {
@@ -716,7 +716,7 @@ static void case_reparam(int B, int L) {
         return c.msg;
     };
     run_case("reparam_fwd", fmt("B=%d L=%d", B, L), (double)n, 12.0 * n, launch, check, {{z.p, n}},
-             "Philox + double Box-Muller, 4 normals per thread");
+             "Philox + float Box-Muller, 4 normals per thread");
 }
 
 static void case_kl_backward(int B, int L) {

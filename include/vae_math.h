@@ -7,9 +7,8 @@
  *   generator behind cuRAND's CURAND_RNG_PSEUDO_PHILOX4_32_10 and
  *   curand_init()/curandStatePhilox4_32_10_t), addressed by
  *   (seed, stream, step, element) — no state to carry between calls.
- *   Standard normals by Box-Muller, evaluated in double precision and rounded
- *   once, so C and CUDA (whose float logf/sinf differ in the last ulp) give the
- *   same float.
+ *   Standard normals by Box-Muller, in float through our own polynomials and
+ *   IEEE-rounded operations only, so C and CUDA give the same bits.
  *   Stable BCE-with-logits, Gaussian NLL, KL(N(mu, e^lv) || N(0,1)),
  *   the reparameterisation z = mu + e^(lv/2) eps, and one Adam element update.
  */
@@ -20,6 +19,9 @@
 
 #if defined(__CUDACC__)
 #define VAE_HD __host__ __device__ __forceinline__
+#if !defined(__CUDA_ARCH__)
+#include <string.h> /* memcpy in the host pass's vae_float_bits */
+#endif
 #else
 #include <math.h>
 #include <string.h>
@@ -104,37 +106,150 @@ VAE_HD vae_u32x4 vae_philox_block(uint64_t seed, uint32_t stream, uint64_t sub, 
 /* Uniform in the open interval (0, 1) from 32 random bits: (x + 1/2) / 2^32. */
 VAE_HD double vae_u01(uint32_t x) { return ((double)x + 0.5) * (1.0 / 4294967296.0); }
 
+/* ------------------------------------------------- Box-Muller in float
+ *
+ * The normals come from one Box-Muller pair per two Philox words (wa, wb):
+ *   u = (w + 1/2) 2^-32 in (0, 1),  r = sqrt(-2 ln u_a),  theta = 2 pi u_b,
+ *   (r sin theta, r cos theta).
+ * It is evaluated in float with the polynomials below rather than libm's or
+ * CUDA's logf/sinf/cosf (which differ in the last ulp between C and CUDA, and
+ * between CUDA's fast and accurate forms): every operation is one IEEE
+ * float operation rounded to nearest (vae_fmul_rn .. vae_fsqrt_rn below; on
+ * the device CUDA's __f*_rn intrinsics, which nvcc never contracts into an
+ * FMA), so C and CUDA give the same bits by construction. (The host's C is
+ * compiled with -ffp-contract=off for the same reason.) Float rather than
+ * double: a GPU runs float at 2x (H100/H200) to 64x (workstation cards) the
+ * rate of double, and the double log, sin and cos were most of the arithmetic
+ * of every kernel that draws noise (a four-normal fill, sm_90 PTX: 682
+ * instructions, 256 of them double, before; 327 and none after). Error:
+ * within 4 float ulps of |z| (tests/test_math.c measures it against a
+ * long-double Box-Muller).
+ *
+ * ln u. Cut u = 2^e m with m in [sqrt(1/2), sqrt(2)), f = m - 1 exact:
+ *   - u < 1/2 (wa < 2^31): u = fma(float(wa), 2^-32, 2^-33), within a float
+ *     ulp of (wa + 1/2) 2^-32; e and m from its bits (m in [1/2, 1), doubled
+ *     when below sqrt(1/2));
+ *   - u >= 1/2: w = 1 - u = (~wa + 1/2) 2^-32 (~wa = 2^32 - 1 - wa), taken
+ *     likewise, so that u near 1 keeps its relative precision in w (float(u)
+ *     would round the top 2^-25 of (0, 1) to 1): f = -w (e = 0) when
+ *     w <= 1 - sqrt(1/2), else f = 1 - 2w (e = -1; 2w is in (0.58, 1], so
+ *     the subtraction is exact).
+ * ln(1 + f) = 2 atanh(s), s = f / (2 + f) in [-0.172, 0.172]:
+ *   2 s (1 + s^2/3 + s^4/5 + s^6/7 + s^8/9), the next term (s^10/11) below
+ *   2.2e-9 relative; then ln u = e ln 2 + ln(1 + f), < 0 for every wa.
+ *
+ * sin and cos of theta. The nearest quarter turn q = round(4 u_b) mod 4 and
+ * the rest d = wb - q 2^30 in [-2^29, 2^29) are exact integers:
+ * theta = q pi/2 + phi, phi = 2 pi (d + 1/2) 2^-32 in [-pi/4, pi/4]; Taylor
+ * polynomials of sin phi to phi^9 and cos phi to phi^10 (next terms below
+ * 2e-9), then the quadrant's swap and signs. No range reduction of a float
+ * angle, so no loss near multiples of pi/2. */
+#if defined(__CUDA_ARCH__)
+#define vae_fmul_rn(a, b) __fmul_rn(a, b)
+#define vae_fadd_rn(a, b) __fadd_rn(a, b)
+#define vae_fdiv_rn(a, b) __fdiv_rn(a, b)
+#define vae_fmaf_rn(a, b, c) __fmaf_rn(a, b, c)
+#define vae_fsqrt_rn(a) __fsqrt_rn(a)
+#define vae_float_bits(x) __float_as_uint(x)
+#define vae_bits_float(u) __uint_as_float(u)
+#else
+VAE_HD float vae_fmul_rn(float a, float b) { return a * b; }
+VAE_HD float vae_fadd_rn(float a, float b) { return a + b; }
+VAE_HD float vae_fdiv_rn(float a, float b) { return a / b; }
+VAE_HD float vae_fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+VAE_HD float vae_fsqrt_rn(float a) { return sqrtf(a); }
+VAE_HD uint32_t vae_float_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+VAE_HD float vae_bits_float(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+#endif
+
+#define VAE_BM_SQRT1_2 0.70710677f /* float(sqrt(1/2)) */
+#define VAE_BM_LN2 0.693147182f    /* float(ln 2) */
+#define VAE_BM_TURN (6.28318548f * 0x1p-32f) /* float(2 pi) 2^-32, exactly */
+
+/* ln((wa + 1/2) 2^-32), in float, as above. */
+VAE_HD float vae_bm_log_u(uint32_t wa) {
+    float f, e;
+    if (wa < 0x80000000u) {
+        float u = vae_fmaf_rn((float)wa, 0x1p-32f, 0x1p-33f);
+        uint32_t b = vae_float_bits(u);
+        float m = vae_bits_float((b & 0x007FFFFFu) | 0x3F000000u); /* [1/2, 1) */
+        e = (float)((int)(b >> 23) - 126);
+        if (m < VAE_BM_SQRT1_2) {
+            m = vae_fmul_rn(m, 2.0f);
+            e = vae_fadd_rn(e, -1.0f);
+        }
+        f = vae_fadd_rn(m, -1.0f);
+    } else {
+        float w = vae_fmaf_rn((float)~wa, 0x1p-32f, 0x1p-33f); /* 1 - u, (0, 1/2] */
+        int low = w > 1.0f - VAE_BM_SQRT1_2;
+        f = low ? vae_fmaf_rn(-2.0f, w, 1.0f) : -w;
+        e = low ? -1.0f : 0.0f;
+    }
+    float s = vae_fdiv_rn(f, vae_fadd_rn(2.0f, f));
+    float z = vae_fmul_rn(s, s);
+    float p = vae_fmaf_rn(z, 0.111111112f, 0.142857149f);
+    p = vae_fmaf_rn(z, p, 0.200000003f);
+    p = vae_fmaf_rn(z, p, 0.333333343f);
+    float s2 = vae_fmul_rn(2.0f, s);
+    float l1p = vae_fmaf_rn(s2, vae_fmul_rn(z, p), s2);
+    return vae_fmaf_rn(e, VAE_BM_LN2, l1p);
+}
+
+/* The Box-Muller pair of words (wa, wb): zs = r sin theta, zc = r cos theta. */
+VAE_HD void vae_box_muller(uint32_t wa, uint32_t wb, float *zs, float *zc) {
+    float r = vae_fsqrt_rn(vae_fmul_rn(-2.0f, vae_bm_log_u(wa)));
+    uint32_t q = ((wb >> 30) + ((wb >> 29) & 1u)) & 3u;
+    int32_t d = (int32_t)(wb & 0x3FFFFFFFu) - ((wb & 0x20000000u) ? 0x40000000 : 0);
+    float ph = vae_fmaf_rn((float)d, VAE_BM_TURN, 0.5f * VAE_BM_TURN);
+    float x2 = vae_fmul_rn(ph, ph);
+    float ps = vae_fmaf_rn(x2, 2.75573188e-06f, -0.000198412701f);
+    ps = vae_fmaf_rn(x2, ps, 0.00833333377f);
+    ps = vae_fmaf_rn(x2, ps, -0.166666672f);
+    float sn = vae_fmaf_rn(vae_fmul_rn(ph, x2), ps, ph);
+    float pc = vae_fmaf_rn(x2, -2.755732e-07f, 2.48015876e-05f);
+    pc = vae_fmaf_rn(x2, pc, -0.00138888892f);
+    pc = vae_fmaf_rn(x2, pc, 0.0416666679f);
+    pc = vae_fmaf_rn(x2, pc, -0.5f);
+    float cs = vae_fmaf_rn(x2, pc, 1.0f);
+    float st = (q & 1u) ? cs : sn, ct = (q & 1u) ? sn : cs; /* q odd: swap */
+    if (q == 1u || q == 2u) ct = -ct;
+    if (q >= 2u) st = -st;
+    *zs = vae_fmul_rn(r, st);
+    *zc = vae_fmul_rn(r, ct);
+}
+
 /* Standard normal number `index` of stream (seed, stream, sub). Each Philox
- * block gives four normals: Box-Muller on words (0,1) -> lanes 0,1 and on
- * words (2,3) -> lanes 2,3, as cuRAND's curand_normal4 pairs them:
- * r = sqrt(-2 ln u_a), lane a = r sin(2 pi u_b), lane b = r cos(2 pi u_b). */
+ * block gives four normals: the Box-Muller pair of words (0,1) -> lanes 0,1
+ * and of words (2,3) -> lanes 2,3, sin in the even lane and cos in the odd,
+ * as cuRAND's curand_normal4 pairs them. */
 VAE_HD real vae_normal_at(uint64_t seed, uint32_t stream, uint64_t sub, uint64_t index) {
     vae_u32x4 b = vae_philox_block(seed, stream, sub, index >> 2);
     int lane = (int)(index & 3);
-    uint32_t a = (lane < 2) ? b.v[0] : b.v[2];
-    uint32_t t = (lane < 2) ? b.v[1] : b.v[3];
-    double r = sqrt(-2.0 * log(vae_u01(a)));
-    double ang = 6.283185307179586 * vae_u01(t);
-    return (real)(((lane & 1) == 0) ? r * sin(ang) : r * cos(ang));
+    float zs, zc;
+    vae_box_muller(lane < 2 ? b.v[0] : b.v[2], lane < 2 ? b.v[1] : b.v[3], &zs, &zc);
+    return (real)((lane & 1) ? zc : zs);
 }
 
 /* The four normals of Philox block `group` at once:
  *   out[j] = vae_normal_at(seed, stream, sub, 4 group + j),  j = 0..3,
- * bit for bit (the same double expressions on the same words), for one
- * Philox call, two log/sqrt and the sin and cos of two angles instead of four
+ * bit for bit, for one Philox call and two Box-Muller pairs instead of four
  * of each. The kernels that fill consecutive normals use this (tests/test_math.c
  * checks the bit equality). */
 VAE_HD void vae_normal4_at(uint64_t seed, uint32_t stream, uint64_t sub, uint64_t group,
                            real out[4]) {
     vae_u32x4 b = vae_philox_block(seed, stream, sub, group);
-    double r01 = sqrt(-2.0 * log(vae_u01(b.v[0])));
-    double ang01 = 6.283185307179586 * vae_u01(b.v[1]);
-    double r23 = sqrt(-2.0 * log(vae_u01(b.v[2])));
-    double ang23 = 6.283185307179586 * vae_u01(b.v[3]);
-    out[0] = (real)(r01 * sin(ang01));
-    out[1] = (real)(r01 * cos(ang01));
-    out[2] = (real)(r23 * sin(ang23));
-    out[3] = (real)(r23 * cos(ang23));
+    float z[4];
+    vae_box_muller(b.v[0], b.v[1], &z[0], &z[1]);
+    vae_box_muller(b.v[2], b.v[3], &z[2], &z[3]);
+    for (int j = 0; j < 4; j++) out[j] = (real)z[j];
 }
 
 /* Uniform (0,1) number `index` of stream (seed, stream, sub): one word each. */

@@ -4,7 +4,7 @@
  *
  * head[B, 2L] holds mu = head[b, :L] and lv = head[b, L:];
  * eps[b, l] = vae_normal_at(seed, stream, sv->sub, b*L + l) (Philox4x32-10 +
- * Box-Muller in double, so eps is the CPU's float to the last bit).
+ * vae_math.h's float Box-Muller, so eps is the CPU's float to the last bit).
  * sv is the step's vae_step_vals block in device memory (vae_math.h): the
  * values that change from step to step are read there, never passed by
  * value, so a captured step replays with the current ones. Each thread loads
@@ -14,14 +14,14 @@
  *
  * The noise comes four normals at a time: the flat index e = b*L + l is cut
  * into Philox blocks e = 4q + j, and one thread computes the four normals of
- * block q with one vae_normal4_at call (one Philox, two log/sqrt, the sin and
- * cos of two angles; bit-identical to four vae_normal_at calls) and handles
+ * block q with one vae_normal4_at call (one Philox, two Box-Muller pairs:
+ * bit-identical to four vae_normal_at calls) and handles
  * the elements e = 4q .. 4q+3 that are its op's (a block at the edge of a
  * range, e.g. normal_fill from first = 4q + 2, uses only some lanes).
  *
  *   reparam_forward   z = mu + e^(lv/2) eps
- *                     bytes/elem: 8 read + 4 written (+ a quarter of a Philox,
- *                     half a double log/sqrt, half a sin and a cos)
+ *                     bytes/elem: 8 read + 4 written (+ a quarter of a Philox
+ *                     and half a float Box-Muller pair)
  *                     one thread per Philox block; float4 loads/stores when
  *                     L % 4 == 0 and head, z are 16-byte aligned
  *   kl_backward       kl[b] = sum_l 1/2 (mu^2 + e^lv - 1 - lv)
