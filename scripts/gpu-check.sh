@@ -229,10 +229,13 @@ if [ "$STAGE" = verify ]; then
   run "racecheck test_cuda_ops (kernels only)" 60 env VAE_TEST_KERNELS_ONLY=1 "$CS" --tool racecheck \
     --error-exitcode 9 build-gpu/tests/test_cuda_ops
   # the direct convolution kernels alone: TFLOPS per layer (the plans time
-  # them against cuDNN; the choices are in the next run's output); and the
-  # launch latency of a chain of dependent launches, with and without PDL
-  [ -x build-gpu/bench/vae_kernel_bench ] && run "direct convolution kernels, launch chain" 30 \
-    build-gpu/bench/vae_kernel_bench --quick --only conv_direct,convt_direct,conv_wgrad,launch_chain \
+  # them against cuDNN; the choices are in the next run's output); the
+  # launch latency of a chain of dependent launches, with and without PDL;
+  # and the kernels that draw normals (float Box-Muller since 2026-11-28)
+  # against the device-to-device copy
+  [ -x build-gpu/bench/vae_kernel_bench ] && run "direct convolution kernels, launch chain, noise kernels" 40 \
+    build-gpu/bench/vae_kernel_bench --quick \
+    --only "copy,conv_direct,convt_direct,conv_wgrad,launch_chain,normal_fill,latent_fill prior,reparam_fwd,kl_bwd" \
     --md "$OUT/conv-kernels.md"
   run "algorithm choices, training b128" 30 env VAE_CUDNN_VERBOSE=1 build-gpu/vae train configs/mnist_conv.ini \
     --epochs 2 --device cuda --no-progress --out /tmp/vv

@@ -18,8 +18,9 @@
  * iteration, a scalar head/tail where x is not 16-byte aligned (common.cuh).
  *
  * Every element is computed on its own, so the result does not depend on the
- * launch shape and equals the CPU reference bit for bit (vae_normal_at and
- * the grid coordinates are evaluated in double and rounded once).
+ * launch shape and equals the CPU reference bit for bit (vae_normal_at is
+ * single IEEE float operations, the grid coordinates are evaluated in double
+ * and rounded once).
  */
 #include "common.cuh"
 #include "vae_kernels.cuh"
