@@ -121,9 +121,12 @@ VAE_HD double vae_u01(uint32_t x) { return ((double)x + 0.5) * (1.0 / 4294967296
  * double: a GPU runs float at 2x (H100/H200) to 64x (workstation cards) the
  * rate of double, and the double log, sin and cos were most of the arithmetic
  * of every kernel that draws noise (a four-normal fill, sm_90 PTX: 682
- * instructions, 256 of them double, before; 327 and none after). Error:
- * within 4 float ulps of |z| (tests/test_math.c measures it against a
- * long-double Box-Muller).
+ * instructions, 256 of them double, before; 327 and none after, counted
+ * in a minimal kernel). Error: below 4 FLT_EPSILON |z| (a relative error of
+ * 4 x 2^-23, 4 to 8 float ulps): r within 1.34 FLT_EPSILON r and the sine
+ * and cosine within 1.63 FLT_EPSILON (each worst case over all 2^32 words),
+ * so at most about 3.5 with the product's rounding; the worst pair found is
+ * 3.40 (tests/test_math.c checks it against a long-double Box-Muller).
  *
  * ln u. Cut u = 2^e m with m in [sqrt(1/2), sqrt(2)), f = m - 1 exact:
  *   - u < 1/2 (wa < 2^31): u = fma(float(wa), 2^-32, 2^-33), within a float
@@ -144,6 +147,9 @@ VAE_HD double vae_u01(uint32_t x) { return ((double)x + 0.5) * (1.0 / 4294967296
  * polynomials of sin phi to phi^9 and cos phi to phi^10 (next terms below
  * 2e-9), then the quadrant's swap and signs. No range reduction of a float
  * angle, so no loss near multiples of pi/2. */
+#if defined(__FAST_MATH__)
+#error "vae_math.h: -ffast-math / -Ofast let the compiler reorder float operations; the CPU's normals would no longer be the GPU's bits"
+#endif
 #if defined(__CUDA_ARCH__)
 #define vae_fmul_rn(a, b) __fmul_rn(a, b)
 #define vae_fadd_rn(a, b) __fadd_rn(a, b)
@@ -173,6 +179,13 @@ VAE_HD float vae_bits_float(uint32_t u) {
 #define VAE_BM_SQRT1_2 0.70710677f /* float(sqrt(1/2)) */
 #define VAE_BM_LN2 0.693147182f    /* float(ln 2) */
 #define VAE_BM_TURN (6.28318548f * 0x1p-32f) /* float(2 pi) 2^-32, exactly */
+
+/* What a checkpoint records as its noise ("rng" in its metadata): the
+ * generator, its addressing and the normals' transform. A resumed run whose
+ * checkpoint names another (one written before the float Box-Muller says
+ * "philox4x32-10 (seed, step)") continues with other noise than the
+ * writer would have drawn; `vae train --resume` says so. */
+#define VAE_RNG_NAME "philox4x32-10 (seed, step), float box-muller"
 
 /* ln((wa + 1/2) 2^-32), in float, as above. */
 VAE_HD float vae_bm_log_u(uint32_t wa) {

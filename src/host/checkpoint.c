@@ -74,7 +74,7 @@ int vae_ckpt_save(const char *path, vae_model *m, const vae_train_state *st) {
         {"acc_kl", ak},
         {"elapsed_s", el},
         {"version", ver},
-        {"rng", "philox4x32-10 (seed, step)"},
+        {"rng", VAE_RNG_NAME},
     };
     int rc = vae_st_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0]));
     free(host);

@@ -779,6 +779,13 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             goto done;
         }
         rc = vae_ckpt_restore(&f, ck, &model, &st, 1);
+        const char *rng = rc ? NULL : vae_st_meta_get(&f, "rng");
+        if (!rc && (!rng || strcmp(rng, VAE_RNG_NAME) != 0))
+            fprintf(stderr,
+                    "vae: note: --resume %s: the checkpoint's run drew its noise as \"%.80s\"; "
+                    "this version draws \"%s\", so the run goes on with other noise than the "
+                    "version that wrote it would have drawn\n",
+                    ck, rng ? rng : "(not recorded)", VAE_RNG_NAME);
         vae_st_free(&f);
         vae_config_free(&ckcfg);
         if (rc) {

@@ -8,6 +8,7 @@ import os
 import random
 import shlex
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -98,6 +99,7 @@ for st in stamps:
     open(os.path.join(part, f"run-resumed-{st}.json"), "w").write("placeholder")
 p = run(["train", cfg, "--resume", part, "--out", part] + common)
 c.check("skipping" not in p.stderr, f"--resume DIR passes over the run's other files silently: {p.stderr[-300:]!r}")
+c.check("note:" not in p.stderr, f"no note resuming this version's checkpoint: {p.stderr[-300:]!r}")
 rj = json.load(open(os.path.join(part, "run.json")))
 c.check("--resume" not in rj["argv"], f"the first run's run.json is kept: {rj['argv']}")
 recs = [f for f in os.listdir(part) if f.startswith("run-resumed-")]
@@ -119,6 +121,31 @@ c.check(strip(lines) == strip(open(os.path.join(straight, "metrics.jsonl")).read
 el = [(json.loads(l)["elapsed_s"], json.loads(l)["epoch_time_s"]) for l in lines]
 c.check(all(el[i][0] >= el[i - 1][0] + el[i][1] - 1e-3 for i in range(1, len(el))),
         f"elapsed_s continues across the resume: {el}")
+
+# a checkpoint whose metadata names other noise (the tag of the versions
+# before the float Box-Muller) resumes with a note that says so
+def set_meta(path, key, value):
+    """Rewrite one metadata string of a safetensors file (the crc32 covers the
+    data area only), its header padded with spaces to 8 as the writers do."""
+    buf = open(path, "rb").read()
+    n = struct.unpack("<Q", buf[:8])[0]
+    header = json.loads(buf[8:8 + n])
+    header["__metadata__"][key] = value
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + buf[8 + n:])
+
+
+oldrng = os.path.join(base, "oldrng")
+run(["train", cfg, "--out", oldrng, "--epochs", "1"] + common)
+ck1 = os.path.join(oldrng, [f for f in os.listdir(oldrng) if f.startswith("ckpt-")][0])
+c.check(read_safetensors(ck1)[0].get("rng") == "philox4x32-10 (seed, step), float box-muller",
+        f"the checkpoint names its noise: {read_safetensors(ck1)[0].get('rng')!r}")
+set_meta(ck1, "rng", "philox4x32-10 (seed, step)")
+p = run(["train", cfg, "--resume", ck1, "--out", oldrng, "--epochs", "2"] + common)
+c.check('note: --resume' in p.stderr and 'drew its noise as "philox4x32-10 (seed, step)"' in p.stderr and
+        'draws "philox4x32-10 (seed, step), float box-muller"' in p.stderr,
+        f"resuming a checkpoint of other noise says so: {p.stderr[-400:]!r}")
 
 # resume from the checkpoint's own config (no CONFIG argument)
 part2 = os.path.join(base, "part2")
