@@ -26,17 +26,24 @@ LIMIT=${STAGE_LIMIT:-540}
 START=$(date +%s)
 left() { echo $((LIMIT - ($(date +%s) - START))); }
 say() { echo "== $*" | tee -a "$LOG"; }
-# run LABEL SECONDS CMD...: time-boxed, output into the log
+# run LABEL SECONDS CMD...: time-boxed, output into the log; each outcome is
+# also kept for the summary at the end (exit 124 or 137: its time limit)
+SUMMARY=()
 run() {
   local label=$1 t=$2; shift 2
   local l; l=$(left)
-  if [ "$l" -le 5 ]; then say "$label: skipped (stage time used up)"; return 0; fi
+  if [ "$l" -le 5 ]; then
+    say "$label: skipped (stage time used up)"
+    SUMMARY+=("skipped        $label")
+    return 0
+  fi
   [ "$t" -gt "$l" ] && t=$l
   say "$label (limit ${t}s): $*"
   local s; s=$(date +%s)
   timeout -k 5 "$t" "$@" >>"$LOG" 2>&1
   local rc=$?
   say "$label: exit $rc after $(( $(date +%s) - s )) s"
+  SUMMARY+=("$(printf 'exit %-3s %4ss  %s' "$rc" "$(( $(date +%s) - s ))" "$label")")
   return $rc
 }
 
@@ -360,5 +367,9 @@ if [ "$STAGE" = bench ]; then
   run "grid 1024x1024 to .npy + PNG sheets" 60 build-gpu/vae sample "$CK" --grid 0,1 --steps 1024 \
     --device cuda --json --no-progress --out /tmp/vg
   rm -rf /tmp/vg
+fi
+if [ ${#SUMMARY[@]} -gt 0 ]; then
+  say "summary of $STAGE (exit 0: passed; 124/137: hit its time limit)"
+  printf '  %s\n' "${SUMMARY[@]}" | tee -a "$LOG"
 fi
 say "done in $(( $(date +%s) - START )) s"
