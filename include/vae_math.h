@@ -148,7 +148,9 @@ VAE_HD double vae_u01(uint32_t x) { return ((double)x + 0.5) * (1.0 / 4294967296
  * 2e-9), then the quadrant's swap and signs. No range reduction of a float
  * angle, so no loss near multiples of pi/2. */
 #if defined(__FAST_MATH__)
-#error "vae_math.h: -ffast-math / -Ofast let the compiler reorder float operations; the CPU's normals would no longer be the GPU's bits"
+/* -ffast-math / -Ofast let the compiler reorder float operations: the CPU's
+ * normals would no longer be the GPU's bits */
+#error "vae_math.h: build without -ffast-math / -Ofast (the normals' bits)"
 #endif
 #if defined(__CUDA_ARCH__)
 #define vae_fmul_rn(a, b) __fmul_rn(a, b)

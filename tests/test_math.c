@@ -315,7 +315,8 @@ static void test_box_muller(void) {
      * 1 + 2^-11, so a a - (1 + 2^-11) is 0, and 2^-24 when fused. */
     volatile float va = 1.0f + 0x1p-12f, vb = -(1.0f + 0x1p-11f);
     float a = va, b = vb;
-    CHECK_MSG(vae_fadd_rn(vae_fmul_rn(a, a), b) == 0.0f, "vae_fmul_rn + vae_fadd_rn fused into an FMA");
+    CHECK_MSG(vae_fadd_rn(vae_fmul_rn(a, a), b) == 0.0f,
+              "vae_fmul_rn + vae_fadd_rn fused into an FMA");
     CHECK(vae_fmaf_rn(a, a, b) == 0x1p-24f);
     CHECK(vae_fdiv_rn(1.0f, 3.0f) == 0.333333343f && vae_fsqrt_rn(2.0f) == 1.41421354f);
     CHECK(vae_bits_float(vae_float_bits(-1.5f)) == -1.5f && vae_float_bits(1.0f) == 0x3F800000u);
@@ -358,7 +359,8 @@ static void test_box_muller(void) {
      * on), 0x7EB93D11, 0xBEB93D11, 0x02C17E2E with every edge radius word */
     const uint32_t wbs[] = {0x014634D3u, 0xC14634D3u, 0x7EB93D11u, 0xBEB93D11u, 0x02C17E2Eu};
     for (size_t i = 0; i < sizeof was / sizeof was[0]; i++)
-        for (size_t j = 0; j < sizeof wbs / sizeof wbs[0]; j++) bad += bm_check(was[i], wbs[j], &worst);
+        for (size_t j = 0; j < sizeof wbs / sizeof wbs[0]; j++)
+            bad += bm_check(was[i], wbs[j], &worst);
     /* random words, and random words near u = 1 */
     for (int k = 0; k < 1000000; k++) {
         uint64_t x = rnd64();
