@@ -5,7 +5,7 @@
 # (ctest -L fuzz, VAE_FUZZ_TIME seconds each, default 15). Between the two, a
 # ThreadSanitizer build runs the CUDA kernels in the emulator (tests/emu) and
 # reports data races between the threads of a block, and the PNG sheets'
-# encoder pool (test_sheets).
+# encoder pool (test_sheets) and the CPU backend's thread pool (test_pool).
 # MNIST is read from $VAE_DATA_DIR (tests that need it skip without it).
 # VAE_SKIP_SANITIZE=1 skips the sanitizer pass, VAE_SKIP_TSAN=1 the race check,
 # VAE_SKIP_FUZZ=1 the fuzz pass.
@@ -25,10 +25,10 @@ if [ "${VAE_SKIP_SANITIZE:-0}" != 1 ]; then
      ctest -j "$(nproc)" --timeout 1500 -E '^test_cuda_train_(emu|mock|mock_side)$')
 fi
 if [ "${VAE_SKIP_TSAN:-0}" != 1 ] && [ "$(uname -m)" = x86_64 ]; then
-  echo "== ThreadSanitizer build: the CUDA kernels in the emulator and the PNG encoder pool, checked for data races"
+  echo "== ThreadSanitizer build: the CUDA kernels in the emulator, the PNG encoder pool and the CPU backend's thread pool, checked for data races"
   cmake -S . -B build-tsan -DVAE_TSAN=ON -DVAE_WITH_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build build-tsan --target test_cuda_ops test_emu_selftest test_sheets -j "$(nproc)"
-  (cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --timeout 1500 -R '^(test_cuda_ops_emu|test_emu_selftest|test_sheets)$')
+  cmake --build build-tsan --target test_cuda_ops test_emu_selftest test_sheets test_pool -j "$(nproc)"
+  (cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --timeout 1500 -R '^(test_cuda_ops_emu|test_emu_selftest|test_sheets|test_pool)$')
 fi
 if [ "${VAE_SKIP_FUZZ:-0}" != 1 ]; then
   if command -v clang >/dev/null 2>&1; then

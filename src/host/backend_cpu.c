@@ -31,6 +31,7 @@
 
 #include "vae_backend.h"
 #include "vae_math.h"
+#include "vae_pool.h"
 
 /* OpenBLAS's cblas.h pulls in <complex.h>, whose macro `I` would rewrite the
  * dense layers' `I` (input features) parameter: include it after our headers
@@ -62,9 +63,26 @@ void openblas_set_num_threads(int num_threads);
 /* ================================================== 1. context and memory */
 
 typedef struct {
-    real *ws;      /* [ws_cap] conv workspace, grown on demand, never shrunk */
-    size_t ws_cap; /* elements */
+    real *ws;       /* [ws_cap] conv workspace, grown on demand, never shrunk */
+    size_t ws_cap;  /* elements */
+    vae_pool *pool; /* the threads of the passes below that OpenBLAS does not
+                       run (NULL: the caller alone) */
 } cpu_ctx;
+
+/* Passes split across the pool (vae_pool.h): loops whose iterations write
+ * disjoint data (im2col, col2im and the layout changes per image; activations,
+ * Adam, conversions per element), so the bits are those of one thread. The
+ * reductions (bias gradients, sums) stay on the caller in their fixed order.
+ * A part holds at least CPU_GRAIN elements (64 KiB of floats, tens of
+ * microseconds of work, several times a worker's wake-up). */
+#define CPU_GRAIN ((size_t)16384)
+
+static vae_pool *cpu_pool(vae_backend *be) { return ((cpu_ctx *)be->ctx)->pool; }
+
+/* images per part for a pass over images of `per_image` elements each */
+static size_t grain_images(size_t per_image) {
+    return per_image >= CPU_GRAIN ? 1 : CPU_GRAIN / (per_image ? per_image : 1);
+}
 
 /* Workspace for a chunked conv op needing `per_image` elements per image:
  * returns the buffer and the chunk size nb (1 <= nb <= B). Allocates only
@@ -113,7 +131,10 @@ static void cpu_sync(vae_backend *be) { (void)be; }
 static void cpu_destroy(vae_backend *be) {
     if (!be) return;
     cpu_ctx *c = (cpu_ctx *)be->ctx;
-    if (c) vae_free_aligned(c->ws);
+    if (c) {
+        vae_free_aligned(c->ws);
+        vae_pool_destroy(c->pool);
+    }
     free(c);
     free(be);
 }
@@ -223,10 +244,24 @@ static inline void tap_range(int n_in, int n_out, int s, int p, int kk, int *lo,
  * (zero outside the image). Loops run image plane by image plane so the
  * plane stays in L1 while its k*k rows are written; the innermost loop walks
  * the output width, contiguous in col (and in img for stride 1: memcpy). */
-static void im2col(real *col, const real *img, int nb, const cpu_patch *g) {
+/* The per-image passes' arguments (im2col, col2im, the layout changes): nb
+ * images in all, a part being images [b_lo, b_hi). */
+typedef struct {
+    real *dst;
+    const real *src, *bias;
+    int nb, C;
+    size_t HW;
+    const cpu_patch *g;
+} image_job;
+
+static void im2col_part(void *arg, size_t b_lo, size_t b_hi) {
+    const image_job *j = (const image_job *)arg;
+    const cpu_patch *g = j->g;
+    real *col = j->dst;
+    const real *img = j->src;
     const int s = g->s, p = g->p, k = g->k, W = g->W, Ho = g->Ho, Wo = g->Wo;
-    const size_t HW = (size_t)g->H * W, HWo = (size_t)Ho * Wo, N = (size_t)nb * HWo;
-    for (int b = 0; b < nb; b++) {
+    const size_t HW = (size_t)g->H * W, HWo = (size_t)Ho * Wo, N = (size_t)j->nb * HWo;
+    for (int b = (int)b_lo; b < (int)b_hi; b++) {
         for (int c = 0; c < g->C; c++) {
             const real *plane = img + ((size_t)b * g->C + c) * HW;
             for (int kh = 0; kh < k; kh++) {
@@ -257,12 +292,22 @@ static void im2col(real *col, const real *img, int nb, const cpu_patch *g) {
     }
 }
 
+static void im2col(vae_backend *be, real *col, const real *img, int nb, const cpu_patch *g) {
+    image_job j = {col, img, NULL, nb, 0, 0, g};
+    vae_pool_for(cpu_pool(be), (size_t)nb, grain_images((size_t)g->C * g->k * g->k * g->Ho * g->Wo),
+                 im2col_part, &j);
+}
+
 /* The adjoint of im2col: img[b, c, oh s - p + kh, ow s - p + kw] += col[...]
  * for every in-image tap. Accumulates: the caller initialises img. */
-static void col2im(real *img, const real *col, int nb, const cpu_patch *g) {
+static void col2im_part(void *arg, size_t b_lo, size_t b_hi) {
+    const image_job *j = (const image_job *)arg;
+    const cpu_patch *g = j->g;
+    real *img = j->dst;
+    const real *col = j->src;
     const int s = g->s, p = g->p, k = g->k, W = g->W, Ho = g->Ho, Wo = g->Wo;
-    const size_t HW = (size_t)g->H * W, HWo = (size_t)Ho * Wo, N = (size_t)nb * HWo;
-    for (int b = 0; b < nb; b++) {
+    const size_t HW = (size_t)g->H * W, HWo = (size_t)Ho * Wo, N = (size_t)j->nb * HWo;
+    for (int b = (int)b_lo; b < (int)b_hi; b++) {
         for (int c = 0; c < g->C; c++) {
             real *plane = img + ((size_t)b * g->C + c) * HW;
             for (int kh = 0; kh < k; kh++) {
@@ -288,29 +333,50 @@ static void col2im(real *img, const real *col, int nb, const cpu_patch *g) {
     }
 }
 
+static void col2im(vae_backend *be, real *img, const real *col, int nb, const cpu_patch *g) {
+    image_job j = {img, col, NULL, nb, 0, 0, g};
+    vae_pool_for(cpu_pool(be), (size_t)nb, grain_images((size_t)g->C * g->k * g->k * g->Ho * g->Wo),
+                 col2im_part, &j);
+}
+
 /* dst[c, b*HW + j] = src[b, c, j]: NCHW chunk -> channel-major [C, nb*HW] */
-static void nchw_to_cn(real *dst, const real *src, int nb, int C, size_t HW) {
-    const size_t N = (size_t)nb * HW;
-    for (int b = 0; b < nb; b++)
+static void nchw_to_cn_part(void *arg, size_t b_lo, size_t b_hi) {
+    const image_job *j = (const image_job *)arg;
+    const int C = j->C;
+    const size_t HW = j->HW, N = (size_t)j->nb * HW;
+    for (int b = (int)b_lo; b < (int)b_hi; b++)
         for (int c = 0; c < C; c++)
-            memcpy(dst + (size_t)c * N + (size_t)b * HW, src + ((size_t)b * C + c) * HW,
+            memcpy(j->dst + (size_t)c * N + (size_t)b * HW, j->src + ((size_t)b * C + c) * HW,
                    HW * sizeof(real));
 }
 
+static void nchw_to_cn(vae_backend *be, real *dst, const real *src, int nb, int C, size_t HW) {
+    image_job j = {dst, src, NULL, nb, C, HW, NULL};
+    vae_pool_for(cpu_pool(be), (size_t)nb, grain_images((size_t)C * HW), nchw_to_cn_part, &j);
+}
+
 /* dst[b, c, j] = src[c, b*HW + j] + bias[c] (bias may be NULL) */
-static void cn_to_nchw(real *dst, const real *src, const real *bias, int nb, int C, size_t HW) {
-    const size_t N = (size_t)nb * HW;
-    for (int b = 0; b < nb; b++)
+static void cn_to_nchw_part(void *arg, size_t b_lo, size_t b_hi) {
+    const image_job *j = (const image_job *)arg;
+    const int C = j->C;
+    const size_t HW = j->HW, N = (size_t)j->nb * HW;
+    for (int b = (int)b_lo; b < (int)b_hi; b++)
         for (int c = 0; c < C; c++) {
-            real *d = dst + ((size_t)b * C + c) * HW;
-            const real *sp = src + (size_t)c * N + (size_t)b * HW;
-            if (bias) {
-                const real bc = bias[c];
-                for (size_t j = 0; j < HW; j++) d[j] = sp[j] + bc;
+            real *d = j->dst + ((size_t)b * C + c) * HW;
+            const real *sp = j->src + (size_t)c * N + (size_t)b * HW;
+            if (j->bias) {
+                const real bc = j->bias[c];
+                for (size_t i = 0; i < HW; i++) d[i] = sp[i] + bc;
             } else {
                 memcpy(d, sp, HW * sizeof(real));
             }
         }
+}
+
+static void cn_to_nchw(vae_backend *be, real *dst, const real *src, const real *bias, int nb,
+                       int C, size_t HW) {
+    image_job j = {dst, src, bias, nb, C, HW, NULL};
+    vae_pool_for(cpu_pool(be), (size_t)nb, grain_images((size_t)C * HW), cn_to_nchw_part, &j);
 }
 
 /* db[c] = sum_{b, j} x[b, c, j] in double (bias gradient of an NCHW output) */
@@ -359,9 +425,9 @@ static void cpu_conv2d_forward(vae_backend *be, real *out, const real *in, const
         const int n = B - b0 < nb ? B - b0 : nb;
         const int N = (int)((size_t)n * HWo);
         real *col = ws, *tmp = ws + (size_t)K * N;
-        im2col(col, in + (size_t)b0 * g->cin * HWi, n, &pg);
+        im2col(be, col, in + (size_t)b0 * g->cin * HWi, n, &pg);
         GEMM(CblasRowMajor, NT, NT, Co, N, K, 1, w, K, col, N, 0, tmp, N);
-        cn_to_nchw(out + (size_t)b0 * Co * HWo, tmp, b, n, Co, HWo);
+        cn_to_nchw(be, out + (size_t)b0 * Co * HWo, tmp, b, n, Co, HWo);
     }
 }
 
@@ -384,16 +450,16 @@ static void cpu_conv2d_backward(vae_backend *be, real *din, real *dw, real *db, 
         const int n = B - b0 < nb ? B - b0 : nb;
         const int N = (int)((size_t)n * HWo);
         real *col = ws, *tmp = ws + (size_t)K * N;
-        nchw_to_cn(tmp, dout + (size_t)b0 * Co * HWo, n, Co, HWo);
+        nchw_to_cn(be, tmp, dout + (size_t)b0 * Co * HWo, n, Co, HWo);
         if (dw) {
-            im2col(col, in + (size_t)b0 * g->cin * HWi, n, &pg);
+            im2col(be, col, in + (size_t)b0 * g->cin * HWi, n, &pg);
             GEMM(CblasRowMajor, NT, TR, Co, K, N, 1, tmp, N, col, N, b0 == 0 ? 0 : 1, dw, K);
         }
         if (din) {
             real *dchunk = din + (size_t)b0 * g->cin * HWi;
             GEMM(CblasRowMajor, TR, NT, K, N, Co, 1, w, K, tmp, N, 0, col, N);
             memset(dchunk, 0, (size_t)n * g->cin * HWi * sizeof(real));
-            col2im(dchunk, col, n, &pg);
+            col2im(be, dchunk, col, n, &pg);
         }
     }
 }
@@ -439,7 +505,7 @@ static void cpu_convt2d_forward(vae_backend *be, real *out, const real *in, cons
         const int N = (int)((size_t)n * HWi);
         real *col = ws, *x = ws + (size_t)K * N;
         real *o = out + (size_t)b0 * g->cout * HWo;
-        nchw_to_cn(x, in + (size_t)b0 * Ci * HWi, n, Ci, HWi);
+        nchw_to_cn(be, x, in + (size_t)b0 * Ci * HWi, n, Ci, HWi);
         GEMM(CblasRowMajor, TR, NT, K, N, Ci, 1, w, K, x, N, 0, col, N);
         for (int i = 0; i < n; i++)
             for (int c = 0; c < g->cout; c++) {
@@ -447,7 +513,7 @@ static void cpu_convt2d_forward(vae_backend *be, real *out, const real *in, cons
                 const real bc = b ? b[c] : (real)0;
                 for (size_t j = 0; j < HWo; j++) pl[j] = bc;
             }
-        col2im(o, col, n, &pg);
+        col2im(be, o, col, n, &pg);
     }
 }
 
@@ -470,14 +536,14 @@ static void cpu_convt2d_backward(vae_backend *be, real *din, real *dw, real *db,
         const int n = B - b0 < nb ? B - b0 : nb;
         const int N = (int)((size_t)n * HWi);
         real *col = ws, *t = ws + (size_t)K * N;
-        im2col(col, dout + (size_t)b0 * g->cout * HWo, n, &pg);
+        im2col(be, col, dout + (size_t)b0 * g->cout * HWo, n, &pg);
         if (dw) {
-            nchw_to_cn(t, in + (size_t)b0 * Ci * HWi, n, Ci, HWi);
+            nchw_to_cn(be, t, in + (size_t)b0 * Ci * HWi, n, Ci, HWi);
             GEMM(CblasRowMajor, NT, TR, Ci, K, N, 1, t, N, col, N, b0 == 0 ? 0 : 1, dw, K);
         }
         if (din) {
             GEMM(CblasRowMajor, NT, NT, Ci, N, K, 1, w, K, col, N, 0, t, N);
-            cn_to_nchw(din + (size_t)b0 * Ci * HWi, t, NULL, n, Ci, HWi);
+            cn_to_nchw(be, din + (size_t)b0 * Ci * HWi, t, NULL, n, Ci, HWi);
         }
     }
 }
@@ -488,13 +554,22 @@ static void cpu_convt2d_backward(vae_backend *be, real *din, real *dw, real *db,
  * Backward from the forward output y: for relu and for leaky with slope > 0,
  * y > 0 iff x > 0, so act'(x) = (y > 0 ? 1 : slope) (slope 0 for relu), the
  * subgradient at 0 being the left one as in PyTorch. */
-static void cpu_act_forward(vae_backend *be, real *out, const real *in, size_t n, vae_act act,
-                            real slope) {
-    (void)be;
-    if (act == VAE_ACT_RELU) {
+typedef struct {
+    real *dst;
+    const real *a, *b; /* forward: a = in; backward: a = dout, b = out */
+    vae_act act;
+    real slope;
+} act_job;
+
+static void act_forward_part(void *arg, size_t lo, size_t hi) {
+    const act_job *j = (const act_job *)arg;
+    real *out = j->dst + lo;
+    const real *in = j->a + lo;
+    const size_t n = hi - lo;
+    const real slope = j->slope;
+    if (j->act == VAE_ACT_RELU) {
         for (size_t i = 0; i < n; i++) out[i] = in[i] > 0 ? in[i] : (real)0;
     } else {
-        VAE_ASSERT(act == VAE_ACT_LEAKY_RELU);
         for (size_t i = 0; i < n; i++) {
             const real x = in[i];
             out[i] = x > 0 ? x : slope * x;
@@ -502,15 +577,31 @@ static void cpu_act_forward(vae_backend *be, real *out, const real *in, size_t n
     }
 }
 
-static void cpu_act_backward(vae_backend *be, real *din, const real *dout, const real *out,
-                             size_t n, vae_act act, real slope) {
-    (void)be;
-    if (act == VAE_ACT_RELU) {
+static void act_backward_part(void *arg, size_t lo, size_t hi) {
+    const act_job *j = (const act_job *)arg;
+    real *din = j->dst + lo;
+    const real *dout = j->a + lo, *out = j->b + lo;
+    const size_t n = hi - lo;
+    const real slope = j->slope;
+    if (j->act == VAE_ACT_RELU) {
         for (size_t i = 0; i < n; i++) din[i] = out[i] > 0 ? dout[i] : (real)0;
     } else {
-        VAE_ASSERT(act == VAE_ACT_LEAKY_RELU);
         for (size_t i = 0; i < n; i++) din[i] = out[i] > 0 ? dout[i] : slope * dout[i];
     }
+}
+
+static void cpu_act_forward(vae_backend *be, real *out, const real *in, size_t n, vae_act act,
+                            real slope) {
+    VAE_ASSERT(act == VAE_ACT_RELU || act == VAE_ACT_LEAKY_RELU);
+    act_job j = {out, in, NULL, act, slope};
+    vae_pool_for(cpu_pool(be), n, CPU_GRAIN, act_forward_part, &j);
+}
+
+static void cpu_act_backward(vae_backend *be, real *din, const real *dout, const real *out,
+                             size_t n, vae_act act, real slope) {
+    VAE_ASSERT(act == VAE_ACT_RELU || act == VAE_ACT_LEAKY_RELU);
+    act_job j = {din, dout, out, act, slope};
+    vae_pool_for(cpu_pool(be), n, CPU_GRAIN, act_backward_part, &j);
 }
 
 /* Conv / convT + activation, and an activation's backward with the bias
@@ -659,6 +750,20 @@ static void cpu_sumsq(vae_backend *be, double *acc, const real *v, size_t n) {
     *acc = s;
 }
 
+typedef struct {
+    real *p;
+    const real *g;
+    real *m, *v;
+    const vae_adam_hp *hp;
+    real bc1, bc2, gscale;
+} adam_job;
+
+static void adam_part(void *arg, size_t lo, size_t hi) {
+    const adam_job *j = (const adam_job *)arg;
+    for (size_t i = lo; i < hi; i++)
+        vae_adam_elem(&j->p[i], j->g[i], &j->m[i], &j->v[i], j->hp, j->bc1, j->bc2, j->gscale);
+}
+
 /* Adam/AdamW over n parameters with global-norm clipping:
  *   gscale = clip > 0 ? min(1, clip / (sqrt(gnorm2) + 1e-6)) : 1
  * A halted run (*bad has VAE_STEP_HALTED) changes nothing; a non-finite
@@ -666,7 +771,6 @@ static void cpu_sumsq(vae_backend *be, double *acc, const real *v, size_t n) {
 static void cpu_adam_step(vae_backend *be, real *p, const real *g, real *m, real *v, size_t n,
                           const vae_adam_hp *hp, real clip, const double *gnorm2, int *bad,
                           const vae_step_vals *sv) {
-    (void)be;
     if (*bad & VAE_STEP_HALTED) return;
     const double g2 = *gnorm2;
     if (!isfinite(g2)) {
@@ -678,8 +782,8 @@ static void cpu_adam_step(vae_backend *be, real *p, const real *g, real *m, real
         const double c = (double)clip / (sqrt(g2) + 1e-6);
         if (c < 1) gscale = (real)c;
     }
-    const real bc1 = sv->bc1, bc2 = sv->bc2;
-    for (size_t i = 0; i < n; i++) vae_adam_elem(&p[i], g[i], &m[i], &v[i], hp, bc1, bc2, gscale);
+    adam_job j = {p, g, m, v, hp, sv->bc1, sv->bc2, gscale};
+    vae_pool_for(cpu_pool(be), n, CPU_GRAIN, adam_part, &j);
 }
 
 /* The step's values and bookkeeping: vae_step_begin and vae_step_commit
@@ -716,18 +820,39 @@ static void cpu_gather_batch(vae_backend *be, real *x, const uint8_t *data, cons
 }
 
 /* px[i] = vae_to_u8(out[i], lik == BERNOULLI) */
+typedef struct {
+    uint8_t *px;
+    const real *out;
+    int is_logit;
+} u8_job;
+
+static void to_u8_part(void *arg, size_t lo, size_t hi) {
+    const u8_job *j = (const u8_job *)arg;
+    for (size_t i = lo; i < hi; i++) j->px[i] = vae_to_u8(j->out[i], j->is_logit);
+}
+
 static void cpu_to_u8(vae_backend *be, uint8_t *px, const real *out, size_t n,
                       vae_likelihood lik) {
-    (void)be;
-    const int is_logit = lik == VAE_LIK_BERNOULLI;
-    for (size_t i = 0; i < n; i++) px[i] = vae_to_u8(out[i], is_logit);
+    u8_job j = {px, out, lik == VAE_LIK_BERNOULLI};
+    vae_pool_for(cpu_pool(be), n, CPU_GRAIN, to_u8_part, &j);
 }
 
 /* z[i] = vae_normal_at(seed, stream, sub, first + i) */
+typedef struct {
+    real *z;
+    uint64_t seed, sub, first;
+    uint32_t stream;
+} normal_job;
+
+static void normal_fill_part(void *arg, size_t lo, size_t hi) {
+    const normal_job *j = (const normal_job *)arg;
+    for (size_t i = lo; i < hi; i++) j->z[i] = vae_normal_at(j->seed, j->stream, j->sub, j->first + i);
+}
+
 static void cpu_normal_fill(vae_backend *be, real *z, size_t n, uint64_t seed, uint32_t stream,
                             uint64_t sub, uint64_t first) {
-    (void)be;
-    for (size_t i = 0; i < n; i++) z[i] = vae_normal_at(seed, stream, sub, first + i);
+    normal_job j = {z, seed, sub, first, stream};
+    vae_pool_for(cpu_pool(be), n, CPU_GRAIN / 8, normal_fill_part, &j);
 }
 
 /* z[k, l] = vae_latent_elem(spec, vec, first + k, l) */
@@ -755,6 +880,9 @@ vae_backend *vae_backend_cpu_create(int threads) {
         return NULL;
     }
     if (threads > 0) openblas_set_num_threads(threads);
+    /* without its workers (a thread that cannot start) the passes run on
+     * the caller alone, as with --threads 1 */
+    c->pool = vae_pool_create(threads);
     be->name = "cpu";
     be->ctx = c;
     be->alloc = cpu_alloc;

@@ -26,11 +26,9 @@
  * nothing needs to be volatile. A failed sheet is destroyed and its temp
  * file removed at once; the object then refuses further pushes.
  */
-#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <inttypes.h>
 #include <png.h>
 #include <pthread.h>
-#include <sched.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,6 +38,7 @@
 
 #include "png_err.h"
 #include "vae_io.h"
+#include "vae_pool.h"
 #include "vae_sheets.h"
 
 /* libpng's default user limit on width and height; readers with default
@@ -249,18 +248,6 @@ static int sheet_row(vae_sheets *s, int Cb, const uint8_t *imgs, int k, uint8_t 
 
 /* --------------------------------------------------- the pool */
 
-/* CPUs this process may run on (its affinity mask, as OpenBLAS counts
- * them), else the online ones; 1 to 1024. */
-static int cpus_usable(void) {
-    long n = 0;
-#ifdef CPU_COUNT
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
-#endif
-    if (n < 1) n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
-}
-
 static void pool_stop(vae_sheets *s);
 
 static void *worker_main(void *arg) {
@@ -451,7 +438,7 @@ int vae_sheets_open(vae_sheets **out, const char *dir, const char *prefix, int64
         vae_sheets_abort(s);
         return vae_error_prefix(VAE_ENOMEM, "%s/%s: sheets", dir, prefix);
     }
-    if (threads == 0) threads = cpus_usable();
+    if (threads == 0) threads = vae_cpus_usable();
     int rc = pool_start(s, threads < s->bcols ? threads : s->bcols);
     if (rc) {
         vae_sheets_abort(s);
