@@ -71,8 +71,10 @@ static int check_loop(vae_pool *p, size_t n, size_t grain, int threads, int expe
     /* the parts beyond the caller's run elsewhere when the loop is split */
     if (expect_split && want_parts > 1 && distinct != want_parts - 1) ok_parts = 0;
     if (bad || !ok_parts) {
-        fprintf(stderr, "pool of %d, n %zu, grain %zu: %d indices not run once, %d parts (want %d),"
-                        " %d on other threads\n", threads, n, grain, bad, r.parts, want_parts, distinct);
+        fprintf(stderr,
+                "pool of %d, n %zu, grain %zu: %d indices not run once, %d parts (want %d), "
+                "%d on other threads\n",
+                threads, n, grain, bad, r.parts, want_parts, distinct);
     }
     free(r.hits);
     pthread_mutex_destroy(&r.mu);
@@ -123,7 +125,8 @@ static void test_pool(void) {
         /* two threads posting loops at once: each covered exactly once */
         hammer_arg h1 = {p, ts[t], 0}, h2 = {p, ts[t], 0};
         pthread_t a, b;
-        CHECK(pthread_create(&a, NULL, hammer, &h1) == 0 && pthread_create(&b, NULL, hammer, &h2) == 0);
+        CHECK(pthread_create(&a, NULL, hammer, &h1) == 0 &&
+              pthread_create(&b, NULL, hammer, &h2) == 0);
         pthread_join(a, NULL);
         pthread_join(b, NULL);
         CHECK_MSG(h1.fails == 0 && h2.fails == 0, "pool of %d, two callers: %d + %d failures",

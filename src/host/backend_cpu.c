@@ -846,7 +846,8 @@ typedef struct {
 
 static void normal_fill_part(void *arg, size_t lo, size_t hi) {
     const normal_job *j = (const normal_job *)arg;
-    for (size_t i = lo; i < hi; i++) j->z[i] = vae_normal_at(j->seed, j->stream, j->sub, j->first + i);
+    for (size_t i = lo; i < hi; i++)
+        j->z[i] = vae_normal_at(j->seed, j->stream, j->sub, j->first + i);
 }
 
 static void cpu_normal_fill(vae_backend *be, real *z, size_t n, uint64_t seed, uint32_t stream,
