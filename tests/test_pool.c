@@ -4,7 +4,9 @@
  * 0 on the caller, the others on other threads); a NULL pool and a pool busy
  * in another thread run the loop in the caller; and the CPU backend's
  * split passes (conv, transposed conv, activations, Adam, conversions,
- * normals) give the same bits with 1 and with 3 threads. */
+ * normals) give the same bits with 1 and with 3 threads, the GEMMs it
+ * slices included, and those slices compute the product (against double). */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -146,7 +148,7 @@ static void test_pool(void) {
 /* ------------------------------------------ the CPU backend, 1 vs 3 threads */
 
 /* Every buffer of a backend, released before it is destroyed. */
-enum { MAX_BUFS = 64 };
+enum { MAX_BUFS = 128 };
 static struct {
     vae_backend *be;
     void *p;
@@ -182,56 +184,130 @@ static int same(const void *a, const void *b, size_t bytes, const char *what) {
 }
 
 typedef struct {
-    real *out, *din, *dw, *db, *p, *m, *v, *z, *act, *dact;
+    real *out, *din, *dw, *db, *p, *m, *v, *z, *act, *dact, *dense, *ddense, *ddw;
     uint8_t *px;
 } run_out;
 
-/* Sizes past CPU_GRAIN (16384 elements) in every split pass, so that 3
- * threads do split them. */
+/* The sizes: every split pass past CPU_GRAIN (16384 elements), every GEMM
+ * past 8 x 2^20 multiply-adds (CPU_GEMM_SLICES slices), so that 3 threads
+ * split them all. */
+enum { B = 96, CI = 16, CO = 32, HI = 16, HO = 8, KK = 3 * 3, DI = 3136, DO = 128 };
+#define NIN ((size_t)B * CI * HI * HI)
+#define NOUT ((size_t)B * CO * HO * HO)
+#define NW ((size_t)CO * CI * KK)
+#define NP ((size_t)40000)
+#define NZ ((size_t)50000)
+
 static run_out run_ops(vae_backend *be) {
     run_out o;
-    enum { B = 24 };
-    const vae_conv_geom g = {8, 16, 16, 16, 8, 8, 3, 2, 1}; /* 8x16x16 -> 16x8x8 */
-    const vae_convt_geom gt = {16, 8, 8, 8, 16, 16, 3, 2, 1, 1};
-    const size_t nin = (size_t)B * 8 * 16 * 16, nout = (size_t)B * 16 * 8 * 8;
-    real *in = rnd_buf(be, nin, 1, -1, 1), *w = rnd_buf(be, 16 * 8 * 9, 2, -0.3f, 0.3f);
-    real *b = rnd_buf(be, 16, 3, -0.1f, 0.1f), *dout = rnd_buf(be, nout, 4, -1, 1);
-    o.out = buf(be, nout * sizeof(real));
-    o.din = buf(be, nin * sizeof(real));
-    o.dw = buf(be, 16 * 8 * 9 * sizeof(real));
-    o.db = buf(be, 16 * sizeof(real));
+    const vae_conv_geom g = {CI, HI, HI, CO, HO, HO, 3, 2, 1}; /* 16x16x16 -> 32x8x8 */
+    const vae_convt_geom gt = {CO, HO, HO, CI, HI, HI, 3, 2, 1, 1};
+    real *in = rnd_buf(be, NIN, 1, -1, 1), *w = rnd_buf(be, NW, 2, -0.3f, 0.3f);
+    real *b = rnd_buf(be, CO, 3, -0.1f, 0.1f), *dout = rnd_buf(be, NOUT, 4, -1, 1);
+    o.out = buf(be, NOUT * sizeof(real));
+    o.din = buf(be, NIN * sizeof(real));
+    o.dw = buf(be, NW * sizeof(real));
+    o.db = buf(be, CO * sizeof(real));
     be->conv2d_act_forward(be, o.out, in, w, b, &g, B, VAE_ACT_LEAKY_RELU, 0.1f);
     be->conv2d_backward(be, o.din, o.dw, o.db, dout, in, w, &g, B);
-    /* the transposed conv back to 8x16x16, its backward into the same buffers' tails */
-    real *wt = rnd_buf(be, 16 * 8 * 9, 5, -0.3f, 0.3f), *bt = rnd_buf(be, 8, 6, -0.1f, 0.1f);
-    o.act = buf(be, nin * sizeof(real));
+    /* the transposed conv back to 16x16x16 and its backward */
+    real *wt = rnd_buf(be, NW, 5, -0.3f, 0.3f), *bt = rnd_buf(be, CI, 6, -0.1f, 0.1f);
+    o.act = buf(be, NIN * sizeof(real));
     be->convt2d_act_forward(be, o.act, o.out, wt, bt, &gt, B, VAE_ACT_RELU, 0);
-    o.dact = buf(be, nin * sizeof(real));
-    be->act_backward(be, o.dact, in, o.act, nin, VAE_ACT_RELU, 0);
-    real *dwt = buf(be, 16 * 8 * 9 * sizeof(real)), *dbt = buf(be, 8 * sizeof(real));
-    real *dint = buf(be, nout * sizeof(real));
+    o.dact = buf(be, NIN * sizeof(real));
+    be->act_backward(be, o.dact, in, o.act, NIN, VAE_ACT_RELU, 0);
+    real *dwt = buf(be, NW * sizeof(real)), *dbt = buf(be, CI * sizeof(real));
+    real *dint = buf(be, NOUT * sizeof(real));
     be->convt2d_backward(be, dint, dwt, dbt, o.dact, o.out, wt, &gt, B);
-    for (size_t i = 0; i < nout; i++) o.out[i] += dint[i]; /* one buffer to compare */
-    for (int i = 0; i < 16 * 8 * 9; i++) o.dw[i] += dwt[i];
+    for (size_t i = 0; i < NOUT; i++) o.out[i] += dint[i]; /* one buffer to compare */
+    for (size_t i = 0; i < NW; i++) o.dw[i] += dwt[i];
+    /* a dense layer 3136 -> 128 on a batch of 96, forward and backward */
+    real *dx = rnd_buf(be, (size_t)B * DI, 12, -1, 1);
+    real *dwd = rnd_buf(be, (size_t)DO * DI, 13, -0.05f, 0.05f);
+    real *dbd = rnd_buf(be, DO, 14, -0.1f, 0.1f), *dy = rnd_buf(be, (size_t)B * DO, 15, -1, 1);
+    o.dense = buf(be, (size_t)B * DO * sizeof(real));
+    o.ddense = buf(be, (size_t)B * DI * sizeof(real));
+    o.ddw = buf(be, (size_t)DO * DI * sizeof(real));
+    real *ddb = buf(be, DO * sizeof(real));
+    be->dense_forward(be, o.dense, dx, dwd, dbd, B, DI, DO);
+    be->dense_backward(be, o.ddense, o.ddw, ddb, dy, dx, dwd, B, DI, DO);
     /* Adam over 40,000 parameters */
-    const size_t P = 40000;
-    o.p = rnd_buf(be, P, 7, -1, 1);
-    o.m = rnd_buf(be, P, 8, -0.1f, 0.1f);
-    o.v = rnd_buf(be, P, 9, 0, 0.01f);
-    real *grad = rnd_buf(be, P, 10, -1, 1);
+    o.p = rnd_buf(be, NP, 7, -1, 1);
+    o.m = rnd_buf(be, NP, 8, -0.1f, 0.1f);
+    o.v = rnd_buf(be, NP, 9, 0, 0.01f);
+    real *grad = rnd_buf(be, NP, 10, -1, 1);
     vae_adam_hp hp;
     memset(&hp, 0, sizeof hp);
     hp.lr = 1e-3f, hp.beta1 = 0.9f, hp.beta2 = 0.999f, hp.eps = 1e-8f;
     vae_step_vals sv = vae_step_vals_make(4, 0, 4, B, 1, 1, 1);
     double gn = 123.0;
     int bad = 0;
-    be->adam_step(be, o.p, grad, o.m, o.v, P, &hp, 1.0f, &gn, &bad, &sv);
+    be->adam_step(be, o.p, grad, o.m, o.v, NP, &hp, 1.0f, &gn, &bad, &sv);
     /* conversions and normals */
-    o.px = buf(be, nin);
-    be->to_u8(be, o.px, in, nin, VAE_LIK_BERNOULLI);
-    o.z = buf(be, 50000 * sizeof(real));
-    be->normal_fill(be, o.z, 50000, 11, VAE_RNG_PRIOR, 0, 3);
+    o.px = buf(be, NIN);
+    be->to_u8(be, o.px, in, NIN, VAE_LIK_BERNOULLI);
+    o.z = buf(be, NZ * sizeof(real));
+    be->normal_fill(be, o.z, NZ, 11, VAE_RNG_PRIOR, 0, 3);
     return o;
+}
+
+/* The sliced GEMMs against a product in double: dense layers whose three
+ * products take every slicing (by columns with op(B) = B and = B^T, by rows
+ * with op(A) = A and = A^T), each past 8 x 2^20 multiply-adds. Tolerance:
+ * float sums of up to 4096 terms of size ~1, 1e-4 relative to the sum of
+ * |terms| (a wrong slice offset is off by O(1)). */
+static int dense_check(vae_backend *be, int Bn, int I, int O, unsigned seed) {
+    real *x = rnd_buf(be, (size_t)Bn * I, seed, -1, 1);
+    real *w = rnd_buf(be, (size_t)O * I, seed + 1, -1, 1);
+    real *bias = rnd_buf(be, O, seed + 2, -1, 1);
+    real *dy = rnd_buf(be, (size_t)Bn * O, seed + 3, -1, 1);
+    real *y = buf(be, (size_t)Bn * O * sizeof(real)), *dx = buf(be, (size_t)Bn * I * sizeof(real));
+    real *dw = buf(be, (size_t)O * I * sizeof(real)), *db = buf(be, O * sizeof(real));
+    be->dense_forward(be, y, x, w, bias, Bn, I, O);
+    be->dense_backward(be, dx, dw, db, dy, x, w, Bn, I, O);
+    int bad = 0;
+    for (int r = 0; r < Bn; r++) /* y = x w^T + b */
+        for (int o = 0; o < O; o++) {
+            double acc = bias[o], mag = fabs(bias[o]);
+            for (int i = 0; i < I; i++) {
+                acc += (double)x[(size_t)r * I + i] * w[(size_t)o * I + i];
+                mag += fabs((double)x[(size_t)r * I + i] * w[(size_t)o * I + i]);
+            }
+            bad += !(fabs(y[(size_t)r * O + o] - acc) <= 1e-4 * mag + 1e-6);
+        }
+    for (int r = 0; r < Bn; r++) /* dx = dy w */
+        for (int i = 0; i < I; i++) {
+            double acc = 0, mag = 0;
+            for (int o = 0; o < O; o++) {
+                acc += (double)dy[(size_t)r * O + o] * w[(size_t)o * I + i];
+                mag += fabs((double)dy[(size_t)r * O + o] * w[(size_t)o * I + i]);
+            }
+            bad += !(fabs(dx[(size_t)r * I + i] - acc) <= 1e-4 * mag + 1e-6);
+        }
+    for (int o = 0; o < O; o++) /* dw = dy^T x */
+        for (int i = 0; i < I; i++) {
+            double acc = 0, mag = 0;
+            for (int r = 0; r < Bn; r++) {
+                acc += (double)dy[(size_t)r * O + o] * x[(size_t)r * I + i];
+                mag += fabs((double)dy[(size_t)r * O + o] * x[(size_t)r * I + i]);
+            }
+            bad += !(fabs(dw[(size_t)o * I + i] - acc) <= 1e-4 * mag + 1e-6);
+        }
+    if (bad)
+        fprintf(stderr, "dense %d x %d -> %d: %d entries off the double product\n", Bn, I, O, bad);
+    return bad;
+}
+
+static void test_gemm_slices(void) {
+    vae_backend *be = vae_backend_cpu_create(3);
+    CHECK(be != NULL);
+    if (!be) return;
+    /* forward: columns, op(B) = w^T; dx: columns, op(B) = w; dw: columns, op(A) = dy^T */
+    CHECK(dense_check(be, 96, 3136, 128, 21) == 0);
+    /* forward: columns; dx: rows, op(A) = dy; dw: rows, op(A) = dy^T */
+    CHECK(dense_check(be, 4096, 16, 128, 31) == 0);
+    release_all();
+    be->destroy(be);
 }
 
 static void test_backend_threads(void) {
@@ -239,22 +315,24 @@ static void test_backend_threads(void) {
     CHECK(one && three);
     if (!one || !three) return;
     run_out a = run_ops(one), b = run_ops(three);
-    const size_t nin = 24 * 8 * 16 * 16, nout = 24 * 16 * 8 * 8;
-    int ok = same(a.out, b.out, nout * sizeof(real), "conv forward + convT data gradient");
-    ok &= same(a.din, b.din, nin * sizeof(real), "conv data gradient");
-    ok &= same(a.dw, b.dw, 16 * 8 * 9 * sizeof(real), "conv + convT weight gradients");
-    ok &= same(a.db, b.db, 16 * sizeof(real), "conv bias gradient");
-    ok &= same(a.act, b.act, nin * sizeof(real), "convT + ReLU forward");
-    ok &= same(a.dact, b.dact, nin * sizeof(real), "ReLU backward");
-    ok &= same(a.p, b.p, 40000 * sizeof(real), "Adam parameters");
-    ok &= same(a.m, b.m, 40000 * sizeof(real), "Adam m");
-    ok &= same(a.v, b.v, 40000 * sizeof(real), "Adam v");
-    ok &= same(a.px, b.px, nin, "to_u8");
-    ok &= same(a.z, b.z, 50000 * sizeof(real), "normal_fill");
+    int ok = same(a.out, b.out, NOUT * sizeof(real), "conv forward + convT data gradient");
+    ok &= same(a.din, b.din, NIN * sizeof(real), "conv data gradient");
+    ok &= same(a.dw, b.dw, NW * sizeof(real), "conv + convT weight gradients");
+    ok &= same(a.db, b.db, CO * sizeof(real), "conv bias gradient");
+    ok &= same(a.act, b.act, NIN * sizeof(real), "convT + ReLU forward");
+    ok &= same(a.dact, b.dact, NIN * sizeof(real), "ReLU backward");
+    ok &= same(a.dense, b.dense, (size_t)B * DO * sizeof(real), "dense forward");
+    ok &= same(a.ddense, b.ddense, (size_t)B * DI * sizeof(real), "dense data gradient");
+    ok &= same(a.ddw, b.ddw, (size_t)DO * DI * sizeof(real), "dense weight gradient");
+    ok &= same(a.p, b.p, NP * sizeof(real), "Adam parameters");
+    ok &= same(a.m, b.m, NP * sizeof(real), "Adam m");
+    ok &= same(a.v, b.v, NP * sizeof(real), "Adam v");
+    ok &= same(a.px, b.px, NIN, "to_u8");
+    ok &= same(a.z, b.z, NZ * sizeof(real), "normal_fill");
     CHECK_MSG(ok, "the CPU backend's results depend on its thread count");
     /* and they are not trivially equal: Adam moved the parameters */
-    real *p0 = rnd_buf(one, 40000, 7, -1, 1);
-    CHECK(memcmp(p0, a.p, 40000 * sizeof(real)) != 0);
+    real *p0 = rnd_buf(one, NP, 7, -1, 1);
+    CHECK(memcmp(p0, a.p, NP * sizeof(real)) != 0);
     release_all();
     one->destroy(one);
     three->destroy(three);
@@ -262,6 +340,7 @@ static void test_backend_threads(void) {
 
 int main(void) {
     test_pool();
+    test_gemm_slices();
     test_backend_threads();
     return test_finish();
 }

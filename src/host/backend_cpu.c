@@ -84,6 +84,56 @@ static size_t grain_images(size_t per_image) {
     return per_image >= CPU_GRAIN ? 1 : CPU_GRAIN / (per_image ? per_image : 1);
 }
 
+/* GEMMs: OpenBLAS runs on one thread (vae_backend_cpu_create) and a product
+ * is cut into slices that the pool runs, by rows of C (and of op(A)) or by
+ * its columns (and op(B)'s), whichever dimension is larger: OpenBLAS's own
+ * threads spin (sched_yield) for a while after each product and so held the
+ * cores the pool's passes between products need. The slices depend on the
+ * product's shape alone (one per 2^20 multiply-adds, at most CPU_GEMM_SLICES,
+ * slice i = rows or columns [dim i / s, dim (i+1) / s)), not on the thread
+ * count, and each is one OpenBLAS call: so a run gives the same bits with
+ * any --threads (test_pool checks 1 and 3; with OpenBLAS's own threads it
+ * did not). Row-major: C[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C. */
+#define CPU_GEMM_SLICES 8
+typedef struct {
+    CBLAS_TRANSPOSE ta, tb;
+    int M, N, K, lda, ldb, ldc, by_cols, slices;
+    real alpha, beta;
+    const real *A, *B;
+    real *C;
+} gemm_job;
+
+static void gemm_slice(const gemm_job *j, size_t lo, size_t hi) {
+    const int n = (int)(hi - lo);
+    if (j->by_cols) {
+        const real *B = j->tb == CblasNoTrans ? j->B + lo : j->B + lo * (size_t)j->ldb;
+        GEMM(CblasRowMajor, j->ta, j->tb, j->M, n, j->K, j->alpha, j->A, j->lda, B, j->ldb, j->beta,
+             j->C + lo, j->ldc);
+    } else {
+        const real *A = j->ta == CblasNoTrans ? j->A + lo * (size_t)j->lda : j->A + lo;
+        GEMM(CblasRowMajor, j->ta, j->tb, n, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb, j->beta,
+             j->C + lo * (size_t)j->ldc, j->ldc);
+    }
+}
+
+/* slices [s_lo, s_hi) of the product */
+static void gemm_part(void *arg, size_t s_lo, size_t s_hi) {
+    const gemm_job *j = (const gemm_job *)arg;
+    const size_t dim = (size_t)(j->by_cols ? j->N : j->M), s = (size_t)j->slices;
+    for (size_t i = s_lo; i < s_hi; i++) gemm_slice(j, dim * i / s, dim * (i + 1) / s);
+}
+
+static void gemm(vae_backend *be, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K,
+                 real alpha, const real *A, int lda, const real *B, int ldb, real beta, real *C,
+                 int ldc) {
+    gemm_job j = {ta, tb, M, N, K, lda, ldb, ldc, N > M, 1, alpha, beta, A, B, C};
+    const int dim = j.by_cols ? N : M;
+    const double work = (double)M * N * K / (double)(1 << 20);
+    j.slices = work >= CPU_GEMM_SLICES ? CPU_GEMM_SLICES : work >= 1 ? (int)work : 1;
+    if (j.slices > dim) j.slices = dim > 0 ? dim : 1;
+    vae_pool_for(cpu_pool(be), (size_t)j.slices, 1, gemm_part, &j);
+}
+
 /* Workspace for a chunked conv op needing `per_image` elements per image:
  * returns the buffer and the chunk size nb (1 <= nb <= B). Allocates only
  * when a larger chunk than ever before is needed (first call of each layer
@@ -145,7 +195,6 @@ static void cpu_destroy(vae_backend *be) {
  * and the GEMM accumulates onto it (beta = 1), one pass over out. */
 static void cpu_dense_forward(vae_backend *be, real *out, const real *in, const real *w,
                               const real *b, int B, int I, int O) {
-    (void)be;
     if (B <= 0 || O <= 0) return;
     if (b)
         for (int r = 0; r < B; r++) memcpy(out + (size_t)r * O, b, (size_t)O * sizeof(real));
@@ -153,7 +202,7 @@ static void cpu_dense_forward(vae_backend *be, real *out, const real *in, const 
         if (!b) memset(out, 0, (size_t)B * O * sizeof(real));
         return;
     }
-    GEMM(CblasRowMajor, NT, TR, B, O, I, 1, in, I, w, I, b ? 1 : 0, out, O);
+    gemm(be, NT, TR, B, O, I, 1, in, I, w, I, b ? 1 : 0, out, O);
 }
 
 /* db[C] = sum_b x[b, C] in double, column tiles so that the accumulators stay
@@ -175,13 +224,12 @@ static void col_sums(real *db, const real *x, int B, int C) {
 /* din[B,I] = dout[B,O] w[O,I];  dw[O,I] = dout^T in;  db[O] = sum_b dout[b,:] */
 static void cpu_dense_backward(vae_backend *be, real *din, real *dw, real *db, const real *dout,
                                const real *in, const real *w, int B, int I, int O) {
-    (void)be;
     if (din && B > 0 && I > 0) {
-        if (O > 0) GEMM(CblasRowMajor, NT, NT, B, I, O, 1, dout, O, w, I, 0, din, I);
+        if (O > 0) gemm(be, NT, NT, B, I, O, 1, dout, O, w, I, 0, din, I);
         else memset(din, 0, (size_t)B * I * sizeof(real));
     }
     if (dw && O > 0 && I > 0) {
-        if (B > 0) GEMM(CblasRowMajor, TR, NT, O, I, B, 1, dout, O, in, I, 0, dw, I);
+        if (B > 0) gemm(be, TR, NT, O, I, B, 1, dout, O, in, I, 0, dw, I);
         else memset(dw, 0, (size_t)O * I * sizeof(real));
     }
     if (db && O > 0) col_sums(db, dout, B, O);
@@ -426,7 +474,7 @@ static void cpu_conv2d_forward(vae_backend *be, real *out, const real *in, const
         const int N = (int)((size_t)n * HWo);
         real *col = ws, *tmp = ws + (size_t)K * N;
         im2col(be, col, in + (size_t)b0 * g->cin * HWi, n, &pg);
-        GEMM(CblasRowMajor, NT, NT, Co, N, K, 1, w, K, col, N, 0, tmp, N);
+        gemm(be, NT, NT, Co, N, K, 1, w, K, col, N, 0, tmp, N);
         cn_to_nchw(be, out + (size_t)b0 * Co * HWo, tmp, b, n, Co, HWo);
     }
 }
@@ -453,11 +501,11 @@ static void cpu_conv2d_backward(vae_backend *be, real *din, real *dw, real *db, 
         nchw_to_cn(be, tmp, dout + (size_t)b0 * Co * HWo, n, Co, HWo);
         if (dw) {
             im2col(be, col, in + (size_t)b0 * g->cin * HWi, n, &pg);
-            GEMM(CblasRowMajor, NT, TR, Co, K, N, 1, tmp, N, col, N, b0 == 0 ? 0 : 1, dw, K);
+            gemm(be, NT, TR, Co, K, N, 1, tmp, N, col, N, b0 == 0 ? 0 : 1, dw, K);
         }
         if (din) {
             real *dchunk = din + (size_t)b0 * g->cin * HWi;
-            GEMM(CblasRowMajor, TR, NT, K, N, Co, 1, w, K, tmp, N, 0, col, N);
+            gemm(be, TR, NT, K, N, Co, 1, w, K, tmp, N, 0, col, N);
             memset(dchunk, 0, (size_t)n * g->cin * HWi * sizeof(real));
             col2im(be, dchunk, col, n, &pg);
         }
@@ -506,7 +554,7 @@ static void cpu_convt2d_forward(vae_backend *be, real *out, const real *in, cons
         real *col = ws, *x = ws + (size_t)K * N;
         real *o = out + (size_t)b0 * g->cout * HWo;
         nchw_to_cn(be, x, in + (size_t)b0 * Ci * HWi, n, Ci, HWi);
-        GEMM(CblasRowMajor, TR, NT, K, N, Ci, 1, w, K, x, N, 0, col, N);
+        gemm(be, TR, NT, K, N, Ci, 1, w, K, x, N, 0, col, N);
         for (int i = 0; i < n; i++)
             for (int c = 0; c < g->cout; c++) {
                 real *pl = o + ((size_t)i * g->cout + c) * HWo;
@@ -539,10 +587,10 @@ static void cpu_convt2d_backward(vae_backend *be, real *din, real *dw, real *db,
         im2col(be, col, dout + (size_t)b0 * g->cout * HWo, n, &pg);
         if (dw) {
             nchw_to_cn(be, t, in + (size_t)b0 * Ci * HWi, n, Ci, HWi);
-            GEMM(CblasRowMajor, NT, TR, Ci, K, N, 1, t, N, col, N, b0 == 0 ? 0 : 1, dw, K);
+            gemm(be, NT, TR, Ci, K, N, 1, t, N, col, N, b0 == 0 ? 0 : 1, dw, K);
         }
         if (din) {
-            GEMM(CblasRowMajor, NT, NT, Ci, N, K, 1, w, K, col, N, 0, t, N);
+            gemm(be, NT, NT, Ci, N, K, 1, w, K, col, N, 0, t, N);
             cn_to_nchw(be, din + (size_t)b0 * Ci * HWi, t, NULL, n, Ci, HWi);
         }
     }
@@ -880,9 +928,10 @@ vae_backend *vae_backend_cpu_create(int threads) {
         free(be);
         return NULL;
     }
-    if (threads > 0) openblas_set_num_threads(threads);
-    /* without its workers (a thread that cannot start) the passes run on
-     * the caller alone, as with --threads 1 */
+    /* OpenBLAS on one thread: gemm() splits products across the pool; without
+     * the pool's workers (a thread that cannot start) everything runs on the
+     * caller alone, as with --threads 1 */
+    openblas_set_num_threads(1);
     c->pool = vae_pool_create(threads);
     be->name = "cpu";
     be->ctx = c;
