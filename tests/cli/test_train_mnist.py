@@ -15,7 +15,8 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Checks, DATA, SRC, mnist_file, read_idx, read_safetensors, run, skip, tmpdir
+from common import (Checks, DATA, SRC, mnist_file, mnist_subset, read_idx, read_safetensors, run, skip,
+                    tmpdir)
 
 c = Checks()
 if not DATA or not mnist_file("train-images-idx3-ubyte"):
@@ -106,6 +107,25 @@ for args, msg in ((["train", cfg, "--bogus"], "--bogus is not an option of 'vae 
                   (["bogus"], "unknown command 'bogus'"), ([], "usage: vae <command>")):
     p = run(args, check=False)
     c.check(p.returncode == 2 and msg in p.stderr, f"vae {' '.join(args[:1])}...: exit {p.returncode}, {msg!r}")
+
+# --threads does not change the result: the CPU backend cuts its GEMMs and
+# passes by shape, not by thread count (src/host/backend_cpu.c). mnist_conv
+# at batch 128 on 1280 images: its conv products are several slices each.
+sub = os.path.join(out, "sub")
+os.makedirs(sub)
+mnist_subset(sub, 1280, 256)
+conv = open(os.path.join(SRC, "configs", "mnist_conv.ini")).read().replace(
+    "dataset = mnist", "dataset = idx\ntrain_images = train.idx\ntest_images = test.idx")
+open(os.path.join(sub, "conv.ini"), "w").write(conv)
+by_threads = {}
+for t in ("1", "2", "3"):
+    d = os.path.join(sub, "t" + t)
+    run(["train", os.path.join(sub, "conv.ini"), "--epochs", "1", "--threads", t, "--data", sub,
+         "--out", d, "--no-progress", "--device", "cpu"])
+    ck = [f for f in os.listdir(d) if f.startswith("ckpt-")][0]
+    by_threads[t] = read_safetensors(os.path.join(d, ck))[1]
+c.check(all(by_threads[t] == by_threads["1"] for t in ("2", "3")) and len(by_threads["1"]) > 10,
+        "mnist_conv trained with --threads 1, 2 and 3: the same tensors, bit for bit")
 
 # devices: cuda without a GPU is a clear error
 p = run(["train", cfg, "--device", "cuda", "--out", os.path.join(out, "x")], check=False)
