@@ -304,7 +304,7 @@ static void test_gemm_slices(void) {
     if (!be) return;
     /* forward: columns, op(B) = w^T; dx: columns, op(B) = w; dw: columns, op(A) = dy^T */
     CHECK(dense_check(be, 96, 3136, 128, 21) == 0);
-    /* forward: columns; dx: rows, op(A) = dy; dw: rows, op(A) = dy^T */
+    /* forward: rows, op(A) = x; dx: rows, op(A) = dy; dw: rows, op(A) = dy^T */
     CHECK(dense_check(be, 4096, 16, 128, 31) == 0);
     release_all();
     be->destroy(be);

@@ -933,6 +933,8 @@ vae_backend *vae_backend_cpu_create(int threads) {
      * caller alone, as with --threads 1 */
     openblas_set_num_threads(1);
     c->pool = vae_pool_create(threads);
+    if (!c->pool && threads != 1)
+        fprintf(stderr, "vae: note: %s; the CPU backend runs on one thread\n", vae_error_get());
     be->name = "cpu";
     be->ctx = c;
     be->alloc = cpu_alloc;

@@ -10,7 +10,7 @@
  *
  * so on the CUDA backend chunk k decodes while chunk k-1 is copied and
  * written. On the CPU backend the calls are synchronous and the overlap is
- * between decoding (this thread and the BLAS threads) and writing. There is
+ * between decoding (this thread and the CPU backend's pool) and writing. There is
  * a writer thread per kind of output: one appends each buffer to the .npy
  * files, one pushes it into the PNG sheets (whose encoders are a pool of
  * their own), so the disk and the PNG encoders work at the same time; a
