@@ -1,7 +1,6 @@
 /* vae_pool.h — a fixed set of threads that run one loop together: the CPU
- * backend's element-wise and data-movement passes (im2col, col2im, Adam,
- * activations), which otherwise run on one core while OpenBLAS's GEMMs use
- * all of them.
+ * backend's GEMM slices and its element-wise and data-movement passes
+ * (im2col, col2im, Adam, activations), with OpenBLAS itself on one thread.
  *
  * vae_pool_for(p, n, grain, fn, ctx) cuts [0, n) into k contiguous parts,
  * k = min(threads, n / grain) (at least 1), part i = [n i / k, n (i+1) / k),

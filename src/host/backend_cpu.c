@@ -65,8 +65,8 @@ void openblas_set_num_threads(int num_threads);
 typedef struct {
     real *ws;       /* [ws_cap] conv workspace, grown on demand, never shrunk */
     size_t ws_cap;  /* elements */
-    vae_pool *pool; /* the threads of the passes below that OpenBLAS does not
-                       run (NULL: the caller alone) */
+    vae_pool *pool; /* the threads of the GEMM slices and the passes below
+                       (NULL: the caller alone) */
 } cpu_ctx;
 
 /* Passes split across the pool (vae_pool.h): loops whose iterations write
@@ -340,10 +340,16 @@ static void im2col_part(void *arg, size_t b_lo, size_t b_hi) {
     }
 }
 
-static void im2col(vae_backend *be, real *col, const real *img, int nb, const cpu_patch *g) {
-    image_job j = {col, img, NULL, nb, 0, 0, g};
+/* im2col_part or col2im_part over nb images on the pool */
+static void patch_pass(vae_backend *be, vae_pool_fn part, real *dst, const real *src, int nb,
+                       const cpu_patch *g) {
+    image_job j = {dst, src, NULL, nb, 0, 0, g};
     vae_pool_for(cpu_pool(be), (size_t)nb, grain_images((size_t)g->C * g->k * g->k * g->Ho * g->Wo),
-                 im2col_part, &j);
+                 part, &j);
+}
+
+static void im2col(vae_backend *be, real *col, const real *img, int nb, const cpu_patch *g) {
+    patch_pass(be, im2col_part, col, img, nb, g);
 }
 
 /* The adjoint of im2col: img[b, c, oh s - p + kh, ow s - p + kw] += col[...]
@@ -382,9 +388,7 @@ static void col2im_part(void *arg, size_t b_lo, size_t b_hi) {
 }
 
 static void col2im(vae_backend *be, real *img, const real *col, int nb, const cpu_patch *g) {
-    image_job j = {img, col, NULL, nb, 0, 0, g};
-    vae_pool_for(cpu_pool(be), (size_t)nb, grain_images((size_t)g->C * g->k * g->k * g->Ho * g->Wo),
-                 col2im_part, &j);
+    patch_pass(be, col2im_part, img, col, nb, g);
 }
 
 /* dst[c, b*HW + j] = src[b, c, j]: NCHW chunk -> channel-major [C, nb*HW] */
@@ -398,9 +402,15 @@ static void nchw_to_cn_part(void *arg, size_t b_lo, size_t b_hi) {
                    HW * sizeof(real));
 }
 
+/* nchw_to_cn_part or cn_to_nchw_part over nb images of C x HW on the pool */
+static void layout_pass(vae_backend *be, vae_pool_fn part, real *dst, const real *src,
+                        const real *bias, int nb, int C, size_t HW) {
+    image_job j = {dst, src, bias, nb, C, HW, NULL};
+    vae_pool_for(cpu_pool(be), (size_t)nb, grain_images((size_t)C * HW), part, &j);
+}
+
 static void nchw_to_cn(vae_backend *be, real *dst, const real *src, int nb, int C, size_t HW) {
-    image_job j = {dst, src, NULL, nb, C, HW, NULL};
-    vae_pool_for(cpu_pool(be), (size_t)nb, grain_images((size_t)C * HW), nchw_to_cn_part, &j);
+    layout_pass(be, nchw_to_cn_part, dst, src, NULL, nb, C, HW);
 }
 
 /* dst[b, c, j] = src[c, b*HW + j] + bias[c] (bias may be NULL) */
@@ -423,8 +433,7 @@ static void cn_to_nchw_part(void *arg, size_t b_lo, size_t b_hi) {
 
 static void cn_to_nchw(vae_backend *be, real *dst, const real *src, const real *bias, int nb,
                        int C, size_t HW) {
-    image_job j = {dst, src, bias, nb, C, HW, NULL};
-    vae_pool_for(cpu_pool(be), (size_t)nb, grain_images((size_t)C * HW), cn_to_nchw_part, &j);
+    layout_pass(be, cn_to_nchw_part, dst, src, bias, nb, C, HW);
 }
 
 /* db[c] = sum_{b, j} x[b, c, j] in double (bias gradient of an NCHW output) */

@@ -137,12 +137,13 @@ void vae_pool_destroy(vae_pool *p) {
 }
 
 vae_pool *vae_pool_create(int threads) {
-    if (threads <= 0) threads = vae_cpus_usable();
+    const int cpus = vae_cpus_usable();
+    if (threads <= 0) threads = cpus;
     if (threads > 1024) threads = 1024;
     vae_pool *p = (vae_pool *)vae_calloc(1, sizeof *p);
     if (!p) return NULL;
     p->threads = threads;
-    p->spin = threads <= vae_cpus_usable();
+    p->spin = threads <= cpus;
     p->wk = (pool_worker *)vae_calloc((size_t)threads, sizeof *p->wk);
     if (!p->wk) {
         free(p);
