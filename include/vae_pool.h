@@ -3,12 +3,15 @@
  * (im2col, col2im, Adam, activations), with OpenBLAS itself on one thread.
  *
  * vae_pool_for(p, n, grain, fn, ctx) cuts [0, n) into k contiguous parts,
- * k = min(threads, n / grain) (at least 1), part i = [n i / k, n (i+1) / k),
- * runs fn(ctx, lo, hi) once per part (the caller runs part 0) and returns
- * when all are done. So a loop whose iterations write disjoint data gives
- * the same bits as fn(ctx, 0, n), whatever the thread count; nothing here
- * reduces across parts. A pool that another thread is using, a NULL pool or
- * k = 1 runs fn(ctx, 0, n) in the caller. */
+ * k = min(VAE_POOL_PARTS threads, n / grain) (at least 1), part i = [n i / k,
+ * n (i+1) / k), runs fn(ctx, lo, hi) once per part and returns when all are
+ * done. The parts are taken by whichever thread is free first, the caller
+ * included (so a thread the scheduler has put behind another process does
+ * not hold the loop up), so a part may run on any of them. A loop whose
+ * iterations write disjoint data therefore gives the same bits as fn(ctx,
+ * 0, n), whatever the thread count or the order; nothing here reduces
+ * across parts. A pool that another thread is using, a NULL pool or k = 1
+ * runs fn(ctx, 0, n) in the caller. */
 #ifndef VAE_POOL_H
 #define VAE_POOL_H
 
@@ -17,6 +20,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* parts per thread, at most: room to even out threads that run slower */
+#define VAE_POOL_PARTS 4
 
 typedef struct vae_pool vae_pool;
 typedef void (*vae_pool_fn)(void *ctx, size_t lo, size_t hi);

@@ -1,20 +1,22 @@
 /* test_pool.c — src/host/pool.c (vae_pool.h) and the CPU backend's use of
  * it: every index of a loop is run exactly once, in the parts the header
- * promises (k = min(threads, n / grain), sizes n/k rounded down or up, part
- * 0 on the caller, the others on other threads); a NULL pool and a pool busy
- * in another thread run the loop in the caller; and the CPU backend's
+ * promises (k = min(VAE_POOL_PARTS threads, n / grain), sizes n/k rounded
+ * down or up); the parts of one loop run on all the pool's threads at once
+ * (a rendezvous that only that many threads can pass); a NULL pool and a
+ * pool busy in another thread run the loop in the caller; and the CPU backend's
  * split passes (conv, transposed conv, activations, Adam, conversions,
  * normals) give the same bits with 1 and with 3 threads, the GEMMs it
  * slices included, and those slices compute the product (against double). */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "testutil.h"
 #include "vae_backend.h"
 #include "vae_pool.h"
 
-enum { MAX_PARTS = 64 };
+enum { MAX_PARTS = 64 }; /* >= VAE_POOL_PARTS times the largest pool below */
 
 typedef struct {
     pthread_mutex_t mu;
@@ -48,13 +50,12 @@ static int check_loop(vae_pool *p, size_t n, size_t grain, int threads, int expe
     for (size_t i = 0; i < n; i++) bad += r.hits[i] != 1;
     size_t k = grain ? n / grain : n;
     if (k < 1) k = 1;
-    if (k > (size_t)threads) k = (size_t)threads;
-    if (!expect_split) k = 1;
+    if (k > (size_t)threads * VAE_POOL_PARTS) k = (size_t)threads * VAE_POOL_PARTS;
+    if (!expect_split || threads < 2) k = 1;
     const int want_parts = n == 0 ? 0 : (int)k;
     int ok_parts = r.parts == want_parts;
     /* parts cover [0, n) in order of lo, each n/k or n/k + 1 long */
     size_t covered = 0;
-    int distinct = 0;
     for (int a = 0; ok_parts && a < r.parts; a++) {
         int at = -1;
         for (int b = 0; b < r.parts; b++)
@@ -65,22 +66,61 @@ static int check_loop(vae_pool *p, size_t n, size_t grain, int threads, int expe
         }
         const size_t len = r.hi[at] - r.lo[at];
         if (len != n / k && len != n / k + 1) ok_parts = 0;
-        if (at > 0 && !pthread_equal(r.who[at], r.who[0])) distinct++;
-        if (r.lo[at] == 0 && !pthread_equal(r.who[at], pthread_self())) ok_parts = 0;
+        /* unsplit: on the caller */
+        if (want_parts == 1 && !pthread_equal(r.who[at], pthread_self())) ok_parts = 0;
         covered = r.hi[at];
     }
     if (covered != n) ok_parts = 0;
-    /* the parts beyond the caller's run elsewhere when the loop is split */
-    if (expect_split && want_parts > 1 && distinct != want_parts - 1) ok_parts = 0;
     if (bad || !ok_parts) {
         fprintf(stderr,
-                "pool of %d, n %zu, grain %zu: %d indices not run once, %d parts (want %d), "
-                "%d on other threads\n",
-                threads, n, grain, bad, r.parts, want_parts, distinct);
+                "pool of %d, n %zu, grain %zu: %d indices not run once, %d parts (want %d)\n",
+                threads, n, grain, bad, r.parts, want_parts);
     }
     free(r.hits);
     pthread_mutex_destroy(&r.mu);
     return bad + !ok_parts;
+}
+
+/* A loop whose parts each wait until `want` distinct threads are inside one
+ * (or 10 s have passed): it returns at once only if the pool runs that many
+ * parts at the same time, on different threads. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t in[MAX_PARTS];
+    int distinct, want, timed_out;
+} rendezvous;
+
+static void rendezvous_part(void *arg, size_t lo, size_t hi) {
+    (void)lo, (void)hi;
+    rendezvous *r = (rendezvous *)arg;
+    pthread_mutex_lock(&r->mu);
+    int seen = 0;
+    for (int i = 0; i < r->distinct; i++) seen |= pthread_equal(r->in[i], pthread_self());
+    if (!seen && r->distinct < MAX_PARTS) r->in[r->distinct++] = pthread_self();
+    pthread_cond_broadcast(&r->cv);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    while (r->distinct < r->want && !r->timed_out)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &until) != 0) r->timed_out = 1;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int all_threads_take_part(vae_pool *p, int threads) {
+    rendezvous r;
+    memset(&r, 0, sizeof r);
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    r.want = threads;
+    vae_pool_for(p, (size_t)threads * VAE_POOL_PARTS, 1, rendezvous_part, &r);
+    const int ok = !r.timed_out && r.distinct == threads;
+    if (!ok)
+        fprintf(stderr, "pool of %d: the parts of a loop ran on %d threads at once\n", threads,
+                r.distinct);
+    pthread_cond_destroy(&r.cv);
+    pthread_mutex_destroy(&r.mu);
+    return ok;
 }
 
 typedef struct {
@@ -99,7 +139,7 @@ static void *hammer(void *arg) {
         r.hits = calloc(n, 1);
         vae_pool_for(h->p, n, 10, record_part, &r);
         for (size_t j = 0; j < n; j++) h->fails += r.hits[j] != 1;
-        h->fails += r.parts < 1 || r.parts > h->threads;
+        h->fails += r.parts < 1 || r.parts > h->threads * VAE_POOL_PARTS;
         free(r.hits);
         pthread_mutex_destroy(&r.mu);
     }
@@ -123,6 +163,7 @@ static void test_pool(void) {
         /* the same pool, many loops in a row (each generation acknowledged) */
         for (int rep = 0; rep < 200; rep++) fails += check_loop(p, 64 + (size_t)rep, 4, ts[t], 1);
         CHECK_MSG(fails == 0, "pool of %d: %d failed loops", ts[t], fails);
+        if (ts[t] > 1) CHECK(all_threads_take_part(p, ts[t]));
 
         /* two threads posting loops at once: each covered exactly once */
         hammer_arg h1 = {p, ts[t], 0}, h2 = {p, ts[t], 0};

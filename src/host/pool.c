@@ -1,14 +1,24 @@
 /* pool.c — vae_pool (vae_pool.h): workers that sleep on a condition variable
- * until the caller posts a loop, run their part of it and report back.
+ * until the caller posts a loop, then take its parts until none is left.
  *
  * One loop at a time: `run` is taken with a trylock by vae_pool_for, so a
  * second thread calling in meanwhile runs its loop alone instead of waiting
  * (or corrupting the posted one). The posted loop lives in the pool under
- * `mu`; a worker copies it under the lock, runs its part unlocked, and the
- * last one to finish signals `done`. Only the workers that have a part count
- * (`pending` = parts - 1), and they read the loop under `mu` with its `gen`,
- * so a worker without a part may skip a generation but never runs a stale
- * or a later loop's part, and the caller's wait covers every part.
+ * `mu`; a worker copies it under the lock with its `gen`.
+ *
+ * Parts are claimed, not assigned: the caller and the workers take the next
+ * unclaimed part from `claim` (the loop's generation in the high bits, the
+ * next part in the low CLAIM_BITS) with a compare-and-swap, so a part goes
+ * to whichever thread is running. With a fixed part per thread, a worker
+ * that the scheduler had put behind another process (a busy machine) held
+ * up every loop until its next time slice: on 2 CPUs with one of them busy,
+ * --threads 2 trained mnist_conv no faster than --threads 1. A claim carries
+ * the generation, so a worker that read loop g late can never take a part
+ * of loop g + 1 (its compare-and-swap fails on the tag). `left` (under `mu`)
+ * counts the parts not yet finished; whoever finishes the last one wakes
+ * the caller, which returns only when it is 0: every claimed part of a loop
+ * is done before the next loop is posted. Which thread runs which part does
+ * not change the bits (vae_pool.h).
  *
  * A worker that has finished watches for the next loop for up to
  * POOL_SPIN_NS before it sleeps: the CPU backend posts a loop every few
@@ -42,10 +52,11 @@ int vae_cpus_usable(void) {
 }
 
 #define POOL_SPIN_NS 100000 /* 100 us */
+#define CLAIM_BITS 16        /* parts <= VAE_POOL_PARTS threads <= 4096 < 2^16 */
 
 typedef struct {
     vae_pool *pool;
-    int index; /* 1 .. threads - 1: the part it runs */
+    int index; /* 1 .. threads - 1: it answers loops of more than `index` parts */
     pthread_t th;
 } pool_worker;
 
@@ -56,8 +67,9 @@ struct vae_pool {
     pthread_mutex_t run; /* held by the thread whose loop is posted */
     pthread_mutex_t mu;  /* guards everything below */
     pthread_cond_t go, done;
-    uint64_t gen; /* bumped for each posted loop */
-    int pending;  /* parts of loop gen still running on workers */
+    uint64_t gen;   /* bumped for each posted loop */
+    uint64_t claim; /* atomic: gen << CLAIM_BITS | the next part to take */
+    int left;       /* parts of loop gen not yet finished */
     int stop;
     vae_pool_fn fn;
     void *ctx;
@@ -92,6 +104,24 @@ static void watch(vae_pool *p, uint64_t seen) {
     }
 }
 
+/* Takes and runs parts of loop `gen` until none is left; returns how many. */
+static int run_parts(vae_pool *p, uint64_t gen, vae_pool_fn fn, void *ctx, size_t n, int parts) {
+    const uint64_t tag = gen << CLAIM_BITS, mask = ((uint64_t)1 << CLAIM_BITS) - 1;
+    int ran = 0;
+    uint64_t w = __atomic_load_n(&p->claim, __ATOMIC_ACQUIRE);
+    while ((w & ~mask) == tag && (int)(w & mask) < parts) {
+        if (!__atomic_compare_exchange_n(&p->claim, &w, w + 1, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            continue; /* w now holds the current word */
+        size_t lo, hi;
+        part_range(n, parts, (int)(w & mask), &lo, &hi);
+        fn(ctx, lo, hi);
+        ran++;
+        w = __atomic_load_n(&p->claim, __ATOMIC_ACQUIRE);
+    }
+    return ran;
+}
+
 static void *worker_main(void *arg) {
     pool_worker *w = (pool_worker *)arg;
     vae_pool *p = w->pool;
@@ -109,12 +139,13 @@ static void *worker_main(void *arg) {
         if (w->index < p->parts) {
             const vae_pool_fn fn = p->fn;
             void *ctx = p->ctx;
-            size_t lo, hi;
-            part_range(p->n, p->parts, w->index, &lo, &hi);
+            const size_t n = p->n;
+            const int parts = p->parts;
             pthread_mutex_unlock(&p->mu);
-            fn(ctx, lo, hi);
+            const int ran = run_parts(p, seen, fn, ctx, n, parts);
             pthread_mutex_lock(&p->mu);
-            if (--p->pending == 0) pthread_cond_signal(&p->done);
+            p->left -= ran;
+            if (ran && p->left == 0) pthread_cond_signal(&p->done);
         }
     }
     pthread_mutex_unlock(&p->mu);
@@ -177,21 +208,23 @@ void vae_pool_for(vae_pool *p, size_t n, size_t grain, vae_pool_fn fn, void *ctx
         fn(ctx, 0, n);
         return;
     }
-    if (k > (size_t)p->threads) k = (size_t)p->threads;
+    if (k > (size_t)p->threads * VAE_POOL_PARTS)
+        k = (size_t)p->threads * VAE_POOL_PARTS;
     pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->ctx = ctx;
     p->n = n;
     p->parts = (int)k;
-    p->pending = (int)k - 1;
-    __atomic_store_n(&p->gen, p->gen + 1, __ATOMIC_RELEASE);
+    p->left = (int)k;
+    const uint64_t gen = p->gen + 1;
+    __atomic_store_n(&p->claim, gen << CLAIM_BITS, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->gen, gen, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->go);
     pthread_mutex_unlock(&p->mu);
-    size_t lo, hi;
-    part_range(n, (int)k, 0, &lo, &hi);
-    fn(ctx, lo, hi);
+    const int ran = run_parts(p, gen, fn, ctx, n, (int)k);
     pthread_mutex_lock(&p->mu);
-    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+    p->left -= ran;
+    while (p->left > 0) pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
     pthread_mutex_unlock(&p->run);
 }
