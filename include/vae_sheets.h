@@ -96,6 +96,13 @@ int64_t vae_sheets_count(const vae_sheets *s);
 int vae_sheets_threads(const vae_sheets *s);
 /* Number of sheet files committed so far. */
 int64_t vae_sheets_committed(const vae_sheets *s);
+/* Sheets of another layout under the same prefix in dir, left by an earlier
+ * run: files named as sheets are ("<prefix>.png", "<prefix>-<digits>.png",
+ * "<prefix>-<digits>-<digits>.png") but not one of this grid's names.
+ * Returns how many (first: the first found, when len > 0), or -1 with the
+ * error set when dir cannot be read. A run that wrote its sheets beside
+ * them would leave a set that mixes two grids. */
+int64_t vae_sheets_foreign(const vae_sheets *s, char *first, size_t len);
 /* Path of sheet (R, Cb) as it is (or would be) written; returns 0, or -1 if
  * R / Cb are outside the block grid or dst (bytes) is too small. */
 int vae_sheets_path(const vae_sheets *s, int64_t R, int64_t Cb, char *dst, size_t bytes);

@@ -653,6 +653,44 @@ static void test_threads(void) {
     }
 }
 
+/* vae_sheets_foreign: files named as sheets of the same prefix but not of
+ * this layout; other names (another prefix, a longer word, not .png, temp
+ * files) are not sheets. */
+static void touch(const char *dir, const char *name) {
+    char p[900];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+}
+
+static void test_foreign(void) {
+    const char *dir = subdir("foreign");
+    /* 70 images, 7 columns, max 26 px: 3 x 2 blocks, "g-R-C.png" */
+    const char *mine[] = {"g-0-0.png", "g-2-1.png"};
+    const char *other[] = {"g-x.png", "gg-0-0.png", "g-0-0.npy", "g-latents.npy", "g-0-0.png.tmp.12",
+                           "g-0-0-0.png", "g-.png", "g-0-.png", "h.png"};
+    for (size_t i = 0; i < sizeof mine / sizeof mine[0]; i++) touch(dir, mine[i]);
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) touch(dir, other[i]);
+    vae_sheets *s = NULL;
+    char first[1200];
+    CHECK(vae_sheets_open(&s, dir, "g", 70, 7, 3, 4, 5, 26, g_threads) == VAE_OK);
+    CHECK_MSG(s && vae_sheets_foreign(s, first, sizeof first) == 0, "foreign: %s", first);
+    /* of another layout: one sheet, one block column, a block past the grid */
+    const char *theirs[] = {"g.png", "g-1.png", "g-3-0.png", "g-00-1.png", "g-0-1000.png"};
+    for (size_t i = 0; i < sizeof theirs / sizeof theirs[0]; i++) {
+        touch(dir, theirs[i]);
+        CHECK_MSG(s && vae_sheets_foreign(s, first, sizeof first) == (int64_t)i + 1 &&
+                      strstr(first, "/g") != NULL,
+                  "%s: %s", theirs[i], first);
+    }
+    vae_sheets_abort(s);
+    /* a grid of one sheet: its own name is "g.png", the blocks are foreign */
+    CHECK(vae_sheets_open(&s, dir, "g", 4, 2, 1, 1, 1, 0, g_threads) == VAE_OK);
+    CHECK(s && vae_sheets_foreign(s, NULL, 0) == 2 + 4); /* all but g.png */
+    vae_sheets_abort(s);
+}
+
 int main(void) {
     /* the whole suite with the caller encoding alone, then with 3 workers */
     for (int pass = 0; pass < 2; pass++) {
@@ -665,6 +703,7 @@ int main(void) {
         test_abort();
         test_errors();
         test_memory();
+        test_foreign();
     }
     g_threads = 1, g_pass = "";
     test_threads();

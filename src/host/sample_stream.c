@@ -250,6 +250,16 @@ int vae_sample_run(vae_model *m, const vae_sample_job *job, vae_sample_result *r
         rc = vae_sheets_open(&sheets, job->sheet_dir, job->sheet_prefix, n, job->sheet_cols, s.c, s.h,
                              s.w, job->sheet_px, job->sheet_threads);
         w.sheets = sheets;
+        char other[1200];
+        const int64_t nf = rc ? 0 : vae_sheets_foreign(sheets, other, sizeof other);
+        if (nf < 0) rc = VAE_EIO;
+        else if (nf > 0)
+            rc = vae_error_set(VAE_EINVAL,
+                               "%s holds %" PRId64 " PNG sheet%s of an earlier run under the name "
+                               "%s* with another layout (%s%s); this run's sheets would be mixed "
+                               "with them: remove them, or give another --out (or --no-png)",
+                               job->sheet_dir, nf, nf > 1 ? "s" : "", job->sheet_prefix, other,
+                               nf > 1 ? ", ..." : "");
     }
     if (!rc && (want_host || want_z)) {
         if (pthread_mutex_init(&w.mu, NULL) || pthread_cond_init(&w.cv, NULL)) {

@@ -26,6 +26,8 @@
  * nothing needs to be volatile. A failed sheet is destroyed and its temp
  * file removed at once; the object then refuses further pushes.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <png.h>
 #include <pthread.h>
@@ -123,6 +125,48 @@ int vae_sheets_path(const vae_sheets *s, int64_t R, int64_t Cb, char *dst, size_
         n = snprintf(dst, bytes, "%s-%0*" PRId64 "-%0*" PRId64 ".png", s->base, s->rdig, R, s->cdig,
                      Cb);
     return n >= 0 && (size_t)n < bytes ? 0 : -1;
+}
+
+/* Does name (in the sheets' folder) look like a sheet of prefix, and is it
+ * not one of this grid's? */
+static int is_foreign_sheet(const vae_sheets *s, const char *prefix, const char *name) {
+    const size_t np = strlen(prefix);
+    if (strncmp(name, prefix, np) != 0) return 0;
+    const char *p = name + np;
+    int64_t v[2];
+    int k = 0;
+    while (*p == '-' && k < 2) {
+        const char *d = ++p;
+        while (*p >= '0' && *p <= '9') p++;
+        if (p == d || p - d > 18) return 0;
+        v[k++] = strtoll(d, NULL, 10);
+    }
+    if (strcmp(p, ".png") != 0) return 0; /* not a sheet's name */
+    char own[1100];
+    const int64_t R = k > 0 ? v[0] : 0, Cb = k > 1 ? v[1] : 0;
+    if (vae_sheets_path(s, R, Cb, own, sizeof own) != 0) return 1;
+    const char *base = strrchr(own, '/');
+    return strcmp(base ? base + 1 : own, name) != 0;
+}
+
+int64_t vae_sheets_foreign(const vae_sheets *s, char *first, size_t len) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", s->base);
+    char *slash = strrchr(dir, '/');
+    const char *prefix = slash ? slash + 1 : s->base;
+    if (slash == dir) dir[1] = 0;
+    else if (slash) *slash = 0;
+    else snprintf(dir, sizeof dir, ".");
+    if (first && len) first[0] = 0;
+    DIR *d = opendir(dir);
+    if (!d) return vae_error_set(VAE_EIO, "%s: cannot read the folder: %s", dir, strerror(errno)), -1;
+    int64_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (is_foreign_sheet(s, prefix, e->d_name) && n++ == 0 && first && len)
+            snprintf(first, len, "%s/%s", dir, e->d_name);
+    closedir(d);
+    return n;
 }
 
 /* Free libpng state and remove the temp file of a sheet in progress. */
