@@ -34,8 +34,14 @@ void vae_atomic_abort(vae_atomic_file *af);
  * read: a final name only appears after a complete, fsynced write. Returns
  * how many were removed. */
 int vae_atomic_remove_stale(const char *dir);
-/* mkdir -p; then checks the directory is writable. Errors name the path. */
-int vae_mkdir_p(const char *path);
+/* mkdir -p; then checks that path is a writable directory (an existing
+ * file of that name is an error). Errors name the path. made (if not NULL,
+ * len bytes) receives the first, outermost directory this call created, ""
+ * if it created none; vae_rmdir_made(path, made) then removes those of them
+ * that are still empty, innermost first (for a run that failed before it
+ * wrote anything). */
+int vae_mkdir_p(const char *path, char *made, size_t len);
+void vae_rmdir_made(const char *path, const char *made);
 
 /* ---------------------------------------------------------- safetensors */
 /* A tensor in a safetensors file. dtype is "F32", "F64", "I64", "U8"... */

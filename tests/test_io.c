@@ -691,11 +691,54 @@ static void test_npy_f32(void) {
     free(raw);
 }
 
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* vae_mkdir_p: creates the missing folders and names the outermost it made;
+ * vae_rmdir_made removes those still empty, and nothing it did not make; an
+ * existing file is refused. */
+static void test_mkdir_p(void) {
+    char top[700], deep[800], made[1024], f[900];
+    snprintf(top, sizeof top, "%s/mk", test_tmpdir());
+    snprintf(deep, sizeof deep, "%s/a/b/c/", top);
+    CHECK(vae_mkdir_p(top, made, sizeof made) == VAE_OK && strcmp(made, top) == 0);
+    CHECK(vae_mkdir_p(top, made, sizeof made) == VAE_OK && made[0] == 0); /* exists */
+    CHECK(vae_mkdir_p(deep, made, sizeof made) == VAE_OK);
+    snprintf(f, sizeof f, "%s/a", top);
+    CHECK_MSG(strcmp(made, f) == 0, "made %s, want %s", made, f);
+    snprintf(f, sizeof f, "%s/a/b/c", top);
+    CHECK(is_dir(f));
+    vae_rmdir_made(deep, made); /* all three empty: all go, top stays */
+    snprintf(f, sizeof f, "%s/a", top);
+    CHECK(!is_dir(f) && is_dir(top));
+    /* a file written inside: the folders holding it stay */
+    CHECK(vae_mkdir_p(deep, made, sizeof made) == VAE_OK);
+    snprintf(f, sizeof f, "%s/a/b/x.txt", top);
+    FILE *fp = fopen(f, "w");
+    if (fp) fclose(fp);
+    vae_rmdir_made(deep, made);
+    snprintf(f, sizeof f, "%s/a/b/c", top);
+    CHECK(!is_dir(f));
+    snprintf(f, sizeof f, "%s/a/b", top);
+    CHECK(is_dir(f));
+    vae_rmdir_made(deep, ""); /* made none: removes none */
+    CHECK(is_dir(f));
+    /* a file where the folder should be, and a folder under a file */
+    snprintf(f, sizeof f, "%s/a/b/x.txt", top);
+    CHECK(vae_mkdir_p(f, made, sizeof made) == VAE_EIO && strstr(vae_error_get(), "not a directory"));
+    CHECK(made[0] == 0);
+    snprintf(f, sizeof f, "%s/a/b/x.txt/d", top);
+    CHECK(vae_mkdir_p(f, made, sizeof made) == VAE_EIO);
+    CHECK(vae_mkdir_p("", made, sizeof made) == VAE_EINVAL);
+}
+
 /* vae_atomic_remove_stale: removes temp files of dead writers only. */
 static void test_remove_stale(void) {
     char dir[700], f[800];
     snprintf(dir, sizeof dir, "%s/stale", test_tmpdir());
-    CHECK(vae_mkdir_p(dir) == VAE_OK);
+    CHECK(vae_mkdir_p(dir, NULL, 0) == VAE_OK);
     pid_t child = fork();
     if (child == 0) _exit(0);
     int st;
@@ -731,5 +774,6 @@ int main(void) {
     test_npy();
     test_npy_f32();
     test_remove_stale();
+    test_mkdir_p();
     return test_finish();
 }

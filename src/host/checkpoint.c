@@ -73,7 +73,8 @@ int vae_ckpt_save(const char *path, vae_model *m, const vae_train_state *st) {
         {"acc_recon", ar},
         {"acc_kl", ak},
         {"elapsed_s", el},
-        {"version", ver},
+        {"version", VAE_VERSION}, /* as run.json: the release, and the commit */
+        {"git_describe", ver},
         {"rng", VAE_RNG_NAME},
     };
     int rc = vae_st_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0]));

@@ -109,22 +109,44 @@ int vae_atomic_commit(vae_atomic_file *af) {
     return VAE_OK;
 }
 
-int vae_mkdir_p(const char *path) {
+int vae_mkdir_p(const char *path, char *made, size_t len) {
     char tmp[1024];
+    if (made && len) made[0] = 0;
+    if (!path[0]) return vae_error_set(VAE_EINVAL, "empty output directory name");
     if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
         return vae_error_set(VAE_EINVAL, "%s: path too long", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
+    for (char *p = tmp + 1;; p++) {
+        const int last = *p == 0;
+        if (!last && *p != '/') continue;
         *p = 0;
-        if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
+        if (mkdir(tmp, 0777) == 0) {
+            if (made && len && !made[0]) snprintf(made, len, "%s", tmp);
+        } else if (errno != EEXIST) {
             return vae_error_set(VAE_EIO, "%s: cannot create directory: %s", tmp, strerror(errno));
+        }
+        if (last) break;
         *p = '/';
     }
-    if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
-        return vae_error_set(VAE_EIO, "%s: cannot create directory: %s", tmp, strerror(errno));
+    struct stat st;
+    if (stat(tmp, &st) != 0 || !S_ISDIR(st.st_mode))
+        return vae_error_set(VAE_EIO, "%s: exists and is not a directory", tmp);
     if (access(tmp, W_OK) != 0)
         return vae_error_set(VAE_EIO, "%s: output directory is not writable: %s", tmp, strerror(errno));
     return VAE_OK;
+}
+
+void vae_rmdir_made(const char *path, const char *made) {
+    char tmp[1024];
+    const size_t m = made ? strlen(made) : 0;
+    if (!m || snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return;
+    for (;;) {
+        size_t n = strlen(tmp);
+        while (n > 1 && tmp[n - 1] == '/') tmp[--n] = 0; /* "a/b/" is "a/b" */
+        if (n < m || rmdir(tmp) != 0 || n == m) return;  /* not empty, or the outermost done */
+        char *s = strrchr(tmp, '/');
+        if (!s || s == tmp) return;
+        *s = 0;
+    }
 }
 
 int vae_atomic_remove_stale(const char *dir) {

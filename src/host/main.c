@@ -39,7 +39,7 @@ static const char *USAGE =
     "  train --resume CKPT|DIR    continue a run exactly where it stopped\n"
     "  eval CKPT [options]        test-set negative ELBO (and --iw K bound)\n"
     "  sample CKPT [options]      image grids and prior samples\n"
-    "  info CONFIG|CKPT           layer table, parameters, FLOPs, memory, devices\n"
+    "  info CONFIG|CKPT|DIR       layer table, parameters, FLOPs, memory, devices\n"
     "\n"
     "Run 'vae <command> --help' for the options of a command.\n";
 
@@ -105,9 +105,10 @@ static const char *USAGE_SAMPLE =
     "  --progress / --no-progress   progress bar (default: on a terminal)\n";
 
 static const char *USAGE_INFO =
-    "usage: vae info CONFIG|CKPT [--batch N]\n"
+    "usage: vae info CONFIG|CKPT|DIR [--batch N]\n"
     "Prints the layer table with shapes, parameter counts and FLOPs per image,\n"
-    "the memory the model needs for a batch, and the devices this build can use.\n";
+    "the memory the model needs for a batch, and the devices this build can use.\n"
+    "DIR: a run's folder (its newest checkpoint).\n";
 
 /* ------------------------------------------------------------ arguments */
 
@@ -575,9 +576,8 @@ static int cmd_train(int argc, char **argv) {
     o.progress = a.progress >= 0 ? a.progress : isatty(2);
     o.keep = cfg.keep;
     o.max_bad_steps = a.max_bad > 0 ? (int)a.max_bad : 0;
-    struct stat sb;
-    const int existed = stat(out_dir, &sb) == 0;
-    if (vae_mkdir_p(out_dir)) {
+    char made[1024]; /* the folders of out_dir this run creates */
+    if (vae_mkdir_p(out_dir, made, sizeof made)) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
         be->destroy(be);
         vae_config_free(&cfg);
@@ -590,7 +590,7 @@ static int cmd_train(int argc, char **argv) {
     o.on_start = record_run;
     o.on_start_arg = &rec;
     int rc = vae_train(&cfg, be, &o);
-    if (rc && !existed) rmdir(out_dir); /* only if the failed run left it empty */
+    if (rc) vae_rmdir_made(out_dir, made); /* those that a failed run left empty */
     be->destroy(be);
     vae_config_free(&cfg);
     return rc == 0 ? 0 : (rc == 130 ? 130 : 1);
@@ -671,6 +671,7 @@ static int cmd_eval(int argc, char **argv) {
         fputs(USAGE_EVAL, stderr);
         return 2;
     }
+    if (a.device && parse_device(a.device, &(vae_device){0})) return 2;
     loaded_t L;
     if (load_for_inference(a.positional, &a, &L)) {
         unload(&L);
@@ -730,6 +731,22 @@ static int cmd_eval(int argc, char **argv) {
 static volatile sig_atomic_t g_sample_stop = 0;
 static void on_sample_signal(int sig) { g_sample_stop = sig; }
 
+/* "X,Y": two integers in 0 .. INT_MAX, nothing else. */
+static int parse_index_pair(const char *t, int *x, int *y) {
+    long v[2];
+    const char *p = t;
+    for (int i = 0; i < 2; i++) {
+        char *end = NULL;
+        if (*p < '0' || *p > '9') return -1; /* no sign, no space */
+        errno = 0;
+        v[i] = strtol(p, &end, 10);
+        if (errno || v[i] > INT_MAX || *end != (i == 0 ? ',' : 0)) return -1;
+        p = end + 1;
+    }
+    *x = (int)v[0], *y = (int)v[1];
+    return 0;
+}
+
 /* "A:B" with 0 <= A < B <= n. */
 static int parse_slice(const char *t, int64_t n, int64_t *a, int64_t *b) {
     char *end = NULL;
@@ -757,9 +774,9 @@ static int parse_vector(const char *flag, const char *t, real *out, int L) {
                     flag, t, L);
             return -1;
         }
-        if (!isfinite(x)) {
-            fprintf(stderr, "vae: %s: value %d is %.*s; expected a finite number\n", flag, l + 1,
-                    (int)(end - p), p);
+        if (!isfinite((real)x)) { /* finite as a float too: 1e39 is not */
+            fprintf(stderr, "vae: %s: value %d is %.*s; expected a finite number (float)\n", flag,
+                    l + 1, (int)(end - p), p);
             return -1;
         }
         out[l] = (real)x;
@@ -817,13 +834,9 @@ static int sample_stream(const args_t *a, int mode, int64_t n_total, int ia, int
         fprintf(stderr, "vae: --precision %s: expected fp32, tf32 or bf16\n", a->precision);
         goto done;
     }
-    char out[1024], path[1100], lpath[1100];
+    char out[1024], path[1100], lpath[1100], made[1024] = "";
     if (a->out) snprintf(out, sizeof out, "%s", a->out);
     else dirname_of(L.path, out, sizeof out);
-    if (vae_mkdir_p(out)) {
-        fprintf(stderr, "vae: %s\n", vae_error_get());
-        goto done;
-    }
 
     if (mode == 0) {
         job.spec.kind = VAE_LATENT_PRIOR;
@@ -884,6 +897,12 @@ static int sample_stream(const args_t *a, int mode, int64_t n_total, int ia, int
         snprintf(base, sizeof base, "%s", name);
     snprintf(path, sizeof path, "%s/%s.npy", out, base);
     snprintf(lpath, sizeof lpath, "%s/%s-latents.npy", out, base);
+    /* the output folder once the arguments are known to be good; those of
+     * its folders that it creates are removed again if nothing is written */
+    if (vae_mkdir_p(out, made, sizeof made)) {
+        fprintf(stderr, "vae: %s\n", vae_error_get());
+        goto done;
+    }
     vae_atomic_remove_stale(out);
     job.npy_path = a->no_npy ? NULL : path;
     job.latents_path = a->save_latents ? lpath : NULL;
@@ -921,9 +940,20 @@ static int sample_stream(const args_t *a, int mode, int64_t n_total, int ia, int
     vae_sample_result res;
     if (vae_sample_run(m, &job, &res)) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
+        vae_rmdir_made(out, made);
         goto done;
     }
     rc = res.stopped ? 130 : 0;
+    /* the new .npy replaces the old one; latents beside it would be those of
+     * the old images: they go with it */
+    if (job.npy_path && !job.latents_path && access(lpath, F_OK) == 0) {
+        if (unlink(lpath) == 0)
+            fprintf(stderr, "vae: removed %s (the latents of the %s it replaced; --save-latents "
+                            "writes this run's)\n", lpath, path);
+        else
+            fprintf(stderr, "vae: warning: %s is left from an earlier run (%s); it does not "
+                            "describe the new %s\n", lpath, strerror(errno), path);
+    }
     const double ips = res.seconds > 0 ? (double)res.written / res.seconds : 0;
     if (a->json) {
         cJSON *j = cJSON_CreateObject();
@@ -931,7 +961,9 @@ static int sample_stream(const args_t *a, int mode, int64_t n_total, int ia, int
         cJSON_AddStringToObject(j, "checkpoint", L.path);
         cJSON_AddNumberToObject(j, "images", (double)res.written);
         cJSON_AddNumberToObject(j, "first", (double)job.first);
-        cJSON_AddNumberToObject(j, "last", (double)job.last);
+        /* [first, last): the images written (a stopped run's last is where
+         * the --slice that continues it starts) */
+        cJSON_AddNumberToObject(j, "last", (double)(job.first + res.written));
         cJSON_AddNumberToObject(j, "seconds", res.seconds);
         cJSON_AddNumberToObject(j, "images_per_s", ips);
         /* after the first chunk (set-up included there): null with one chunk */
@@ -987,15 +1019,17 @@ static int cmd_sample(int argc, char **argv) {
         fputs(USAGE_SAMPLE, stderr);
         return 2;
     }
+    if (a.device && parse_device(a.device, &(vae_device){0})) return 2;
     int ia = 0, ib = 1, d1 = 0, d2 = 1;
-    char extra;
-    if (a.interpolate &&
-        (sscanf(a.interpolate, "%d,%d%c", &ia, &ib, &extra) != 2 || ia < 0 || ib < 0)) {
-        fprintf(stderr, "vae: --interpolate %s: expected two test image indices I,J\n", a.interpolate);
+    if (a.interpolate && parse_index_pair(a.interpolate, &ia, &ib)) {
+        fprintf(stderr, "vae: --interpolate %s: expected two test image indices I,J (0 to %d)\n",
+                a.interpolate, INT_MAX);
         return 2;
     }
-    if (a.grid && (sscanf(a.grid, "%d,%d%c", &d1, &d2, &extra) != 2 || d1 < 0 || d2 < 0 || d1 == d2)) {
-        fprintf(stderr, "vae: --grid %s: expected two different latent dimensions D1,D2\n", a.grid);
+    if (a.grid && (parse_index_pair(a.grid, &d1, &d2) || d1 == d2)) {
+        fprintf(stderr,
+                "vae: --grid %s: expected two different latent dimensions D1,D2 (integers from 0)\n",
+                a.grid);
         return 2;
     }
     const int modes = (a.prior > 0) + (a.grid != NULL) + (a.interpolate != NULL);
@@ -1071,7 +1105,8 @@ static int cmd_sample(int argc, char **argv) {
     const int have_test = rc == VAE_OK;
     if (!have_test)
         fprintf(stderr, "vae: no test data (%s); writing the prior grids only\n", vae_error_get());
-    if (vae_mkdir_p(out)) { /* after the data: a failure leaves no folder behind */
+    char made[1024];
+    if (vae_mkdir_p(out, made, sizeof made)) { /* after the data: a failure leaves no folder */
         fprintf(stderr, "vae: %s\n", vae_error_get());
         vae_dataset_free(&test);
         unload(&L);
@@ -1080,6 +1115,7 @@ static int cmd_sample(int argc, char **argv) {
     rc = 0;
     if (vae_write_grids(&L.model, have_test ? &test : NULL, out, seed, 0, 1)) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
+        vae_rmdir_made(out, made);
         rc = 1;
     } else {
         printf("wrote image grids to %s\n", out);
@@ -1140,6 +1176,15 @@ static int cmd_info(int argc, char **argv) {
     }
     vae_config cfg;
     vae_config_defaults(&cfg);
+    char ckdir[2048];
+    struct stat sb;
+    if (stat(a.positional, &sb) == 0 && S_ISDIR(sb.st_mode)) { /* a run folder: its newest */
+        if (vae_ckpt_resolve(a.positional, ckdir, sizeof ckdir)) {
+            fprintf(stderr, "vae: %s\n", vae_error_get());
+            return 1;
+        }
+        a.positional = ckdir;
+    }
     size_t len = strlen(a.positional);
     int is_ckpt = len > 12 && !strcmp(a.positional + len - 12, ".safetensors");
     if (!is_ckpt) { /* a checkpoint by another name: a safetensors header, 8-byte length + '{' */

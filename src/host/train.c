@@ -50,6 +50,10 @@ static void install_signals(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
+static const char *stop_name(void) {
+    return g_stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)";
+}
+
 static void restore_signals(void) {
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
@@ -290,8 +294,7 @@ static const char *shell_quote(char *dst, size_t len, const char *s) {
 static int report_stop(const vae_train_opts *o, int64_t step, int64_t epoch, const char *path,
                        int wrc) {
     fprintf(stderr, "%svae: %s at step %" PRId64 " (epoch %" PRId64 "); %s %s\n",
-            o->progress ? "\n" : "", /* below the progress bar */
-            g_stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)", step, epoch,
+            o->progress ? "\n" : "", /* below the progress bar */ stop_name(), step, epoch,
             wrc ? "could not write checkpoint" : "checkpoint written to", path);
     if (wrc) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
@@ -303,6 +306,23 @@ static int report_stop(const vae_train_opts *o, int64_t step, int64_t epoch, con
                 o->out_dir[0] == '-' ? "=" : " ", shell_quote(qo, sizeof qo, o->out_dir),
                 o->data_dir[0] == '-' ? "=" : " ", shell_quote(qd, sizeof qd, o->data_dir), mb);
     }
+    return 130;
+}
+
+/* A stop after the last step (training complete, its checkpoint at ckpt):
+ * the sample grids are not written, or not all (during: they were being
+ * written). Returns 130. */
+static int report_stop_after_training(const vae_train_opts *o, const char *ckpt, int during) {
+    char qc[2100], qo[2100], qd[2100];
+    fprintf(stderr,
+            "%svae: %s %s: training is complete (%s); %s: vae sample %s%s --out%s%s --data%s%s\n",
+            o->progress ? "\n" : "", stop_name(),
+            during ? "while writing the sample grids" : "after the last step", ckpt,
+            during ? "the grids written so far are complete; all four with"
+                   : "the sample grids were not written; write them with",
+            ckpt[0] == '-' ? "./" : "", shell_quote(qc, sizeof qc, ckpt),
+            o->out_dir[0] == '-' ? "=" : " ", shell_quote(qo, sizeof qo, o->out_dir),
+            o->data_dir[0] == '-' ? "=" : " ", shell_quote(qd, sizeof qd, o->data_dir));
     return 130;
 }
 
@@ -430,10 +450,18 @@ static void parse_faults(vae_stepper *T) {
 }
 
 /* Fault injection for the tests: VAE_FAULT_SIGINT_AT_STEP=N stops the run
- * as a SIGINT arriving during step N (1-based) does; 0: never. */
+ * as a SIGINT arriving during step N (1-based) does; 0: never. Outside the
+ * steps, VAE_FAULT_SIGINT_AT=load (while the data and the model load),
+ * setup (after the run record, before the first step) or grids (while the
+ * sample grids are written) does the same there. */
 static int64_t fault_sigint_step(void) {
     const char *s = getenv("VAE_FAULT_SIGINT_AT_STEP");
     return s && *s ? strtoll(s, NULL, 10) : 0;
+}
+
+static void fault_sigint_at(const char *where) {
+    const char *s = getenv("VAE_FAULT_SIGINT_AT");
+    if (s && strcmp(s, where) == 0) g_stop_signal = SIGINT;
 }
 
 static int is_fault(const vae_stepper *T, int64_t step) {
@@ -669,13 +697,14 @@ static int report_bad_steps(vae_stepper *T, const step_view *v, int *seen, vae_t
         /* one, and its index is known: the latest bad step, or the first */
         const int64_t s = halted ? first : last;
         name_bad_step(T, s, what, sizeof what);
-        fprintf(stderr, "\nvae: step %" PRId64 ": non-finite value in %s; step skipped (%d of %d allowed)\n",
-                s + 1, what, n_skipped, o->max_bad_steps);
+        fprintf(stderr,
+                "%svae: step %" PRId64 ": non-finite value in %s; step skipped (%d of %d allowed)\n",
+                o->progress ? "\n" : "", s + 1, what, n_skipped, o->max_bad_steps);
     } else if (n_new > 0) {
-        fprintf(stderr, "\nvae: %d steps with non-finite values skipped, the %s step %" PRId64
+        fprintf(stderr, "%svae: %d steps with non-finite values skipped, the %s step %" PRId64
                         " (%d of %d allowed)\n",
-                n_new, halted ? "first at" : "last at", (halted ? first : last) + 1, n_skipped,
-                o->max_bad_steps);
+                o->progress ? "\n" : "", n_new, halted ? "first at" : "last at",
+                (halted ? first : last) + 1, n_skipped, o->max_bad_steps);
     }
     *seen = nbad;
     if (!halted) return 0;
@@ -690,10 +719,10 @@ static int report_bad_steps(vae_stepper *T, const step_view *v, int *seen, vae_t
     ckpt_name(path, sizeof path, o->out_dir, last, epoch);
     int wrc = vae_ckpt_save(path, T->m, st);
     fprintf(stderr,
-            "\nvae: step %" PRId64 " (epoch %" PRId64 "): non-finite value in %s; "
+            "%svae: step %" PRId64 " (epoch %" PRId64 "): non-finite value in %s; "
             "stopped. %s %s (the last good state)%s\n",
-            last + 1, epoch + 1, what, wrc ? "could not write" : "wrote", path,
-            o->max_bad_steps ? "" : "; --max-bad-steps N skips up to N such steps");
+            o->progress ? "\n" : "", last + 1, epoch + 1, what, wrc ? "could not write" : "wrote",
+            path, o->max_bad_steps ? "" : "; --max-bad-steps N skips up to N such steps");
     if (wrc) fprintf(stderr, "vae: %s\n", vae_error_get());
     return 3;
 }
@@ -720,12 +749,17 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
                 o->out_dir, o->out_dir);
         return 1;
     }
+    /* SIGINT/SIGTERM from here on: before the first step the run ends
+     * without a trace, from the first step on with a checkpoint, after the
+     * last one without the sample grids; always with status 130 */
+    g_stop_signal = 0;
+    install_signals();
     if ((rc = vae_dataset_load(&train, cfg, o->data_dir, 1)) ||
         (rc = vae_dataset_load(&test, cfg, o->data_dir, 0))) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
         goto done;
     }
-    if ((rc = vae_mkdir_p(o->out_dir))) {
+    if ((rc = vae_mkdir_p(o->out_dir, NULL, 0))) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
         goto done;
     }
@@ -832,6 +866,14 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         vae_model_init_params(&model, cfg->seed);
     }
 
+    fault_sigint_at("load");
+    if (g_stop_signal) { /* loading the data and the model: nothing written yet */
+        fprintf(stderr, "vae: %s before the first step; nothing was trained%s\n", stop_name(),
+                o->resume ? " (the checkpoint is as it was)" : "");
+        rc = 130;
+        goto done;
+    }
+
     /* the run directory: effective config, metrics */
     snprintf(path, sizeof path, "%s/config.ini", o->out_dir);
     if ((rc = write_text_atomic(path, cfg->text))) {
@@ -868,9 +910,14 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
                         "(captured on the second step of each batch shape; VAE_CUDA_GRAPH=0 turns this off)\n",
                 be->name);
 
-    install_signals();
     const int64_t spe = st.steps_per_epoch;
     const int64_t total_steps = spe * cfg->epochs;
+    fault_sigint_at("setup");
+    if (g_stop_signal) { /* during the set-up above: the run record is written, so a checkpoint */
+        ckpt_name(path, sizeof path, o->out_dir, st.step, st.step / spe);
+        rc = report_stop(o, st.step, st.step / spe + 1, path, vae_ckpt_save(path, &model, &st));
+        goto done;
+    }
     int seen_bad = 0; /* bad steps reported so far */
     step_view view;
     double run_start = vae_now() - st.elapsed_s;
@@ -988,7 +1035,8 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             goto done;
         }
         /* a stop during this epoch's last step or its evaluation: after the
-         * epoch, with a checkpoint of it (the last epoch just finishes) */
+         * epoch, with a checkpoint of it (the last epoch's is written above,
+         * and the stop is reported after the loop) */
         if (g_stop_signal && ep < cfg->epochs) {
             int wrc = VAE_OK;
             ckpt_name(path, sizeof path, o->out_dir, st.step, ep);
@@ -1000,9 +1048,18 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             goto done;
         }
     }
-    restore_signals();
+    /* path: the last epoch's checkpoint (always written) */
+    if (g_stop_signal) {
+        rc = report_stop_after_training(o, path, 0);
+        goto done;
+    }
     if ((rc = vae_write_grids(&model, &test, o->out_dir, cfg->seed, 0, 1))) {
         fprintf(stderr, "vae: sample grids: %s\n", vae_error_get());
+        goto done;
+    }
+    fault_sigint_at("grids");
+    if (g_stop_signal) {
+        rc = report_stop_after_training(o, path, 1);
         goto done;
     }
     fprintf(stderr, "vae: done; checkpoints, metrics.jsonl and sample grids are in %s\n", o->out_dir);

@@ -241,9 +241,15 @@ c.check({f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)} == bef
         "the other run's files are untouched")
 
 # --- a run that cannot start leaves nothing behind: no folder, no run record
-d = os.path.join(base, "nostart")
+# (nor the folders above it that it made)
+d = os.path.join(base, "nostart", "a", "b")
 p = run(["train", cfg, "--out", d, "--data", os.path.join(base, "no-such-data")] + common[2:], check=False)
-c.check(p.returncode == 1 and not os.path.exists(d), f"failed start leaves no folder ({p.returncode})")
+c.check(p.returncode == 1 and not os.path.exists(os.path.join(base, "nostart")),
+        f"failed start leaves no folder ({p.returncode})")
+# --out naming a file: an error that says so, the file untouched
+p = run(["train", cfg, "--out", cfg] + common, check=False)
+c.check(p.returncode == 1 and "not a directory" in p.stderr and open(cfg).read() == SMALL_MLP,
+        f"--out naming a file: {p.returncode} {p.stderr.strip()[-200:]!r}")
 d = os.path.join(base, "clean")
 names = set(os.listdir(d))
 p = run(["train", "--resume", d, "--batch", "40", "--epochs", "2"] + common, check=False)

@@ -235,25 +235,63 @@ c.check(any(f.endswith(".png") for f in os.listdir(edge)), "the resumed run wrot
 # The same stops at chosen steps (VAE_FAULT_SIGINT_AT_STEP=N: a SIGINT during
 # step N, train.c), which timing cannot aim at: on the last step of epoch 2 of
 # 3 (one step an epoch) the epoch finishes, is checkpointed, and the run exits
-# 130; on the last step of the last epoch the run just finishes (exit 0, its
-# grids written); mid-epoch (step 25 of 20-step epochs) it stops after that
-# step. Each resumed equals the straight run.
+# 130; on the last step of the last epoch the training finishes (its
+# checkpoint written) and the run exits 130 without the sample grids, giving
+# the `vae sample` command that writes them; mid-epoch (step 25 of 20-step
+# epochs) it stops after that step. Each resumed equals the straight run.
 three = ["--batch", "1000", "--epochs", "3"]
 straight3 = os.path.join(base, "straight3")
 run(["train", cfg, "--out", straight3] + three + common)
-for n, args, want_code, want_step, ref in ((2, three, 130, "2", straight3), (3, three, 0, "3", straight3),
-                                           (25, [], 130, "25", straight)):
+GRIDS = {"samples.png", "reconstructions.png", "traversal.png", "interpolation.png"}
+
+
+def grids_in(d):
+    return GRIDS & set(os.listdir(d))
+
+
+for n, args, want_step, ref in ((2, three, "2", straight3), (3, three, "3", straight3),
+                                (25, [], "25", straight)):
     d = os.path.join(base, f"sigint_at_{n}")
     p = run(["train", cfg, "--out", d] + args + common, check=False, env={"VAE_FAULT_SIGINT_AT_STEP": str(n)})
     m_ = final_tensors(d)[0]
-    grids = any(f.endswith(".png") for f in os.listdir(d))
-    c.check(p.returncode == want_code and m_["step"] == want_step and grids == (want_code == 0),
-            f"SIGINT during step {n}: exit {p.returncode}, checkpoint at step {m_['step']}, grids {grids} "
-            f"(want {want_code}, {want_step}, {want_code == 0})")
-    if p.returncode == 130:
+    c.check(p.returncode == 130 and m_["step"] == want_step and not grids_in(d),
+            f"SIGINT during step {n}: exit {p.returncode}, checkpoint at step {m_['step']}, grids "
+            f"{sorted(grids_in(d))} (want 130, {want_step}, none)")
+    if n == 3:
+        said = [l.split("write them with: ", 1)[1] for l in p.stderr.splitlines()
+                if "training is complete" in l and "write them with: " in l]
+        c.check(len(said) == 1 and said[0].startswith("vae sample "), f"after the last step: {p.stderr!r}")
+        if said:
+            run(shlex.split(said[0])[1:])
+            c.check(grids_in(d) == GRIDS, f"the printed sample command writes the grids: {sorted(grids_in(d))}")
+    else:
         resume_as_printed(p.stderr)
     c.check(same(final_tensors(ref)[1], final_tensors(d)[1]) and strip1(d) == strip1(ref),
             f"SIGINT during step {n} (+ resume): the straight run's parameters and metrics")
+
+# ... and outside the steps (VAE_FAULT_SIGINT_AT): while the data load, the
+# run ends with 130 and leaves nothing, not even the folders of --out it made;
+# after the run record is written but before the first step, with a
+# checkpoint of step 0 that the printed command resumes to the straight run;
+# while the grids are written, with the grids done so far and the command.
+d = os.path.join(base, "sig_load", "a", "b")
+p = run(["train", cfg, "--out", d] + three + common, check=False, env={"VAE_FAULT_SIGINT_AT": "load"})
+c.check(p.returncode == 130 and "before the first step" in p.stderr and
+        not os.path.exists(os.path.join(base, "sig_load")),
+        f"SIGINT while loading: exit {p.returncode}, {p.stderr!r}, folders left: "
+        f"{os.path.exists(os.path.join(base, 'sig_load'))}")
+d = os.path.join(base, "sig_setup")
+p = run(["train", cfg, "--out", d] + three + common, check=False, env={"VAE_FAULT_SIGINT_AT": "setup"})
+c.check(p.returncode == 130 and final_tensors(d)[0]["step"] == "0",
+        f"SIGINT before the first step: exit {p.returncode}, {p.stderr!r}")
+if p.returncode == 130:
+    resume_as_printed(p.stderr)
+    c.check(same(final_tensors(straight3)[1], final_tensors(d)[1]),
+            "SIGINT before the first step + resume: the straight run's parameters")
+d = os.path.join(base, "sig_grids")
+p = run(["train", cfg, "--out", d] + three + common, check=False, env={"VAE_FAULT_SIGINT_AT": "grids"})
+c.check(p.returncode == 130 and "while writing the sample grids" in p.stderr and "vae sample " in p.stderr,
+        f"SIGINT while writing the grids: exit {p.returncode}, {p.stderr!r}")
 
 # SIGTERM behaves like SIGINT
 term = os.path.join(base, "term")

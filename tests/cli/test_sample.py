@@ -262,17 +262,21 @@ def interrupted(name, after, *args):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(after)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=600)
+    out, err = proc.communicate(timeout=600)
+    interrupted.out = out
     return d, proc.returncode, err
 
 
-d, code, err = interrupted("stop", 4 if not ASAN else 15, "--seed", "11")
+d, code, err = interrupted("stop", 4 if not ASAN else 15, "--seed", "11", "--json")
 c.check(code == 130, f"SIGINT: exit code 130 (got {code}: {err[-300:]})")
 s = np.load(os.path.join(d, "prior.npy"))
 c.check(0 < len(s) < 2000000 and len(s) % 500 == 0, f"SIGINT: .npy truncated at a chunk boundary ({len(s)} rows)")
 n = min(len(s), 1000)
 c.check(np.array_equal(s[:n], a[:n]), "SIGINT: the rows written are those of the full run")
 c.check(f"--slice {len(s)}:2000000" in err, "SIGINT: the message says how to continue")
+j = json.loads(interrupted.out)
+c.check(j["stopped"] and j["first"] == 0 and j["last"] == len(s) == j["images"],
+        f"SIGINT: --json's [first, last) are the rows written ({j['first']}, {j['last']}, {len(s)} rows)")
 
 # ... with PNG sheets too: exit 130, the sheets finished so far complete, no
 # temp file and no half sheet left
@@ -376,4 +380,58 @@ os.remove(os.path.join(d + "_big", "prior.npy"))
 c.check(big - small < 32, f"peak RSS does not grow with N ({small:.0f} -> {big:.0f} MB)")
 if not ASAN:
     c.check(big < 300, f"1,000,000 samples in under 300 MB of RSS ({big:.0f} MB)")
+
+# ---------------------------------------------------------------- an --out used before
+# a smaller grid where a larger one wrote blocks: refused before anything is
+# written, the earlier run's files untouched; the same layout again: replaced
+d = os.path.join(base, "reuse")
+sample(ck, d, "--grid", "0,1", "--steps", "150")  # 150 x 150: 2 x 2 blocks of sheets
+before = {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)}
+c.check(sorted(before) == ["grid-0-0.png", "grid-0-1.png", "grid-1-0.png", "grid-1-1.png", "grid.npy"],
+        f"a 150 x 150 grid: {sorted(before)}")
+p = sample(ck, d, "--grid", "2,3", "--steps", "10", check=False)
+c.check(p.returncode == 1 and "another layout" in p.stderr and "grid-" in p.stderr and
+        {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)} == before,
+        f"sheets of another layout under the same name: exit {p.returncode}, {p.stderr.strip()[-300:]!r}, "
+        f"files {sorted(os.listdir(d))}")
+p = sample(ck, d, "--grid", "2,3", "--steps", "10", "--no-png", "--save-latents", check=False)
+c.check(p.returncode == 0 and np.load(os.path.join(d, "grid-latents.npy")).shape == (100, L),
+        f"--no-png: no sheets to mix, so it runs: {p.returncode} {p.stderr.strip()[-200:]!r}")
+# a run without --save-latents replaces grid.npy: the old latents go with it
+p = sample(ck, d, "--grid", "0,1", "--steps", "150", "--no-png")
+c.check(not os.path.exists(os.path.join(d, "grid-latents.npy")) and "removed" in p.stderr and
+        np.load(os.path.join(d, "grid.npy")).shape[0] == 22500,
+        f"the earlier run's grid-latents.npy removed with the grid.npy it described: {sorted(os.listdir(d))}")
+sample(ck, d, "--grid", "0,1", "--steps", "150")  # the same layout: replaced, no complaint
+c.check({f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)} == before,
+        "the same grid again into the same --out: the same files")
+
+# ---------------------------------------------------------------- command lines
+# values out of int range, floats beyond float32, a device name: refused,
+# with 2 for the malformed and 1 for what does not fit the checkpoint
+nodev = common[:3] + common[5:]  # without --device cpu
+for args, want, what in ((["--grid", "4294967296,1"], 2, "--grid 4294967296,1"),
+                         (["--grid", "1,4294967297"], 2, "--grid 1,4294967297"),
+                         (["--interpolate", "4294967296,1"], 2, "--interpolate 4294967296,1"),
+                         (["--grid", "0,1", "--at", ",".join(["1e39"] * L)], 1, "finite number"),
+                         (["--prior", "5", "--device", "gpu"], 2, "--device gpu"),
+                         (["--device", "gpu"], 2, "--device gpu")):
+    o = os.path.join(base, "cmdline", "x")
+    p = run(["sample", ck, "--out", o] + args + nodev, check=False)
+    c.check(p.returncode == want and what in p.stderr and not os.path.exists(os.path.join(base, "cmdline")),
+            f"sample {' '.join(args)}: exit {p.returncode} (want {want}), {p.stderr.strip()[-200:]!r}, "
+            f"folder left: {os.path.exists(os.path.join(base, 'cmdline'))}")
+p = run(["eval", ck, "--device", "gpu", "--data", base], check=False)
+c.check(p.returncode == 2 and "--device gpu" in p.stderr, f"eval --device gpu: exit {p.returncode}")
+# an --interpolate whose test images are missing: the folders it would have made are not left
+p = run(["sample", ck, "--out", os.path.join(base, "nofold", "a", "b"), "--interpolate", "0,1",
+         "--data", nodata] + rest, check=False)
+c.check(p.returncode == 1 and not os.path.exists(os.path.join(base, "nofold")),
+        f"--interpolate without test images leaves no folders: {p.returncode}")
+# --out naming a file
+p = sample(ck, os.path.join(d, "grid.npy"), "--prior", "5", check=False)
+c.check(p.returncode == 1 and "not a directory" in p.stderr, f"--out naming a file: {p.stderr.strip()[-200:]!r}")
+# info of a run's folder: its newest checkpoint
+p = run(["info", os.path.dirname(ck)])
+c.check(os.path.basename(ck) in p.stdout, f"info DIR names the newest checkpoint: {p.stdout[:200]!r}")
 c.finish()
