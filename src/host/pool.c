@@ -14,7 +14,10 @@
  * up every loop until its next time slice: on 2 CPUs with one of them busy,
  * --threads 2 trained mnist_conv no faster than --threads 1. A claim carries
  * the generation, so a worker that read loop g late can never take a part
- * of loop g + 1 (its compare-and-swap fails on the tag). `left` (under `mu`)
+ * of loop g + 1 (its compare-and-swap fails on the tag). Such a worker may
+ * still read `claim` and take `mu` after its loop's caller has returned (it
+ * never calls fn then): vae_pool_destroy is safe because it joins the
+ * workers before it frees the pool, and any other teardown must too. `left` (under `mu`)
  * counts the parts not yet finished; whoever finishes the last one wakes
  * the caller, which returns only when it is 0: every claimed part of a loop
  * is done before the next loop is posted. Which thread runs which part does
@@ -52,7 +55,10 @@ int vae_cpus_usable(void) {
 }
 
 #define POOL_SPIN_NS 100000 /* 100 us */
-#define CLAIM_BITS 16        /* parts <= VAE_POOL_PARTS threads <= 4096 < 2^16 */
+#define POOL_MAX_THREADS 1024
+#define CLAIM_BITS 16 /* the part index in `claim`, below the generation */
+_Static_assert(VAE_POOL_PARTS * POOL_MAX_THREADS < (1 << CLAIM_BITS),
+               "a loop's part index must fit below the generation in `claim`");
 
 typedef struct {
     vae_pool *pool;
@@ -170,7 +176,7 @@ void vae_pool_destroy(vae_pool *p) {
 vae_pool *vae_pool_create(int threads) {
     const int cpus = vae_cpus_usable();
     if (threads <= 0) threads = cpus;
-    if (threads > 1024) threads = 1024;
+    if (threads > POOL_MAX_THREADS) threads = POOL_MAX_THREADS;
     vae_pool *p = (vae_pool *)vae_calloc(1, sizeof *p);
     if (!p) return NULL;
     p->threads = threads;
