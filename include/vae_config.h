@@ -105,6 +105,18 @@ int vae_config_load(vae_config *cfg, const char *path);
 int vae_config_parse(vae_config *cfg, const char *text, const char *name);
 void vae_config_free(vae_config *cfg);
 
+/* How config b (a resumed run's) differs from a (its checkpoint's). model
+ * (mlen bytes) receives the differences in what defines the model and its
+ * objective ([model] keys, the [encoder] and [decoder] layers), other
+ * (olen) those in the keys that change the results from here on ([data],
+ * [optim], [train] beta and kl_warmup_steps); each as "[section] key a ->
+ * b" items separated by "; ", "" when there are none. Epochs, threads,
+ * device, checkpoint_every and keep are settings of the run, not compared
+ * (batch and seed must match for a resume, checked by the caller). Returns
+ * the number of model differences. */
+int vae_config_compare(const vae_config *a, const vae_config *b, char *model, size_t mlen,
+                       char *other, size_t olen);
+
 /* Re-run the checks that depend on keys a flag may override (batch, epochs,
  * lr, seed...). Returns VAE_OK or VAE_EINVAL with a message naming the key. */
 int vae_config_validate(vae_config *cfg);

@@ -141,9 +141,11 @@ int vae_evaluate(vae_model *m, const vae_dev_data *dd, uint64_t seed, int iw_k,
  * reconstructions), traversal.png (latent dims 0 and 1 over [-3, 3]),
  * interpolation.png (test images ia -> ib, left out when the test set has
  * no such images). With test == NULL only the grids that need no data are
- * written. */
+ * written; a plain autoencoder has no prior, so it writes only the two
+ * that need test images. wrote (if not NULL, len bytes) receives the names
+ * of the grids written, comma-separated ("" for none). */
 int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint64_t seed,
-                    int ia, int ib);
+                    int ia, int ib, char *wrote, size_t len);
 /* Posterior means mu[n, L] (host) of test images idx[n], encoded in batches of m->B. */
 void vae_encode_means(vae_model *m, const vae_dataset *ds, const int *idx, int n, real *mu);
 

@@ -633,7 +633,35 @@ static void test_kind_names(void) {
     CHECK(strcmp(vae_layer_kind_name((vae_layer_kind)99), "unknown") == 0);
 }
 
+/* vae_config_compare: what defines the model vs what changes the results,
+ * run settings not compared, floats as the shortest text that reads back */
+static void test_compare(void) {
+    vae_config a, b;
+    char m[512], o[512];
+    const char *p = config_path("mnist_conv.ini");
+    CHECK_MSG(p != NULL, "configs/mnist_conv.ini not found (set VAE_SOURCE_DIR)");
+    if (!p) return;
+    CHECK(vae_config_load(&a, p) == 0);
+    CHECK(vae_config_load(&b, p) == 0);
+    CHECK(vae_config_compare(&a, &b, m, sizeof m, o, sizeof o) == 0 && !m[0] && !o[0]);
+    b.epochs = 99, b.threads = 3, b.keep = 0, b.device = VAE_DEVICE_CPU, b.checkpoint_every = 5;
+    CHECK(vae_config_compare(&a, &b, m, sizeof m, o, sizeof o) == 0 && !m[0] && !o[0]);
+    b.lr = 2e-3f, b.beta = 0.5f;
+    CHECK(vae_config_compare(&a, &b, m, sizeof m, o, sizeof o) == 0 && !m[0]);
+    CHECK_MSG(strstr(o, "[optim] lr 0.001 -> 0.002") && strstr(o, "[train] beta 1 -> 0.5"), "%s", o);
+    b.likelihood = VAE_LIK_GAUSSIAN;
+    b.dec[5].out = 16;
+    CHECK(vae_config_compare(&a, &b, m, sizeof m, NULL, 0) == 2);
+    CHECK_MSG(strstr(m, "[model] likelihood bernoulli -> gaussian") && strstr(m, "[decoder] layer 6"),
+              "%s", m);
+    b.n_enc--;
+    CHECK(vae_config_compare(&a, &b, NULL, 0, NULL, 0) == 3);
+    vae_config_free(&a);
+    vae_config_free(&b);
+}
+
 int main(void) {
+    test_compare();
     test_mnist_mlp();
     test_mnist_conv();
     test_cifar10_conv();

@@ -893,3 +893,99 @@ int vae_config_validate(vae_config *cfg) {
     }
     return VAE_OK;
 }
+
+/* ------------------------------------------------------------ comparing */
+
+static void diff_add(char *out, size_t len, const char *fmt, ...) {
+    const size_t k = strlen(out);
+    if (k + 1 >= len) return;
+    if (k) snprintf(out + k, len - k, "; ");
+    const size_t k2 = strlen(out);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out + k2, len - k2, fmt, ap);
+    va_end(ap);
+}
+
+/* key i of a and b as text, for the differences */
+static void key_text(const key_def *k, const vae_config *c, char *t, size_t len) {
+    const void *f = (const char *)c + k->off;
+    switch (k->type) {
+    case K_INT: case K_BOOL: snprintf(t, len, "%d", *(const int *)f); break;
+    case K_U64: snprintf(t, len, "%llu", (unsigned long long)*(const uint64_t *)f); break;
+    case K_FLOAT: { /* the shortest text that reads back as the same float */
+        const float v = *(const float *)f;
+        for (int digits = 6; digits <= 9; digits++) {
+            snprintf(t, len, "%.*g", digits, (double)v);
+            if (strtof(t, NULL) == v) break;
+        }
+        break;
+    }
+    case K_ENUM: {
+        const int v = *(const int *)f;
+        int nc = 0;
+        while (k->choices[nc]) nc++;
+        snprintf(t, len, "%s", v >= 0 && v < nc ? k->choices[v] : "?");
+        break;
+    }
+    case K_SHAPE: {
+        const vae_shape *sh = (const vae_shape *)f;
+        snprintf(t, len, "%dx%dx%d", sh->c, sh->h, sh->w);
+        break;
+    }
+    case K_STRING: snprintf(t, len, "%s", (const char *)f); break;
+    default: snprintf(t, len, "?");
+    }
+}
+
+static int same_layer(const vae_layer_spec *x, const vae_layer_spec *y) {
+    return x->kind == y->kind && x->out == y->out && x->k == y->k && x->stride == y->stride &&
+           x->pad == y->pad && x->out_pad == y->out_pad && x->slope == y->slope &&
+           x->reshape.c == y->reshape.c && x->reshape.h == y->reshape.h &&
+           x->reshape.w == y->reshape.w;
+}
+
+static int layers_diff(const char *sec, const vae_layer_spec *x, int nx, const vae_layer_spec *y,
+                       int ny, char *out, size_t len) {
+    if (nx != ny) {
+        diff_add(out, len, "[%s] %d layers -> %d", sec, nx, ny);
+        return 1;
+    }
+    for (int i = 0; i < nx; i++)
+        if (!same_layer(&x[i], &y[i])) {
+            diff_add(out, len, "[%s] layer %d (line %d -> line %d)", sec, i + 1, x[i].line, y[i].line);
+            return 1;
+        }
+    return 0;
+}
+
+int vae_config_compare(const vae_config *a, const vae_config *b, char *model, size_t mlen,
+                       char *other, size_t olen) {
+    int nm = 0;
+    if (model && mlen) model[0] = 0;
+    if (other && olen) other[0] = 0;
+    for (int i = 0; i < N_KEYS; i++) {
+        const key_def *k = &KEYS[i];
+        if (k->type == K_LAYER) continue;
+        const int is_model = !strcmp(k->section, "model");
+        const int counts = is_model || !strcmp(k->section, "data") || !strcmp(k->section, "optim") ||
+                           !strcmp(k->name, "beta") || !strcmp(k->name, "kl_warmup_steps");
+        if (!counts) continue;
+        char ta[300], tb[300];
+        key_text(k, a, ta, sizeof ta);
+        key_text(k, b, tb, sizeof tb);
+        if (!strcmp(ta, tb)) continue;
+        if (is_model) {
+            nm++;
+            if (model && mlen) diff_add(model, mlen, "[%s] %s %s -> %s", k->section, k->name, ta, tb);
+        } else if (other && olen) {
+            diff_add(other, olen, "[%s] %s %s -> %s", k->section, k->name, ta, tb);
+        }
+    }
+    char dummy[8] = "";
+    nm += layers_diff("encoder", a->enc, a->n_enc, b->enc, b->n_enc, model && mlen ? model : dummy,
+                      model && mlen ? mlen : sizeof dummy);
+    nm += layers_diff("decoder", a->dec, a->n_dec, b->dec, b->n_dec, model && mlen ? model : dummy,
+                      model && mlen ? mlen : sizeof dummy);
+    return nm;
+}

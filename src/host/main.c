@@ -607,12 +607,32 @@ typedef struct {
     char chunk_why[160]; /* how the sample chunk was chosen */
 } loaded_t;
 
+/* Does the file start like text (a config, a log) rather than like a
+ * safetensors file, whose first 8 bytes are a little-endian header length
+ * well under 2^32 (so its last bytes are 0)? */
+static int looks_like_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    unsigned char h[8];
+    const size_t n = fread(h, 1, sizeof h, f);
+    fclose(f);
+    if (n < sizeof h) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(h[i] >= 0x20 && h[i] < 0x7f) && h[i] != '\n' && h[i] != '\r' && h[i] != '\t') return 0;
+    return 1;
+}
+
 static int load_for_inference(const char *ckpt, const args_t *a, loaded_t *L) {
     memset(L, 0, sizeof *L);
     vae_config_defaults(&L->cfg);
     vae_st_file f;
     if (vae_ckpt_resolve(ckpt, L->path, sizeof L->path) || vae_ckpt_open(L->path, &f, &L->cfg)) {
-        fprintf(stderr, "vae: %s\n", vae_error_get());
+        if (L->path[0] && looks_like_text(L->path))
+            fprintf(stderr, "vae: %s is a text file (a config?), not a checkpoint; expected a "
+                            "checkpoint (*.safetensors, as vae train writes) or a run's folder\n",
+                    L->path);
+        else
+            fprintf(stderr, "vae: %s\n", vae_error_get());
         return -1;
     }
     if (a->batch > 0) L->cfg.batch = (int)a->batch;
@@ -702,6 +722,7 @@ static int cmd_eval(int argc, char **argv) {
             if (a.iw > 0) {
                 cJSON_AddNumberToObject(j, "iw_k", r.iw_k);
                 cJSON_AddNumberToObject(j, "test_iw_nll", r.iw_nll);
+                cJSON_AddNumberToObject(j, "test_iw_bpd", r.iw_nll / (D * log(2.0)));
             }
             if (L.cfg.likelihood == VAE_LIK_GAUSSIAN) cJSON_AddNumberToObject(j, "test_mse", r.mse);
             cJSON_AddNumberToObject(j, "seconds", secs);
@@ -716,7 +737,9 @@ static int cmd_eval(int argc, char **argv) {
             printf("  recon         %.4f\n", r.recon);
             printf("  kl            %.4f\n", r.kl);
             if (L.cfg.likelihood == VAE_LIK_GAUSSIAN) printf("  mse/pixel     %.6f\n", r.mse);
-            if (a.iw > 0) printf("test nll (iw)   %.4f nats/image with K=%d importance samples\n", r.iw_nll, r.iw_k);
+            if (a.iw > 0)
+                printf("test nll (iw)   %.4f nats/image  (%.4f bits/dim) with K=%d importance "
+                       "samples\n", r.iw_nll, r.iw_nll / (D * log(2.0)), r.iw_k);
         }
         rc = 0;
     }
@@ -1103,8 +1126,20 @@ static int cmd_sample(int argc, char **argv) {
         return 1;
     }
     const int have_test = rc == VAE_OK;
+    if (!have_test && L.cfg.type != VAE_MODEL_VAE) { /* no prior: every grid needs test images */
+        fprintf(stderr, "vae: %s is a plain autoencoder: its grids (reconstructions, "
+                        "interpolation) need the test images, and there are none (%s); give --data\n",
+                L.path, vae_error_get());
+        unload(&L);
+        return 1;
+    }
     if (!have_test)
         fprintf(stderr, "vae: no test data (%s); writing the prior grids only\n", vae_error_get());
+    else if (test.n < 2)
+        fprintf(stderr, "vae: the test set has one image: no interpolation.png (it needs two)\n");
+    if (have_test && L.cfg.type != VAE_MODEL_VAE)
+        fprintf(stderr, "vae: %s is a plain autoencoder (no prior): no samples.png or "
+                        "traversal.png\n", L.path);
     char made[1024];
     if (vae_mkdir_p(out, made, sizeof made)) { /* after the data: a failure leaves no folder */
         fprintf(stderr, "vae: %s\n", vae_error_get());
@@ -1113,12 +1148,13 @@ static int cmd_sample(int argc, char **argv) {
         return 1;
     }
     rc = 0;
-    if (vae_write_grids(&L.model, have_test ? &test : NULL, out, seed, 0, 1)) {
+    char wrote[200];
+    if (vae_write_grids(&L.model, have_test ? &test : NULL, out, seed, 0, 1, wrote, sizeof wrote)) {
         fprintf(stderr, "vae: %s\n", vae_error_get());
         vae_rmdir_made(out, made);
         rc = 1;
     } else {
-        printf("wrote image grids to %s\n", out);
+        printf("wrote %s to %s\n", wrote, out);
     }
     vae_dataset_free(&test);
     unload(&L);

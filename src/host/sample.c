@@ -62,8 +62,16 @@ static int write_grid(const char *dir, const char *name, const uint8_t *imgs, in
     return rc;
 }
 
+/* "name" appended to the comma-separated list in wrote[len] */
+static void note_wrote(char *wrote, size_t len, const char *name) {
+    if (!wrote || !len) return;
+    const size_t k = strlen(wrote);
+    snprintf(wrote + k, len - k, "%s%s", k ? ", " : "", name);
+}
+
 int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint64_t seed, int ia,
-                    int ib) {
+                    int ib, char *wrote, size_t len) {
+    if (wrote && len) wrote[0] = 0;
     const int L = m->L, D = m->D;
     const int n_prior = 64, n_rec = 32, steps = 10, n_interp = 12;
     const vae_config *cfg = m->cfg;
@@ -87,6 +95,7 @@ int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint
         for (size_t i = 0; i < (size_t)n_prior * L; i++) zs[i] = vae_normal_at(seed, VAE_RNG_PRIOR, 0, i);
         decode_host_latents(m, zs, n_prior, dev_px, px);
         if ((rc = write_grid(dir, "samples.png", px, n_prior, 8, cfg))) goto done;
+        note_wrote(wrote, len, "samples.png");
 
         /* traversal of latent dims 0 and 1 over [-3, 3], the others 0 */
         memset(zs, 0, (size_t)steps * steps * L * sizeof(real));
@@ -98,6 +107,7 @@ int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint
             }
         decode_host_latents(m, zs, steps * steps, dev_px, px);
         if ((rc = write_grid(dir, "traversal.png", px, steps * steps, steps, cfg))) goto done;
+        note_wrote(wrote, len, "traversal.png");
     }
 
     if (!test) goto done; /* no data: prior grids only */
@@ -112,6 +122,7 @@ int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint
         memcpy(px + (size_t)(2 * i + 1) * D, tmp + (size_t)i * D, (size_t)D);
     }
     if ((rc = write_grid(dir, "reconstructions.png", px, 2 * n_rec, 8, cfg))) goto done;
+    note_wrote(wrote, len, "reconstructions.png");
 
     /* interpolation between the means of test images ia and ib */
     if (!interp) goto done;
@@ -127,6 +138,7 @@ int vae_write_grids(vae_model *m, const vae_dataset *test, const char *dir, uint
     memcpy(px + (size_t)D, tmp, (size_t)steps * D);
     memcpy(px + (size_t)(steps + 1) * D, test->images + (size_t)ib * D, (size_t)D);
     rc = write_grid(dir, "interpolation.png", px, n_interp, n_interp, cfg);
+    if (!rc) note_wrote(wrote, len, "interpolation.png");
 
 done:
     if (dev_px) m->be->release(m->be, dev_px);

@@ -812,6 +812,23 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             fprintf(stderr, "vae: --resume: %s\n", vae_error_get());
             goto done;
         }
+        /* the config given (the checkpoint's, with a CONFIG or flags over
+         * it): the same model, and a note of what else changes */
+        char mdiff[1024], odiff[1024];
+        if (vae_config_compare(&ckcfg, cfg, mdiff, sizeof mdiff, odiff, sizeof odiff)) {
+            fprintf(stderr,
+                    "vae: --resume %s: the config given defines another model than the "
+                    "checkpoint's (%s); a resume continues the same model: train the new one as "
+                    "a new run\n",
+                    ck, mdiff);
+            vae_st_free(&f);
+            vae_config_free(&ckcfg);
+            rc = 1;
+            goto done;
+        }
+        if (odiff[0])
+            fprintf(stderr, "vae: note: --resume %s: this run's config differs from the "
+                            "checkpoint's in %s; the run goes on with these values\n", ck, odiff);
         rc = vae_ckpt_restore(&f, ck, &model, &st, 1);
         const char *rng = rc ? NULL : vae_st_meta_get(&f, "rng");
         if (!rc && (!rng || strcmp(rng, VAE_RNG_NAME) != 0))
@@ -1053,7 +1070,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         rc = report_stop_after_training(o, path, 0);
         goto done;
     }
-    if ((rc = vae_write_grids(&model, &test, o->out_dir, cfg->seed, 0, 1))) {
+    if ((rc = vae_write_grids(&model, &test, o->out_dir, cfg->seed, 0, 1, NULL, 0))) {
         fprintf(stderr, "vae: sample grids: %s\n", vae_error_get());
         goto done;
     }

@@ -168,6 +168,25 @@ c.check(p.returncode == 0 and "nothing to train" in p.stderr and
         open(os.path.join(part2, "config.ini")).read() == ini_before,
         f"resume of a finished run to its own epochs: {p.returncode} {p.stderr!r}")
 
+# a CONFIG given with --resume: another model is refused, naming what
+# differs, and nothing is written; another learning rate goes on, with a note
+changed = os.path.join(base, "changed")
+run(["train", cfg, "--out", changed, "--epochs", "1"] + common)
+names = sorted(os.listdir(changed))
+other_model = os.path.join(base, "other_model.ini")
+open(other_model, "w").write(SMALL_MLP.replace("[model]", "[model]\nlikelihood = gaussian"))
+p = run(["train", "--resume", changed, other_model, "--epochs", "2"] + common, check=False)
+c.check(p.returncode == 1 and "another model" in p.stderr and "likelihood bernoulli -> gaussian" in p.stderr
+        and sorted(os.listdir(changed)) == names,
+        f"resume with another likelihood: {p.returncode} {p.stderr.strip()[-300:]!r}")
+open(other_model, "w").write(SMALL_MLP.replace("layer = dense 64", "layer = dense 32", 1))
+p = run(["train", "--resume", changed, other_model, "--epochs", "2"] + common, check=False)
+c.check(p.returncode == 1 and "[encoder] layer 2" in p.stderr,
+        f"resume with another encoder: {p.returncode} {p.stderr.strip()[-300:]!r}")
+p = run(["train", "--resume", changed, "--epochs", "2", "--lr", "1e-3"] + common)
+c.check("note" in p.stderr and "[optim] lr 0.002 -> 0.001" in p.stderr,
+        f"resume with another lr: a note naming it: {p.stderr.strip()[-300:]!r}")
+
 # The signal tests need a run long enough to interrupt: 30 epochs, 600 steps.
 long_ = ["--epochs", "30"]
 straight30 = os.path.join(base, "straight30")

@@ -431,6 +431,22 @@ c.check(p.returncode == 1 and not os.path.exists(os.path.join(base, "nofold")),
 # --out naming a file
 p = sample(ck, os.path.join(d, "grid.npy"), "--prior", "5", check=False)
 c.check(p.returncode == 1 and "not a directory" in p.stderr, f"--out naming a file: {p.stderr.strip()[-200:]!r}")
+# a config where a checkpoint belongs: said so
+p = run(["eval", os.path.join(os.path.dirname(ck), "config.ini"), "--data", base], check=False)
+c.check(p.returncode == 1 and "not a checkpoint" in p.stderr, f"eval CONFIG: {p.stderr.strip()[-200:]!r}")
+# a plain autoencoder has no prior: the two grids of test images, with a
+# note; none without test images, an error rather than an empty folder
+ae = train(SMALL_MLP.replace("[model]", "[model]\ntype = ae").replace("kl_warmup_steps = 10\n", "")
+           .replace("epochs = 3", "epochs = 1"), "ae")
+d = os.path.join(base, "ae_grids")
+p = sample(ae, d)
+c.check(sorted(os.listdir(d)) == ["interpolation.png", "reconstructions.png"] and "no prior" in p.stderr
+        and "reconstructions.png, interpolation.png" in p.stdout,
+        f"AE grids: {sorted(os.listdir(d))} {p.stdout.strip()!r} {p.stderr.strip()[-200:]!r}")
+d = os.path.join(base, "ae_nodata")
+p = run(["sample", ae, "--out", d] + rest, check=False, env={"VAE_DATA_DIR": nodata})
+c.check(p.returncode == 1 and "plain autoencoder" in p.stderr and not os.path.exists(d),
+        f"AE grids without test images: {p.returncode} {p.stderr.strip()[-200:]!r}")
 # info of a run's folder: its newest checkpoint
 p = run(["info", os.path.dirname(ck)])
 c.check(os.path.basename(ck) in p.stdout, f"info DIR names the newest checkpoint: {p.stdout[:200]!r}")

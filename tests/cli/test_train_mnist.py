@@ -81,6 +81,8 @@ c.check(es["test_nelbo"] == e["test_nelbo"] and e2["test_nelbo"] != e["test_nelb
 e5 = json.loads(run(["eval", ck, "--json", "--iw", "5"]).stdout)
 c.check(e5["test_iw_nll"] < e5["test_nelbo"], "importance-weighted bound is tighter than the ELBO")
 c.check(e5["test_iw_nll"] > e5["test_nelbo"] - 15, "and not absurdly so")
+c.check(abs(e5["test_iw_bpd"] - e5["test_iw_nll"] / (784 * math.log(2))) < 1e-9,
+        "the importance-weighted estimate in bits per dimension too")
 txt = run(["eval", ck]).stdout
 c.check("test nelbo" in txt and "recon" in txt, "human-readable eval")
 
