@@ -896,7 +896,9 @@ int vae_config_validate(vae_config *cfg) {
 
 /* ------------------------------------------------------------ comparing */
 
+/* appends an item to out[len]; out NULL or len 0: nothing */
 static void diff_add(char *out, size_t len, const char *fmt, ...) {
+    if (!out || !len) return;
     const size_t k = strlen(out);
     if (k + 1 >= len) return;
     if (k) snprintf(out + k, len - k, "; ");
@@ -975,17 +977,11 @@ int vae_config_compare(const vae_config *a, const vae_config *b, char *model, si
         key_text(k, a, ta, sizeof ta);
         key_text(k, b, tb, sizeof tb);
         if (!strcmp(ta, tb)) continue;
-        if (is_model) {
-            nm++;
-            if (model && mlen) diff_add(model, mlen, "[%s] %s %s -> %s", k->section, k->name, ta, tb);
-        } else if (other && olen) {
-            diff_add(other, olen, "[%s] %s %s -> %s", k->section, k->name, ta, tb);
-        }
+        nm += is_model;
+        if (is_model) diff_add(model, mlen, "[%s] %s %s -> %s", k->section, k->name, ta, tb);
+        else diff_add(other, olen, "[%s] %s %s -> %s", k->section, k->name, ta, tb);
     }
-    char dummy[8] = "";
-    nm += layers_diff("encoder", a->enc, a->n_enc, b->enc, b->n_enc, model && mlen ? model : dummy,
-                      model && mlen ? mlen : sizeof dummy);
-    nm += layers_diff("decoder", a->dec, a->n_dec, b->dec, b->n_dec, model && mlen ? model : dummy,
-                      model && mlen ? mlen : sizeof dummy);
+    nm += layers_diff("encoder", a->enc, a->n_enc, b->enc, b->n_enc, model, mlen);
+    nm += layers_diff("decoder", a->dec, a->n_dec, b->dec, b->n_dec, model, mlen);
     return nm;
 }

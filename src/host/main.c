@@ -607,19 +607,14 @@ typedef struct {
     char chunk_why[160]; /* how the sample chunk was chosen */
 } loaded_t;
 
-/* Does the file start like text (a config, a log) rather than like a
- * safetensors file, whose first 8 bytes are a little-endian header length
- * well under 2^32 (so its last bytes are 0)? */
-static int looks_like_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    unsigned char h[8];
-    const size_t n = fread(h, 1, sizeof h, f);
-    fclose(f);
-    if (n < sizeof h) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!(h[i] >= 0x20 && h[i] < 0x7f) && h[i] != '\n' && h[i] != '\r' && h[i] != '\t') return 0;
-    return 1;
+/* Does the file start as a safetensors file does: an 8-byte little-endian
+ * header length (well under 2^48: its last bytes are 0), then '{'? */
+static int starts_like_safetensors(const char *path) {
+    FILE *in = fopen(path, "rb");
+    unsigned char h[9];
+    const int yes = in && fread(h, 1, 9, in) == 9 && h[8] == '{' && h[7] == 0 && h[6] == 0;
+    if (in) fclose(in);
+    return yes;
 }
 
 static int load_for_inference(const char *ckpt, const args_t *a, loaded_t *L) {
@@ -627,10 +622,10 @@ static int load_for_inference(const char *ckpt, const args_t *a, loaded_t *L) {
     vae_config_defaults(&L->cfg);
     vae_st_file f;
     if (vae_ckpt_resolve(ckpt, L->path, sizeof L->path) || vae_ckpt_open(L->path, &f, &L->cfg)) {
-        if (L->path[0] && looks_like_text(L->path))
-            fprintf(stderr, "vae: %s is a text file (a config?), not a checkpoint; expected a "
-                            "checkpoint (*.safetensors, as vae train writes) or a run's folder\n",
-                    L->path);
+        if (L->path[0] && !starts_like_safetensors(L->path))
+            fprintf(stderr, "vae: %s is not a checkpoint (not a safetensors file: a config?); "
+                            "expected a checkpoint (*.safetensors, as vae train writes) or a run's "
+                            "folder\n", L->path);
         else
             fprintf(stderr, "vae: %s\n", vae_error_get());
         return -1;
@@ -1223,12 +1218,7 @@ static int cmd_info(int argc, char **argv) {
     }
     size_t len = strlen(a.positional);
     int is_ckpt = len > 12 && !strcmp(a.positional + len - 12, ".safetensors");
-    if (!is_ckpt) { /* a checkpoint by another name: a safetensors header, 8-byte length + '{' */
-        FILE *in = fopen(a.positional, "rb");
-        unsigned char h[9];
-        is_ckpt = in && fread(h, 1, 9, in) == 9 && h[8] == '{' && h[7] == 0 && h[6] == 0;
-        if (in) fclose(in);
-    }
+    if (!is_ckpt) is_ckpt = starts_like_safetensors(a.positional); /* by another name */
     vae_st_file f;
     int rc = is_ckpt ? vae_ckpt_open(a.positional, &f, &cfg) : vae_config_load(&cfg, a.positional);
     if (rc) {
