@@ -10,7 +10,7 @@
  *   [train]   epochs, batch, seed, beta, kl_warmup_steps, threads, device,
  *             checkpoint_every (epochs), keep (checkpoints kept)
  *   [optim]   lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
- *             clip_grad_norm
+ *             clip_grad_norm, lr_schedule, lr_warmup_steps, min_lr
  *
  * Layer specs: "dense N", "conv N k=3 stride=2 pad=1",
  * "convT N k=3 stride=2 pad=1 out_pad=1", "relu", "leaky_relu [slope=0.01]",
@@ -91,6 +91,9 @@ typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
     int decoupled_weight_decay;
     float clip_grad_norm;  /* 0 = off */
+    int lr_schedule;       /* VAE_LR_CONSTANT, _COSINE, _LINEAR (vae_math.h) */
+    int lr_warmup_steps;   /* lr ramps from lr / n to lr over the first n steps; 0 = off */
+    float min_lr;          /* where cosine and linear end, <= lr */
 } vae_config;
 
 /* Defaults for every optional key (required keys are zero/invalid). */
@@ -112,7 +115,9 @@ void vae_config_free(vae_config *cfg);
  * [optim], [train] beta and kl_warmup_steps); each as "[section] key a ->
  * b" items separated by "; ", "" when there are none. Epochs, threads,
  * device, checkpoint_every and keep are settings of the run, not compared
- * (batch and seed must match for a resume, checked by the caller). Returns
+ * (batch and seed must match for a resume, checked by the caller), except
+ * that epochs count as a change of results when either config's
+ * lr_schedule decays (over all the run's steps). Returns
  * the number of model differences. */
 int vae_config_compare(const vae_config *a, const vae_config *b, char *model, size_t mlen,
                        char *other, size_t olen);

@@ -371,6 +371,7 @@ typedef struct {
     int32_t rows;  /* images in the batch: min(B, n - row0) */
     real kl_scale; /* weight of dKL/dhead in kl_backward: beta(s) / rows */
     real bc1, bc2; /* Adam's bias corrections 1 - beta1^(s+1), 1 - beta2^(s+1) */
+    real lr_scale; /* the learning-rate schedule's factor (vae_lr_scale_at); 1 = none */
 } vae_step_vals;
 
 /* The run's constants that the per-step values are computed from. */
@@ -380,7 +381,14 @@ typedef struct {
     int64_t warmup;      /* KL warm-up steps, 0 for none */
     double beta;         /* KL weight after the warm-up */
     double beta1, beta2; /* Adam's moment decays */
+    /* learning-rate schedule (vae_lr_scale_at): VAE_LR_CONSTANT, _COSINE or
+     * _LINEAR; warm-up steps; the steps of the whole run; min_lr / lr */
+    int32_t lr_schedule;
+    int64_t lr_warmup, total_steps;
+    double min_lr_ratio;
 } vae_step_plan;
+
+enum { VAE_LR_CONSTANT = 0, VAE_LR_COSINE = 1, VAE_LR_LINEAR = 2 };
 
 /* KL weight of step s: beta * (s + 1) / warmup during the warm-up, then beta. */
 VAE_HD real vae_kl_beta_at(double beta, int64_t warmup, int64_t s) {
@@ -410,6 +418,43 @@ VAE_HD double vae_pow_int(double x, int64_t n) {
     return r;
 }
 
+/* cos(pi t) for 0 <= t <= 1 in double by its own series, so that host and
+ * device get the same bits (a libm cos and CUDA's may differ in the last
+ * place): cos(pi t) = sin(pi (1/2 - t)) = sin(y), |y| <= pi/2, by the
+ * Taylor series of sin to the y^27 term (the first left out is below
+ * (pi/2)^29 / 29! ~ 4e-28), Horner's rule with plain IEEE operations
+ * (VAE_DMUL: never fused). Within a few ulps of libm's cos (test_math). */
+VAE_HD double vae_cos_pi(double t) {
+    const double y = VAE_DMUL(3.141592653589793, 0.5 - t), y2 = VAE_DMUL(y, y);
+    double r = 1.0;
+    for (int k = 27; k >= 3; k -= 2) r = 1.0 - VAE_DMUL(r, y2) / (double)(k * (k - 1));
+    return VAE_DMUL(y, r);
+}
+
+/* The learning-rate factor of 0-based step s (the rate is lr times it):
+ *   warm-up, s < W:    (s + 1) / W        (1 / W up to 1, as llm.c)
+ *   after it:          constant: 1
+ *                      cosine:   r + (1 - r) (1 + cos(pi u)) / 2
+ *                      linear:   r + (1 - r) (1 - u)
+ * with u = (s - W) / (T - W) the fraction of the decay done (T the run's
+ * steps; u = 1 from T on, and where T <= W) and r = min_lr / lr. This is
+ * PyTorch's SequentialLR of LinearLR(start_factor = 1/W, total_iters =
+ * W - 1) and CosineAnnealingLR(T_max = T - W, eta_min = min_lr) or
+ * LinearLR(1, r, T - W) (cli_lr_schedule). In double, rounded once. */
+VAE_HD real vae_lr_scale_at(const vae_step_plan *p, int64_t s) {
+    if (p->lr_warmup > 0 && s < p->lr_warmup)
+        return (real)((double)(s + 1) / (double)p->lr_warmup);
+    if (p->lr_schedule == VAE_LR_CONSTANT) return (real)1;
+    const int64_t span = p->total_steps - p->lr_warmup;
+    const double u = span > 0 && s - p->lr_warmup < span
+                         ? (double)(s - p->lr_warmup) / (double)span
+                         : 1.0;
+    const double r = p->min_lr_ratio;
+    const double f = p->lr_schedule == VAE_LR_COSINE ? VAE_DMUL(0.5, 1.0 + vae_cos_pi(u))
+                                                     : 1.0 - u;
+    return (real)(r + VAE_DMUL(1.0 - r, f));
+}
+
 /* The block of step s (next = s + 1). The bias corrections are computed in
  * double (vae_pow_int) and rounded once. */
 VAE_HD void vae_step_vals_at(vae_step_vals *v, const vae_step_plan *p, int64_t s) {
@@ -424,10 +469,11 @@ VAE_HD void vae_step_vals_at(vae_step_vals *v, const vae_step_plan *p, int64_t s
     v->kl_scale = vae_kl_beta_at(p->beta, p->warmup, s) * ((real)1 / (real)v->rows);
     v->bc1 = (real)(1.0 - vae_pow_int(p->beta1, s + 1));
     v->bc2 = (real)(1.0 - vae_pow_int(p->beta2, s + 1));
+    v->lr_scale = vae_lr_scale_at(p, s);
 }
 
 /* A block made by hand (evaluation, encoding, tests): step, next = step + 1
- * and the given values. */
+ * and the given values; no learning-rate schedule (lr_scale 1). */
 VAE_HD vae_step_vals vae_step_vals_make(int64_t step, int64_t row0, uint64_t sub, int32_t rows,
                                         real kl_scale, real bc1, real bc2) {
     vae_step_vals v;
@@ -440,7 +486,17 @@ VAE_HD vae_step_vals vae_step_vals_make(int64_t step, int64_t row0, uint64_t sub
     v.kl_scale = kl_scale;
     v.bc1 = bc1;
     v.bc2 = bc2;
+    v.lr_scale = 1;
     return v;
+}
+
+/* The Adam hyper-parameters of the step sv describes: hp with its learning
+ * rate times the schedule's factor (hp->lr itself where there is none: a
+ * factor of 1 changes no bit). Both backends' adam_step start from it. */
+VAE_HD vae_adam_hp vae_adam_hp_at(const vae_adam_hp *hp, const vae_step_vals *sv) {
+    vae_adam_hp h = *hp;
+    h.lr = hp->lr * sv->lr_scale;
+    return h;
 }
 
 /* step_begin: the block of step v->next. */

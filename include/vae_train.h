@@ -73,7 +73,8 @@ void vae_shuffle_perm(int32_t *perm, int n, uint64_t seed, int64_t epoch);
 /* The constants of a training run on n images that step_begin computes each
  * step's values from (vae_step_vals_at in vae_math.h: batch offset, noise
  * subsequence, KL weight ramped linearly over the first kl_warmup_steps
- * steps, Adam's bias corrections). */
+ * steps, Adam's bias corrections, the learning-rate schedule's factor over
+ * the run's epochs x ceil(n / batch) steps). */
 vae_step_plan vae_train_plan(const vae_config *cfg, int64_t n);
 
 /* Data resident in backend memory for gather_batch. */

@@ -42,7 +42,7 @@ static void train_a_little(vae_model *m, const vae_config *cfg) {
     test_rand_fill_real(x, 4 * 64, 0, 1, 2);
     m->be->upload(m->be, m->x, x, sizeof x);
     /* steps 0..2 over 4 images in batches of 4, beta 1, no warm-up */
-    const vae_step_plan plan = {4, 4, 0, 1.0, cfg->beta1, cfg->beta2};
+    const vae_step_plan plan = {4, 4, 0, 1.0, cfg->beta1, cfg->beta2, VAE_LR_CONSTANT, 0, 0, 0};
     for (int s = 0; s < 3; s++) {
         vae_step_vals v;
         vae_step_vals_at(&v, &plan, s);

@@ -393,6 +393,18 @@ static void test_errors(void) {
     BAD("range_eps.ini", 21, E(21, "eps = 0"), "eps = 0 is out of range", "a number > 0", NULL);
     BAD("range_wd.ini", 21, E(21, "weight_decay = -1"), "weight_decay", ">= 0", NULL);
     BAD("range_clip.ini", 21, E(21, "clip_grad_norm = -0.5"), "clip_grad_norm", ">= 0", NULL);
+    BAD("lr_sched.ini", 21, E(21, "lr_schedule = step"),
+        "lr_schedule = 'step' is not a valid choice", "constant, cosine or linear", NULL);
+    BAD("lr_warm.ini", 21, E(21, "lr_warmup_steps = -1"), "lr_warmup_steps", "0..1000000000", NULL);
+    BAD("min_lr_neg.ini", 21, E(21, "min_lr = -1e-5"), "min_lr", ">= 0", NULL);
+    /* min_lr above lr: named at min_lr's line, after lr's or before it, or
+     * above the default lr */
+    BAD("min_lr_big.ini", 22, edit(buf, sizeof buf, 21, "lr = 1e-3\nmin_lr = 2e-3", 0),
+        "min_lr = 0.002 is above lr = 0.001", "expected min_lr <= lr", NULL);
+    BAD("min_lr_first.ini", 21,
+        edit(buf, sizeof buf, 20, "[optim]\nmin_lr = 0.5", 21, "lr = 0.1", 0),
+        "min_lr = 0.5 is above lr = 0.1", NULL, NULL);
+    BAD("min_lr_default_lr.ini", 21, E(21, "min_lr = 0.01"), "above lr = 0.001", NULL, NULL);
     BAD("range_beta.ini", 19, E(19, "beta = -1"), "beta = -1 is out of range", ">= 0", NULL);
     BAD("range_sigma.ini", 7, E(7, "sigma = 0"), "sigma = 0 is out of range", "> 0", NULL);
     BAD("range_ckpt.ini", 19, E(19, "checkpoint_every = 0"), "checkpoint_every", "1..1000000", NULL);
@@ -619,6 +631,15 @@ static void test_validate(void) {
                                        "be 0 or 1");
     c.decoupled_weight_decay = 1;
     CHECK(vae_config_validate(&c) == VAE_OK);
+    /* --lr below the config's min_lr; equal is fine */
+    c.min_lr = 0.25f, c.lr = 0.125f;
+    CHECK_ERR(vae_config_validate(&c), "--lr 0.125: lr must be >= the config's min_lr = 0.25");
+    c.lr = 0.25f;
+    CHECK(vae_config_validate(&c) == VAE_OK);
+    c.lr_schedule = 3;
+    CHECK_ERR(vae_config_validate(&c), "lr_schedule must be constant, cosine or linear");
+    c.lr_schedule = VAE_LR_LINEAR;
+    CHECK(vae_config_validate(&c) == VAE_OK);
     vae_config_free(&c);
 }
 
@@ -646,6 +667,15 @@ static void test_compare(void) {
     CHECK(vae_config_compare(&a, &b, m, sizeof m, o, sizeof o) == 0 && !m[0] && !o[0]);
     b.epochs = 99, b.threads = 3, b.keep = 0, b.device = VAE_DEVICE_CPU, b.checkpoint_every = 5;
     CHECK(vae_config_compare(&a, &b, m, sizeof m, o, sizeof o) == 0 && !m[0] && !o[0]);
+    /* under a decaying learning rate the epochs change the results */
+    b.lr_schedule = VAE_LR_COSINE;
+    CHECK(vae_config_compare(&a, &b, m, sizeof m, o, sizeof o) == 0 && !m[0]);
+    CHECK_MSG(strstr(o, "[optim] lr_schedule constant -> cosine") &&
+                  strstr(o, "[train] epochs 10 -> 99 (the lr_schedule's decay"), "%s", o);
+    b.lr_schedule = VAE_LR_CONSTANT, b.lr_warmup_steps = 5;
+    CHECK(vae_config_compare(&a, &b, m, sizeof m, o, sizeof o) == 0 && !m[0]);
+    CHECK_MSG(strstr(o, "[optim] lr_warmup_steps 0 -> 5") && !strstr(o, "epochs"), "%s", o);
+    b.lr_warmup_steps = 0;
     b.lr = 2e-3f, b.beta = 0.5f;
     CHECK(vae_config_compare(&a, &b, m, sizeof m, o, sizeof o) == 0 && !m[0]);
     CHECK_MSG(strstr(o, "[optim] lr 0.001 -> 0.002") && strstr(o, "[train] beta 1 -> 0.5"), "%s", o);

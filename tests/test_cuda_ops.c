@@ -1618,9 +1618,10 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
     snprintf(what, sizeof what, "adam n=%zu wd=%g decoupled=%d clip=%g gnorm2=%g at +%zu", n,
              (double)wd, decoupled, (double)clip, gnorm2, off);
     vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, wd, decoupled};
-    /* step 2 (t = 3) */
+    /* step 2 (t = 3), a learning-rate schedule's factor 0.37 on odd seeds */
     vae_step_vals hv =
         vae_step_vals_make(2, 0, 2, 1, 1, (real)(1 - pow(0.9, 3)), (real)(1 - pow(0.999, 3)));
+    if (seed % 2) hv.lr_scale = (real)0.37;
     vals_pair sv = vals_in(&hv);
     real *h0 = test_xmalloc((n + off) * sizeof(real));
     test_rand_fill_real(h0, n + off, -1, 1, seed);
@@ -1803,7 +1804,7 @@ static void test_step_begin(const vae_step_plan *plan, int64_t next, int count) 
     vae_step_vals h0;
     memset(&h0, 0x5a, sizeof h0);
     h0.next = next;
-    h0.kl_scale = h0.bc1 = h0.bc2 = (real)NAN;
+    h0.kl_scale = h0.bc1 = h0.bc2 = h0.lr_scale = (real)NAN;
     vals_pair sv = vals_in(&h0);
     int64_t worst = 0;
     for (int k = 0; k < count; k++) {
@@ -1825,18 +1826,20 @@ static void test_step_begin(const vae_step_plan *plan, int64_t next, int count) 
                       c.sub == ref.sub && c.rows == ref.rows && c.step == s && c.next == s + 1 &&
                       memcmp(&c.kl_scale, &ref.kl_scale, sizeof(real)) == 0 &&
                       memcmp(&c.bc1, &ref.bc1, sizeof(real)) == 0 &&
-                      memcmp(&c.bc2, &ref.bc2, sizeof(real)) == 0,
+                      memcmp(&c.bc2, &ref.bc2, sizeof(real)) == 0 &&
+                      memcmp(&c.lr_scale, &ref.lr_scale, sizeof(real)) == 0,
                   "%s, step %lld: the CPU's block is not vae_step_vals_at's", what, (long long)s);
-        const real gf[3] = {g.kl_scale, g.bc1, g.bc2}, cf[3] = {c.kl_scale, c.bc1, c.bc2};
-        static const char *const names[3] = {"kl_scale", "bc1", "bc2"};
-        for (int f = 0; f < 3; f++) {
+        const real gf[4] = {g.kl_scale, g.bc1, g.bc2, g.lr_scale},
+                   cf[4] = {c.kl_scale, c.bc1, c.bc2, c.lr_scale};
+        static const char *const names[4] = {"kl_scale", "bc1", "bc2", "lr_scale"};
+        for (int f = 0; f < 4; f++) {
             int64_t d = ulp_dist(gf[f], cf[f]);
             CHECK_MSG(d == 0 && gf[f] == gf[f], "%s, step %lld: %s CUDA %.9g, CPU %.9g (%lld ulp)",
                       what, (long long)s, names[f], (double)gf[f], (double)cf[f], (long long)d);
             if (d > worst) worst = d;
         }
     }
-    printf("%s, %d steps: kl_scale/bc1/bc2 at most %lld ulp from the CPU\n", what, count,
+    printf("%s, %d steps: kl_scale/bc1/bc2/lr_scale at most %lld ulp from the CPU\n", what, count,
            (long long)worst);
     pools_reset();
 }
@@ -1974,7 +1977,7 @@ static void test_graph(int K) {
     /* 97 images in batches of 16: 7 steps per epoch, the last one of 1 image;
      * K steps cross the epoch boundary and the end of the KL warm-up */
     enum { N = 97, B = 16, D = 50 };
-    const vae_step_plan plan = {N, B, 5, 0.5, 0.9, 0.999};
+    const vae_step_plan plan = {N, B, 5, 0.5, 0.9, 0.999, VAE_LR_CONSTANT, 0, 0, 0};
     const int spe = (N + B - 1) / B;
     const size_t ni = (size_t)spe * B, nd = (size_t)N * D, n = (size_t)B * D;
     uint8_t *hd = test_xmalloc(nd);
@@ -2668,14 +2671,18 @@ int main(void) {
     test_step_commit(2);
     test_step_commit(1000);
 
-    /* a short last batch (1000 = 15 * 64 + 40) and a KL warm-up of 37 steps */
-    const vae_step_plan sp1 = {1000, 64, 37, 0.5, 0.9, 0.999};
+    /* a short last batch (1000 = 15 * 64 + 40), a KL warm-up of 37 steps and
+     * a cosine learning rate (warm-up 10, down to 0.1 at step 40: the
+     * device's series cosine against the host's, bit for bit) */
+    const vae_step_plan sp1 = {1000, 64, 37, 0.5, 0.9, 0.999, VAE_LR_COSINE, 10, 40, 0.1};
     test_step_begin(&sp1, 0, 40);                        /* 2.5 epochs, the warm-up's end */
     test_step_begin(&sp1, 990, 20);                      /* bc2 far from 0 and 1 */
     test_step_begin(&sp1, ((int64_t)1 << 33) + 7, 20);  /* int64 steps; bc = 1 */
-    const vae_step_plan sp2 = {128, 64, 0, 1.0, 0.5, 0.75}; /* no short batch, no warm-up */
+    /* no short batch, no warm-up; a linear learning rate */
+    const vae_step_plan sp2 = {128, 64, 0, 1.0, 0.5, 0.75, VAE_LR_LINEAR, 0, 10, 0};
     test_step_begin(&sp2, 5, 8);
-    const vae_step_plan sp3 = {5, 8, 3, 2.0, 0.9, 0.999}; /* batch larger than the data */
+    /* batch larger than the data */
+    const vae_step_plan sp3 = {5, 8, 3, 2.0, 0.9, 0.999, VAE_LR_CONSTANT, 0, 0, 0};
     test_step_begin(&sp3, 0, 4);
 
     test_gather(50, 1, 105, 0, 900);

@@ -892,6 +892,27 @@ static int close_l(long double got, long double want, long double rtol, long dou
     return fabsl(got - want) <= atol + rtol * fabsl(want);
 }
 
+/* The learning-rate factor of step s by its definition (vae_math.h,
+ * vae_lr_scale_at) in long double with libm's cosl. */
+static long double lr_ref(const vae_step_plan *p, int64_t s) {
+    if (p->lr_warmup > 0 && s < p->lr_warmup) return (long double)(s + 1) / p->lr_warmup;
+    if (p->lr_schedule == VAE_LR_CONSTANT) return 1;
+    long double u = 1;
+    if (p->total_steps > p->lr_warmup && s < p->total_steps)
+        u = (long double)(s - p->lr_warmup) / (long double)(p->total_steps - p->lr_warmup);
+    const long double r = p->min_lr_ratio;
+    const long double f = p->lr_schedule == VAE_LR_COSINE
+                              ? (1 + cosl(3.141592653589793238462643383279503L * u)) / 2
+                              : 1 - u;
+    return r + (1 - r) * f;
+}
+/* lr_scale: one rounding to real of a double computation whose absolute
+ * error is a few DBL_EPSILON (u's division, the cosine series, two sums:
+ * near the end of a cosine to 0 the factor is small and the error absolute,
+ * so an absolute term), allowed EPS_R relative + 64 DBL_EPSILON. */
+#define LR_RTOL EPS_R
+#define LR_ATOL (64 * DBL_EPSILON)
+
 /* Every field of the block of step s, against the references above, given
  * the expected batch layout (row0, rows). Returns the number of bad fields
  * and prints the first few. */
@@ -913,6 +934,15 @@ static int check_vals_at(const vae_step_plan *p, int64_t s, int64_t row0, int ro
     bad += !close_l((long double)v.kl_scale, kl_ref(p, s, rows), KL_TOL, 0);
     bad += !close_l((long double)v.bc1, b1, BC_RTOL, bc_atol(p->beta1, s + 1));
     bad += !close_l((long double)v.bc2, b2, BC_RTOL, bc_atol(p->beta2, s + 1));
+    bad += !(v.lr_scale == vae_lr_scale_at(p, s));
+    if (!close_l((long double)v.lr_scale, lr_ref(p, s), LR_RTOL, LR_ATOL)) {
+        bad++;
+        if (printed < 5)
+            fprintf(stderr, "lr schedule %d warmup %lld total %lld r %g, step %lld: "
+                    "lr_scale %.17g, want %.20Lg\n", p->lr_schedule, (long long)p->lr_warmup,
+                    (long long)p->total_steps, p->min_lr_ratio, (long long)s, (double)v.lr_scale,
+                    lr_ref(p, s));
+    }
     if (bad && printed++ < 5)
         fprintf(stderr,
                 "plan n %lld B %d warmup %lld, step %lld: got step %lld next %lld sub %llu "
@@ -991,11 +1021,77 @@ static void test_pow_int(void) {
     CHECK(vae_pow_int(0.999, (int64_t)1 << 40) == 0.0); /* underflow */
 }
 
+/* vae_cos_pi(t) = cos(pi t) against cosl on a fine grid of [0, 1] and at
+ * the points where it is exact: within 4 DBL_EPSILON absolute (the series'
+ * Horner steps; its truncation is ~1e-28). */
+static void test_cos_pi(void) {
+    int bad = 0;
+    double worst = 0;
+    for (int i = 0; i <= 200000; i++) {
+        const double t = i / 200000.0;
+        const long double want = cosl(3.141592653589793238462643383279503L * (long double)t);
+        const double e = (double)fabsl((long double)vae_cos_pi(t) - want);
+        if (e > worst) worst = e;
+        bad += !(e <= 4 * DBL_EPSILON);
+    }
+    CHECK_MSG(bad == 0, "%d vae_cos_pi values off by more than 4 DBL_EPSILON (worst %.3g)", bad,
+              worst);
+    CHECK(fabs(vae_cos_pi(0) - 1) <= DBL_EPSILON && fabs(vae_cos_pi(1) + 1) <= DBL_EPSILON);
+    CHECK(fabs(vae_cos_pi(0.5)) <= DBL_EPSILON);
+    CHECK(fabs(vae_cos_pi(1.0 / 3) - 0.5) <= 2 * DBL_EPSILON);
+}
+
+/* The learning-rate schedule's factor (vae_lr_scale_at) at the points its
+ * definition pins: the warm-up's (s + 1) / W, 1 where the decay starts, the
+ * midpoint of a cosine (1 + r) / 2, r from the run's last step on; rising
+ * through the warm-up and falling after it. check_plan compares every step
+ * with lr_ref. */
+static void test_lr_schedule(void) {
+    vae_step_plan p = {1000, 128, 0, 1.0, 0.9, 0.999, VAE_LR_CONSTANT, 0, 0, 0};
+    p.lr_schedule = VAE_LR_COSINE, p.lr_warmup = 10, p.total_steps = 110, p.min_lr_ratio = 0.1;
+    CHECK(vae_lr_scale_at(&p, 0) == (real)0.1 && vae_lr_scale_at(&p, 4) == (real)0.5);
+    CHECK(vae_lr_scale_at(&p, 9) == 1 && vae_lr_scale_at(&p, 10) == 1);
+    CHECK(vae_lr_scale_at(&p, 60) == (real)0.55);                 /* u = 1/2 */
+    CHECK(close_l(vae_lr_scale_at(&p, 35), 0.1L + 0.9L * (1 + sqrtl(0.5L)) / 2, LR_RTOL, LR_ATOL));
+    CHECK(close_l(vae_lr_scale_at(&p, 110), 0.1L, LR_RTOL, LR_ATOL)); /* the end and past it */
+    CHECK(close_l(vae_lr_scale_at(&p, 1000000), 0.1L, LR_RTOL, LR_ATOL));
+    int bad = 0;
+    for (int64_t s = 0; s < 120; s++) {
+        const real a = vae_lr_scale_at(&p, s), b = vae_lr_scale_at(&p, s + 1);
+        bad += s < 9 ? !(a < b) : !(a >= b);
+        bad += !(a > 0 && a <= 1);
+    }
+    CHECK_MSG(bad == 0, "cosine: %d steps break the rise / fall", bad);
+    p.lr_schedule = VAE_LR_LINEAR, p.min_lr_ratio = 0;
+    CHECK(vae_lr_scale_at(&p, 10) == 1 && vae_lr_scale_at(&p, 35) == (real)0.75);
+    CHECK(vae_lr_scale_at(&p, 60) == (real)0.5 && vae_lr_scale_at(&p, 110) == 0);
+    p.lr_schedule = VAE_LR_CONSTANT;
+    CHECK(vae_lr_scale_at(&p, 4) == (real)0.5 && vae_lr_scale_at(&p, 10) == 1 &&
+          vae_lr_scale_at(&p, 1000) == 1);
+    p.lr_warmup = 0;
+    CHECK(vae_lr_scale_at(&p, 0) == 1);
+    /* a warm-up as long as the run: the decay has nothing left, r after it */
+    p.lr_schedule = VAE_LR_COSINE, p.lr_warmup = 110, p.min_lr_ratio = 0.25;
+    CHECK(vae_lr_scale_at(&p, 109) == 1);
+    CHECK(close_l(vae_lr_scale_at(&p, 110), 0.25L, LR_RTOL, LR_ATOL));
+    /* a hand-made block has no schedule */
+    CHECK(vae_step_vals_make(3, 0, 3, 1, 1, 1, 1).lr_scale == 1);
+    /* Adam's rate: hp->lr times the factor, hp->lr itself at a factor of 1 */
+    const vae_adam_hp hp = {(real)3e-3, (real)0.9, (real)0.999, (real)1e-8, 0, 0};
+    vae_step_vals v = vae_step_vals_make(3, 0, 3, 1, 1, 1, 1);
+    CHECK(vae_adam_hp_at(&hp, &v).lr == hp.lr);
+    v.lr_scale = (real)0.25;
+    CHECK(vae_adam_hp_at(&hp, &v).lr == hp.lr * (real)0.25);
+    CHECK(vae_adam_hp_at(&hp, &v).beta2 == hp.beta2);
+}
+
 static void test_per_step_vals(void) {
     test_pow_int();
+    test_cos_pi();
+    test_lr_schedule();
 
     /* n = 1000, batch 128: 8 steps per epoch, the 8th of 1000 - 7 * 128 = 104 */
-    const vae_step_plan p = {1000, 128, 300, 0.7, 0.9, 0.999};
+    const vae_step_plan p = {1000, 128, 300, 0.7, 0.9, 0.999, VAE_LR_CONSTANT, 0, 0, 0};
     /* 400 steps: 50 epochs, the warm-up boundary (s + 1 = 300) and 100 steps after */
     check_plan(&p, 400, "n 1000 B 128 warmup 300");
 
@@ -1044,7 +1140,7 @@ static void test_per_step_vals(void) {
     CHECK_MSG(bad_chain == 0, "%d chained vae_step_begin blocks off", bad_chain);
 
     /* edges: n divisible by the batch (no short batch), no warm-up */
-    const vae_step_plan even = {1024, 128, 0, 0.7, 0.9, 0.999};
+    const vae_step_plan even = {1024, 128, 0, 0.7, 0.9, 0.999, VAE_LR_CONSTANT, 0, 0, 0};
     check_plan(&even, 100, "n 1024 B 128 warmup 0");
     bad = 0;
     for (int64_t s = 0; s < 100; s++) {
@@ -1055,11 +1151,23 @@ static void test_per_step_vals(void) {
     }
     CHECK_MSG(bad == 0, "%d blocks of the even plan off", bad);
     /* one short batch per epoch (n < B), other Adam betas */
-    const vae_step_plan tiny = {100, 128, 7, 2.5, 0.5, 0.75};
+    const vae_step_plan tiny = {100, 128, 7, 2.5, 0.5, 0.75, VAE_LR_CONSTANT, 0, 0, 0};
     check_plan(&tiny, 20, "n 100 B 128 warmup 7");
     /* batch 1 */
-    const vae_step_plan one = {3, 1, 2, 1.0, 0.9, 0.999};
+    const vae_step_plan one = {3, 1, 2, 1.0, 0.9, 0.999, VAE_LR_CONSTANT, 0, 0, 0};
     check_plan(&one, 12, "n 3 B 1 warmup 2");
+    /* learning-rate schedules over 50 epochs of 8 steps (400), and past the
+     * run's end (a plan of 300 steps checked over 400) */
+    vae_step_plan lr = p;
+    lr.lr_schedule = VAE_LR_COSINE, lr.lr_warmup = 37, lr.total_steps = 400;
+    lr.min_lr_ratio = 0.01;
+    check_plan(&lr, 400, "cosine, warm-up 37, r 0.01");
+    lr.lr_warmup = 0, lr.min_lr_ratio = 0, lr.total_steps = 300;
+    check_plan(&lr, 400, "cosine to 0 over 300 steps");
+    lr.lr_schedule = VAE_LR_LINEAR, lr.lr_warmup = 5, lr.min_lr_ratio = 0.5;
+    check_plan(&lr, 400, "linear, warm-up 5, r 0.5");
+    lr.lr_schedule = VAE_LR_CONSTANT, lr.lr_warmup = 100;
+    check_plan(&lr, 400, "constant, warm-up 100");
 }
 
 /* ============================================================== conversion */

@@ -225,7 +225,7 @@ static void test_model(vae_backend *be) {
     for (int i = 0; i < VAE_STEP_STATE_N; i++) CHECK(m.state[i] == 0);
     /* one batch of B per epoch, beta 1 (kl_scale 1/B), no warm-up; Adam's
      * betas from the config; the model starts with next = 0 */
-    const vae_step_plan plan = {B, B, 0, 1.0, cfg.beta1, cfg.beta2};
+    const vae_step_plan plan = {B, B, 0, 1.0, cfg.beta1, cfg.beta2, VAE_LR_CONSTANT, 0, 0, 0};
     const vae_step_vals *sv;
 
     /* a good step: the sums land in the step slots, the commit moves them */

@@ -176,7 +176,7 @@ double test_max_rel(const real *a, const real *b, size_t n, double floor) {
 int test_step_vals_equal(const vae_step_vals *a, const vae_step_vals *b) {
     return a->step == b->step && a->next == b->next && a->row0 == b->row0 && a->sub == b->sub &&
            a->rows == b->rows && a->kl_scale == b->kl_scale && a->bc1 == b->bc1 &&
-           a->bc2 == b->bc2;
+           a->bc2 == b->bc2 && a->lr_scale == b->lr_scale;
 }
 
 vae_step_vals *test_step_vals_dev(vae_backend *be, const vae_step_vals *v) {

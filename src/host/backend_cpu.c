@@ -839,7 +839,8 @@ static void cpu_adam_step(vae_backend *be, real *p, const real *g, real *m, real
         const double c = (double)clip / (sqrt(g2) + 1e-6);
         if (c < 1) gscale = (real)c;
     }
-    adam_job j = {p, g, m, v, hp, sv->bc1, sv->bc2, gscale};
+    const vae_adam_hp h = vae_adam_hp_at(hp, sv); /* the step's learning rate */
+    adam_job j = {p, g, m, v, &h, sv->bc1, sv->bc2, gscale};
     vae_pool_for(cpu_pool(be), n, CPU_GRAIN, adam_part, &j);
 }
 

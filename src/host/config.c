@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "vae_config.h"
+#include "vae_math.h"
 
 #define CONFIG_MAX_BYTES (1 << 20)  /* 1 MiB: a config is a few hundred bytes */
 #define SHAPE_MAX_DIM 65536         /* any one of C, H, W, N */
@@ -63,6 +64,9 @@ static const char *const DATASETS[] = {"mnist", "cifar10", "idx", NULL};
 static const char *const MODEL_TYPES[] = {"vae", "ae", NULL};
 static const char *const LIKELIHOODS[] = {"bernoulli", "gaussian", NULL};
 static const char *const DEVICES[] = {"auto", "cpu", "cuda", NULL};
+static const char *const LR_SCHEDULES[] = {"constant", "cosine", "linear", NULL};
+_Static_assert(VAE_LR_CONSTANT == 0 && VAE_LR_COSINE == 1 && VAE_LR_LINEAR == 2,
+               "LR_SCHEDULES is indexed by the vae_math.h values");
 
 /* Enum-typed fields are written through an int. */
 _Static_assert(sizeof(vae_dataset_kind) == sizeof(int), "enum size");
@@ -98,6 +102,9 @@ static const key_def KEYS[] = {
     {"optim", "weight_decay", K_FLOAT, OFF(weight_decay), 0, INFINITY, 0, 0, NULL, 0},
     {"optim", "decoupled_weight_decay", K_BOOL, OFF(decoupled_weight_decay), 0, 0, 0, 0, NULL, 0},
     {"optim", "clip_grad_norm", K_FLOAT, OFF(clip_grad_norm), 0, INFINITY, 0, 0, NULL, 0},
+    {"optim", "lr_schedule", K_ENUM, OFF(lr_schedule), 0, 0, 0, 0, LR_SCHEDULES, 0},
+    {"optim", "lr_warmup_steps", K_INT, OFF(lr_warmup_steps), 0, 1000000000, 0, 0, NULL, 0},
+    {"optim", "min_lr", K_FLOAT, OFF(min_lr), 0, 10, 0, 0, NULL, 0},
 };
 #undef OFF
 #define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
@@ -698,6 +705,12 @@ static int check_config(parse_state *st) {
                            "is %s; expected no %s (or dataset = idx)", KEYS[li].name,
                            DATASETS[cfg->dataset], KEYS[li].name);
     }
+    if (cfg->min_lr > cfg->lr) {
+        /* min_lr > 0 is in the file: its default is 0 */
+        return fail_at(st, st->key_line[key_index("optim", "min_lr")],
+                       "[optim] min_lr = %g is above lr = %g; expected min_lr <= lr",
+                       (double)cfg->min_lr, (double)cfg->lr);
+    }
     if (cfg->n_enc == 0)
         return fail_at(st, 0, "missing required key 'layer' in [encoder] (at least one layer)");
     if (cfg->n_dec == 0)
@@ -749,6 +762,9 @@ void vae_config_defaults(vae_config *cfg) {
     cfg->weight_decay = 0.0f;
     cfg->decoupled_weight_decay = 0;
     cfg->clip_grad_norm = 0.0f;
+    cfg->lr_schedule = VAE_LR_CONSTANT;
+    cfg->lr_warmup_steps = 0;
+    cfg->min_lr = 0.0f;
 }
 
 void vae_config_free(vae_config *cfg) {
@@ -891,6 +907,9 @@ int vae_config_validate(vae_config *cfg) {
                 return vae_error_set(VAE_EINVAL, "--%s %d: %s must be 0 or 1", k->name, v, k->name);
         }
     }
+    if (cfg->min_lr > cfg->lr) /* only --lr can make it so: the file was checked */
+        return vae_error_set(VAE_EINVAL, "--lr %g: lr must be >= the config's min_lr = %g",
+                             (double)cfg->lr, (double)cfg->min_lr);
     return VAE_OK;
 }
 
@@ -981,6 +1000,11 @@ int vae_config_compare(const vae_config *a, const vae_config *b, char *model, si
         if (is_model) diff_add(model, mlen, "[%s] %s %s -> %s", k->section, k->name, ta, tb);
         else diff_add(other, olen, "[%s] %s %s -> %s", k->section, k->name, ta, tb);
     }
+    /* a decaying learning rate runs over the run's steps: more epochs stretch it */
+    const int decays = a->lr_schedule != VAE_LR_CONSTANT || b->lr_schedule != VAE_LR_CONSTANT;
+    if (a->epochs != b->epochs && decays)
+        diff_add(other, olen, "[train] epochs %d -> %d (the lr_schedule's decay spans all the "
+                 "run's steps)", a->epochs, b->epochs);
     nm += layers_diff("encoder", a->enc, a->n_enc, b->enc, b->n_enc, model, mlen);
     nm += layers_diff("decoder", a->dec, a->n_dec, b->dec, b->n_dec, model, mlen);
     return nm;

@@ -103,6 +103,10 @@ vae_step_plan vae_train_plan(const vae_config *cfg, int64_t n) {
     p.beta = cfg->beta;
     p.beta1 = cfg->beta1;
     p.beta2 = cfg->beta2;
+    p.lr_schedule = cfg->lr_schedule;
+    p.lr_warmup = cfg->lr_warmup_steps;
+    p.total_steps = (int64_t)cfg->epochs * ((n + cfg->batch - 1) / cfg->batch);
+    p.min_lr_ratio = cfg->lr > 0 ? (double)cfg->min_lr / (double)cfg->lr : 0.0;
     return p;
 }
 
@@ -936,6 +940,18 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
         goto done;
     }
     int seen_bad = 0; /* bad steps reported so far */
+    const int scheduled = cfg->lr_schedule != VAE_LR_CONSTANT || cfg->lr_warmup_steps > 0;
+    if (scheduled) {
+        static const char *const names[] = {"constant", "cosine", "linear"};
+        fprintf(stderr, "vae: learning rate: %d warm-up steps from %.3g to %g, then %s",
+                cfg->lr_warmup_steps,
+                (double)(cfg->lr / (cfg->lr_warmup_steps > 0 ? cfg->lr_warmup_steps : 1)),
+                (double)cfg->lr, names[cfg->lr_schedule]);
+        if (cfg->lr_schedule != VAE_LR_CONSTANT)
+            fprintf(stderr, " down to %g at step %" PRId64, (double)cfg->min_lr,
+                    T.plan.total_steps);
+        fprintf(stderr, "\n");
+    }
     step_view view;
     double run_start = vae_now() - st.elapsed_s;
     const int64_t sigint_at = fault_sigint_step();
@@ -1011,6 +1027,11 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
                "test nelbo %9.4f (recon %9.4f kl %8.4f)",
                ep, cfg->epochs, tr_rec + tr_kl, tr_rec, tr_kl, ev.nelbo, ev.recon, ev.kl);
         if (is_cifar) printf("  test bpd %.4f", bits_per_dim(ev.nelbo, model.D));
+        /* the learning rate of the epoch's last step, as Adam applied it */
+        vae_step_vals last;
+        vae_step_vals_at(&last, &T.plan, st.step - 1);
+        const real lr_now = vae_adam_hp_at(&(vae_adam_hp){.lr = (real)cfg->lr}, &last).lr;
+        if (scheduled) printf("  lr %.3g", (double)lr_now);
         printf("  %8.0f img/s  %s\n", ips, el);
         fflush(stdout);
 
@@ -1028,6 +1049,7 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
             cJSON_AddNumberToObject(j, "test_bpd", bits_per_dim(ev.nelbo, model.D));
         }
         if (cfg->likelihood == VAE_LIK_GAUSSIAN) cJSON_AddNumberToObject(j, "test_mse", ev.mse);
+        cJSON_AddNumberToObject(j, "lr", (double)lr_now);
         cJSON_AddNumberToObject(j, "images_per_s", ips);
         cJSON_AddNumberToObject(j, "epoch_time_s", epoch_time);
         cJSON_AddNumberToObject(j, "elapsed_s", st.elapsed_s);

@@ -4,9 +4,11 @@
  *   per element (vae_adam_elem, vae_math.h):
  *     g' = gscale g (+ wd p for L2);  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
  *     p -= lr/bc1 m / (sqrt(v)/sqrt(bc2) + eps)      (AdamW: p *= 1 - lr wd first)
- *   with bc1 = sv->bc1, bc2 = sv->bc2 read from the step's vae_step_vals
- *   block in device memory (vae_math.h; once per thread, into registers), so
- *   a captured step applies the bias corrections of the step being run.
+ *   with lr = hp.lr sv->lr_scale (the schedule's factor, vae_adam_hp_at),
+ *   bc1 = sv->bc1, bc2 = sv->bc2 read from the step's vae_step_vals block
+ *   in device memory (vae_math.h; once per thread, into registers), so a
+ *   captured step applies the learning rate and bias corrections of the
+ *   step being run.
  *   If gnorm2 (||g||^2 from sumsq, on the device) is NaN or infinite the whole
  *   step is skipped — p, m, v untouched — and *bad = VAE_STEP_BAD (1).
  *   If *bad has VAE_STEP_HALTED (the run stopped on bad steps, step_commit)
@@ -16,7 +18,7 @@
  * host round trip. Every thread derives the same gscale from the same double
  * (in double, rounded once), so all elements see the same scale.
  * Bytes per element: 16 read (p, g, m, v) + 12 written (p, m, v)
- * (gnorm2, *bad and the 48-byte sv are per launch, from cache).
+ * (gnorm2, *bad and the 56-byte sv are per launch, from cache).
  * Access: 16-byte vectors (float4) of p, g, m, v, ADAM_UNROLL = 2 per thread
  * per iteration, all eight loaded before any is stored (128 bytes in flight
  * per thread); a scalar head/tail where the buffers are not 16-byte aligned,
@@ -38,7 +40,7 @@
 #define ADAM_UNROLL 2
 
 __global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, size_t head,
-                            size_t nv, vae_adam_hp hp, real clip, const double *gnorm2, int *bad,
+                            size_t nv, vae_adam_hp hp0, real clip, const double *gnorm2, int *bad,
                             const vae_step_vals *sv) {
     VAE_PDL_ENTRY();
     /* Only thread 0 ever writes *bad, and only VAE_STEP_BAD over a word
@@ -52,6 +54,7 @@ __global__ void adam_kernel(real *p, const real *g, real *m, real *v, size_t n, 
         return;
     }
     const real bc1 = sv->bc1, bc2 = sv->bc2;
+    const vae_adam_hp hp = vae_adam_hp_at(&hp0, sv); /* the step's learning rate */
     real gscale = (real)1;
     if (clip > 0) {
         double c = (double)clip / (sqrt(g2) + 1e-6);

@@ -10,7 +10,7 @@
  * The dataset lives on the device as bytes (4x smaller than floats); the
  * division is IEEE (nvcc's default -prec-div=true), the same float the CPU's
  * `(real)u / (real)255` gives.
- * Bytes per element: 1 read + 4 written (+ idx and the 48-byte sv, cached).
+ * Bytes per element: 1 read + 4 written (+ idx and the 56-byte sv, cached).
  *
  * Access: when D is a multiple of 4, x is 16-byte and data 4-byte aligned,
  * each work item is 4 pixels of one row — a uchar4 load and a float4 store —

@@ -9,7 +9,7 @@
  * values that change from step to step are read there, never passed by
  * value, so a captured step replays with the current ones. Each thread loads
  * the fields it needs once into registers; every thread reads the same few
- * bytes of the 48-byte struct, a cached broadcast that is negligible beside
+ * bytes of the 56-byte struct, a cached broadcast that is negligible beside
  * the tensors (not counted below).
  *
  * The noise comes four normals at a time: the flat index e = b*L + l is cut

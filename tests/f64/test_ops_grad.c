@@ -450,11 +450,13 @@ static void test_adam(double wd, int decoupled, double clip, double gmag) {
         double ref2 = 0;
         for (int i = 0; i < N; i++) ref2 += rg[i] * rg[i];
         CHECK_CLOSE(*gn2, ref2, 1e-15, 0);
-        const vae_step_vals vt = vae_step_vals_make(t - 1, 0, (uint64_t)(t - 1), 1, 0,
-                                                (real)(1 - pow(b1, t)), (real)(1 - pow(b2, t)));
+        vae_step_vals vt = vae_step_vals_make(t - 1, 0, (uint64_t)(t - 1), 1, 0,
+                                          (real)(1 - pow(b1, t)), (real)(1 - pow(b2, t)));
+        /* a learning-rate schedule's factor: steps 1 and 3 scaled, 2 not */
+        vt.lr_scale = t == 2 ? 1 : (real)(0.3 * t);
         g_be->upload(g_be, sv, &vt, sizeof vt);
         g_be->adam_step(g_be, p, g, m, v, N, &hp, (real)clip, gn2, bad, sv);
-        adam_ref(rp, rg, rm, rv, N, t, lr, b1, b2, eps, wd, decoupled, clip);
+        adam_ref(rp, rg, rm, rv, N, t, lr * (double)vt.lr_scale, b1, b2, eps, wd, decoupled, clip);
     }
     CHECK(*bad == 0);
     double e = 0;
