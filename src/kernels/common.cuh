@@ -378,6 +378,30 @@ __device__ __forceinline__ void vae_load4_shared(float (&v)[4], const float *p) 
 #endif
 }
 
+/* Shared-memory fills that do not wait for each load. vae_fill_async(dst,
+ * src): *dst = *src for one float, dst in shared and src in global memory,
+ * as an asynchronous copy (cp.async, compute capability 8.0 on: LDGSTS),
+ * which holds no register and lets a thread have many loads in flight; a
+ * loop of plain load-then-store waits a memory round trip per element (the
+ * store needs the load's value), which made the direct convolutions' fills
+ * latency-bound. vae_fill_wait(): this thread's copies have landed; a
+ * __syncthreads() after it makes every thread's visible. Both are plain
+ * copies in the CPU emulator (the same values, at once). */
+__device__ __forceinline__ void vae_fill_async(float *dst, const float *src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    const size_t g = __cvta_generic_to_global(src);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(g) : "memory");
+#else
+    *dst = *src;
+#endif
+}
+__device__ __forceinline__ void vae_fill_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
 #endif /* __CUDACC__ */
 
 #endif /* VAE_CUDA_COMMON_CUH */

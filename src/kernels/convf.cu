@@ -34,8 +34,9 @@
  *    go through shared memory in chunks of CC (static, 48 KiB): the weights
  *    [CC][K K][WP], WP = GB CQ + 4 (channels past CO zero), and the input
  *    rows and columns the block's outputs read, with their zero border,
- *    [CC][PH][S][PWH]: each row's columns split by phase (column c at
- *    (c % S) PWH + c / S), so that a warp reading every S-th column reads
+ *    [CC][PH][S][PWH] (both filled by asynchronous copies, vae_fill_async
+ *    in common.cuh; the borders by plain stores): each row's columns split
+ *    by phase (column c at (c % S) PWH + c / S), so that a warp reading every S-th column reads
  *    consecutive words (no bank conflicts at stride 2). Per input channel a
  *    thread loads its window ((NB - 1) S + K rows x K columns) once, then per
  *    tap one weight vector and CQ NB FMAs: K 3, S 2: 144 FMAs for 27 + 9
@@ -148,8 +149,8 @@ __global__ void __launch_bounds__(CONVF_MAXT) convf_tile_kernel(convf_args a) {
                 int tap = t % KK, r = t / KK, ci = r % cc, co = r / cc;
                 const int dtap = bd % KK, dr = bd / KK, dci = dr % cc, dco = dr / cc;
                 for (int e = t; e < total; e += bd) {
-                    ws[(ci * KK + tap) * a.WP + co] =
-                        a.w[((size_t)(co0 + co) * a.CI + c0 + ci) * KK + tap];
+                    vae_fill_async(&ws[(ci * KK + tap) * a.WP + co],
+                                   &a.w[((size_t)(co0 + co) * a.CI + c0 + ci) * KK + tap]);
                     tap += dtap;
                     if (tap >= KK) tap -= KK, ci++;
                     ci += dci;
@@ -168,10 +169,11 @@ __global__ void __launch_bounds__(CONVF_MAXT) convf_tile_kernel(convf_args a) {
                 const int dcol = bd % PW, dr = bd / PW, drow = dr % a.PH, dci = dr / a.PH;
                 for (int e = t; e < total; e += bd) {
                     const int iy = iy0 + row, ix = ix0 + col;
-                    real v = 0;
+                    real *x = &xs[ci * a.PP + row * a.PWS + (col % S) * a.PWH + col / S];
                     if (iy >= 0 && iy < a.H && ix >= 0 && ix < a.W)
-                        v = inb[(size_t)(c0 + ci) * HW + (size_t)iy * a.W + ix];
-                    xs[ci * a.PP + row * a.PWS + (col % S) * a.PWH + col / S] = v;
+                        vae_fill_async(x, &inb[(size_t)(c0 + ci) * HW + (size_t)iy * a.W + ix]);
+                    else
+                        *x = 0;
                     col += dcol;
                     if (col >= PW) col -= PW, row++;
                     row += drow;
@@ -179,6 +181,7 @@ __global__ void __launch_bounds__(CONVF_MAXT) convf_tile_kernel(convf_args a) {
                     ci += dci;
                 }
             }
+            vae_fill_wait();
             __syncthreads();
 
             if (gl * CQ < cob) {
@@ -217,12 +220,15 @@ __global__ void __launch_bounds__(CONVF_MAXT) convf_tile_kernel(convf_args a) {
                 if (col >= cob) break;
                 const int co = co0 + col;
                 real *pl = a.out + ((size_t)n * a.CO + co) * a.HO * a.WO;
+                /* read once: out might alias bias as far as nvcc knows, so a
+                 * read inside the loop was repeated after every store */
+                const real b = a.bias ? a.bias[co] : (real)0;
 #pragma unroll
                 for (int k = 0; k < NB; k++) {
                     const int oy = oy0 + sl * NB + k;
                     if (oy >= a.HO) break;
                     real v = acc[j][k] + (real)0; /* -0 -> +0 (header) */
-                    if (a.bias) v = v + a.bias[co];
+                    if (a.bias) v = v + b;
                     pl[(size_t)oy * a.WO + ox] = convf_act(v, a.act, a.slope);
                 }
             }
@@ -298,7 +304,10 @@ static int convf_tile_plan(convf_args *a, int K, int S) {
     if ((long)WT * SB * GB > CONVF_MAXT) return 0;
     const int WP = GB * CQ + 4;
     const int PH = (SB * NB - 1) * S + K, PW = (WT - 1) * S + K;
-    const int PWH = (PW + S - 1) / S, PWS = S * PWH;
+    /* at stride 2 an odd half-row pitch: segments are NB S PWS = 16 PWH words
+     * apart, 16 mod 32 banks when PWH is odd, 0 (a 2-way conflict on every
+     * window load) when it is even (mnist 32 -> 64: PWH 8) */
+    const int PWH = S == 2 ? ((PW + 1) / 2) | 1 : (PW + S - 1) / S, PWS = S * PWH;
     const long per_ci = (long)KK * WP + (long)PH * PWS;
     if (per_ci > CONVF_SMEM) return 0;
     const int ccmax = (int)(CONVF_SMEM / per_ci);

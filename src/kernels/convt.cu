@@ -50,16 +50,19 @@
  *    memory in chunks of CC (static, 48 KiB): the weights [CC][K K][WP],
  *    WP = CO padded to the groups + 4 (so that the fill's scattered stores,
  *    read in the global [ci][co][tap] order, do not collide on banks), and
- *    the NI images' input planes with their zero border, [NI][CC][PH][PW].
- *    Per input channel a thread loads its window (NB + WH - 1) x WH once and
- *    one CQ-vector of weights per tap, then does K K CQ NB FMAs: K 3, CQ 2,
+ *    the NI images' input planes with their zero border, [NI][CC][PH][PW],
+ *    filled by asynchronous copies (vae_fill_async, common.cuh: every
+ *    thread's loads in flight at once, not one memory round trip per
+ *    element; the zero border by plain stores). Per input channel a thread
+ *    loads its window (NB + WH - 1) x WH once and one CQ-vector of weights
+ *    per tap, then does K K CQ NB FMAs: K 3, CQ 2,
  *    NB 7: 126 FMAs for 16 + 9 shared loads (LDS.32 and LDS.64); K 4, CQ 4,
  *    NB 4: 256 for 18 + 16 (LDS.128). No barrier inside a chunk. The (CQ,
  *    NB) pair is the one of {(2, 7), (4, 4)} with fewer instructions per
  *    image, the padding of CO and of the cell rows counted (mnist's 64 -> 32
  *    7x7: (2, 7), 112 threads an image; cifar's: (4, 4)). A block has at most
  *    224 / 192 threads, so that two fit an SM's registers at 144 / 168 per
- *    thread (__maxnreg__; sm_90 ptxas, nvcc 13.0: K 3 125 / 128, K 4 125 / 165, no
+ *    thread (__maxnreg__; sm_90 ptxas, nvcc 13.0: K 3 113 / 125, K 4 128 / 129, no
  *    spills, no stack), and NI images, NI > 1 only when that still leaves
  *    CONVT_MIN_BLOCKS blocks.
  *  - small (stride 2, pad 1, K 3 or 4, CO <= 4, all weights within 48 KiB):
@@ -311,7 +314,7 @@ __global__ void __maxnreg__(CONVT_REGS(MAXT)) convt_tile_kernel(convt_args a) {
             int tap = t % KK, q = t / KK, co = q % a.CO, ci = q / a.CO;
             const int dtap = bd % KK, dq = bd / KK, dco = dq % a.CO, dci = dq / a.CO;
             for (int e = t; e < total; e += bd) {
-                ws[(ci * KK + tap) * a.WP + co] = src[e];
+                vae_fill_async(&ws[(ci * KK + tap) * a.WP + co], &src[e]);
                 tap += dtap;
                 if (tap >= KK) tap -= KK, co++;
                 co += dco;
@@ -333,10 +336,11 @@ __global__ void __maxnreg__(CONVT_REGS(MAXT)) convt_tile_kernel(convt_args a) {
             const int dci = dq % cc, dim = dq / cc;
             for (int e = t; e < total; e += bd) {
                 const int iy = row + T::DMIN, ix = col + T::DMIN;
-                real v = 0;
                 if (im < nimg && iy >= 0 && iy < a.HI && ix >= 0 && ix < a.WI)
-                    v = a.in[((size_t)(n0 + im) * a.CI + c0 + ci) * HWI + (size_t)iy * a.WI + ix];
-                xs[e] = v;
+                    vae_fill_async(&xs[e], &a.in[((size_t)(n0 + im) * a.CI + c0 + ci) * HWI +
+                                                 (size_t)iy * a.WI + ix]);
+                else
+                    xs[e] = 0;
                 col += dcol;
                 if (col >= a.PW) col -= a.PW, row++;
                 row += drow;
@@ -346,6 +350,7 @@ __global__ void __maxnreg__(CONVT_REGS(MAXT)) convt_tile_kernel(convt_args a) {
                 im += dim;
             }
         }
+        vae_fill_wait();
         __syncthreads();
 
         if (img < nimg) {
