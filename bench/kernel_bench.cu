@@ -13,7 +13,7 @@
  *     the header comments of src/kernels/NAME.cu (checked against the code;
  *     where a header is loose the count here follows the code). Small
  *     broadcast operands that stay in cache (a bias row, idx, gnorm2) are
- *     counted once, not per element. The step's vae_step_vals block (48
+ *     counted once, not per element. The step's vae_step_vals block (56
  *     bytes in device memory, from which the kernels read the noise
  *     subsequence, KL weight, batch offset or bias corrections) is not
  *     counted: every thread reads the same few bytes of it once, a cached

@@ -1618,10 +1618,11 @@ static void test_adam(size_t n, real wd, int decoupled, real clip, double gnorm2
     snprintf(what, sizeof what, "adam n=%zu wd=%g decoupled=%d clip=%g gnorm2=%g at +%zu", n,
              (double)wd, decoupled, (double)clip, gnorm2, off);
     vae_adam_hp hp = {(real)1e-3, (real)0.9, (real)0.999, (real)1e-8, wd, decoupled};
-    /* step 2 (t = 3), a learning-rate schedule's factor 0.37 on odd seeds */
+    /* step 2 (t = 3), a learning-rate schedule's factor 0.37 on odd seeds and
+     * with AdamW's decay (whose p *= 1 - lr wd takes the scaled rate) */
     vae_step_vals hv =
         vae_step_vals_make(2, 0, 2, 1, 1, (real)(1 - pow(0.9, 3)), (real)(1 - pow(0.999, 3)));
-    if (seed % 2) hv.lr_scale = (real)0.37;
+    if (seed % 2 || decoupled) hv.lr_scale = (real)0.37;
     vals_pair sv = vals_in(&hv);
     real *h0 = test_xmalloc((n + off) * sizeof(real));
     test_rand_fill_real(h0, n + off, -1, 1, seed);
@@ -1975,9 +1976,11 @@ static void test_graph(int K) {
     CHECK(g_gpu->graph_launch != NULL && g_gpu->graph_free != NULL);
     if (!g_gpu->graph_launch || !g_gpu->graph_free) return;
     /* 97 images in batches of 16: 7 steps per epoch, the last one of 1 image;
-     * K steps cross the epoch boundary and the end of the KL warm-up */
+     * K steps cross the epoch boundary, the end of the KL warm-up and a
+     * cosine learning rate's warm-up and decay (the graph replays a factor
+     * that changes every step) */
     enum { N = 97, B = 16, D = 50 };
-    const vae_step_plan plan = {N, B, 5, 0.5, 0.9, 0.999, VAE_LR_CONSTANT, 0, 0, 0};
+    const vae_step_plan plan = {N, B, 5, 0.5, 0.9, 0.999, VAE_LR_COSINE, 2, 9, 0.1};
     const int spe = (N + B - 1) / B;
     const size_t ni = (size_t)spe * B, nd = (size_t)N * D, n = (size_t)B * D;
     uint8_t *hd = test_xmalloc(nd);

@@ -943,14 +943,19 @@ int vae_train(vae_config *cfg, vae_backend *be, const vae_train_opts *o) {
     const int scheduled = cfg->lr_schedule != VAE_LR_CONSTANT || cfg->lr_warmup_steps > 0;
     if (scheduled) {
         static const char *const names[] = {"constant", "cosine", "linear"};
-        fprintf(stderr, "vae: learning rate: %d warm-up steps from %.3g to %g, then %s",
-                cfg->lr_warmup_steps,
-                (double)(cfg->lr / (cfg->lr_warmup_steps > 0 ? cfg->lr_warmup_steps : 1)),
-                (double)cfg->lr, names[cfg->lr_schedule]);
-        if (cfg->lr_schedule != VAE_LR_CONSTANT)
-            fprintf(stderr, " down to %g at step %" PRId64, (double)cfg->min_lr,
+        const int w = cfg->lr_warmup_steps;
+        fprintf(stderr, "vae: learning rate: ");
+        if (w > 0)
+            fprintf(stderr, "%d warm-up step%s from %.3g to %g, then ", w, w == 1 ? "" : "s",
+                    (double)(cfg->lr / (real)w), (double)cfg->lr);
+        if (cfg->lr_schedule == VAE_LR_CONSTANT) fprintf(stderr, "constant\n");
+        else if (w >= T.plan.total_steps)
+            fprintf(stderr, "%s (not reached: the run has %" PRId64 " steps)\n",
+                    names[cfg->lr_schedule], T.plan.total_steps);
+        else /* PyTorch's convention: min_lr is where the rate would be after the last step */
+            fprintf(stderr, "%s from %g down to %g after step %" PRId64 "\n",
+                    names[cfg->lr_schedule], (double)cfg->lr, (double)cfg->min_lr,
                     T.plan.total_steps);
-        fprintf(stderr, "\n");
     }
     step_view view;
     double run_start = vae_now() - st.elapsed_s;

@@ -56,6 +56,8 @@ def torch_lrs(schedule, warmup, min_lr):
     if warmup > 1:
         scheds.append(S.LinearLR(opt, start_factor=1.0 / warmup, end_factor=1.0,
                                  total_iters=warmup - 1))
+    elif warmup == 1:  # a warm-up of one step at the full rate: the decay starts a step late
+        scheds.append(S.ConstantLR(opt, factor=1.0, total_iters=1))
     if schedule == "cosine":
         scheds.append(S.CosineAnnealingLR(opt, T_max=T - warmup, eta_min=min_lr))
     elif schedule == "linear":
@@ -89,7 +91,7 @@ def train(cfg_path, out, extra=(), check=True, env=None):
 
 CASES = [("cosine", 5, 1e-4), ("linear", 0, 0.0), ("constant", 7, 0.0),
          ("cosine", 30, 1e-4),  # a warm-up longer than the run
-         ("linear", 3, 5e-4), ("cosine", 0, 0.0)]
+         ("linear", 3, 5e-4), ("cosine", 0, 0.0), ("cosine", 1, 1e-4)]
 with open(os.path.join(D, "plain.ini"), "w") as f:
     f.write(config("constant", 0, 0.0))
 for i, (schedule, warmup, min_lr) in enumerate(CASES):
